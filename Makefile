@@ -1,0 +1,35 @@
+# Two entry points do all the set-up on a fresh machine:
+#   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
+#   make test   -- create .venv, install with test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/mnist-softmax
+# A local copy of MNIST, used as the first mirror when it exists (offline machines, CI).
+LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
+MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
+
+.PHONY: demo test smoke bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(CLI) download $(MIRROR_FLAGS)
+	$(CLI) compare $(MIRROR_FLAGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+smoke: $(VENV)/.installed
+	$(CLI) compare --smoke $(MIRROR_FLAGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]' 'torch==2.13.0'
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,51 @@
+"""Options shared by several commands, defined once (as pip-tools does) and applied as decorators."""
+
+from __future__ import annotations
+
+import click
+
+DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
+MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
+OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
+
+
+def _compose(*decorators):
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+data_options = _compose(
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=str),
+        envvar=DATA_DIR_ENV,
+        show_envvar=True,
+        default=None,
+        help="Where MNIST lives (downloaded or your own MNIST-format files). "
+        "Default: the platform's user cache directory.",
+    ),
+    click.option(
+        "--mirror",
+        "mirrors",
+        multiple=True,
+        metavar="URL|DIR",
+        help="Try this mirror first (http(s) URL or a local directory holding the .gz files). "
+        f"Repeatable. {MIRRORS_ENV} (space-separated) adds more.",
+    ),
+    click.option(
+        "--offline",
+        is_flag=True,
+        envvar=OFFLINE_ENV,
+        show_envvar=True,
+        help="Never touch the network: use files already present (local-directory mirrors still work).",
+    ),
+)
+
+output_options = _compose(
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the readable report."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+)

@@ -1,0 +1,318 @@
+"""Mini-batch SGD for softmax regression, with honest NaN accounting.
+
+    >>> from mnist_cli.data import load_mnist
+    >>> d = load_mnist()                                                    # doctest: +SKIP
+    >>> r = train(d.train_images, d.train_labels, TrainConfig(loss="naive", input_scale=255))  # doctest: +SKIP
+    >>> r.nan.first_nan_loss_step                                           # doctest: +SKIP
+    2
+
+The loop reproduces TensorFlow r1.4's ``mnist_softmax.py``: ``W`` and ``b`` start at zero, each step
+takes 100 examples, ``z = x @ W + b``, a loss from :data:`mnist_cli.losses.LOSSES` gives
+``(loss, dL/dz)``, and ``W -= lr * x.T @ dL/dz``, ``b -= lr * sum(dL/dz)``. Nothing stops at NaN (as
+in TF); every non-finite loss, gradient and parameter is counted and the first step of each kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from mnist_cli.losses import LOSSES, softmax
+from mnist_cli.metrics import accuracy
+from mnist_cli.model import DTYPES, INITS, N_CLASSES, Model
+
+#: log(smallest subnormal): past this gap to the row maximum, exp() underflows to exactly 0.
+UNDERFLOW_GAP = {name: -math.log(np.finfo(t).smallest_subnormal) for name, t in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run. Defaults are TF r1.4 ``mnist_softmax.py``."""
+
+    loss: str = "fused"  # a key of LOSSES
+    lr: float = 0.5  # GradientDescentOptimizer(0.5)
+    batch_size: int = 100  # mnist.train.next_batch(100)
+    steps: int | None = 1000  # for _ in range(1000); ignored when epochs is set
+    epochs: int | None = None  # full passes over the (limited) training set instead of steps
+    init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
+    init_std: float = 0.01
+    dtype: str = "float32"  # the dtype of every array in the run
+    input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
+    seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss
+    train_limit: int | None = None  # use only the first N training examples (smoke runs)
+    lr_decay: float = 1.0  # multiply lr by this after each epoch (1 = constant)
+    weight_decay: float = 0.0  # L2: adds weight_decay * W to dL/dW (bias not decayed)
+    average: bool = False  # report the average of the iterates over the last epoch (Polyak-Ruppert)
+    stop_on_nan: bool = False  # stop at the first non-finite loss or gradient
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.epochs is None and (self.steps is None or self.steps < 1):
+            raise ValueError("give steps >= 1 or epochs >= 1")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not (self.input_scale > 0 and math.isfinite(self.input_scale)):
+            raise ValueError(f"input scale must be a positive number, got {self.input_scale}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
+        if not (0 < self.lr_decay <= 1):
+            raise ValueError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+
+
+#: name -> overrides of TrainConfig; "tutorial" is the defaults.
+PRESETS: dict[str, dict] = {
+    "tutorial": {},
+    # Tuned for accuracy (see scripts/bench.py): a few epochs of decaying SGD with small L2, averaged.
+    "best": {"epochs": 15, "lr": 0.5, "lr_decay": 0.8, "weight_decay": 1e-5, "average": True},
+}
+
+
+@dataclass
+class NanReport:
+    """Every non-finite event of a run. Steps are numbered from 1; ``None`` means never."""
+
+    steps_nan_loss: int = 0
+    steps_inf_loss: int = 0
+    steps_nonfinite_grad: int = 0
+    first_nan_loss_step: int | None = None
+    first_inf_loss_step: int | None = None
+    first_nonfinite_grad_step: int | None = None
+    params_nonfinite: bool = False
+    first_nonfinite_params_step: int | None = None
+    underflow_probs: int = 0  # softmax probabilities that were exactly 0, summed over steps
+    steps_with_underflow: int = 0
+    first_underflow_step: int | None = None
+    max_logit_gap: float = 0.0  # largest max(z) - min(z) within one example seen in training
+
+    @property
+    def any_nonfinite(self) -> bool:
+        return bool(self.steps_nan_loss or self.steps_inf_loss or self.steps_nonfinite_grad or self.params_nonfinite)
+
+    @property
+    def first_nonfinite_step(self) -> int | None:
+        steps = [s for s in (self.first_nan_loss_step, self.first_inf_loss_step, self.first_nonfinite_grad_step) if s]
+        return min(steps) if steps else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["any_nonfinite"] = self.any_nonfinite
+        d["first_nonfinite_step"] = self.first_nonfinite_step
+        return d
+
+
+@dataclass
+class Snapshot:
+    """The batch of the first non-finite step, kept for forensics (``--explain-nan``)."""
+
+    step: int
+    indices: np.ndarray  # (B,) positions in the training set
+    labels: np.ndarray  # (B,)
+    logits: np.ndarray  # (B, k) as the loss saw them
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model: Model
+    nan: NanReport
+    losses: np.ndarray  # (steps,) float64, loss of each step (nan/inf kept)
+    steps: int
+    seconds: float
+    order_digest: str  # sha256 of the batch index sequence: equal runs saw equal batches
+    init_digest: str  # sha256 of the initial parameters
+    snapshot: Snapshot | None = None
+    stopped_early: bool = False
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.losses[-1]) if self.steps else float("nan")
+
+
+def scale_pixels(images: np.ndarray, input_scale: float, dtype) -> np.ndarray:
+    """``x = pixels * (input_scale / 255)`` in ``dtype``: [0, 1] by default, raw pixels at 255."""
+    return np.multiply(images, np.dtype(dtype).type(input_scale / 255.0), dtype=dtype)
+
+
+def batch_order(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield ``steps`` index batches: a fresh permutation of ``range(n)`` per epoch, cut into
+    ``n // batch_size`` batches (a remainder smaller than a batch is skipped, as a batch of 1 would
+    weigh one example like a hundred). Depends only on (n, batch_size, rng), never on the loss."""
+    per_epoch = n // batch_size
+    done = 0
+    while done < steps:
+        perm = rng.permutation(n)
+        for j in range(min(per_epoch, steps - done)):
+            yield perm[j * batch_size : (j + 1) * batch_size]
+        done += min(per_epoch, steps - done)
+
+
+def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for (init, data order) from one seed."""
+    init_ss, order_ss = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
+
+
+def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 10000) -> np.ndarray:
+    """Logits of uint8 ``images`` (n, 784), converted block by block to bound memory."""
+    dtype = model.W.dtype
+    out = np.empty((images.shape[0], model.b.shape[0]), dtype=dtype)
+    for start in range(0, images.shape[0], block):
+        x = scale_pixels(images[start : start + block], input_scale, dtype)
+        out[start : start + block] = model.logits(x)
+    return out
+
+
+def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float) -> float:
+    """Accuracy of ``argmax(x @ W + b)``."""
+    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale), axis=1))
+
+
+def train(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    config: TrainConfig,
+    *,
+    progress: Callable[[int, float, int], None] | None = None,
+    progress_every: int = 10,
+    on_log: Callable[[int, dict], None] | None = None,
+    log_every: int = 0,
+) -> TrainResult:
+    """Run SGD on uint8 ``train_images`` (n, 784) and ``train_labels`` (n,) with ``config``.
+
+    ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps;
+    ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags.
+    """
+    config.validate()
+    dtype = DTYPES[config.dtype]
+    loss_fn = LOSSES[config.loss]
+    if config.train_limit is not None:
+        train_images, train_labels = train_images[: config.train_limit], train_labels[: config.train_limit]
+    n = train_images.shape[0]
+    if n < config.batch_size:
+        raise ValueError(f"batch size {config.batch_size} is larger than the {n} training examples")
+    per_epoch = n // config.batch_size
+    steps = config.epochs * per_epoch if config.epochs is not None else config.steps
+    labels = train_labels.astype(np.intp)
+
+    init_rng, order_rng = rngs(config.seed)
+    model = Model.init(train_images.shape[1], N_CLASSES, config.init, dtype, init_rng, config.init_std)
+    init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
+    order_hash = hashlib.sha256()
+
+    W, b = model.W, model.b
+    scale = dtype(config.input_scale / 255.0)
+    wd = dtype(config.weight_decay)
+    gap_limit = UNDERFLOW_GAP[config.dtype] - math.log(N_CLASSES)  # below it no probability can be 0
+    x = np.empty((config.batch_size, train_images.shape[1]), dtype=dtype)  # (B, 784) reused
+    losses = np.empty(steps, dtype=np.float64)
+    nan = NanReport()
+    snapshot = None
+    avg_W = avg_b = None
+    n_avg = 0
+    lr = dtype(config.lr)
+    stopped = False
+    step = 0
+
+    t0 = time.perf_counter()
+    with np.errstate(all="ignore"):
+        for step, idx in enumerate(batch_order(n, config.batch_size, steps, order_rng), start=1):
+            order_hash.update(idx.tobytes())
+            np.multiply(train_images[idx], scale, out=x, dtype=dtype)  # (B, 784) gather + scale
+            y = labels[idx]  # (B,)
+            z = x @ W  # (B, k)
+            z += b
+            loss, dz = loss_fn(z, y)
+            losses[step - 1] = loss
+            gb = dz.sum(axis=0)  # (k,) dL/db; non-finite iff dz has a non-finite entry
+            # --- accounting: scalars and small reductions only, so a healthy run pays ~nothing
+            gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
+            if gap > nan.max_logit_gap:
+                nan.max_logit_gap = gap
+            if not gap <= gap_limit:  # a probability may be exactly 0 (or z is nan): count them
+                n_zero = int(np.count_nonzero(softmax(z) == 0))
+                if n_zero:
+                    nan.underflow_probs += n_zero
+                    nan.steps_with_underflow += 1
+                    nan.first_underflow_step = nan.first_underflow_step or step
+            bad_loss = not math.isfinite(loss)
+            bad_grad = not np.isfinite(gb).all()
+            if bad_loss or bad_grad:
+                if loss != loss:
+                    nan.steps_nan_loss += 1
+                    nan.first_nan_loss_step = nan.first_nan_loss_step or step
+                elif bad_loss:
+                    nan.steps_inf_loss += 1
+                    nan.first_inf_loss_step = nan.first_inf_loss_step or step
+                if bad_grad:
+                    nan.steps_nonfinite_grad += 1
+                    nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
+                if snapshot is None:
+                    snapshot = Snapshot(step, idx.copy(), y.copy(), z.copy())
+            gW = x.T @ dz  # (784, k)
+            if wd:
+                gW += wd * W
+            W -= lr * gW
+            b -= lr * gb
+            if (bad_loss or bad_grad) and not nan.params_nonfinite and not (np.isfinite(W).all() and np.isfinite(b).all()):
+                nan.params_nonfinite = True
+                nan.first_nonfinite_params_step = step
+            if config.average and step > steps - per_epoch:
+                if avg_W is None:
+                    avg_W, avg_b = W.copy(), b.copy()
+                else:
+                    avg_W += W
+                    avg_b += b
+                n_avg += 1
+            if step % per_epoch == 0 and config.lr_decay != 1.0:
+                lr = dtype(lr * config.lr_decay)
+            if progress is not None and step % progress_every == 0:
+                progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
+            if on_log is not None and log_every and step % log_every == 0:
+                on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
+                              "inf_loss": bad_loss and loss == loss, "nonfinite_grad": bad_grad})
+            if config.stop_on_nan and (bad_loss or bad_grad):
+                stopped = True
+                break
+    seconds = time.perf_counter() - t0
+
+    if not nan.params_nonfinite and not model.finite:  # overflow without a flagged step (never seen)
+        nan.params_nonfinite = True
+        nan.first_nonfinite_params_step = step
+    if avg_W is not None:
+        model.W[...] = avg_W / n_avg
+        model.b[...] = avg_b / n_avg
+    model.meta = {
+        "config": asdict(config),
+        "steps": step,
+        "nan": nan.to_dict(),
+    }
+    return TrainResult(
+        config=config,
+        model=model,
+        nan=nan,
+        losses=losses[:step],
+        steps=step,
+        seconds=seconds,
+        order_digest=order_hash.hexdigest(),
+        init_digest=init_digest,
+        snapshot=snapshot,
+        stopped_early=stopped,
+    )
