@@ -55,5 +55,197 @@ def main():
     """
 
 
+def _load_data(data_dir, mirrors, offline, quiet):
+    from mnist_cli.data import load_mnist
+
+    return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
+
+
+def _atomic_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file beside it, so no partial file is ever left."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path("."))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+@main.command()
+@click.option("--loss", type=click.Choice(["fused", "naive", "clipped"]), default=None,
+              help="fused = softmax_cross_entropy_with_logits; naive = -sum(y_*log(softmax(z))); "
+              "clipped = log(clip(p, 1e-10, 1)).  [default: fused]")
+@click.option("--preset", type=click.Choice(["tutorial", "best"]), default="tutorial", show_default=True,
+              help="Starting hyper-parameters; flags given explicitly override them.")
+@click.option("--lr", type=_POSITIVE, default=None, help="Learning rate.  [default: 0.5]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Examples per step.  [default: 100]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps.  [default: 1000]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Train for N passes over the data instead of --steps.")
+@click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
+@click.option("--init", type=click.Choice(["zeros", "normal"]), default=None, help="Initial W.  [default: zeros]")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="Dtype of every array.  [default: float32]")
+@click.option("--input-scale", type=_POSITIVE, default=None,
+              help="Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake.  [default: 1]")
+@click.option("--seed", type=int, default=None, help="Drives init and shuffling: same seed, same numbers.  [default: 0]")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples only (smoke runs).")
+@click.option("--lr-decay", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Multiply the learning rate by this after each epoch.  [default: 1 = constant]")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="L2 penalty on W.  [default: 0]")
+@click.option("--stop-on-nan", is_flag=True, help="Stop at the first non-finite loss or gradient (TF would go on).")
+@click.option("--fail-on-nan", is_flag=True, help=f"Exit with code {EXIT_NAN} if any non-finite value occurred (CI).")
+@click.option("--explain-nan", is_flag=True, help="Explain the first non-finite step: which example, which logit gap, which operation.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None, help="Write parameters and metadata to this .npz.")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Write a JSONL record every --log-every steps.")
+@click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True, help="Steps between --metrics-out records.")
+@data_options
+@output_options
+def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, input_scale, seed, train_limit,
+          lr_decay, weight_decay, stop_on_nan, fail_on_nan, explain_nan, save_path, metrics_out, log_every,
+          data_dir, mirrors, offline, as_json, quiet):
+    """Train softmax regression with one loss and report accuracy and every NaN.
+
+    The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
+    of 100 examples, pixels in [0, 1], float32. NaN is a result, not an error: the exit code is 0
+    unless --fail-on-nan is given. MNIST is downloaded and verified first if it is missing.
+
+    \b
+    Examples:
+      mnist-softmax train --loss fused
+      mnist-softmax train --loss naive --input-scale 255 --explain-nan
+      mnist-softmax train --loss naive --lr 5 --fail-on-nan      # exit 3 in CI
+      mnist-softmax train --preset best --save best.npz
+      mnist-softmax train --json --quiet | jq .test_accuracy
+    """
+    from mnist_cli.progress import bars_enabled, make_bar
+    from mnist_cli.report import format_train, jsonable, train_summary
+    from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy
+    from mnist_cli.train import train as run_train
+
+    overrides = dict(loss=loss, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs, init=init, dtype=dtype,
+                     input_scale=input_scale, seed=seed, train_limit=train_limit, lr_decay=lr_decay,
+                     weight_decay=weight_decay, full_batch=full_batch)
+    if epochs is not None:
+        overrides["steps"] = None
+    settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if stop_on_nan:
+        settings["stop_on_nan"] = True
+    try:
+        config = TrainConfig(**settings)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+    data = _load_data(data_dir, mirrors, offline, quiet)
+    records = [] if metrics_out else None
+    bar = make_bar(config.epochs * (len(data.train_images[: config.train_limit]) // config.batch_size)
+                   if config.epochs else config.steps, "train", "step", bars_enabled(quiet or as_json))
+
+    def progress(step, loss_value, n_bad):
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
+
+    def on_log(step, record):
+        records.append(record)
+
+    try:
+        result = run_train(data.train_images, data.train_labels, config,
+                           progress=progress if bar is not None else None,
+                           on_log=on_log if records is not None else None, log_every=log_every)
+    except ValueError as exc:  # e.g. a batch larger than the (limited) training set
+        raise click.UsageError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
+    summary = train_summary(
+        result,
+        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale),
+        train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
+                                         config.input_scale),
+        n_test=len(data.test_labels),
+        n_train=n_train,
+    )
+    summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
+    explanation = None
+    if explain_nan and result.snapshot is not None:
+        from mnist_cli.forensics import explain, format_explanation
+
+        explanation = explain(result.snapshot, config.dtype, config.loss)
+        summary["explanation"] = explanation
+    if save_path:
+        result.model.meta.update(test_accuracy=summary["test_accuracy"], dataset_checksums=data.checksums,
+                                 numpy_version=__import__("numpy").__version__, mnist_softmax_version=__version__)
+        summary["saved"] = str(result.model.save(save_path))
+    if records is not None:
+        records.append({"step": result.steps, "final": True, "loss": result.final_loss,
+                        "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"]})
+        _atomic_text(metrics_out, "".join(json.dumps(jsonable(r)) + "\n" for r in records))
+
+    if as_json:
+        _print_json(jsonable(summary))
+    else:
+        click.echo(format_train(summary))
+        if explain_nan:
+            click.echo("")
+            click.echo(format_explanation(explanation) if explanation else "No non-finite step to explain.")
+        if save_path:
+            click.echo(f"  saved           {summary['saved']}")
+    if fail_on_nan and result.nan.any_nonfinite:
+        sys.exit(EXIT_NAN)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Which MNIST split to score.")
+@click.option("--input-scale", type=_POSITIVE, default=None,
+              help="Pixel scale the model expects.  [default: the one it was trained with]")
+@data_options
+@output_options
+def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json, quiet):
+    """Score a saved model and answer the argmax question on real data.
+
+    Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
+    differ between the two (floating-point ties can make them), per-class accuracy, the confusion
+    matrix and counts of non-finite logits and probabilities. A model with NaN weights is
+    evaluated, not refused.
+
+    \b
+    Examples:
+      mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
+      mnist-softmax evaluate model.npz --split train --json
+    """
+    from mnist_cli.evaluate import evaluate_model
+    from mnist_cli.model import Model
+    from mnist_cli.report import format_evaluate, jsonable
+
+    model = Model.load(model_path)
+    if input_scale is None:
+        input_scale = float(model.meta.get("config", {}).get("input_scale", 1.0))
+    data = _load_data(data_dir, mirrors, offline, quiet)
+    images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
+    report = evaluate_model(model, images, labels, input_scale)
+    report.update(split=split, model=str(model_path), input_scale=input_scale)
+    if as_json:
+        _print_json(jsonable(report))
+    else:
+        click.echo(format_evaluate(report, split))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -63,8 +63,8 @@ def fused(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     n = z.shape[0]
     rows = np.arange(n)
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1) the max shift
-    shifted = z - z_max  # (n, k), <= 0
-    with np.errstate(under="ignore"):
+    with np.errstate(under="ignore", invalid="ignore"):  # invalid: only for inf/nan logits
+        shifted = z - z_max  # (n, k), <= 0
         e = np.exp(shifted)  # (n, k), in [0, 1]; some may underflow to 0, harmlessly
     s = np.sum(e, axis=1, keepdims=True)  # (n, 1), in [1, k]
     loss = np.mean(np.log(s[:, 0]) - shifted[rows, y])  # logsumexp(z) - z[y], m cancels

@@ -97,6 +97,13 @@ class Model:
         if size > MAX_MODEL_BYTES:
             raise ModelFileError(f"model {path} is {size} bytes, over the {MAX_MODEL_BYTES}-byte cap; {fix}")
         try:
+            with open(path, "rb") as fh:
+                is_zip = fh.read(4) == b"PK\x03\x04"
+        except OSError as exc:
+            raise ModelFileError(f"cannot read model {path}: {exc.strerror}; {fix}") from None
+        if not is_zip:
+            raise ModelFileError(f"cannot load model {path}: it is not a valid .npz (zip) archive; {fix}")
+        try:
             with np.load(path, allow_pickle=False) as npz:
                 keys = set(npz.files)
                 if keys != _KEYS:

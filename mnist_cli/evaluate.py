@@ -1,0 +1,41 @@
+"""Evaluate a model on a split: accuracy, per-class accuracy, confusion matrix and the argmax question.
+
+    >>> report = evaluate_model(model, data.test_images, data.test_labels, input_scale=1.0)  # doctest: +SKIP
+    >>> report["accuracy"], report["argmax"]["differ"]                                        # doctest: +SKIP
+    (0.9187, 0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
+from mnist_cli.model import Model
+from mnist_cli.train import predict_logits
+
+
+def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float) -> dict:
+    """Everything ``mnist-softmax evaluate`` reports, as plain JSON-able values.
+
+    ``accuracy`` is from ``argmax(logits)`` (what the tutorial does after dropping softmax);
+    ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did before). A model with
+    non-finite weights is evaluated, not refused: its non-finite logits are counted.
+    """
+    k = model.b.shape[0]
+    z = predict_logits(model, images, input_scale)  # (n, k)
+    agree = argmax_agreement(z)
+    y = labels.astype(np.int64)
+    cm = confusion_matrix(y, agree["pred_logits"], k)  # (k, k)
+    per_class = per_class_accuracy(cm)
+    return {
+        "n": int(labels.shape[0]),
+        "accuracy": accuracy(y, agree["pred_logits"]),
+        "accuracy_softmax": accuracy(y, agree["pred_probs"]),
+        "per_class_accuracy": [float(a) for a in per_class],
+        "confusion_matrix": cm.tolist(),
+        "argmax": {key: agree[key] for key in ("differ", "ties_in_probs", "zero_probs")},
+        "nonfinite_logits": agree["nonfinite_logits"],
+        "nonfinite_probs": agree["nonfinite_probs"],
+        "nonfinite_params": int(model.W.size + model.b.size - np.count_nonzero(np.isfinite(model.W))
+                                - np.count_nonzero(np.isfinite(model.b))),
+    }

@@ -1,0 +1,112 @@
+"""Model files: round trip, and every malformed or malicious file refused with a clear error."""
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from mnist_cli.errors import ModelFileError
+from mnist_cli.model import MAX_MODEL_BYTES, Model
+
+
+def make_model(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    return Model(rng.standard_normal((784, 10)).astype(dtype), rng.standard_normal(10).astype(dtype),
+                 {"config": {"loss": "fused", "input_scale": 1.0}, "steps": 5})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip(tmp_path, dtype):
+    m = make_model(dtype)
+    path = m.save(tmp_path / "m.npz")
+    back = Model.load(path)
+    np.testing.assert_array_equal(back.W, m.W)
+    np.testing.assert_array_equal(back.b, m.b)
+    assert back.W.dtype == dtype and back.meta == m.meta
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temp file left behind
+
+
+def test_nan_weights_round_trip(tmp_path):
+    m = make_model()
+    m.W[3, 4] = np.nan
+    back = Model.load(m.save(tmp_path / "nan.npz"))
+    assert np.isnan(back.W[3, 4]) and not back.finite
+
+
+def test_save_adds_suffix_like_numpy(tmp_path):
+    assert make_model().save(tmp_path / "model").name == "model.npz"
+
+
+class Boom:
+    def __reduce__(self):
+        return (open, (str(Boom.marker), "w"))
+
+
+def test_pickle_payload_never_executes(tmp_path):
+    Boom.marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    np.savez(path, W=np.zeros((784, 10), np.float32), b=np.zeros(10, np.float32),
+             meta=np.array([Boom()], dtype=object))
+    with pytest.raises(ModelFileError, match="pickled"):
+        Model.load(path)
+    assert not Boom.marker.exists()
+
+
+def test_raw_pickle_file_refused(tmp_path):
+    Boom.marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    path.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ModelFileError):
+        Model.load(path)
+    assert not Boom.marker.exists()
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"W": np.zeros((784, 10)), "b": np.zeros(10)}, "expected"),  # no meta
+        ({"W": np.zeros((784, 10)), "b": np.zeros(10), "meta": np.array("{}"), "x": np.zeros(1)}, "expected"),
+        ({"W": np.zeros((10, 784)), "b": np.zeros(10), "meta": np.array("{}")}, r"W\(10, 784\)"),
+        ({"W": np.zeros((784, 10)), "b": np.zeros(11), "meta": np.array("{}")}, "expected W"),
+        ({"W": np.zeros((784, 10), np.int32), "b": np.zeros(10, np.int32), "meta": np.array("{}")}, "dtypes"),
+        ({"W": np.zeros((784, 10), np.float32), "b": np.zeros(10), "meta": np.array("{}")}, "dtypes"),
+        ({"W": np.zeros((784, 10)), "b": np.zeros(10), "meta": np.array("not json")}, "JSON"),
+        ({"W": np.zeros((784, 10)), "b": np.zeros(10), "meta": np.array("[1, 2]")}, "JSON object"),
+        ({"W": np.zeros((784, 10)), "b": np.zeros(10), "meta": np.zeros(3)}, "metadata"),
+    ],
+)
+def test_misshapen_models_refused(tmp_path, arrays, match):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ModelFileError, match=match):
+        Model.load(path)
+
+
+def test_not_a_zip_and_missing_and_too_large(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip file")
+    with pytest.raises(ModelFileError, match="not a valid"):
+        Model.load(junk)
+    with pytest.raises(ModelFileError, match="cannot read model"):
+        Model.load(tmp_path / "missing.npz")
+    big = tmp_path / "big.npz"
+    with zipfile.ZipFile(big, "w") as zf:
+        zf.writestr("W.npy", b"\0" * (MAX_MODEL_BYTES + 1))
+    with pytest.raises(ModelFileError, match="cap"):
+        Model.load(big)
+
+
+def test_save_to_unwritable_place_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ModelFileError, match="cannot write"):
+        make_model().save(blocker / "m.npz")  # a directory that is a regular file: fails even for root
+
+
+def test_meta_is_plain_json(tmp_path):
+    m = make_model()
+    m.meta["nan"] = {"max_logit_gap": float("nan")}
+    back = Model.load(m.save(tmp_path / "m.npz"))
+    assert back.meta["config"] == m.meta["config"]
+    assert back.meta["nan"]["max_logit_gap"] != back.meta["nan"]["max_logit_gap"]  # NaN survives
