@@ -1,0 +1,99 @@
+"""Training on the real MNIST: tutorial accuracy, the NaN story, reproducibility, identical batches."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_cli.train import PRESETS, TrainConfig, batch_order, evaluate_accuracy, train
+
+
+def run(mnist, **kw):
+    result = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    return result, evaluate_accuracy(result.model, mnist.test_images, mnist.test_labels, result.config.input_scale)
+
+
+@pytest.mark.parametrize("loss", ["fused", "naive"])
+def test_tutorial_defaults_reach_tutorial_accuracy(mnist, loss):
+    result, acc = run(mnist, loss=loss)
+    assert acc >= 0.917
+    assert not result.nan.any_nonfinite
+    assert result.steps == 1000 and len(result.losses) == 1000
+    assert result.losses[0] == pytest.approx(math.log(10), rel=1e-6)  # zeros init: uniform softmax
+    assert result.losses[-50:].mean() < result.losses[0] / 4  # it learned
+
+
+def test_raw_pixels_break_naive_but_not_fused(mnist):
+    naive, naive_acc = run(mnist, loss="naive", input_scale=255)
+    fused, fused_acc = run(mnist, loss="fused", input_scale=255)
+    assert naive.nan.first_nan_loss_step is not None and naive.nan.first_nan_loss_step <= 3
+    assert naive.nan.first_nonfinite_grad_step <= 3
+    assert naive.nan.params_nonfinite and not naive.model.finite
+    assert np.isnan(naive.losses[naive.nan.first_nan_loss_step - 1 :]).all()  # NaN stays
+    assert naive.nan.max_logit_gap > 103  # the float32 limit of exp
+    assert naive_acc < 0.2  # NaN weights: argmax of NaN rows is class 0
+    assert not fused.nan.any_nonfinite and fused.model.finite
+    assert fused.nan.underflow_probs > 0  # fused saw underflow too, harmlessly
+    assert fused_acc > 0.8
+    snap = naive.snapshot
+    assert snap.step == naive.nan.first_nonfinite_step
+    assert snap.logits.shape == (100, 10) and (snap.labels == mnist.train_labels[snap.indices]).all()
+
+
+def test_large_learning_rate_breaks_naive_float32_but_not_float64(mnist):
+    r32, _ = run(mnist, loss="naive", lr=5.0, steps=50)
+    r64, _ = run(mnist, loss="naive", lr=5.0, steps=50, dtype="float64")
+    assert r32.nan.first_nan_loss_step is not None and r32.nan.first_nan_loss_step <= 10
+    assert r64.nan.first_nan_loss_step is None or r64.nan.first_nan_loss_step > r32.nan.first_nan_loss_step
+    assert r64.model.W.dtype == np.float64 and r32.model.W.dtype == np.float32
+
+
+def test_same_seed_same_numbers_and_loss_independent_order(mnist):
+    a, acc_a = run(mnist, loss="fused", steps=200, init="normal", seed=7)
+    b, acc_b = run(mnist, loss="fused", steps=200, init="normal", seed=7)
+    c, _ = run(mnist, loss="naive", steps=200, init="normal", seed=7)
+    d, _ = run(mnist, loss="fused", steps=200, init="normal", seed=8)
+    np.testing.assert_array_equal(a.model.W, b.model.W)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert acc_a == acc_b and a.nan.to_dict() == b.nan.to_dict()
+    assert a.order_digest == c.order_digest and a.init_digest == c.init_digest  # loss alone differs
+    assert a.order_digest != d.order_digest and a.init_digest != d.init_digest
+
+
+def test_naive_and_fused_train_identically_when_healthy(mnist):
+    a, _ = run(mnist, loss="fused", steps=100)
+    b, _ = run(mnist, loss="naive", steps=100)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-4)
+    np.testing.assert_allclose(a.model.W, b.model.W, rtol=1e-3, atol=1e-5)
+
+
+def test_stop_on_nan(mnist):
+    r, _ = run(mnist, loss="naive", input_scale=255, stop_on_nan=True)
+    assert r.stopped_early and r.steps == r.nan.first_nonfinite_step
+
+
+def test_batch_order_is_a_permutation_per_epoch():
+    rng = np.random.default_rng(0)
+    batches = list(batch_order(10, 3, 7, rng))  # 3 batches per epoch, remainder of 1 skipped
+    assert len(batches) == 7 and all(len(b) == 3 for b in batches)
+    for e in range(2):
+        epoch = np.concatenate(batches[3 * e : 3 * e + 3])
+        assert len(set(epoch.tolist())) == 9
+
+
+def test_epochs_and_train_limit(mnist):
+    r, acc = run(mnist, train_limit=1000, epochs=2, batch_size=100)
+    assert r.steps == 20
+    assert acc > 0.5
+
+
+@pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1), dict(lr=math.inf), dict(batch_size=0),
+                                 dict(loss="nope"), dict(dtype="float16"), dict(steps=0), dict(input_scale=0)])
+def test_bad_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad).validate()
+
+
+def test_presets_are_valid_configs():
+    for name, overrides in PRESETS.items():
+        TrainConfig(**overrides).validate()
