@@ -55,6 +55,33 @@ def main():
     """
 
 
+@main.command()
+@click.option("--force", is_flag=True, help="Fetch every file again, even when present and valid (replaces your own files too).")
+@data_options
+@output_options
+def download(force, data_dir, mirrors, offline, as_json, quiet):
+    """Fetch the four MNIST files into the data directory and verify them.
+
+    A file counts only if its decompressed content has the pinned size and SHA-256. Files already
+    present and valid are not fetched again; a corrupt one is replaced. Mirrors are tried in order
+    (--mirror, then MNIST_SOFTMAX_MIRRORS, then the public ones) and any failure moves on to the next.
+
+    \b
+    Examples:
+      mnist-softmax download
+      mnist-softmax download --mirror ../shared/datasets/mnist --offline
+      mnist-softmax download --data-dir ./data --json
+      mnist-softmax download --force
+    """
+    from mnist_cli.download import ensure_mnist
+
+    report = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not quiet, rehash=True)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+
+
 def _load_data(data_dir, mirrors, offline, quiet):
     from mnist_cli.data import load_mnist
 

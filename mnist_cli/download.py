@@ -1,0 +1,541 @@
+"""Fetch the files of a dataset into the data directory: verified, atomic, resilient to bad mirrors.
+
+    >>> from mnist_cli.download import ensure_mnist
+    >>> report = ensure_mnist(mirrors=["../shared/datasets/mnist"])   # doctest: +SKIP
+    >>> print(report.summary())                                        # doctest: +SKIP
+
+For each file not already present and verified, the mirrors are tried in order (the caller's, then
+``$MNIST_SOFTMAX_MIRRORS``, then the built-in ones). A mirror is an http(s) base URL or a local
+directory. A download streams into a temporary file beside its target while its decompressed
+content is hashed; only a file matching the pinned size and SHA-256 is renamed into place. Any
+failure of a mirror (HTTP error, connection error, stall, deadline, truncation, wrong content, an
+HTML page) moves on to the next one; connection errors, 429 and 5xx are retried with back-off first.
+This module knows nothing of training.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from mnist_cli import __version__, datasets
+from mnist_cli.datasets import DatasetSpec, FileSpec
+from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, MnistError
+from mnist_cli.store import (
+    DATA_DIR_ENV,
+    Digest,
+    PartFile,
+    Stamps,
+    Verifier,
+    find_file,
+    locked,
+    resolve_data_dir,
+    verify_file,
+)
+
+__all__ = ["DownloadReport", "FetchSettings", "FileReport", "ensure_mnist", "resolve_data_dir", "resolve_mirrors"]
+
+MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
+OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
+USER_AGENT = f"mnist-softmax/{__version__}"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How patient a download is. Each field can be set by ``MNIST_SOFTMAX_<FIELD>`` (upper case)."""
+
+    connect_timeout: float = 10.0  # seconds to open a connection
+    read_timeout: float = 30.0  # seconds without a byte before a response counts as stalled
+    deadline: float = 300.0  # seconds per file and mirror, retries included: stops a server dripping bytes
+    retries: int = 3  # extra attempts after a connection error, 429 or 5xx (never after 403/404)
+    backoff: float = 0.5  # first wait between attempts; doubles each time
+    backoff_max: float = 30.0  # longest wait; a longer Retry-After gives up on the mirror instead
+
+    @classmethod
+    def from_env(cls, environ=None) -> FetchSettings:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            var = f"MNIST_SOFTMAX_{f.name.upper()}"
+            text = environ.get(var, "").strip()
+            if not text:
+                continue
+            try:
+                values[f.name] = value = int(text) if f.type == "int" else float(text)
+            except ValueError:
+                value = -1
+            if not value >= 0:  # also refuses nan
+                raise ConfigError(f"{var}={text!r} is not a non-negative number; fix or unset it.")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Where files can come from: an http(s) base URL ending in ``/``, or a local directory."""
+
+    location: str
+    directory: Path | None = None  # set for a local directory
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def resolve_mirrors(mirrors=(), spec: DatasetSpec | None = None, environ=None) -> list[Mirror]:
+    """The caller's mirrors, then ``$MNIST_SOFTMAX_MIRRORS`` (space-separated), then the dataset's own.
+
+    :class:`ConfigError` for a scheme other than http(s) or a local directory that does not exist,
+    before any request is made.
+    """
+    environ = os.environ if environ is None else environ
+    spec = spec or datasets.MNIST
+    candidates = [*mirrors, *environ.get(MIRRORS_ENV, "").split(), *spec.mirrors]
+    resolved, seen = [], set()
+    for text in candidates:
+        mirror = _parse_mirror(str(text))
+        if mirror.location not in seen:
+            seen.add(mirror.location)
+            resolved.append(mirror)
+    return resolved
+
+
+def _parse_mirror(text: str) -> Mirror:
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if not parts.netloc:
+            raise ConfigError(f"Mirror {text!r} has no host; give a URL like https://host/path/.")
+        return Mirror(text if text.endswith("/") else text + "/")
+    if scheme == "file":
+        path = Path(parts.path)
+    elif len(scheme) <= 1:  # no scheme, or a Windows drive letter
+        path = Path(text)
+    else:
+        raise ConfigError(
+            f"Mirror {text!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
+            f"(--mirror or {MIRRORS_ENV})."
+        )
+    path = path.expanduser().absolute()
+    if not path.is_dir():
+        raise ConfigError(f"Mirror directory {path} does not exist; fix --mirror or {MIRRORS_ENV}.")
+    return Mirror(str(path), directory=path)
+
+
+def offline_from_env(environ=None) -> bool:
+    """Whether ``$MNIST_SOFTMAX_OFFLINE`` forbids network access."""
+    text = (os.environ if environ is None else environ).get(OFFLINE_ENV, "").strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ConfigError(f"{OFFLINE_ENV}={text!r} is not a boolean; use 1 or 0.")
+    return text in _TRUE
+
+
+@dataclass
+class FileReport:
+    """What happened to one file."""
+
+    name: str
+    status: str  # "present" (already verified), "downloaded", or "foreign" (not MNIST, kept as the user's data)
+    path: str | None = None
+    size: int | None = None  # bytes on disk
+    sha256: str | None = None  # of the decompressed content
+    compressed: bool | None = None
+    byte_identical: bool | None = None  # the .gz equals the one the public mirrors serve (None: unknown)
+    source: str | None = None  # the mirror a download came from
+    bytes_fetched: int = 0
+    notes: list[str] = field(default_factory=list)  # failed mirrors before success, a replaced corrupt file
+
+    @property
+    def verified(self) -> bool:
+        return self.status in ("present", "downloaded")
+
+
+@dataclass
+class DownloadReport:
+    """The outcome of :func:`ensure_mnist`: one :class:`FileReport` per file."""
+
+    dataset: str
+    data_dir: Path
+    files: list[FileReport]
+
+    @property
+    def verified(self) -> bool:
+        return all(f.verified for f in self.files)
+
+    @property
+    def downloaded(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "downloaded"]
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(f.bytes_fetched for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "data_dir": str(self.data_dir),
+            "verified": self.verified,
+            "downloaded": len(self.downloaded),
+            "bytes_fetched": self.bytes_fetched,
+            "files": [asdict(f) for f in self.files],
+        }
+
+    def summary(self) -> str:
+        n = len(self.files)
+        if not self.downloaded and self.verified:
+            head = f"{self.dataset.upper()} in {self.data_dir}: all {n} files present and verified; nothing downloaded."
+        else:
+            head = (
+                f"{self.dataset.upper()} in {self.data_dir}: {sum(f.verified for f in self.files)} of {n} files "
+                f"verified, {len(self.downloaded)} downloaded ({_mb(self.bytes_fetched)} fetched)."
+            )
+        lines = [head]
+        for f in self.files:
+            what = {
+                "present": "verified, already present",
+                "downloaded": f"verified, downloaded from {f.source}",
+                "foreign": "NOT MNIST: kept as your own data (checked for IDX structure when loaded; --force replaces it)",
+            }[f.status]
+            lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
+            lines += [f"    note: {note}" for note in f.notes]
+        return "\n".join(lines)
+
+    __str__ = summary
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def manual_fix(spec: DatasetSpec) -> str:
+    """How to supply the files by hand: names, decompressed sizes and SHA-256, and ``--mirror DIR``."""
+    lines = [
+        "Fix: copy the files (.gz or decompressed) from any copy of the dataset into a directory and pass "
+        f"--mirror DIR (or set {MIRRORS_ENV}=DIR). Their decompressed content must be:"
+    ]
+    lines += [f"  {f.name:<28} {f.size:>9} bytes  sha256 {f.sha256}" for f in spec.files]
+    return "\n".join(lines)
+
+
+def ensure_mnist(
+    data_dir=None,
+    *,
+    mirrors=(),
+    offline: bool = False,
+    force: bool = False,
+    progress: bool = False,
+    rehash: bool = False,
+    spec: DatasetSpec | None = None,
+    settings: FetchSettings | None = None,
+) -> DownloadReport:
+    """Make sure every file of ``spec`` (MNIST by default) is in the data directory, verified.
+
+    Files whose stamp still matches are trusted (``rehash=True`` hashes them anyway); a file this tool
+    once verified that no longer matches is corrupt and fetched again; a file that never matched the
+    pinned checksums is the user's own data and is left alone (``force=True`` replaces everything).
+    ``offline`` (or ``$MNIST_SOFTMAX_OFFLINE``) allows local-directory mirrors only.
+    """
+    spec = spec or datasets.MNIST
+    root = resolve_data_dir(data_dir)
+    sources = resolve_mirrors(mirrors, spec)
+    offline = offline or offline_from_env()
+    settings = settings or FetchSettings.from_env()
+    if root.exists() and not root.is_dir():
+        raise DataDirError(f"The data directory {root} is not a directory; choose another with --data-dir or {DATA_DIR_ENV}.")
+    stamps = Stamps(root)
+    reports: dict[str, FileReport] = {}
+    todo: list[FileSpec] = []
+    notes: dict[str, list[str]] = {}  # why a file is fetched again
+    for f in spec.files:
+        report = None if force else _inspect(root, f, stamps, rehash)
+        if report is None or report.status == "corrupt":
+            todo.append(f)
+            notes[f.name] = report.notes if report is not None else []
+        else:
+            reports[f.name] = report
+    foreign = [r.name for r in reports.values() if r.status == "foreign"]
+    if todo and foreign:
+        raise DataNotFoundError(
+            f"{root} holds files that are not MNIST ({', '.join(foreign)}) but lacks "
+            f"{', '.join(f.name for f in todo)}: add the missing files of your dataset, or choose another "
+            f"directory with --data-dir."
+        )
+    if todo:
+        usable = [m for m in sources if m.directory is not None or not offline]
+        if not usable:
+            raise DataNotFoundError(
+                f"{spec.name.upper()} is missing from {root} ({', '.join(f.name for f in todo)}) and offline mode "
+                f"(--offline or {OFFLINE_ENV}) forbids downloading.\n{manual_fix(spec)}"
+            )
+        skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
+        stamps.save()
+        with locked(root), requests.Session() as session:
+            session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+            fetcher = _Fetcher(root, spec, usable, skipped, session, settings, progress)
+            stamps = Stamps(root)  # what other processes recorded while this one waited for the lock
+            for f in todo:
+                again = None if force else _inspect(root, f, stamps, rehash=False)
+                if again is not None and again.status == "present":  # another process fetched it meanwhile
+                    reports[f.name] = again
+                    continue
+                reports[f.name] = fetcher.fetch(f, stamps, notes[f.name])
+                stamps.save()
+    stamps.save()
+    return DownloadReport(spec.name, root, [reports[f.name] for f in spec.files])
+
+
+def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileReport | None:
+    """The state of ``f`` on disk: None if missing; else present, corrupt (ours, to replace) or foreign."""
+    path = find_file(root, f)
+    if path is None:
+        return None
+    entry = None if rehash else stamps.fresh(path)
+    if entry is not None and entry.get("pinned") and entry.get("sha256") == f.sha256:
+        return _present(f, path, entry)
+    try:
+        digest = verify_file(path, f)
+    except MnistError as exc:
+        earlier = stamps.get(path.name)
+        if earlier is not None and earlier.get("pinned"):
+            return FileReport(f.name, "corrupt", str(path), notes=[f"replaced a corrupt file: {exc}"])
+        return FileReport(f.name, "foreign", str(path), size=path.stat().st_size)
+    except OSError as exc:
+        raise DataDirError(f"Cannot read {path} ({exc.strerror}); fix its permissions or delete it.") from None
+    earlier = stamps.get(path.name) or {}
+    entry = _stamp(stamps, path, digest, f, origin=earlier.get("origin", "found"), source=earlier.get("source"))
+    return _present(f, path, entry)
+
+
+def _stamp(stamps: Stamps, path: Path, digest: Digest, f: FileSpec, *, origin: str, source) -> dict:
+    stamps.record(
+        path,
+        pinned=True,
+        sha256=digest.sha256,
+        file_sha256=digest.file_sha256,
+        compressed=digest.compressed,
+        origin=origin,
+        source=source,
+    )
+    return stamps.get(path.name)
+
+
+def _present(f: FileSpec, path: Path, entry: dict) -> FileReport:
+    return FileReport(
+        f.name,
+        "present",
+        str(path),
+        size=entry["size"],
+        sha256=entry["sha256"],
+        compressed=entry.get("compressed"),
+        byte_identical=_identical(f, entry.get("file_sha256"), entry.get("compressed")),
+        source=entry.get("source"),
+    )
+
+
+def _identical(f: FileSpec, file_sha256: str | None, compressed: bool | None) -> bool | None:
+    if not compressed or f.gz_sha256 is None or file_sha256 is None:
+        return None
+    return file_sha256 == f.gz_sha256
+
+
+class _MirrorFailed(Exception):
+    """One mirror failed for one file; ``reason`` is a short phrase for the error message."""
+
+    def __init__(self, reason: str, *, retry: bool = False, retry_after: float | None = None, down: bool = False):
+        super().__init__(reason)
+        self.reason, self.retry, self.retry_after, self.down = reason, retry, retry_after, down
+
+
+class _Fetcher:
+    """Fetches single files, trying each mirror in turn; remembers mirrors that proved unreachable."""
+
+    def __init__(self, root, spec, mirrors, skipped, session, settings, progress):
+        self.root, self.spec, self.mirrors, self.session, self.settings = root, spec, mirrors, session, settings
+        self.skipped = dict(skipped)  # mirror -> why it is not tried (offline, unreachable earlier)
+        self.progress = progress and sys.stdout.isatty()
+
+    def fetch(self, f: FileSpec, stamps: Stamps, notes: list[str]) -> FileReport:
+        failures = dict(self.skipped)
+        for mirror in self.mirrors:
+            if str(mirror) in self.skipped:
+                continue
+            try:
+                with PartFile(self.root, f.name) as part:
+                    digest, fetched = self._from(mirror, f, part)
+                    final = self.root / (f.name if digest.compressed else f.raw_name)
+                    part.commit(final)
+            except _MirrorFailed as exc:
+                failures[str(mirror)] = exc.reason
+                if exc.down:
+                    self.skipped[str(mirror)] = f"skipped: unreachable for an earlier file ({exc.reason})"
+                continue
+            except DataDirError:
+                raise
+            except MnistError as exc:  # wrong content: checksum, HTML, gzip bomb, corrupt gzip
+                failures[str(mirror)] = str(exc)
+                continue
+            stale = self.root / (f.raw_name if digest.compressed else f.name)
+            stale.unlink(missing_ok=True)  # the other spelling could shadow or contradict the new file
+            entry = _stamp(stamps, final, digest, f, origin="download", source=str(mirror))
+            failed = [f"{m}: {why}" for m, why in failures.items() if not why.startswith("skipped")]
+            report = _present(f, final, entry)
+            report.status, report.bytes_fetched, report.notes = "downloaded", fetched, [*notes, *failed]
+            return report
+        listing = "\n".join(f"  {m}: {why}" for m, why in failures.items())
+        raise DownloadError(
+            f"Could not download {f.name}: every mirror failed.\n{listing}\n{manual_fix(self.spec)}"
+        )
+
+    def _from(self, mirror: Mirror, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+        if mirror.directory is not None:
+            return _copy_local(mirror.directory, f, part)
+        return self._download(mirror.location + f.name, f, part)
+
+    def _download(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+        """GET ``url`` with retries, back-off and Retry-After, all within the per-file deadline."""
+        s = self.settings
+        deadline = time.monotonic() + s.deadline
+        for attempt in range(s.retries + 1):
+            part.restart()
+            try:
+                return self._attempt(url, f, part, deadline)
+            except _MirrorFailed as exc:
+                if not exc.retry or attempt == s.retries:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else min(s.backoff * 2**attempt, s.backoff_max)
+                if wait > s.backoff_max or time.monotonic() + wait > deadline:
+                    raise _MirrorFailed(f"{exc.reason}; retry in {wait:g} s would pass the deadline") from None
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, url: str, f: FileSpec, part: PartFile, deadline: float) -> tuple[Digest, int]:
+        s = self.settings
+        try:
+            response = self.session.get(url, stream=True, timeout=(s.connect_timeout, s.read_timeout))
+        except requests.exceptions.ConnectTimeout:
+            raise _MirrorFailed(f"no connection within {s.connect_timeout:g} s", retry=True, down=True) from None
+        except requests.exceptions.ReadTimeout:
+            raise _MirrorFailed(f"no response within {s.read_timeout:g} s (read timeout)", retry=True) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise _MirrorFailed(f"connection failed ({_why(exc)})", retry=True, down=True) from None
+        except requests.RequestException as exc:
+            raise _MirrorFailed(f"request failed ({_why(exc)})") from None
+        with response:
+            code = response.status_code
+            if code == 429 or code >= 500:
+                after = _retry_after(response.headers.get("Retry-After"))
+                raise _MirrorFailed(f"HTTP {code} {response.reason}", retry=True, retry_after=after)
+            if code != 200:
+                raise _MirrorFailed(f"HTTP {code} {response.reason}")
+            length = _content_length(response, f)
+            received = 0
+            verifier = Verifier(f)
+            with _progress_bar(f.name, length, self.progress) as bar:
+                while chunk := self._read(response, received, length, deadline):
+                    received += len(chunk)
+                    verifier.update(chunk)
+                    part.write(chunk)
+                    bar.update(len(chunk))
+        if length is not None and received != length:
+            raise _MirrorFailed(f"body ended after {received} of {length} bytes (truncated)", retry=True)
+        return verifier.finish(), received
+
+    def _read(self, response, received: int, length: int | None, deadline: float) -> bytes:
+        """The next piece of the body (b"" at its end), whatever has arrived: a slow drip still ends on time."""
+        s = self.settings
+        if time.monotonic() > deadline:
+            raise _MirrorFailed(
+                f"too slow: {received} bytes in {s.deadline:g} s (total deadline, MNIST_SOFTMAX_DEADLINE)"
+            )
+        try:
+            return response.raw.read1(64 * 1024, decode_content=True)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise _MirrorFailed(f"stalled: no data for {s.read_timeout:g} s (read timeout)", retry=True) from None
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            of = f" of {length}" if length is not None else ""
+            raise _MirrorFailed(f"connection broken after {received}{of} bytes ({_why(exc)})", retry=True) from None
+
+
+def _copy_local(directory: Path, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+    source = find_file(directory, f)
+    if source is None:
+        raise _MirrorFailed(f"neither {f.name} nor {f.raw_name} is there")
+    verifier = Verifier(f, name=str(source))
+    copied = 0
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(1 << 20):
+                copied += len(chunk)
+                verifier.update(chunk)
+                part.write(chunk)
+    except OSError as exc:
+        raise _MirrorFailed(f"cannot read {source} ({exc.strerror})") from None
+    return verifier.finish(), copied
+
+
+def _content_length(response, f: FileSpec) -> int | None:
+    """The announced body size, if it can be compared with the bytes read (no Content-Encoding)."""
+    text = response.headers.get("Content-Length")
+    if text is None or not text.strip().isdigit():
+        return None
+    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return None  # urllib3 checks the encoded length itself; we count decoded bytes
+    length = int(text)
+    if length > f.max_download:
+        raise _MirrorFailed(f"announces {length} bytes, larger than any genuine copy of {f.name}")
+    return length
+
+
+def _retry_after(text: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay in seconds or an HTTP date); None if absent or bad."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason from the nested exceptions requests and urllib3 raise (e.g. 'Connection refused')."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        todo += [a for a in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(a, BaseException)]
+    return re.sub(r"<[^>]*>: ", "", str(exc))[:200]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _progress_bar(name: str, total: int | None, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
