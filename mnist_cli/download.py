@@ -408,8 +408,10 @@ class _Fetcher:
             try:
                 return self._attempt(url, f, part, deadline)
             except _MirrorFailed as exc:
-                if not exc.retry or attempt == s.retries:
+                if not exc.retry:
                     raise
+                if attempt == s.retries:
+                    raise _MirrorFailed(f"{exc.reason}; gave up after {attempt + 1} attempts", down=exc.down) from None
                 wait = exc.retry_after if exc.retry_after is not None else min(s.backoff * 2**attempt, s.backoff_max)
                 if wait > s.backoff_max or time.monotonic() + wait > deadline:
                     raise _MirrorFailed(f"{exc.reason}; retry in {wait:g} s would pass the deadline") from None
@@ -518,6 +520,8 @@ def _why(exc: BaseException) -> str:
         seen.add(id(e))
         if isinstance(e, OSError) and e.strerror:
             return e.strerror
+        if isinstance(e, urllib3.exceptions.IncompleteRead):
+            return "the server closed the connection early"
         todo += [a for a in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(a, BaseException)]
     return re.sub(r"<[^>]*>: ", "", str(exc))[:200]
 
