@@ -274,5 +274,152 @@ def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json
         click.echo(format_evaluate(report, split))
 
 
+# --- compare -------------------------------------------------------------------------------------
+
+EXIT_EXPECTATION = 4  # compare --smoke / --check: an expected behaviour did not hold
+
+
+def _comma_list(convert, what: str, choices=None):
+    """A click callback turning ``"a,b,c"`` into a tuple of converted values (None stays None)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",")]
+        try:
+            out = tuple(convert(v) for v in items)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}") from None
+        bad = [v for v in out if choices is not None and v not in choices]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(choices)}")
+        if len(set(out)) != len(out):
+            raise click.BadParameter(f"{value!r} lists a value twice")
+        return out
+
+    return callback
+
+
+def _positive(text: str) -> float:
+    x = float(text)
+    if not (x > 0 and x != float("inf")):
+        raise ValueError(text)
+    return x
+
+
+def _seed(text: str) -> int:
+    x = int(text)
+    if x < 0:
+        raise ValueError(text)
+    return x
+
+
+@main.command()
+@click.option("--losses", default="naive,fused", show_default=True, metavar="LIST",
+              callback=_comma_list(str, "losses", ("naive", "fused", "clipped")),
+              help="Losses to compare (naive, fused, clipped), each trained from the same init on the same batches.")
+@click.option("--lr", "lrs", default=None, metavar="LIST", callback=_comma_list(_positive, "positive numbers"),
+              help="Learning rates to sweep, e.g. 0.5,2,5. Any of --lr/--input-scale/--dtype runs their grid "
+              "instead of the default scenarios.")
+@click.option("--input-scale", "input_scales", default=None, metavar="LIST",
+              callback=_comma_list(_positive, "positive numbers"), help="Pixel scales to sweep, e.g. 1,255.")
+@click.option("--dtype", "dtypes", default=None, metavar="LIST",
+              callback=_comma_list(str, "dtypes", ("float32", "float64")), help="Dtypes to sweep: float32,float64.")
+@click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
+              help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps per run.  [default: 1000; 200 with --smoke]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Examples per step.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N examples only.  [default: all; 2000 with --smoke]")
+@click.option("--smoke", is_flag=True,
+              help=f"CI preset: 200 steps on 2000 examples (seconds), exit {EXIT_EXPECTATION} unless every "
+              "expectation holds.")
+@click.option("--check", is_flag=True,
+              help=f"Exit {EXIT_EXPECTATION} unless every expectation holds: fused finite everywhere, naive "
+              "failing or finite where its scenario says.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
+              help="Also draw loss curves and the stability map to this PNG (needs the plot extra: "
+              "pip install 'mnist-softmax[plot]').")
+@click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write one JSONL file of per-step records per run into DIR.")
+@click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Steps between --metrics-out records.")
+@data_options
+@output_options
+def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_limit, smoke, check, plot_path,
+            metrics_out, log_every, data_dir, mirrors, offline, as_json, quiet):
+    """Train naive and fused side by side and show when, where and why naive breaks.
+
+    Every loss is trained from the same initial parameters on the same batches (same seed), so
+    each difference in the table is the loss's doing. With no sweep option it runs eight named
+    scenarios, the 2x2x2 grid of lr 0.5|5, pixels x1|x255 and float32|float64, starting with the
+    tutorial itself. It prints a table per scenario (accuracy, final loss, NaN/inf/gradient steps,
+    first non-finite step, argmax agreement, a loss sparkline), the stability map, forensics of each
+    first non-finite step and a conclusion computed from the results.
+
+    \b
+    Exit codes: 0 done; 1 an error; 2 a bad flag; 4 with --smoke or --check, an expectation failed.
+
+    \b
+    Examples:
+      mnist-softmax compare
+      mnist-softmax compare --lr 0.5,2,5 --seeds 0,1,2,3 --plot map.png
+      mnist-softmax compare --losses naive,fused,clipped --input-scale 1,255 --dtype float32,float64
+      mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
+      mnist-softmax compare --json --metrics-out curves/
+    """
+    from mnist_cli.compare import SMOKE, CompareConfig, run_compare, to_document, write_metrics
+    from mnist_cli.compare_report import format_report
+    from mnist_cli.progress import bars_enabled, make_bar
+    from mnist_cli.report import jsonable
+
+    preset = SMOKE if smoke else {}
+    config = CompareConfig(
+        losses=losses, lrs=lrs or (), input_scales=input_scales or (), dtypes=dtypes or (), seeds=seeds,
+        steps=steps or preset.get("steps", CompareConfig.steps), batch_size=batch_size,
+        train_limit=train_limit or preset.get("train_limit"), log_every=log_every if metrics_out else 0,
+    )
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if plot_path:
+        from mnist_cli.plot import require_matplotlib
+
+        require_matplotlib()  # fail before the runs, not after
+
+    data = _load_data(data_dir, mirrors, offline, quiet)
+    n_runs = len(config.cells()) * len(config.losses)
+    bar = make_bar(n_runs, "compare", "run", bars_enabled(quiet or as_json))
+    try:
+        result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
+                             on_run=(lambda done, total, label: bar.update(1)) if bar is not None else None)
+    except ValueError as exc:  # e.g. a batch larger than the (limited) training set
+        raise click.UsageError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    doc = to_document(result)
+    doc["data"].update(dir=str(data.data_dir), verified=data.verified)
+    if metrics_out:
+        doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
+    if plot_path:
+        from mnist_cli.plot import plot_compare
+
+        doc["plot"] = str(plot_compare(result, plot_path, doc))
+
+    if as_json:
+        _print_json(jsonable(doc))
+    else:
+        click.echo(format_report(doc))
+        for key, what in (("metrics_files", "per-run curves"), ("plot", "plot")):
+            if key in doc:
+                where = metrics_out if key == "metrics_files" else doc[key]
+                click.echo(f"Wrote {what}: {where}")
+        click.echo(f"{n_runs} runs in {result.seconds:.1f} s.")
+    if (smoke or check) and not doc["ok"]:
+        sys.exit(EXIT_EXPECTATION)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

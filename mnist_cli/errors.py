@@ -32,3 +32,7 @@ class DataDirError(MnistError):
 
 class ModelFileError(MnistError):
     """A saved model file is missing, malformed, too large or of the wrong shape."""
+
+
+class MissingExtraError(MnistError):
+    """An optional dependency (e.g. matplotlib for ``--plot``) is not installed; the message gives the pip line."""

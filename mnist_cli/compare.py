@@ -1,0 +1,418 @@
+"""Run several losses from the same initial parameters on the same batches, over a grid of settings.
+
+    >>> result = run_compare(d.train_images, d.train_labels, d.test_images, d.test_labels,
+    ...                      CompareConfig())                                   # doctest: +SKIP
+    >>> doc = to_document(result)                                               # doctest: +SKIP
+    >>> doc["scenarios"][1]["runs"]["naive"]["first_nonfinite_step"]            # doctest: +SKIP
+    2
+
+A *cell* is one setting of (lr, input scale, dtype, seed); every selected loss is trained in every
+cell. ``train`` draws the initial parameters and the batch order from the seed alone, so within a
+cell the runs differ by the loss only; each run records digests of both and the document says
+whether they agree. With no sweep given, the cells are the :data:`SCENARIOS` table; a sweep
+(``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that matches
+a scenario keeps its name and expectation. :func:`to_document` turns the result into one JSON-able
+dict (documented in the README); :mod:`mnist_cli.compare_report` renders it as text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mnist_cli.errors import ConfigError
+from mnist_cli.evaluate import evaluate_model
+from mnist_cli.forensics import explain
+from mnist_cli.report import jsonable
+from mnist_cli.train import TrainConfig, TrainResult, train
+
+SCHEMA = "mnist-softmax/compare/1"
+TUTORIAL = TrainConfig()  # TF r1.4 mnist_softmax.py: the value of every axis a sweep leaves alone
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named setting and what the naive loss does there (measured on real MNIST, seeds 0-7)."""
+
+    name: str
+    about: str
+    lr: float = TUTORIAL.lr
+    input_scale: float = TUTORIAL.input_scale
+    dtype: str = TUTORIAL.dtype
+    naive: str | None = None  # "finite": naive never goes non-finite; "fails": it does, by `by_step`
+    by_step: int | None = None  # with "fails": the first non-finite step is at most this
+
+
+#: The default cells: a 2 x 2 x 2 grid (lr x input scale x dtype), each cell named.
+SCENARIOS = (
+    Scenario("tutorial", "TF r1.4 mnist_softmax.py as published", naive="finite"),
+    Scenario("raw-pixels", "pixels left in [0, 255], the classic beginner mistake", input_scale=255,
+             naive="fails", by_step=3),
+    Scenario("lr-5", "a learning rate 10x the tutorial's", lr=5, naive="fails", by_step=5),
+    Scenario("lr-5-raw", "both mistakes at once", lr=5, input_scale=255, naive="fails", by_step=3),
+    Scenario("f64", "float64: exp underflows only past a logit gap of 744", dtype="float64", naive="finite"),
+    Scenario("f64-raw-pixels", "float64 does not save raw pixels: gaps reach 1e6", input_scale=255,
+             dtype="float64", naive="fails", by_step=3),
+    Scenario("f64-lr-5", "float64 survives lr 5: gaps stay near 300 < 744", lr=5, dtype="float64",
+             naive="finite"),
+    Scenario("f64-lr-5-raw", "float64, both mistakes", lr=5, input_scale=255, dtype="float64",
+             naive="fails", by_step=3),
+)
+
+#: Losses that must stay finite in every cell, whatever the setting (checked by ``--smoke``).
+ALWAYS_FINITE = ("fused",)
+
+#: ``--smoke``: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
+SMOKE = {"steps": 200, "train_limit": 2000}
+
+#: Points in each run's downsampled loss curve (``loss_curve`` in the document, the sparkline).
+CURVE_POINTS = 40
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the settings every loss is trained with."""
+
+    lr: float
+    input_scale: float
+    dtype: str
+    seed: int
+    scenario: Scenario | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What to compare. Empty sweep tuples mean: the :data:`SCENARIOS` table."""
+
+    losses: tuple[str, ...] = ("naive", "fused")
+    lrs: tuple[float, ...] = ()
+    input_scales: tuple[float, ...] = ()
+    dtypes: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (TUTORIAL.seed,)
+    steps: int = TUTORIAL.steps
+    batch_size: int = TUTORIAL.batch_size
+    train_limit: int | None = None  # train on the first N examples only (smoke runs)
+    log_every: int = 0  # keep a per-step record every N steps for --metrics-out (0 = none)
+
+    @property
+    def sweep(self) -> bool:
+        return bool(self.lrs or self.input_scales or self.dtypes)
+
+    def cells(self) -> list[Cell]:
+        """The grid, in order: the scenario table (times seeds), or the product of the sweeps."""
+        many_seeds = len(self.seeds) > 1
+        if not self.sweep:
+            points = [(s.lr, s.input_scale, s.dtype) for s in SCENARIOS]
+        else:
+            points = [(lr, scale, dtype) for dtype, lr, scale in itertools.product(
+                self.dtypes or (TUTORIAL.dtype,), self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
+        cells = []
+        for (lr, scale, dtype), seed in itertools.product(points, self.seeds):
+            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype) == (lr, scale, dtype)), None)
+            label = scenario.name if scenario else f"lr={lr:g} x{scale:g} {dtype}"
+            cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else "")))
+        return cells
+
+    def train_config(self, cell: Cell, loss: str) -> TrainConfig:
+        return TrainConfig(loss=loss, lr=cell.lr, input_scale=cell.input_scale, dtype=cell.dtype, seed=cell.seed,
+                           steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        if not self.losses:
+            raise ValueError("give at least one loss")
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"a loss is listed twice: {','.join(self.losses)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        for axis in ("lrs", "input_scales", "dtypes", "seeds"):
+            values = getattr(self, axis)
+            if len(set(values)) != len(values):
+                raise ValueError(f"a value is listed twice in {axis}: {values}")
+        if self.log_every < 0:
+            raise ValueError(f"log_every must be >= 0, got {self.log_every}")
+        for cell in self.cells():
+            for loss in self.losses:
+                self.train_config(cell, loss).validate()
+
+
+@dataclass
+class Run:
+    """One loss trained in one cell, evaluated on the test set."""
+
+    cell: Cell
+    loss: str
+    result: TrainResult
+    evaluation: dict  # mnist_cli.evaluate.evaluate_model on the test set
+    explanation: dict | None  # mnist_cli.forensics.explain of the first non-finite step
+    records: list[dict] = field(default_factory=list)  # per-step records, every config.log_every steps
+
+
+@dataclass
+class CompareResult:
+    config: CompareConfig
+    runs: list[Run]
+    n_train: int
+    n_test: int
+    seconds: float
+
+
+def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+                config: CompareConfig, *, on_run: Callable[[int, int, str], None] | None = None) -> CompareResult:
+    """Train every loss in every cell on the shared (decoded once) arrays.
+
+    ``on_run(done, total, label)`` is called after each run. Raises ValueError for settings that
+    cannot work (see :meth:`CompareConfig.validate`).
+    """
+    config.validate()
+    n_train = len(train_labels) if config.train_limit is None else min(config.train_limit, len(train_labels))
+    if n_train < config.batch_size:
+        raise ValueError(f"batch size {config.batch_size} is larger than the {n_train} training examples")
+    jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
+    runs = []
+    t0 = time.perf_counter()
+    for done, (cell, loss) in enumerate(jobs, start=1):
+        tc = config.train_config(cell, loss)
+        records: list[dict] = []
+        result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec),
+                       log_every=config.log_every)
+        evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale)
+        explanation = explain(result.snapshot, tc.dtype, loss) if result.snapshot is not None else None
+        runs.append(Run(cell, loss, result, evaluation, explanation, records))
+        if on_run is not None:
+            on_run(done, len(jobs), f"{cell.label} / {loss}")
+    return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
+
+
+# --- the document ----------------------------------------------------------------------------------
+
+
+def loss_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
+    """The per-step losses cut into ``points`` consecutive buckets: each bucket's mean, NaN where a
+    step in it was non-finite."""
+    if losses.size == 0:
+        return []
+    out = []
+    for chunk in np.array_split(losses, min(points, losses.size)):
+        out.append(float(np.mean(chunk)) if np.isfinite(chunk).all() else float("nan"))
+    return out
+
+
+def _run_doc(run: Run) -> dict:
+    r, ev = run.result, run.evaluation
+    return {
+        "loss": run.loss,
+        "test_accuracy": ev["accuracy"],
+        "test_accuracy_softmax": ev["accuracy_softmax"],
+        "final_loss": r.final_loss,
+        "steps": r.steps,
+        "first_nonfinite_step": r.nan.first_nonfinite_step,
+        "weights_finite": r.model.finite,
+        "nan": r.nan.to_dict(),
+        "argmax": {**ev["argmax"], "nonfinite_logits": ev["nonfinite_logits"]},
+        "seconds": r.seconds,
+        "init_digest": r.init_digest,
+        "order_digest": r.order_digest,
+        "loss_curve": loss_curve(r.losses),
+    }
+
+
+def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
+    """What each loss must do in this cell: {loss: {"nonfinite": bool, "by_step": int | None}}."""
+    out = {loss: {"nonfinite": False, "by_step": None} for loss in losses if loss in ALWAYS_FINITE}
+    s = cell.scenario
+    if s is not None and s.naive is not None and "naive" in losses:
+        out["naive"] = {"nonfinite": s.naive == "fails", "by_step": s.by_step}
+    return out
+
+
+def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
+    first = run["first_nonfinite_step"]
+    if expect["nonfinite"]:
+        want = "non-finite" + (f" by step {expect['by_step']}" if expect["by_step"] else "")
+        ok = first is not None and (expect["by_step"] is None or first <= expect["by_step"])
+    else:
+        want, ok = "finite at every step", first is None and run["weights_finite"]
+    seen = f"first non-finite step {first}" if first is not None else "finite at every step"
+    return {"scenario": label, "loss": loss, "expect": want, "observed": seen, "ok": bool(ok)}
+
+
+def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
+    """First non-finite step per cell and loss (None = never), and which axes of the grid vary."""
+    axes = ("dtype", "lr", "input_scale", "seed")
+    values = {a: list(dict.fromkeys(s[a] for s in scenarios)) for a in axes}
+    return {
+        "axes": [a for a in axes if len(values[a]) > 1],
+        "values": values,
+        "losses": list(losses),
+        "cells": [
+            {"label": s["label"], **{a: s[a] for a in axes},
+             "first_nonfinite": {loss: s["runs"][loss]["first_nonfinite_step"] for loss in losses}}
+            for s in scenarios
+        ],
+    }
+
+
+def map_grid(m: dict) -> dict:
+    """Lay a :func:`stability_map` out as a 2-D table: one varying axis across (seed first, then input
+    scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
+    (None = never); ``ran[row][col]`` is False for a combination the grid did not contain."""
+    col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
+    row_axes = [a for a in m["axes"] if a != col_axis]
+    cols = m["values"][col_axis]
+    rows = list(itertools.product(*(m["values"][a] for a in row_axes)))
+    found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
+    return {
+        "col_axis": col_axis, "row_axes": row_axes, "cols": cols, "rows": rows,
+        "ran": [[(r, v) in found for v in cols] for r in rows],
+        "steps": {loss: [[found[(r, v)][loss] if (r, v) in found else None for v in cols] for r in rows]
+                  for loss in m["losses"]},
+    }
+
+
+def to_document(result: CompareResult) -> dict:
+    """Everything ``compare`` reports, as one dict with stable keys (non-finite floats stay floats;
+    pass it through :func:`mnist_cli.report.jsonable` before ``json.dumps``)."""
+    cfg = result.config
+    by_cell: dict[Cell, dict[str, Run]] = {}
+    for run in result.runs:
+        by_cell.setdefault(run.cell, {})[run.loss] = run
+    scenarios, checks, forensics = [], [], []
+    for cell, runs in by_cell.items():
+        run_docs = {loss: _run_doc(run) for loss, run in runs.items()}
+        expect = _expect_doc(cell, cfg.losses)
+        scenarios.append({
+            "label": cell.label,
+            "name": cell.scenario.name if cell.scenario else None,
+            "about": cell.scenario.about if cell.scenario else None,
+            "lr": cell.lr, "input_scale": cell.input_scale, "dtype": cell.dtype, "seed": cell.seed,
+            "same_init": len({d["init_digest"] for d in run_docs.values()}) == 1,
+            "same_batches": len({d["order_digest"] for d in run_docs.values()}) == 1,
+            "expect": expect,
+            "runs": run_docs,
+        })
+        checks += [_check(cell.label, loss, e, run_docs[loss]) for loss, e in expect.items()]
+        forensics += [{"scenario": cell.label, **run.explanation} for run in runs.values() if run.explanation]
+    doc = {
+        "schema": SCHEMA,
+        "settings": {
+            "losses": list(cfg.losses), "steps": cfg.steps, "batch_size": cfg.batch_size,
+            "train_limit": cfg.train_limit, "init": TUTORIAL.init, "seeds": list(cfg.seeds),
+            "grid": "sweep" if cfg.sweep else "scenarios",
+        },
+        "data": {"n_train": result.n_train, "n_test": result.n_test},
+        "scenarios": scenarios,
+        "stability_map": stability_map(scenarios, cfg.losses),
+        "forensics": forensics,
+        "checks": checks,
+        "ok": all(c["ok"] for c in checks),
+        "seconds": result.seconds,
+    }
+    doc["conclusion"] = conclusion(doc)
+    return doc
+
+
+# --- the conclusion, computed --------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def conclusion(doc: dict) -> str:
+    """One paragraph from the results: which losses failed where (and why), whether accuracy
+    differed where they did not, whether argmax(logits) and argmax(softmax) agreed."""
+    scen = doc["scenarios"]
+    losses = doc["settings"]["losses"]
+    n = len(scen)
+    parts = []
+    for loss in losses:
+        failed = [s for s in scen if s["runs"][loss]["first_nonfinite_step"] is not None]
+        if not failed:
+            parts.append(f"The {loss} loss stayed finite in all {_plural(n, 'setting')}.")
+            continue
+        where = ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
+        why = [f for f in doc["forensics"] if f["loss"] == loss]
+        gap = max((f["max_gap_max_minus_min"] for f in why if math.isfinite(f["max_gap_max_minus_min"])), default=None)
+        cause = ""
+        if why and all(f["rows_with_zero_prob"] for f in why):
+            limits = ", ".join(sorted({f"{f['underflow_limit']:.0f} in {f['dtype']}" for f in why}))
+            cause = (f": each time a softmax probability underflowed to exactly 0 (logit gaps up to {gap:.3g}, "
+                     f"past the limit of {limits})")
+        dead = sum(1 for s in failed if not s["runs"][loss]["weights_finite"])
+        acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
+        after = (f"; the weights ended non-finite in {dead} of them (test accuracy {min(acc):.4f}"
+                 + (f"-{max(acc):.4f}" if max(acc) != min(acc) else "") + ")") if dead else ""
+        parts.append(f"The {loss} loss went non-finite in {len(failed)} of {_plural(n, 'setting')}: {where}"
+                     f"{cause}{after}.")
+    if len(losses) > 1:
+        both = [s for s in scen if all(s["runs"][l]["first_nonfinite_step"] is None for l in losses)]
+        if both:
+            diffs = [max(s["runs"][l]["test_accuracy"] for l in losses) - min(s["runs"][l]["test_accuracy"] for l in losses)
+                     for s in both]
+            worst = max(diffs)
+            verdict = "identical" if worst == 0 else f"within {worst:.4f} of each other"
+            parts.append(f"Where every loss stayed finite ({_plural(len(both), 'setting')}), test accuracies were "
+                         f"{verdict}.")
+        else:
+            parts.append("No setting kept every loss finite, so accuracies cannot be compared like for like.")
+        mismatch = [s["label"] for s in scen if not (s["same_init"] and s["same_batches"])]
+        if mismatch:
+            parts.append(f"Warning: the losses did not see identical init and batches in {', '.join(mismatch)}.")
+    finite = [(s, l) for s in scen for l in losses if s["runs"][l]["weights_finite"]]
+    differ = sum(s["runs"][l]["argmax"]["differ"] for s, l in finite)
+    ties = sum(s["runs"][l]["argmax"]["ties_in_probs"] for s, l in finite)
+    if finite:
+        n_test = doc["data"]["n_test"]
+        if differ == 0:
+            parts.append(f"For all {_plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) "
+                         f"agreed on every one of the {n_test} test images, so dropping softmax at prediction time "
+                         "costs nothing.")
+        else:
+            parts.append(f"Across {_plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) "
+                         f"differed on {_plural(differ, 'test prediction')} ({ties} floating-point ties in the "
+                         "probabilities): softmax can only lose information at prediction time.")
+    return " ".join(parts)
+
+
+# --- per-run curves ------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+
+
+def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
+    """Write one JSONL file per run into ``directory`` (created if needed): a record every
+    ``log_every`` steps (step, loss, nan_loss, inf_loss, nonfinite_grad), then a final record."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable --metrics-out") from None
+    paths = []
+    for run in result.runs:
+        path = directory / f"{_slug(run.cell.label)}-{run.loss}.jsonl"
+        final = {"final": True, "scenario": run.cell.label, "loss": run.loss, "steps": run.result.steps,
+                 "final_loss": run.result.final_loss, "test_accuracy": run.evaluation["accuracy"],
+                 "first_nonfinite_step": run.result.nan.first_nonfinite_step}
+        text = "".join(json.dumps(jsonable(r)) + "\n" for r in [*run.records, final])
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable --metrics-out") from None
+        paths.append(path)
+    return paths
+
+
+__all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
+           "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "write_metrics"]
