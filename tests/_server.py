@@ -33,6 +33,7 @@ class Reply:
     send: int | None = None  # send only the first N bytes of the body, then do `then`
     then: str = "close"  # after `send` bytes: "close" (clean end), "reset" (TCP RST) or "stall" (hold it open)
     drip: float = 0.0  # seconds between single bytes (a server too slow to finish)
+    delay: float = 0.0  # seconds to wait before answering (lets concurrent clients overlap)
 
 
 class FaultServer:
@@ -94,6 +95,8 @@ class FaultServer:
             def do_GET(self) -> None:
                 server.user_agents.append(self.headers.get("User-Agent", ""))
                 reply = server._reply_for(self.path.split("?")[0])
+                if reply.delay:
+                    server.released.wait(min(reply.delay, server.max_hold))
                 self.close_connection = True
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
