@@ -7,12 +7,12 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mnist_cli.errors import FormatError
-from mnist_cli.idx import DTYPES, Decoder, encode_idx, parse_idx, read_idx, write_idx
+from mnist_cli.idx import DTYPES, GZIP_MAGIC, Decoder, encode_idx, parse_idx, read_idx, write_idx
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -204,6 +204,7 @@ def test_any_cut_or_extension_of_a_valid_file_is_refused(array, data):
 @settings(max_examples=50)
 @given(st.binary(max_size=300), st.integers(1, 50), st.booleans())
 def test_decoder_output_does_not_depend_on_chunking(content, pieces, compress):
+    assume(compress or not content.startswith(GZIP_MAGIC))  # plain bytes that look like gzip are gzip
     data = gzip.compress(content) if compress else content
     assert decode(data, pieces=pieces) == decode(data) == content
 
