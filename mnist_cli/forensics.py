@@ -76,8 +76,10 @@ def _chain_naive(c: dict) -> dict:
         }
     return {  # the target's probability is tiny but not 0: the loss is finite, 1/p overflows
         "loss": f"p[{t}] = {c['underflowed_p']:.3g} (the target, not 0) -> log(p[{t}]) is finite -> the loss is finite",
-        "gradient": f"dL/dp[{t}] = -y_[{t}] / p[{t}] / n overflows to -inf -> g[{t}] * p[{t}] = -inf "
-        f"-> p * (g - sum(g * p)) = p * (-inf - -inf) = NaN -> {backward}",
+        "gradient": f"dL/dp[{t}] = -y_[{t}] / p[{t}] / n overflows to -inf -> sum(g * p) = -inf -> softmax "
+        f"backward p * (g - sum(g * p)): dL/dz[{t}] = p[{t}] * (-inf - -inf) = NaN, the other entries "
+        "p * (0 + inf) = +inf -> dL/dW = x.T @ dL/dz is NaN (0 * inf, inf - inf) -> W and b are non-finite "
+        "after the update",
     }
 
 
@@ -186,16 +188,16 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         gap_target = z_max[:, 0] - z64[np.arange(len(y)), y]  # (B,) max - target
         batch_loss, row_loss, grad_ok = _observe_rows(loss_fn, z, y)
 
-    bad = ~np.isfinite(row_loss) | ~grad_ok  # (B,) rows the loss turns non-finite
-    has_zero = np.any(p == 0, axis=1)  # (B,)
-    pool = np.flatnonzero(bad) if bad.any() else np.flatnonzero(has_zero)
-    # rows that reproduce the batch's outcome first (NaN, then inf, then gradient only), largest gap first
-    outcome = np.where(np.isnan(row_loss), 0, np.where(np.isinf(row_loss), 1, 2))  # (B,)
-    order = pool[np.lexsort((-np.nan_to_num(gap[pool], nan=np.inf), outcome[pool]))]
-    culprits = [
-        _culprit(int(i), z, y, p, log_p, int(idx[i]), row_loss[i], bool(grad_ok[i]), loss_name)
-        for i in order[:max_culprits]
-    ]
+        bad = ~np.isfinite(row_loss) | ~grad_ok  # (B,) rows the loss turns non-finite
+        has_zero = np.any(p == 0, axis=1)  # (B,)
+        pool = np.flatnonzero(bad) if bad.any() else np.flatnonzero(has_zero)
+        # rows that reproduce the batch's outcome first (NaN, then inf, then gradient only), largest gap first
+        outcome = np.where(np.isnan(row_loss), 0, np.where(np.isinf(row_loss), 1, 2))  # (B,)
+        order = pool[np.lexsort((-np.nan_to_num(gap[pool], nan=np.inf), outcome[pool]))]
+        culprits = [
+            _culprit(int(i), z, y, p, log_p, int(idx[i]), row_loss[i], bool(grad_ok[i]), loss_name)
+            for i in order[:max_culprits]
+        ]
     finite_gap = gap[np.isfinite(gap)]
     out = {
         "step": int(snapshot.step),

@@ -113,7 +113,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
     for ax, s in zip(axes, scenarios):
         _curves(ax, runs_by_label[s["label"]], colors)
         about = f"lr {s['lr']:g}, input x{s['input_scale']:g}, {s['dtype']}, seed {s['seed']}"
-        ax.set_title(f"{s['label']}\n{about}", fontsize=9)
+        ax.set_title(f"{s['label']}\n{about}" if s["name"] else s["label"], fontsize=9)  # else the label says it
     for ax in axes[len(scenarios):]:
         ax.set_visible(False)
     st = doc["settings"]

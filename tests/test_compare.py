@@ -1,0 +1,362 @@
+"""`compare` on the real MNIST: identical batches and init across losses, the measured NaN story,
+the documented JSON shape, the stability map, plots, per-run curves and exit codes."""
+
+import dataclasses
+import json
+import math
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mnist_cli.compare as compare_mod
+from mnist_cli.cli import main
+from mnist_cli.compare import SCENARIOS, CompareConfig, conclusion, run_compare, to_document
+from mnist_cli.compare_report import format_report
+from mnist_cli.forensics import underflow_limit
+from mnist_cli.report import jsonable
+from mnist_cli.sparkline import sparkline
+
+# --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
+NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
+NAN_REPORT = {
+    "steps_nan_loss": int, "steps_inf_loss": int, "steps_nonfinite_grad": int, "first_nan_loss_step": OPT_INT,
+    "first_inf_loss_step": OPT_INT, "first_nonfinite_grad_step": OPT_INT, "params_nonfinite": bool,
+    "first_nonfinite_params_step": OPT_INT, "underflow_probs": int, "steps_with_underflow": int,
+    "first_underflow_step": OPT_INT, "max_logit_gap": NUM, "any_nonfinite": bool, "first_nonfinite_step": OPT_INT,
+}
+RUN = {
+    "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "final_loss": NUM, "steps": int,
+    "first_nonfinite_step": OPT_INT, "weights_finite": bool, "nan": NAN_REPORT,
+    "argmax": {"differ": int, "ties_in_probs": int, "zero_probs": int, "nonfinite_logits": int},
+    "seconds": NUM, "init_digest": str, "order_digest": str, "loss_curve": [NUM],
+}
+CHAIN = {"loss": str, "gradient": str}
+CULPRIT = {
+    "batch_row": int, "index": int, "label": int, "predicted": OPT_INT, "classes": int, "logit_max": NUM,
+    "logit_target": NUM, "logit_min": NUM, "gap_max_minus_target": NUM, "gap_max_minus_min": NUM,
+    "zero_prob_classes": [int], "target_prob_zero": bool, "underflowed_class": int, "underflowed_gap": NUM,
+    "underflowed_p": NUM, "underflowed_log_p": NUM, "underflowed_log10_p": NUM, "row_loss": NUM,
+    "row_loss_kind": str, "row_grad_finite": bool, "logits_finite": bool, "chain": CHAIN,
+}
+FORENSICS = {
+    "scenario": str, "step": int, "loss": str, "dtype": str, "underflow_limit": NUM, "smallest_subnormal": NUM,
+    "batch_size": int, "batch_loss": NUM, "batch_loss_kind": str, "batch_grad_finite": bool, "logits_finite": bool,
+    "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int, "rows_nan_loss": int,
+    "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM, "max_gap_max_minus_target": NUM,
+    "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
+}
+SCENARIO = {
+    "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "seed": int,
+    "same_init": bool, "same_batches": bool, "expect": "per-loss", "runs": "per-loss",
+}
+DOCUMENT = {
+    "schema": str,
+    "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
+                 "seeds": [int], "grid": str},
+    "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
+    "scenarios": [SCENARIO],
+    "stability_map": {
+        "axes": [str], "values": {"dtype": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int]},
+        "losses": [str],
+        "cells": [{"label": str, "dtype": str, "lr": NUM, "input_scale": NUM, "seed": int,
+                   "first_nonfinite": "per-loss"}],
+    },
+    "forensics": [FORENSICS],
+    "checks": [{"scenario": str, "loss": str, "expect": str, "observed": str, "ok": bool}],
+    "ok": bool,
+    "seconds": NUM,
+    "conclusion": str,
+}
+OPTIONAL = {"metrics_files": [str], "plot": str}
+
+
+def validate(value, shape, losses, path="$"):
+    """Raise AssertionError at the first place ``value`` departs from ``shape``."""
+    if shape == "per-loss":  # an object keyed by exactly the compared losses
+        assert isinstance(value, dict), path
+        if path.endswith(".expect"):
+            assert set(value) <= set(losses), path
+            for k, v in value.items():
+                validate(v, {"nonfinite": bool, "by_step": OPT_INT}, losses, f"{path}.{k}")
+        else:
+            assert list(value) == losses, path
+            for k, v in value.items():
+                validate(v, RUN if path.endswith(".runs") else OPT_INT, losses, f"{path}.{k}")
+    elif isinstance(shape, dict):
+        assert isinstance(value, dict), f"{path}: {value!r} is not an object"
+        extra = set(value) - set(shape) - (set(OPTIONAL) if path == "$" else set())
+        assert set(shape) <= set(value) and not extra, f"{path}: keys {sorted(value)} vs {sorted(shape)}"
+        for k, v in value.items():
+            validate(v, shape.get(k, OPTIONAL.get(k)), losses, f"{path}.{k}")
+    elif isinstance(shape, list):
+        assert isinstance(value, list), path
+        for i, v in enumerate(value):
+            validate(v, shape[0], losses, f"{path}[{i}]")
+    elif isinstance(shape, tuple):
+        errors = []
+        for option in shape:
+            try:
+                return validate(value, option, losses, path)
+            except AssertionError as exc:
+                errors.append(str(exc))
+        raise AssertionError(f"{path}: {errors}")
+    elif shape is None:
+        assert value is None, path
+    elif shape == NUM:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("NaN", "Infinity", "-Infinity")
+        assert ok, f"{path}: {value!r} is not a number"
+    elif shape == OPT_INT:
+        assert value is None or (isinstance(value, int) and not isinstance(value, bool)), f"{path}: {value!r}"
+    elif shape == OPT_STR:
+        assert value is None or isinstance(value, str), path
+    elif shape is int:
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not an int"
+    else:
+        assert isinstance(value, shape), f"{path}: {value!r} is not {shape.__name__}"
+
+
+# --- the default comparison on the real data, run once ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default(mnist):
+    result = run_compare(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels,
+                         CompareConfig())
+    return result, to_document(result)
+
+
+def scenario(doc, name):
+    return next(s for s in doc["scenarios"] if s["name"] == name)
+
+
+def test_default_runs_the_scenario_table_with_both_losses(default):
+    result, doc = default
+    assert [s["name"] for s in doc["scenarios"]] == [s.name for s in SCENARIOS]
+    assert len(result.runs) == 2 * len(SCENARIOS)
+    assert all(list(s["runs"]) == ["naive", "fused"] for s in doc["scenarios"])
+    assert doc["data"]["n_train"] == 60000 and doc["data"]["n_test"] == 10000
+
+
+def test_every_loss_starts_from_the_same_init_on_the_same_batches(default):
+    result, doc = default
+    for s in doc["scenarios"]:
+        runs = list(s["runs"].values())
+        assert s["same_init"] and s["same_batches"]
+        assert len({r["init_digest"] for r in runs}) == 1 and len({r["order_digest"] for r in runs}) == 1
+    # independent evidence: on the tutorial, naive and fused gradients agree to rounding, so their
+    # per-step losses can only track each other if the batches are the same ones
+    naive, fused = (r.result.losses for r in result.runs if r.cell.scenario.name == "tutorial")
+    np.testing.assert_allclose(naive[:200], fused[:200], rtol=1e-4)
+    assert np.ptp(naive[:200]) > 0.5  # ... and the losses do vary from batch to batch
+
+
+def test_digests_change_with_the_seed_but_not_with_the_loss(mnist):
+    cfg = CompareConfig(lrs=(0.5,), seeds=(0, 1), steps=20, train_limit=1000)
+    doc = to_document(run_compare(mnist.train_images, mnist.train_labels, mnist.test_images[:500],
+                                  mnist.test_labels[:500], cfg))
+    s0, s1 = doc["scenarios"]
+    assert (s0["seed"], s1["seed"]) == (0, 1) and s0["label"] == "tutorial seed=0"
+    assert s0["same_batches"] and s1["same_batches"]
+    assert s0["runs"]["naive"]["order_digest"] != s1["runs"]["naive"]["order_digest"]
+
+
+def test_default_reproduces_the_measured_nan_story(default):
+    _, doc = default
+    raw = scenario(doc, "raw-pixels")["runs"]
+    assert raw["naive"]["first_nonfinite_step"] in (2, 3)
+    assert raw["naive"]["nan"]["first_nan_loss_step"] in (2, 3) and not raw["naive"]["weights_finite"]
+    assert scenario(doc, "lr-5")["runs"]["naive"]["first_nonfinite_step"] is not None
+    assert scenario(doc, "f64-lr-5")["runs"]["naive"]["first_nonfinite_step"] is None  # 745 > the gaps at lr 5
+    for s in doc["scenarios"]:
+        assert s["runs"]["fused"]["first_nonfinite_step"] is None and s["runs"]["fused"]["weights_finite"]
+    tut = scenario(doc, "tutorial")["runs"]
+    assert tut["naive"]["first_nonfinite_step"] is None
+    assert tut["naive"]["test_accuracy"] >= 0.917 and tut["fused"]["test_accuracy"] >= 0.917
+    assert abs(tut["naive"]["test_accuracy"] - tut["fused"]["test_accuracy"]) <= 0.001
+    assert tut["fused"]["argmax"]["differ"] == 0
+    assert doc["ok"] and all(c["ok"] for c in doc["checks"])
+
+
+def test_stability_map_matches_the_runs(default):
+    _, doc = default
+    m = doc["stability_map"]
+    assert m["axes"] == ["dtype", "lr", "input_scale"] and m["losses"] == ["naive", "fused"]
+    for cell, s in zip(m["cells"], doc["scenarios"]):
+        assert cell["first_nonfinite"] == {k: r["first_nonfinite_step"] for k, r in s["runs"].items()}
+    text = format_report(doc)
+    block = text[text.index("Stability map"):text.index("Forensics")]
+    assert "x1  x255" in block and "float64" in block
+    raw_row = next(line for line in block.splitlines() if line.startswith("float32  0.5"))
+    assert raw_row.split()[2:] == ["-", str(scenario(doc, "raw-pixels")["runs"]["naive"]["first_nonfinite_step"]),
+                                   "-", "-"]
+
+
+def test_forensics_name_a_sample_past_the_float32_limit(default):
+    _, doc = default
+    f = next(f for f in doc["forensics"] if f["scenario"] == "raw-pixels")
+    assert f["loss"] == "naive" and f["step"] in (2, 3) and f["dtype"] == "float32"
+    c = f["culprits"][0]
+    assert c["gap_max_minus_min"] > underflow_limit(np.float32) and c["underflowed_class"] in c["zero_prob_classes"]
+    assert " = 0 * -inf = NaN" in c["chain"]["loss"] and "0/0" in c["chain"]["gradient"]
+    assert {f["loss"] for f in doc["forensics"]} == {"naive"}  # fused never needed explaining
+    text = format_report(doc)
+    assert f"#{c['index']}" in text and "fix: the fused loss" in text
+
+
+def test_conclusion_is_computed_from_the_results(default):
+    _, doc = default
+    text = doc["conclusion"]
+    failed = [s["label"] for s in doc["scenarios"] if s["runs"]["naive"]["first_nonfinite_step"]]
+    assert f"The naive loss went non-finite in {len(failed)} of {len(doc['scenarios'])} settings" in text
+    assert all(label in text for label in failed)
+    assert "The fused loss stayed finite in all" in text
+    # change a result, and the paragraph changes with it
+    changed = json.loads(json.dumps(jsonable(doc)))
+    for s in changed["scenarios"]:
+        for r in s["runs"].values():
+            r["test_accuracy"] = float(r["test_accuracy"])
+    scenario(changed, "tutorial")["runs"]["naive"]["test_accuracy"] -= 0.0123
+    scenario(changed, "tutorial")["runs"]["fused"]["argmax"]["differ"] = 3
+    other = conclusion(changed)
+    assert "within 0.0123 of each other" in other and "differed on 3 test predictions" in other
+    assert other != text
+
+
+def test_document_matches_the_documented_shape(default):
+    _, doc = default
+    doc = json.loads(json.dumps(jsonable({**doc, "data": {**doc["data"], "dir": "d", "verified": True}}),
+                                allow_nan=False))
+    validate(doc, DOCUMENT, doc["settings"]["losses"])
+    broken = json.loads(json.dumps(doc))
+    del broken["scenarios"][0]["runs"]["naive"]["nan"]["steps_nan_loss"]
+    with pytest.raises(AssertionError):  # the validator does catch a missing key
+        validate(broken, DOCUMENT, doc["settings"]["losses"])
+
+
+def test_text_report_fits_and_holds_every_section(default):
+    _, doc = default
+    text = format_report(doc)
+    for heading in ("scenario", "Stability map", "Forensics", "Conclusion:", "Expectations: 16 of 16 hold."):
+        assert heading in text
+    long = [line for line in text.splitlines() if len(line) > 110]
+    assert not long, long
+
+
+def test_config_cells_and_validation():
+    cells = CompareConfig(lrs=(0.5, 5), input_scales=(1, 255), seeds=(3,)).cells()
+    assert [c.label for c in cells] == ["tutorial", "raw-pixels", "lr-5", "lr-5-raw"]
+    assert {c.seed for c in cells} == {3}
+    assert CompareConfig(lrs=(2,)).cells()[0].label == "lr=2 x1 float32" and CompareConfig(lrs=(2,)).cells()[0].scenario is None
+    for bad in (dict(losses=("hinge",)), dict(losses=()), dict(seeds=()), dict(lrs=(1, 1)), dict(lrs=(-1,)),
+                dict(dtypes=("float16",)), dict(steps=0)):
+        with pytest.raises(ValueError):
+            CompareConfig(**bad).validate()
+
+
+def test_sparkline():
+    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"[0] + sparkline([3.0, 2.0, 1.0])[1:]
+    assert sparkline([1.0, 1.0]) == "▁▁"
+    assert sparkline([float("nan")] * 3) == "×××"
+    line = sparkline(list(range(100)), width=10)
+    assert len(line) == 10 and line[0] == "▁" and line[-1] == "█"
+    assert sparkline([1.0] * 50 + [float("inf")] * 50, width=4)[2:] == "××"
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli(mnist_data_dir):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, ["compare", *args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"])
+
+    return invoke
+
+
+def test_cli_smoke_passes_prints_every_section_and_writes_curves(cli, tmp_path):
+    out = tmp_path / "curves"
+    r = cli("--smoke", "--metrics-out", str(out), "--log-every", "10")
+    assert r.exit_code == 0, r.output
+    for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:", "Expectations: 16 of 16",
+                   "= 0 * -inf = NaN", f"Wrote per-run curves: {out}"):
+        assert needle in r.output
+    assert "2000 training" in r.output and "200 SGD steps" in r.output
+    # --metrics-out: one JSONL per run, a record every 10 steps, then the final record
+    assert len(sorted(out.glob("*.jsonl"))) == 16
+    lines = [json.loads(x) for x in (out / "raw-pixels-naive.jsonl").read_text().splitlines()]
+    steps, final = lines[:-1], lines[-1]
+    assert [x["step"] for x in steps] == list(range(10, 201, 10))
+    assert all(x["nan_loss"] and x["loss"] == "NaN" for x in steps) and final["final"] is True
+    assert final["first_nonfinite_step"] in (2, 3)
+    tut = [json.loads(x) for x in (out / "tutorial-fused.jsonl").read_text().splitlines()]
+    assert all(isinstance(x["loss"], float) and math.isfinite(x["loss"]) for x in tut[:-1])
+
+
+def test_cli_smoke_json_validates(cli):
+    r = cli("--smoke", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    validate(doc, DOCUMENT, ["naive", "fused"])
+    assert doc["ok"] and doc["settings"]["train_limit"] == 2000 and doc["data"]["verified"] is True
+
+
+def test_cli_smoke_exits_4_when_an_expectation_fails(cli, monkeypatch):
+    wrong = tuple(dataclasses.replace(s, naive="fails", by_step=3) if s.name == "tutorial" else s for s in SCENARIOS)
+    monkeypatch.setattr(compare_mod, "SCENARIOS", wrong)
+    r = cli("--smoke", "--losses", "naive")
+    assert r.exit_code == 4, r.output
+    assert "FAILED tutorial / naive: expected non-finite by step 3, observed finite at every step" in r.output
+
+
+def test_cli_sweep_with_three_losses(cli):
+    r = cli("--losses", "naive,fused,clipped", "--lr", "0.5,5", "--steps", "30", "--train-limit", "1000", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    validate(doc, DOCUMENT, ["naive", "fused", "clipped"])
+    assert [s["label"] for s in doc["scenarios"]] == ["tutorial", "lr-5"]
+    assert doc["stability_map"]["axes"] == ["lr"]
+    lr5 = doc["scenarios"][1]["runs"]
+    assert lr5["naive"]["first_nonfinite_step"] is not None and lr5["clipped"]["first_nonfinite_step"] is None
+
+
+def test_cli_plot_writes_a_png_of_sane_size(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "cmp.png"
+    r = cli("--lr", "0.5,5", "--input-scale", "1,255", "--steps", "50", "--train-limit", "1000", "--plot", str(path))
+    assert r.exit_code == 0, r.output
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert 800 <= width <= 4000 and 600 <= height <= 4000
+    assert 30_000 < len(data) < 5_000_000
+    assert f"Wrote plot: {path}" in r.output
+
+
+def test_cli_plot_without_matplotlib_gives_the_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    # the hint must come before any data is touched: this data dir does not exist
+    r = CliRunner().invoke(main, ["compare", "--plot", str(tmp_path / "x.png"), "--data-dir",
+                                  str(tmp_path / "none"), "--offline", "--quiet"])
+    assert r.exit_code == 1
+    assert "pip install 'mnist-softmax[plot]'" in r.output
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args", [["--lr", "0,5"], ["--lr", "a"], ["--losses", "naive,hinge"], ["--dtype", "float16"],
+                                  ["--seeds", "-1"], ["--input-scale", "1,1"], ["--steps", "0"]])
+def test_cli_bad_flags_exit_2(args, tmp_path):
+    r = CliRunner().invoke(main, ["compare", *args, "--data-dir", str(tmp_path), "--offline", "--quiet"])
+    assert r.exit_code == 2, r.output
+
+
+def test_matplotlib_and_tqdm_are_imported_lazily():
+    code = ("import sys, mnist_cli.cli, mnist_cli.compare, mnist_cli.plot; "
+            "assert 'matplotlib' not in sys.modules and 'tqdm' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
