@@ -391,9 +391,14 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
     data = _load_data(data_dir, mirrors, offline, quiet)
     n_runs = len(config.cells()) * len(config.losses)
     bar = make_bar(n_runs, "compare", "run", bars_enabled(quiet or as_json))
+
+    def on_run(done, total, label):
+        bar.update(1)
+        bar.set_postfix_str(label, refresh=False)
+
     try:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
-                             on_run=(lambda done, total, label: bar.update(1)) if bar is not None else None)
+                             on_run=on_run if bar is not None else None)
     except ValueError as exc:  # e.g. a batch larger than the (limited) training set
         raise click.UsageError(str(exc)) from None
     finally:
