@@ -144,6 +144,7 @@ class FileReport:
 
     name: str
     status: str  # "present" (already verified), "downloaded", or "foreign" (not MNIST, kept as the user's data)
+    #              (_inspect also says "corrupt": once verified, no longer matching, to be fetched again)
     path: str | None = None
     size: int | None = None  # bytes on disk
     sha256: str | None = None  # of the decompressed content
@@ -403,20 +404,21 @@ class _Fetcher:
         """GET ``url`` with retries, back-off and Retry-After, all within the per-file deadline."""
         s = self.settings
         deadline = time.monotonic() + s.deadline
-        for attempt in range(s.retries + 1):
+        attempt = 0
+        while True:
             part.restart()
             try:
                 return self._attempt(url, f, part, deadline)
             except _MirrorFailed as exc:
+                attempt += 1
                 if not exc.retry:
                     raise
-                if attempt == s.retries:
-                    raise _MirrorFailed(f"{exc.reason}; gave up after {attempt + 1} attempts", down=exc.down) from None
-                wait = exc.retry_after if exc.retry_after is not None else min(s.backoff * 2**attempt, s.backoff_max)
+                if attempt > s.retries:
+                    raise _MirrorFailed(f"{exc.reason}; gave up after {attempt} attempts", down=exc.down) from None
+                wait = exc.retry_after if exc.retry_after is not None else min(s.backoff * 2 ** (attempt - 1), s.backoff_max)
                 if wait > s.backoff_max or time.monotonic() + wait > deadline:
                     raise _MirrorFailed(f"{exc.reason}; retry in {wait:g} s would pass the deadline") from None
                 time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, url: str, f: FileSpec, part: PartFile, deadline: float) -> tuple[Digest, int]:
         s = self.settings
@@ -460,7 +462,9 @@ class _Fetcher:
         try:
             return response.raw.read1(64 * 1024, decode_content=True)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise _MirrorFailed(f"stalled: no data for {s.read_timeout:g} s (read timeout)", retry=True) from None
+            raise _MirrorFailed(
+                f"stalled: no data for {s.read_timeout:g} s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", retry=True
+            ) from None
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             of = f" of {length}" if length is not None else ""
             raise _MirrorFailed(f"connection broken after {received}{of} bytes ({_why(exc)})", retry=True) from None

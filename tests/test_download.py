@@ -107,7 +107,7 @@ FAILURES = {
     "403": (lambda body: Reply(status=403), "HTTP 403 Forbidden", 1, {}),
     "500 every time": (lambda body: Reply(status=500), "HTTP 500 Internal Server Error; gave up after 2 attempts", 2, {}),
     "reset mid-body": (_half({"then": "reset"}), "(Connection reset by peer); gave up after 2 attempts", 2, {}),
-    "stall": (_half({"then": "stall"}), "stalled: no data for 0.5 s (read timeout)", 2, {}),
+    "stall": (_half({"then": "stall"}), "stalled: no data for 0.5 s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", 2, {}),
     "drip": (lambda body: Reply(body=body, drip=0.02), "too slow:", 1, {"MNIST_SOFTMAX_DEADLINE": "0.6"}),
     "truncated, Content-Length": (_half({}), "(the server closed the connection early)", 2, {}),
     "truncated, no Content-Length": (_half({"content_length": False}), "the gzip stream ends early", 1, {}),
@@ -350,6 +350,12 @@ def test_mirror_order_and_validation(tmp_path):
         resolve_mirrors([str(tmp_path / "nope")], environ={})
     with pytest.raises(ConfigError, match="has no host"):
         resolve_mirrors(["http:///x"], environ={})
+
+
+def test_library_and_cli_agree_on_variable_names():
+    from mnist_cli import download, store
+
+    assert (store.DATA_DIR_ENV, download.MIRRORS_ENV, download.OFFLINE_ENV) == (DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV)
 
 
 def test_fetch_settings_from_env():
