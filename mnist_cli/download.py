@@ -203,7 +203,7 @@ class DownloadReport:
             what = {
                 "present": "verified, already present",
                 "downloaded": f"verified, downloaded from {f.source}",
-                "foreign": "NOT MNIST: kept as your own data (checked for IDX structure when loaded; --force replaces it)",
+                "foreign": f"NOT {self.dataset.upper()}: kept as your own data (checked for IDX structure when loaded; --force replaces it)",
             }[f.status]
             lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
             lines += [f"    note: {note}" for note in f.notes]
@@ -265,7 +265,7 @@ def ensure_mnist(
     foreign = [r.name for r in reports.values() if r.status == "foreign"]
     if todo and foreign:
         raise DataNotFoundError(
-            f"{root} holds files that are not MNIST ({', '.join(foreign)}) but lacks "
+            f"{root} holds files that are not {spec.name.upper()} ({', '.join(foreign)}) but lacks "
             f"{', '.join(f.name for f in todo)}: add the missing files of your dataset, or choose another "
             f"directory with --data-dir."
         )

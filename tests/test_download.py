@@ -271,11 +271,11 @@ def test_users_own_dataset_is_never_overwritten(tmp_path, tiny_mnist):
         result = download("--data-dir", tmp_path, "--mirror", server.url)
         assert result.exit_code == 0, result.output
         assert sum(server.hits.values()) == 0
-        assert result.output.count("NOT MNIST") == 4
+        assert result.output.count("NOT TINY: kept as your own data") == 4
         (tmp_path / TRAIN).unlink()
         partial = download("--data-dir", tmp_path, "--mirror", server.url)
         assert sum(server.hits.values()) == 0
-    assert partial.exit_code == 1 and "holds files that are not MNIST" in partial.output
+    assert partial.exit_code == 1 and "holds files that are not TINY" in partial.output
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == {
         k: v for k, v in before.items() if k != TRAIN
     }
