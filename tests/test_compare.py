@@ -258,7 +258,7 @@ def test_config_cells_and_validation():
 
 
 def test_sparkline():
-    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"[0] + sparkline([3.0, 2.0, 1.0])[1:]
+    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"  # min -> lowest bar, max -> highest, midpoint -> 4th of 8
     assert sparkline([1.0, 1.0]) == "▁▁"
     assert sparkline([float("nan")] * 3) == "×××"
     line = sparkline(list(range(100)), width=10)
