@@ -107,7 +107,8 @@ FAILURES = {
     "403": (lambda body: Reply(status=403), "HTTP 403 Forbidden", 1, {}),
     "500 every time": (lambda body: Reply(status=500), "HTTP 500 Internal Server Error; gave up after 2 attempts", 2, {}),
     "reset mid-body": (_half({"then": "reset"}), "(Connection reset by peer); gave up after 2 attempts", 2, {}),
-    "stall": (_half({"then": "stall"}), "stalled: no data for 0.5 s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", 2, {}),
+    "stall": (_half({"then": "stall"}), "stalled: no data for 0.5 s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", 2,
+              {"MNIST_SOFTMAX_DEADLINE": "30"}),  # the read timeout must fire first, even on a busy machine
     "drip": (lambda body: Reply(body=body, drip=0.02), "too slow:", 1, {"MNIST_SOFTMAX_DEADLINE": "0.6"}),
     "truncated, Content-Length": (_half({}), "(the server closed the connection early)", 2, {}),
     "truncated, no Content-Length": (_half({"content_length": False}), "the gzip stream ends early", 1, {}),
