@@ -10,6 +10,11 @@ The loop reproduces TensorFlow r1.4's ``mnist_softmax.py``: ``W`` and ``b`` star
 takes 100 examples, ``z = x @ W + b``, a loss from :data:`mnist_cli.losses.LOSSES` gives
 ``(loss, dL/dz)``, and ``W -= lr * x.T @ dL/dz``, ``b -= lr * sum(dL/dz)``. Nothing stops at NaN (as
 in TF); every non-finite loss, gradient and parameter is counted and the first step of each kept.
+
+:func:`train` runs the schedule (epochs, learning-rate decay, averaging, callbacks); a step is taken
+by an engine: :class:`PlainSGD` writes it as above, one NumPy call per formula, and
+:class:`mnist_cli.fastpath.FastSGD` (the default) computes the same in fewer calls. Both hand every
+step they cannot prove healthy to the same exact accounting (:class:`_Accounting`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -47,7 +52,10 @@ class TrainConfig:
     train_limit: int | None = None  # use only the first N training examples (smoke runs)
     lr_decay: float = 1.0  # multiply lr by this after each epoch (1 = constant)
     weight_decay: float = 0.0  # L2: adds weight_decay * W to dL/dW (bias not decayed)
-    average: bool = False  # report the average of the iterates over the last epoch (Polyak-Ruppert)
+    average: bool = False  # report the average of the iterates over the last epochs (Polyak-Ruppert)
+    average_epochs: int = 1  # how many final epochs the average spans
+    full_batch: bool = False  # one batch of all (limited) training examples per step: exact gradient descent
+    fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient
 
     def validate(self) -> None:
@@ -72,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
         if not (0 < self.lr_decay <= 1):
             raise ValueError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+        if self.average_epochs < 1:
+            raise ValueError(f"average epochs must be at least 1, got {self.average_epochs}")
         if self.weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
 
@@ -151,17 +161,23 @@ def scale_pixels(images: np.ndarray, input_scale: float, dtype) -> np.ndarray:
     return np.multiply(images, np.dtype(dtype).type(input_scale / 255.0), dtype=dtype)
 
 
+def _epochs(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(permutation of range(n), batches to cut from it)`` per epoch until ``steps`` batches."""
+    per_epoch = n // batch_size
+    done = 0
+    while done < steps:
+        count = min(per_epoch, steps - done)
+        yield rng.permutation(n), count
+        done += count
+
+
 def batch_order(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Yield ``steps`` index batches: a fresh permutation of ``range(n)`` per epoch, cut into
     ``n // batch_size`` batches (a remainder smaller than a batch is skipped, as a batch of 1 would
     weigh one example like a hundred). Depends only on (n, batch_size, rng), never on the loss."""
-    per_epoch = n // batch_size
-    done = 0
-    while done < steps:
-        perm = rng.permutation(n)
-        for j in range(min(per_epoch, steps - done)):
+    for perm, count in _epochs(n, batch_size, steps, rng):
+        for j in range(count):
             yield perm[j * batch_size : (j + 1) * batch_size]
-        done += min(per_epoch, steps - done)
 
 
 def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -185,6 +201,98 @@ def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, inpu
     return accuracy(labels, np.argmax(predict_logits(model, images, input_scale), axis=1))
 
 
+class _Accounting:
+    """The exact NaN accounting of one step, as issue 3 defines it; every engine calls it for each step
+    it has not proved healthy (the plain loop: every step)."""
+
+    def __init__(self, dtype_name: str, k: int):
+        self.nan = NanReport()
+        self.snapshot: Snapshot | None = None
+        self.gap_limit = UNDERFLOW_GAP[dtype_name] - math.log(k)  # below it no probability can be 0
+        self.bad_grad_step = 0  # the last step whose gradient was non-finite
+
+    def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray) -> bool:
+        """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
+        has a non-finite entry); return True when the loss or the gradient is non-finite."""
+        nan = self.nan
+        gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
+        if gap > nan.max_logit_gap:
+            nan.max_logit_gap = gap
+        if not gap <= self.gap_limit:  # a probability may be exactly 0 (or z is nan): count them
+            n_zero = int(np.count_nonzero(softmax(z) == 0))
+            if n_zero:
+                nan.underflow_probs += n_zero
+                nan.steps_with_underflow += 1
+                nan.first_underflow_step = nan.first_underflow_step or step
+        bad_loss = not math.isfinite(loss)
+        bad_grad = not np.isfinite(gb).all()
+        if not (bad_loss or bad_grad):
+            return False
+        if loss != loss:
+            nan.steps_nan_loss += 1
+            nan.first_nan_loss_step = nan.first_nan_loss_step or step
+        elif bad_loss:
+            nan.steps_inf_loss += 1
+            nan.first_inf_loss_step = nan.first_inf_loss_step or step
+        if bad_grad:
+            self.bad_grad_step = step
+            nan.steps_nonfinite_grad += 1
+            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
+        if self.snapshot is None:
+            self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
+        return True
+
+    def check_params(self, step: int, finite: bool) -> None:
+        if not finite and not self.nan.params_nonfinite:
+            self.nan.params_nonfinite = True
+            self.nan.first_nonfinite_params_step = step
+
+
+class PlainSGD:
+    """The loop as the tutorial writes it, one NumPy call per formula: the reference for ``FastSGD``.
+
+    ``x = scale_pixels(batch)``, ``z = x @ W + b``, ``loss, dz = loss_fn(z, y)``,
+    ``W -= lr * (x.T @ dz + weight_decay * W)``, ``b -= lr * sum(dz)``; every step accounted.
+    """
+
+    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct):
+        self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
+        self.params = np.concatenate([model.W, model.b[None, :]])  # (d + 1, k) [W; b], averaged as one
+        self.W, self.b = self.params[:-1], self.params[-1]  # views: the updates below change params
+        self.B = config.batch_size
+        self.dtype = model.W.dtype.type
+        self.scale = self.dtype(config.input_scale / 255.0)
+        self.wd = self.dtype(config.weight_decay)
+        self.x = np.empty((self.B, images.shape[1]), dtype=self.dtype)  # (B, 784) reused
+        self.perm = None
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        self.perm = perm
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        W, b = self.W, self.b
+        idx = self.perm[j * self.B : (j + 1) * self.B]
+        np.multiply(self.images[idx], self.scale, out=self.x, dtype=self.dtype)  # (B, 784) gather + scale
+        y = self.labels[idx]  # (B,)
+        z = self.x @ W  # (B, k)
+        z += b
+        loss, dz = self.loss_fn(z, y)
+        gb = dz.sum(axis=0)  # (k,) dL/db
+        bad = self.acct.record(step, loss, z, gb, idx, y)
+        gW = self.x.T @ dz  # (784, k)
+        if self.wd:
+            gW += self.wd * W
+        W -= lr * gW
+        b -= lr * gb
+        return loss, bad
+
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.W).all() and np.isfinite(self.b).all())
+
+    def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return params[:-1], params[-1]
+
+
 def train(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -206,6 +314,8 @@ def train(
     if config.train_limit is not None:
         train_images, train_labels = train_images[: config.train_limit], train_labels[: config.train_limit]
     n = train_images.shape[0]
+    if config.full_batch:
+        config = replace(config, batch_size=n)
     if n < config.batch_size:
         raise ValueError(f"batch size {config.batch_size} is larger than the {n} training examples")
     per_epoch = n // config.batch_size
@@ -217,88 +327,59 @@ def train(
     init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
     order_hash = hashlib.sha256()
 
-    W, b = model.W, model.b
-    scale = dtype(config.input_scale / 255.0)
-    wd = dtype(config.weight_decay)
-    gap_limit = UNDERFLOW_GAP[config.dtype] - math.log(N_CLASSES)  # below it no probability can be 0
-    x = np.empty((config.batch_size, train_images.shape[1]), dtype=dtype)  # (B, 784) reused
+    acct = _Accounting(config.dtype, N_CLASSES)
+    nan = acct.nan
+    if config.fast:
+        from mnist_cli.fastpath import FAST_KERNELS, FastSGD
+
+        engine = FastSGD(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct)
+    else:
+        engine = PlainSGD(train_images, labels, model, config, loss_fn, None, acct)
     losses = np.empty(steps, dtype=np.float64)
-    nan = NanReport()
-    snapshot = None
-    avg_W = avg_b = None
+    avg = None
     n_avg = 0
+    avg_from = steps - per_epoch * config.average_epochs  # average the iterates after this step
     lr = dtype(config.lr)
     stopped = False
     step = 0
 
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):
-        for step, idx in enumerate(batch_order(n, config.batch_size, steps, order_rng), start=1):
-            order_hash.update(idx.tobytes())
-            np.multiply(train_images[idx], scale, out=x, dtype=dtype)  # (B, 784) gather + scale
-            y = labels[idx]  # (B,)
-            z = x @ W  # (B, k)
-            z += b
-            loss, dz = loss_fn(z, y)
-            losses[step - 1] = loss
-            gb = dz.sum(axis=0)  # (k,) dL/db; non-finite iff dz has a non-finite entry
-            # --- accounting: scalars and small reductions only, so a healthy run pays ~nothing
-            gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
-            if gap > nan.max_logit_gap:
-                nan.max_logit_gap = gap
-            if not gap <= gap_limit:  # a probability may be exactly 0 (or z is nan): count them
-                n_zero = int(np.count_nonzero(softmax(z) == 0))
-                if n_zero:
-                    nan.underflow_probs += n_zero
-                    nan.steps_with_underflow += 1
-                    nan.first_underflow_step = nan.first_underflow_step or step
-            bad_loss = not math.isfinite(loss)
-            bad_grad = not np.isfinite(gb).all()
-            if bad_loss or bad_grad:
-                if loss != loss:
-                    nan.steps_nan_loss += 1
-                    nan.first_nan_loss_step = nan.first_nan_loss_step or step
-                elif bad_loss:
-                    nan.steps_inf_loss += 1
-                    nan.first_inf_loss_step = nan.first_inf_loss_step or step
-                if bad_grad:
-                    nan.steps_nonfinite_grad += 1
-                    nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
-                if snapshot is None:
-                    snapshot = Snapshot(step, idx.copy(), y.copy(), z.copy())
-            gW = x.T @ dz  # (784, k)
-            if wd:
-                gW += wd * W
-            W -= lr * gW
-            b -= lr * gb
-            if (bad_loss or bad_grad) and not nan.params_nonfinite and not (np.isfinite(W).all() and np.isfinite(b).all()):
-                nan.params_nonfinite = True
-                nan.first_nonfinite_params_step = step
-            if config.average and step > steps - per_epoch:
-                if avg_W is None:
-                    avg_W, avg_b = W.copy(), b.copy()
-                else:
-                    avg_W += W
-                    avg_b += b
-                n_avg += 1
+        for perm, count in _epochs(n, config.batch_size, steps, order_rng):
+            engine.begin_epoch(perm, count)
+            done = count
+            for j in range(count):
+                step += 1
+                loss, bad = engine.step(step, j, lr)
+                losses[step - 1] = loss
+                if bad and not nan.params_nonfinite:
+                    acct.check_params(step, engine.finite())
+                if config.average and step > avg_from:
+                    if avg is None:
+                        avg = engine.params.copy()
+                    else:
+                        avg += engine.params
+                    n_avg += 1
+                if progress is not None and step % progress_every == 0:
+                    progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
+                if on_log is not None and log_every and step % log_every == 0:
+                    on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
+                                  "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
+                if config.stop_on_nan and bad:
+                    stopped = True
+                    done = j + 1
+                    break
+            order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
+            if stopped:
+                break
             if step % per_epoch == 0 and config.lr_decay != 1.0:
                 lr = dtype(lr * config.lr_decay)
-            if progress is not None and step % progress_every == 0:
-                progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
-            if on_log is not None and log_every and step % log_every == 0:
-                on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
-                              "inf_loss": bad_loss and loss == loss, "nonfinite_grad": bad_grad})
-            if config.stop_on_nan and (bad_loss or bad_grad):
-                stopped = True
-                break
     seconds = time.perf_counter() - t0
 
-    if not nan.params_nonfinite and not model.finite:  # overflow without a flagged step (never seen)
-        nan.params_nonfinite = True
-        nan.first_nonfinite_params_step = step
-    if avg_W is not None:
-        model.W[...] = avg_W / n_avg
-        model.b[...] = avg_b / n_avg
+    acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
+    W, b = engine.export(avg / n_avg if avg is not None else engine.params)
+    model.W[...] = W
+    model.b[...] = b
     model.meta = {
         "config": asdict(config),
         "steps": step,
@@ -313,6 +394,6 @@ def train(
         seconds=seconds,
         order_digest=order_hash.hexdigest(),
         init_digest=init_digest,
-        snapshot=snapshot,
+        snapshot=acct.snapshot,
         stopped_early=stopped,
     )
