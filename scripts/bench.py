@@ -1,0 +1,472 @@
+"""Benchmark mnist-softmax against a plain NumPy loop, PyTorch CPU and scikit-learn, in one process tree.
+
+    make bench                                   # installs the bench extra + torch==2.13.0, then runs this
+    .venv/bin/python scripts/bench.py            # readable table
+    .venv/bin/python scripts/bench.py --json     # the table on stderr, one JSON document on stdout
+    .venv/bin/python scripts/bench.py --quick    # fewer repeats, no scikit-learn (a few seconds)
+
+The five figures of issue 5, each a ratio measured in this run (medians over interleaved repeats):
+
+1. tutorial   1000 steps of batch 100, fused, float32: ours / a plain NumPy loop (written below) and
+              ours / the same loop in PyTorch CPU (autograd), after checking all three reach the same
+              test accuracy on the same batches. Goals: <= 0.75 and <= 0.25.
+2. full batch one step over all 60k images: ours (``full_batch``) / a plain float32 pass
+              (``X @ W``, softmax, ``X.T @ G``); also ours / the memory floor (one timed read of the
+              float32 X). Goal: <= 0.6.
+3. cli        whole process ``mnist-softmax train --loss fused --quiet``, data cached. Goal: <= 0.6 s.
+4. best       ``--preset best``: test accuracy >= 0.926 in <= 1/10 of scikit-learn's
+              ``LogisticRegression().fit`` time on the same data.
+5. memory     peak RSS of a process that loads MNIST, trains the tutorial and evaluates, over the
+              float32 size of the images it holds. Goal: <= 2.
+
+PyTorch and scikit-learn are optional: a figure that needs a missing one is skipped with a note.
+The exit code is 1 when implementations that are compared disagree on accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_cli.data import load_mnist  # noqa: E402
+from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy, rngs, train  # noqa: E402
+
+SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or ROOT.parent / "shared/datasets/mnist")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+ACC_TOL = 0.002  # implementations on the same batches must agree on test accuracy within this
+GOALS = {"tutorial_vs_numpy": 0.75, "tutorial_vs_torch": 0.25, "full_batch_vs_numpy": 0.6, "cli_seconds": 0.6,
+         "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0}
+
+
+# ----------------------------------------------------------------------------- the plain references
+
+def numpy_tutorial(X, labels, steps=1000, B=100, lr=0.5, seed=0):
+    """The straightforward NumPy loop: gather by fancy indexing, matmul, softmax, ``X.T @ G``."""
+    _, rng = rngs(seed)  # the batch order mnist_cli.train draws: same seed, same batches
+    n = X.shape[0]
+    W = np.zeros((X.shape[1], 10), np.float32)
+    b = np.zeros(10, np.float32)
+    rows = np.arange(B)
+    per_epoch = n // B
+    losses = []
+    for step in range(steps):
+        j = step % per_epoch
+        if j == 0:
+            perm = rng.permutation(n)
+        idx = perm[j * B : (j + 1) * B]
+        x = X[idx].astype(np.float32) / np.float32(255)  # (B, 784)
+        y = labels[idx]
+        z = x @ W + b  # (B, 10)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        losses.append(float(np.mean(np.log(s[:, 0]) - z[rows, y])))
+        g = e / s  # softmax
+        g[rows, y] -= 1
+        g /= B
+        W -= np.float32(lr) * (x.T @ g)
+        b -= np.float32(lr) * g.sum(axis=0)
+    return W, b, losses
+
+
+def torch_tutorial(Xt, yt, steps=1000, B=100, lr=0.5, seed=0):
+    """The same loop as a PyTorch user writes it: cross_entropy, backward, an SGD update.
+    ``Xt`` (n, 784) uint8 and ``yt`` (n,) int64 are tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    _, rng = rngs(seed)
+    n = Xt.shape[0]
+    W = torch.zeros(Xt.shape[1], 10, requires_grad=True)
+    b = torch.zeros(10, requires_grad=True)
+    per_epoch = n // B
+    losses = []
+    for step in range(steps):
+        j = step % per_epoch
+        if j == 0:
+            perm = torch.from_numpy(rng.permutation(n))
+        idx = perm[j * B : (j + 1) * B]
+        x = Xt[idx].float() / 255
+        loss = F.cross_entropy(x @ W + b, yt[idx])
+        loss.backward()
+        with torch.no_grad():
+            W -= lr * W.grad
+            b -= lr * b.grad
+            W.grad.zero_()
+            b.grad.zero_()
+        losses.append(loss.item())
+    return W.detach().numpy(), b.detach().numpy(), losses
+
+
+def numpy_full_batch_step(X32, labels, W, b, lr):
+    """One straightforward full-batch step on the float32 images: forward, softmax, ``X.T @ G``."""
+    n = X32.shape[0]
+    z = X32 @ W + b  # (n, 10)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(n), labels]))
+    g = e / s
+    g[np.arange(n), labels] -= 1
+    g /= n
+    W -= np.float32(lr) * (X32.T @ g)
+    b -= np.float32(lr) * g.sum(axis=0)
+    return loss
+
+
+def memory_floor(X32, ones):
+    """One read of the float32 images: a memory-bound ``ones @ X`` (the fastest full read we found)."""
+    return ones @ X32
+
+
+# ----------------------------------------------------------------------------- measurement helpers
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall seconds of each callable, run round-robin so that machine noise hits all alike."""
+    times = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: {"median": statistics.median(ts), "min": min(ts), "runs": len(ts)} for name, ts in times.items()}
+
+
+def accuracy_of(W, b, images, labels):
+    logits = (images.astype(np.float32) / np.float32(255)) @ W + b
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def blas_info() -> dict:
+    info = {"numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ}}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                                          "threading_layer", "filepath")}
+                               for p in threadpool_info()]
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed (pip install threadpoolctl)"
+    return info
+
+
+def have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# ----------------------------------------------------------------------------- the five figures
+
+def bench_tutorial(d, repeats: int) -> dict:
+    X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
+    out = {"notes": []}
+    ours = train(X, y, TrainConfig())
+    accs = {"ours": evaluate_accuracy(ours.model, Xt, yt, 1.0)}
+    W, b, losses = numpy_tutorial(X, y)
+    accs["numpy"] = accuracy_of(W, b, Xt, yt)
+    np.testing.assert_allclose(losses, ours.losses, rtol=1e-3, atol=1e-5)  # the same batches, the same numbers
+    fns = {"ours": lambda: train(X, y, TrainConfig()), "numpy": lambda: numpy_tutorial(X, y)}
+    if have("torch"):
+        import torch
+
+        X_torch, y_torch = torch.from_numpy(np.array(X)), torch.from_numpy(y.astype(np.int64))
+        W, b, losses = torch_tutorial(X_torch, y_torch)
+        accs["torch"] = accuracy_of(W, b, Xt, yt)
+        out["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+        fns["torch"] = lambda: torch_tutorial(X_torch, y_torch)
+    else:
+        out["notes"].append("PyTorch not installed: pip install torch==2.13.0 (a CPU build from local disk)")
+    out["accuracy"] = accs
+    out["accuracy_agrees"] = max(accs.values()) - min(accs.values()) <= ACC_TOL
+    out["nan_accounting"] = ours.nan.to_dict()
+    out["times"] = interleaved(fns, repeats)
+    t = {k: v["median"] for k, v in out["times"].items()}
+    out["ratio_vs_numpy"] = t["ours"] / t["numpy"]
+    out["goal_vs_numpy"] = out["ratio_vs_numpy"] <= GOALS["tutorial_vs_numpy"]
+    if "torch" in t:
+        out["ratio_vs_torch"] = t["ours"] / t["torch"]
+        out["goal_vs_torch"] = out["ratio_vs_torch"] <= GOALS["tutorial_vs_torch"]
+    return out
+
+
+def bench_full_batch(d, repeats: int, steps: int) -> dict:
+    X, y = d.train_images, d.train_labels
+    labels = y.astype(np.intp)
+    X32 = X.astype(np.float32) / np.float32(255)  # the plain pass starts from float32 images, untimed
+    ones = np.ones(X.shape[0], np.float32)
+    lr = 0.5
+    # the same steps from zeros: both must agree before their times mean anything
+    ours = train(X, y, TrainConfig(full_batch=True, steps=steps, lr=lr))
+    W, b = np.zeros((784, 10), np.float32), np.zeros(10, np.float32)
+    plain_losses = [numpy_full_batch_step(X32, labels, W, b, lr) for _ in range(steps)]
+    accs = {"ours": evaluate_accuracy(ours.model, d.test_images, d.test_labels, 1.0),
+            "numpy": accuracy_of(W, b, d.test_images, d.test_labels)}
+    np.testing.assert_allclose(ours.losses, plain_losses, rtol=1e-4)
+    W, b = np.zeros((784, 10), np.float32), np.zeros(10, np.float32)
+    times = interleaved({
+        "ours": lambda: train(X, y, TrainConfig(full_batch=True, steps=steps, lr=lr)),
+        "numpy": lambda: [numpy_full_batch_step(X32, labels, W, b, lr) for _ in range(steps)],
+        "floor": lambda: [memory_floor(X32, ones) for _ in range(steps)],
+    }, repeats)
+    per_step = {k: {kk: (vv / steps if kk != "runs" else vv) for kk, vv in v.items()} for k, v in times.items()}
+    t = {k: v["median"] for k, v in per_step.items()}
+    return {
+        "steps_per_run": steps,
+        "accuracy": accs,
+        "accuracy_agrees": abs(accs["ours"] - accs["numpy"]) <= ACC_TOL,
+        "times_per_step": per_step,
+        "ratio_vs_numpy": t["ours"] / t["numpy"],
+        "goal_vs_numpy": t["ours"] / t["numpy"] <= GOALS["full_batch_vs_numpy"],
+        "ratio_vs_floor": t["ours"] / t["floor"],
+        "floor_bytes": X32.nbytes,
+        "ours_reads_bytes": X.nbytes,
+    }
+
+
+def bench_best(d, repeats: int, with_sklearn: bool) -> dict:
+    X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
+    config = TrainConfig(**PRESETS["best"])
+    out = {"preset": PRESETS["best"], "notes": []}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = train(X, y, config)
+        times.append(time.perf_counter() - t0)
+    out["ours"] = {"median": statistics.median(times), "min": min(times), "runs": len(times),
+                   "accuracy": evaluate_accuracy(result.model, Xt, yt, 1.0), "steps": result.steps}
+    out["goal_accuracy"] = out["ours"]["accuracy"] >= GOALS["best_accuracy"]
+    if not with_sklearn:
+        out["notes"].append("scikit-learn skipped (--quick)" if have("sklearn") else
+                            "scikit-learn not installed: pip install scikit-learn")
+        return out
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    import sklearn
+
+    X64, Xt64 = X / 255.0, Xt / 255.0  # what a scikit-learn user writes: float64 in [0, 1]
+    clf = LogisticRegression()  # the defaults: lbfgs, C=1, max_iter=100
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(X64, y)
+        fit = time.perf_counter() - t0
+    out["sklearn"] = {"version": sklearn.__version__, "fit_seconds": fit, "accuracy": float(clf.score(Xt64, yt)),
+                      "n_iter": int(np.max(clf.n_iter_)),
+                      "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+                      "estimator": "LogisticRegression() defaults (lbfgs, C=1, max_iter=100), X/255 float64"}
+    out["ratio_vs_sklearn"] = out["ours"]["median"] / fit
+    out["goal_vs_sklearn"] = out["ratio_vs_sklearn"] <= GOALS["best_vs_sklearn"]
+    return out
+
+
+# Peak RSS from /proc/self/status VmHWM: ru_maxrss would carry over the parent's peak through fork + exec.
+_MEMORY_PROBE = """
+import json, resource, sys
+def peak():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from mnist_cli.data import load_mnist
+from mnist_cli.train import TrainConfig, evaluate_accuracy, train
+base = peak()
+d = load_mnist(sys.argv[1], offline=True)
+r = train(d.train_images, d.train_labels, TrainConfig())
+acc = evaluate_accuracy(r.model, d.test_images, d.test_labels, 1.0)
+held = sum(a.nbytes for a in (d.train_images, d.train_labels, d.test_images, d.test_labels))
+f32 = (d.train_images.size + d.test_images.size) * 4
+print(json.dumps({"peak_rss": peak(), "rss_after_imports": base, "data_bytes": held, "float32_bytes": f32,
+                  "accuracy": acc}))
+"""
+
+
+def bench_memory(data_dir: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(data_dir)], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    m = json.loads(proc.stdout)
+    m["ratio"] = m["peak_rss"] / m["float32_bytes"]
+    m["ratio_above_imports"] = (m["peak_rss"] - m["rss_after_imports"]) / m["float32_bytes"]
+    m["goal"] = m["ratio"] <= GOALS["memory_ratio"]
+    return m
+
+
+def _import_ms(module: str) -> float:
+    """Cumulative import time of ``module`` in a fresh interpreter (``python -X importtime``)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True,
+                          text=True, cwd=ROOT)
+    for line in proc.stderr.splitlines()[::-1]:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[2] == module:
+            return int(parts[1]) / 1000
+    return float("nan")
+
+
+def bench_cli(data_dir: Path, repeats: int) -> dict:
+    cli = Path(sys.executable).with_name("mnist-softmax")
+    out = {"notes": []}
+    out["import_ms"] = {m: _import_ms(m) for m in ("numpy", "mnist_cli.train", "mnist_cli.cli")}
+    heavy = subprocess.run([sys.executable, "-c", "import sys, mnist_cli.cli, mnist_cli.train; "
+                            "print(','.join(m for m in ('requests', 'tqdm', 'matplotlib', 'scipy', 'torch') "
+                            "if m in sys.modules))"], capture_output=True, text=True, cwd=ROOT)
+    out["heavy_modules_at_import"] = [m for m in heavy.stdout.strip().split(",") if m]
+    env = {**os.environ, "MNIST_SOFTMAX_DATA_DIR": str(data_dir), "MNIST_SOFTMAX_OFFLINE": "1"}
+    probe = subprocess.run([str(cli), "train", "--help"], capture_output=True, text=True, env=env)
+    if not cli.exists() or probe.returncode != 0:
+        out["notes"].append("`mnist-softmax train` not available: whole-process time not measured")
+        return out
+    cmd = [str(cli), "train", "--loss", "fused", "--quiet"]
+    walls = []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r:
+            walls.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            out["notes"].append(f"`{' '.join(cmd[1:])}` exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            return out
+    py = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        py.append(time.perf_counter() - t0)
+    out["command"] = "mnist-softmax train --loss fused --quiet"
+    out["wall"] = {"median": statistics.median(walls), "min": min(walls), "runs": len(walls)}
+    out["python_startup"] = statistics.median(py)
+    out["goal"] = out["wall"]["median"] <= GOALS["cli_seconds"]
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:8.1f} ms"
+
+
+def _goal(ok) -> str:
+    return "n/a" if ok is None else ("MET" if ok else "MISSED")
+
+
+def table(doc: dict) -> str:
+    lines = []
+    add = lines.append
+    blas = doc["blas"]
+    pools = blas["threadpools"] if isinstance(blas["threadpools"], list) else []
+    kernels = ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture') or ''} x{p['num_threads']}"
+                        for p in pools if p["internal_api"] != "openmp") or blas["threadpools"]
+    add(f"mnist-softmax bench  (numpy {blas['numpy']}, {blas['cpu_count']} CPUs, BLAS: {kernels})")
+    if blas["env"]:
+        add(f"  environment: {blas['env']}")
+    add("")
+    add(f"{'figure':44s} {'time (median)':>14s} {'ratio':>8s} {'goal':>8s}  result")
+    t = doc.get("tutorial")
+    if t:
+        tt = t["times"]
+        add("1. tutorial: 1000 steps x 100, fused, float32")
+        add(f"   {'ours (incl. NaN accounting)':41s} {_ms(tt['ours']['median']):>14s}")
+        add(f"   {'plain NumPy loop':41s} {_ms(tt['numpy']['median']):>14s} {t['ratio_vs_numpy']:8.2f} {'<= 0.75':>8s}  "
+            f"{_goal(t['goal_vs_numpy'])}")
+        if "torch" in tt:
+            add(f"   {'PyTorch CPU ' + t['torch']['version'] + ' (autograd)':41s} {_ms(tt['torch']['median']):>14s} "
+                f"{t['ratio_vs_torch']:8.2f} {'<= 0.25':>8s}  {_goal(t['goal_vs_torch'])}")
+        add("   test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in t["accuracy"].items())
+            + ("  (agree)" if t["accuracy_agrees"] else "  (DISAGREE: times not comparable)"))
+        for note in t["notes"]:
+            add(f"   note: {note}")
+    f = doc.get("full_batch")
+    if f:
+        ft = f["times_per_step"]
+        add("2. full batch: one step over 60000 images, float32")
+        add(f"   {'ours (row blocks from uint8)':41s} {_ms(ft['ours']['median']):>14s}")
+        add(f"   {'plain NumPy pass (float32 X)':41s} {_ms(ft['numpy']['median']):>14s} {f['ratio_vs_numpy']:8.2f} "
+            f"{'<= 0.6':>8s}  {_goal(f['goal_vs_numpy'])}")
+        add(f"   {'memory floor: one read of float32 X':41s} {_ms(ft['floor']['median']):>14s} "
+            f"{f['ratio_vs_floor']:8.2f} {'':>8s}  ours / floor")
+        add("   test accuracy after the same steps: " + ", ".join(f"{k} {v:.4f}" for k, v in f["accuracy"].items()))
+    c = doc.get("cli")
+    if c:
+        add("3. whole process: mnist-softmax train --loss fused --quiet (data cached)")
+        if "wall" in c:
+            add(f"   {'wall':41s} {_ms(c['wall']['median']):>14s} {'':8s} {'<= 600ms':>8s}  {_goal(c['goal'])}")
+            add(f"   {'python startup alone':41s} {_ms(c['python_startup']):>14s}")
+        add("   import: " + ", ".join(f"{k} {v:.0f} ms" for k, v in c["import_ms"].items())
+            + f"; heavy modules at import: {', '.join(c['heavy_modules_at_import']) or 'none'}")
+        for note in c["notes"]:
+            add(f"   note: {note}")
+    bst = doc.get("best")
+    if bst:
+        o = bst["ours"]
+        add(f"4. --preset best: {bst['preset']}")
+        add(f"   {'ours':41s} {o['median']:11.2f} s  {'':8s} {'>=0.926':>8s}  test accuracy {o['accuracy']:.4f} "
+            f"{_goal(bst['goal_accuracy'])}")
+        if "sklearn" in bst:
+            s = bst["sklearn"]
+            add(f"   {'scikit-learn LogisticRegression().fit':41s} {s['fit_seconds']:11.2f} s  "
+                f"{bst['ratio_vs_sklearn']:8.3f} {'<= 0.1':>8s}  {_goal(bst['goal_vs_sklearn'])}; sklearn accuracy "
+                f"{s['accuracy']:.4f} ({s['n_iter']} iterations, {'converged' if s['converged'] else 'not converged'})")
+        for note in bst["notes"]:
+            add(f"   note: {note}")
+    m = doc.get("memory")
+    if m:
+        add("5. peak memory of load + tutorial + evaluate (a fresh process)")
+        add(f"   {'peak RSS / float32 size of the images held':41s} {m['peak_rss'] / 2**20:11.1f} MB "
+            f"{m['ratio']:8.2f} {'<= 2':>8s}  {_goal(m['goal'])}  (float32 size {m['float32_bytes'] / 2**20:.1f} MB; "
+            f"{m['rss_after_imports'] / 2**20:.0f} MB is the interpreter and imports)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip scikit-learn")
+    ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 7, quick 3)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
+    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        mirrors = [str(SHARED_MNIST)] if SHARED_MNIST.is_dir() else []
+        load_mnist(data_dir, mirrors=mirrors)  # fetch / verify / cache once, so every load below is cached
+        d = load_mnist(data_dir, offline=True)
+        doc = {"blas": blas_info(), "quick": args.quick, "repeats": repeats, "goals": GOALS}
+        # the subprocess figures first, while this process is small and PyTorch not loaded
+        if "memory" in only:
+            doc["memory"] = bench_memory(data_dir)
+        if "cli" in only:
+            doc["cli"] = bench_cli(data_dir, repeats)
+        if "tutorial" in only:
+            doc["tutorial"] = bench_tutorial(d, repeats)
+        if "full_batch" in only:
+            doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 5)
+        if "best" in only:
+            doc["best"] = bench_best(d, 1 if args.quick else 3, with_sklearn=not args.quick and have("sklearn"))
+    report = table(doc)
+    print(report, file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=float))
+    agree = all(doc[k]["accuracy_agrees"] for k in ("tutorial", "full_batch") if k in doc)
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
