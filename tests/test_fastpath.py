@@ -66,7 +66,9 @@ HEALTHY = {
     "weight decay, normal init": dict(weight_decay=1e-3, init="normal", seed=3, steps=400),
     "epochs, lr decay, averaging": dict(train_limit=20000, epochs=3, lr_decay=0.7, average=True, average_epochs=2),
     "odd input scale": dict(input_scale=3.7, lr=0.05, steps=200),
-    "batch 1300 in row blocks": dict(batch_size=1300, steps=20, train_limit=30000),
+    "batch 1300 in row groups": dict(batch_size=1300, steps=20, train_limit=30000),
+    "batch 200: one group of two products": dict(batch_size=200, steps=30),
+    "batch 250: a remainder group": dict(batch_size=250, steps=30, loss="clipped"),
     "full batch": dict(full_batch=True, steps=4, train_limit=10000, lr=2.0),
     "full batch float64": dict(full_batch=True, steps=3, train_limit=5000, dtype="float64", weight_decay=1e-4),
 }
@@ -142,20 +144,20 @@ def test_fused_kernel_equals_fused(dtype, spread):
     z = (rng.standard_normal((w, k)) * spread).astype(dtype)  # (w, k)
     y = rng.integers(0, k, w)
     kernel = FusedKernel(k, dtype, gap_limit=80.0)
-    gap, loss_sum, G = kernel(np.ascontiguousarray(z.T), y * w + np.arange(w), dtype(coef))
+    gap, loss_sum, G = kernel(np.ascontiguousarray(z.T)[None], y * w + np.arange(w), dtype(coef))
     loss, dz = fused(z, y)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     assert gap == pytest.approx(float(np.max(z.max(axis=1) - z.min(axis=1))), rel=rtol)
     assert loss_sum / w == pytest.approx(loss, rel=rtol)
-    np.testing.assert_allclose(G.T, coef * w * dz, rtol=rtol, atol=rtol * coef)
+    np.testing.assert_allclose(G[0].T, coef * w * dz, rtol=rtol, atol=rtol * coef)
     assert G.dtype == dtype
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 200.0])
 def test_fused_kernel_refuses_steps_it_cannot_prove_healthy(bad):
     """Non-finite logits or a gap past the underflow limit go to the reference loss (None)."""
-    z = np.zeros((10, 4), np.float32)
-    z[3, 2] = bad
+    z = np.zeros((1, 10, 4), np.float32)
+    z[0, 3, 2] = bad
     with np.errstate(invalid="ignore"):
         gap, loss_sum, _ = FusedKernel(10, np.float32, gap_limit=100.0)(z, np.arange(4), np.float32(0.1))
     assert loss_sum is None and not gap <= 100.0
