@@ -29,6 +29,9 @@ steps are the same. ``tests/test_fastpath.py`` checks both on the stress scenari
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from typing import Callable
 
 import numpy as np
@@ -117,6 +120,91 @@ def _aligned_rows(n: int, width: int, dtype, align: int = 64) -> np.ndarray:
     return raw[start : start + n * stride].reshape(n, stride)[:, :width]
 
 
+#: Large batches split their row groups over this many threads at most (NumPy releases the GIL in
+#: the conversion, the products and the kernel's array operations), one per CPU, each lane at
+#: least MIN_GROUPS_PER_LANE groups. Sums are combined in lane order: results do not depend on timing.
+MAX_LANES = 4
+MIN_GROUPS_PER_LANE = 4
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Lane:
+    """One thread's share of a grouped step: its row groups and its own buffers."""
+
+    def __init__(self, groups, d: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
+        self.groups = groups
+        self.xa = _aligned_rows(max(m * w for _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
+        self.xa[:, d] = kappa
+        self.zt = {(m, w): np.empty((m, k, w), dtype) for _, m, w in groups}  # logits per group shape
+        self.parts = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in groups}  # one group's products
+        self.acc = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in groups}  # and their running sums
+        self.gW = np.empty((k, d + 1), dtype)  # this lane's share of the update
+        self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
+
+    def run(self, sgd: "FastSGD", j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
+        """Forward, fused kernel and backward over this lane's groups, the gradient summed into ``gW``;
+        ``(loss_sum, gap)``, or None as soon as a group is not proved healthy."""
+        loss_sum, gap_max = 0.0, 0.0
+        with np.errstate(all="ignore"):  # error state is per thread
+            for acc in self.acc.values():
+                acc.fill(0)
+            for start, m, w in self.groups:
+                rows = m * w
+                x = sgd._load(j, start, rows, self.xa).reshape(m, w, -1)  # (m, w, d + 1)
+                zt = self.zt[m, w]
+                np.matmul(sgd.Va, x.transpose(0, 2, 1), out=zt)  # (m, k, w): one small product per w rows
+                gap, part, G = self.kernel(zt, t[start : start + rows], kcoef)
+                if part is None:
+                    return None
+                gap_max = max(gap_max, gap)
+                loss_sum += part
+                acc = self.acc[m]  # (m, k, d + 1) running sums of the products
+                acc += np.matmul(G, x, out=self.parts[m])
+            sums = [np.add.reduce(acc, axis=0) for acc in self.acc.values()]
+            np.copyto(self.gW, sums[0])
+            for extra in sums[1:]:
+                self.gW += extra
+        return loss_sum, gap_max
+
+
+class _Helper:
+    """A thread that runs one call at a time for the trainer (a pool without concurrent.futures'
+    30 ms import)."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="mnist-softmax-lane", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args = job
+            try:
+                self._done.put((fn(*args), None))
+            except BaseException as exc:  # handed to the caller of result()
+                self._done.put((None, exc))
+
+    def submit(self, fn, *args) -> None:
+        self._jobs.put((fn, args))
+
+    def result(self):
+        value, exc = self._done.get()
+        if exc is not None:
+            raise exc
+        return value
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class FastSGD:
     """SGD steps in the fast layout (see the module docstring); same interface as ``train.PlainSGD``.
 
@@ -143,15 +231,16 @@ class FastSGD:
         self.wd = config.weight_decay
         self.full = B == n  # full batch: rows in storage order (a sum does not depend on order)
         self.groups = row_groups(B)
-        rows = max(m * w for _, m, w in self.groups)
-        self.xa = _aligned_rows(rows, d + 1, dtype)  # (rows, d + 1) [pixels | kappa], reused
-        self.xa[:, d] = self.kappa
-        self.zt = {(m, w): np.empty((m, k, w), dtype) for _, m, w in self.groups}  # logits per group shape
-        self.parts = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in self.groups}  # one group's products
-        self.acc = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in self.groups}  # and their running sums
+        n_lanes = min(_cpus(), MAX_LANES, len(self.groups) // MIN_GROUPS_PER_LANE) if kernel_cls else 1
+        cut = np.linspace(0, len(self.groups), max(n_lanes, 1) + 1).astype(int)
+        self.lanes = [_Lane(self.groups[a:b], d, k, dtype, self.kappa, kernel_cls, acct.gap_limit)
+                      for a, b in zip(cut[:-1], cut[1:])]
+        self.helpers = [_Helper() for _ in self.lanes[1:]]
+        self.xa = self.lanes[0].xa  # (rows, d + 1) [pixels | kappa], reused
+        self.kernel = self.lanes[0].kernel
+        self.zt = self.lanes[0].zt
         self.z = np.empty((B, k), dtype)  # all logits, for the reference when a grouped step needs it
         self.gW = np.empty((k, d + 1), dtype)  # (k, d + 1) the step's update
-        self.kernel = kernel_cls(k, dtype, acct.gap_limit) if kernel_cls is not None else None
         # the flat position of example p's target in its group's (m, k, w) logits: y_p * w + offset_p
         width, offset = np.empty(B, np.intp), np.empty(B, np.intp)
         for start, m, w in self.groups:
@@ -170,10 +259,10 @@ class FastSGD:
             y = self.labels[perm[: count * self.B]].reshape(count, self.B)  # (count, B)
             self.t = y * self.width + self.offset
 
-    def _load(self, j: int, start: int, rows: int) -> np.ndarray:
+    def _load(self, j: int, start: int, rows: int, xa: np.ndarray | None = None) -> np.ndarray:
         """Convert rows [start, start + rows) of batch j (storage order for the full batch) into xa."""
         sel = slice(start, start + rows) if self.full else self.perm[j * self.B + start : j * self.B + start + rows]
-        xa = self.xa[:rows]
+        xa = (self.xa if xa is None else xa)[:rows]
         np.copyto(xa[:, : self.d], self.images[sel], casting="unsafe")  # uint8 -> float, unscaled
         return xa
 
@@ -221,28 +310,21 @@ class FastSGD:
         return loss, bad
 
     def _grouped_pass(self, j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
-        """Forward, fused kernel and backward over every group, the gradient summed into ``gW``;
-        ``(loss_sum, gap)``, or None as soon as a group is not proved healthy."""
-        loss_sum, gap_max = 0.0, 0.0
-        for acc in self.acc.values():
-            acc.fill(0)
-        for start, m, w in self.groups:
-            rows = m * w
-            x = self._load(j, start, rows).reshape(m, w, -1)  # (m, w, d + 1)
-            zt = self.zt[m, w]
-            np.matmul(self.Va, x.transpose(0, 2, 1), out=zt)  # (m, k, w): one small product per w rows
-            gap, part, G = self.kernel(zt, t[start : start + rows], kcoef)
-            if part is None:
-                return None
-            gap_max = max(gap_max, gap)
-            loss_sum += part
-            acc = self.acc[m]  # (m, k, d + 1) running sums of the products
-            acc += np.matmul(G, x, out=self.parts[m])
-        np.add.reduce(self.acc[self.groups[0][1]], axis=0, out=self.gW)
-        for m, acc in self.acc.items():
-            if m != self.groups[0][1]:
-                self.gW += np.add.reduce(acc, axis=0)
-        return loss_sum, gap_max
+        """Every lane's share of the groups (lane 0 here, the others on helper threads), summed in a
+        fixed order: ``(loss_sum, gap)`` with the gradient in ``gW``, or None if a group is unhealthy."""
+        for lane, helper in zip(self.lanes[1:], self.helpers):
+            helper.submit(lane.run, self, j, t, kcoef)
+        results = [self.lanes[0].run(self, j, t, kcoef)] + [helper.result() for helper in self.helpers]
+        if any(r is None for r in results):
+            return None
+        np.copyto(self.gW, self.lanes[0].gW)
+        for lane in self.lanes[1:]:
+            self.gW += lane.gW
+        return sum(r[0] for r in results), max(r[1] for r in results)
+
+    def close(self) -> None:
+        for helper in self.helpers:
+            helper.close()
 
     def _reference(self, step: int, j: int, coef, z: np.ndarray) -> tuple[float, bool, np.ndarray]:
         """The step by the reference loss on logits ``z`` (B, k) and the exact accounting; returns

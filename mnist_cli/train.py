@@ -89,8 +89,11 @@ class TrainConfig:
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.
 PRESETS: dict[str, dict] = {
     "tutorial": {},
-    # Tuned for accuracy (see scripts/bench.py): a few epochs of decaying SGD with small L2, averaged.
-    "best": {"epochs": 15, "lr": 0.5, "lr_decay": 0.8, "weight_decay": 1e-5, "average": True},
+    # >= 0.926 test accuracy (scikit-learn's converged LogisticRegression: 0.9262) in ~0.7 s: constant-lr
+    # SGD, then the average of the iterates over the last 8 epochs (Polyak-Ruppert), which lands much
+    # nearer the optimum than the last iterate or a decaying lr. Chosen on a held-out split (train on
+    # the first 50k, validate on the last 10k); test accuracy 0.9264-0.9270 for seeds 0-4.
+    "best": {"epochs": 12, "lr": 1.0, "average": True, "average_epochs": 8},
 }
 
 
@@ -302,6 +305,9 @@ class PlainSGD:
     def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return params[:-1], params[-1]
 
+    def close(self) -> None:
+        pass
+
 
 def train(
     train_images: np.ndarray,
@@ -354,36 +360,39 @@ def train(
     step = 0
 
     t0 = time.perf_counter()
-    with np.errstate(all="ignore"):
-        for perm, count in _epochs(n, config.batch_size, steps, order_rng):
-            engine.begin_epoch(perm, count)
-            done = count
-            for j in range(count):
-                step += 1
-                loss, bad = engine.step(step, j, lr)
-                losses[step - 1] = loss
-                if bad and not nan.params_nonfinite:
-                    acct.check_params(step, engine.finite())
-                if config.average and step > avg_from:
-                    if avg is None:
-                        avg = engine.params.copy()
-                    else:
-                        avg += engine.params
-                    n_avg += 1
-                if progress is not None and step % progress_every == 0:
-                    progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
-                if on_log is not None and log_every and step % log_every == 0:
-                    on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
-                                  "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
-                if config.stop_on_nan and bad:
-                    stopped = True
-                    done = j + 1
+    try:
+        with np.errstate(all="ignore"):
+            for perm, count in _epochs(n, config.batch_size, steps, order_rng):
+                engine.begin_epoch(perm, count)
+                done = count
+                for j in range(count):
+                    step += 1
+                    loss, bad = engine.step(step, j, lr)
+                    losses[step - 1] = loss
+                    if bad and not nan.params_nonfinite:
+                        acct.check_params(step, engine.finite())
+                    if config.average and step > avg_from:
+                        if avg is None:
+                            avg = engine.params.copy()
+                        else:
+                            avg += engine.params
+                        n_avg += 1
+                    if progress is not None and step % progress_every == 0:
+                        progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
+                    if on_log is not None and log_every and step % log_every == 0:
+                        on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
+                                      "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
+                    if config.stop_on_nan and bad:
+                        stopped = True
+                        done = j + 1
+                        break
+                order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
+                if stopped:
                     break
-            order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
-            if stopped:
-                break
-            if step % per_epoch == 0 and config.lr_decay != 1.0:
-                lr = dtype(lr * config.lr_decay)
+                if step % per_epoch == 0 and config.lr_decay != 1.0:
+                    lr = dtype(lr * config.lr_decay)
+    finally:
+        engine.close()
     seconds = time.perf_counter() - t0
 
     acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
