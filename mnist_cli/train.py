@@ -268,7 +268,7 @@ class PlainSGD:
     ``W -= lr * (x.T @ dz + weight_decay * W)``, ``b -= lr * sum(dz)``; every step accounted.
     """
 
-    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct):
+    def __init__(self, images, labels, model, config, loss_fn: Callable, acct):
         self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
         self.params = np.concatenate([model.W, model.b[None, :]])  # (d + 1, k) [W; b], averaged as one
         self.W, self.b = self.params[:-1], self.params[-1]  # views: the updates below change params
@@ -309,6 +309,52 @@ class PlainSGD:
         pass
 
 
+def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int, order_rng, progress,
+              progress_every: int, on_log, log_every: int) -> tuple[np.ndarray, int, bool, np.ndarray, str]:
+    """Run ``steps`` steps of ``engine`` over seeded epochs: learning-rate decay, averaging, callbacks,
+    stop on NaN. Returns ``(losses, steps done, stopped, final params, sha256 of the batch order)``."""
+    per_epoch = n // config.batch_size
+    losses = np.empty(steps, dtype=np.float64)
+    nan = acct.nan
+    order_hash = hashlib.sha256()
+    avg, n_avg = None, 0
+    avg_from = steps - per_epoch * config.average_epochs  # average the iterates after this step
+    lr = DTYPES[config.dtype](config.lr)
+    stopped = False
+    step = 0
+    for perm, count in _epochs(n, config.batch_size, steps, order_rng):
+        engine.begin_epoch(perm, count)
+        done = count
+        for j in range(count):
+            step += 1
+            loss, bad = engine.step(step, j, lr)
+            losses[step - 1] = loss
+            if bad and not nan.params_nonfinite:
+                acct.check_params(step, engine.finite())
+            if config.average and step > avg_from:
+                if avg is None:
+                    avg = engine.params.copy()
+                else:
+                    avg += engine.params
+                n_avg += 1
+            if progress is not None and step % progress_every == 0:
+                progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
+            if on_log is not None and log_every and step % log_every == 0:
+                on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
+                              "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
+            if config.stop_on_nan and bad:
+                stopped, done = True, j + 1
+                break
+        order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
+        if stopped:
+            break
+        if step % per_epoch == 0 and config.lr_decay != 1.0:
+            lr = lr.dtype.type(lr * config.lr_decay)
+    acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
+    params = avg / n_avg if avg is not None else engine.params
+    return losses[:step], step, stopped, params, order_hash.hexdigest()
+
+
 def train(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -325,8 +371,6 @@ def train(
     ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags.
     """
     config.validate()
-    dtype = DTYPES[config.dtype]
-    loss_fn = LOSSES[config.loss]
     if config.train_limit is not None:
         train_images, train_labels = train_images[: config.train_limit], train_labels[: config.train_limit]
     n = train_images.shape[0]
@@ -334,84 +378,44 @@ def train(
         config = replace(config, batch_size=n)
     if n < config.batch_size:
         raise ValueError(f"batch size {config.batch_size} is larger than the {n} training examples")
-    per_epoch = n // config.batch_size
-    steps = config.epochs * per_epoch if config.epochs is not None else config.steps
-    labels = train_labels.astype(np.intp)
+    steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
 
     init_rng, order_rng = rngs(config.seed)
-    model = Model.init(train_images.shape[1], N_CLASSES, config.init, dtype, init_rng, config.init_std)
+    model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)
     init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
-    order_hash = hashlib.sha256()
-
     acct = _Accounting(config.dtype, N_CLASSES)
-    nan = acct.nan
+    loss_fn = LOSSES[config.loss]
+    labels = train_labels.astype(np.intp)
     if config.fast:
         from mnist_cli.fastpath import FAST_KERNELS, FastSGD
 
         engine = FastSGD(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct)
     else:
-        engine = PlainSGD(train_images, labels, model, config, loss_fn, None, acct)
-    losses = np.empty(steps, dtype=np.float64)
-    avg = None
-    n_avg = 0
-    avg_from = steps - per_epoch * config.average_epochs  # average the iterates after this step
-    lr = dtype(config.lr)
-    stopped = False
-    step = 0
+        engine = PlainSGD(train_images, labels, model, config, loss_fn, acct)
 
     t0 = time.perf_counter()
     try:
         with np.errstate(all="ignore"):
-            for perm, count in _epochs(n, config.batch_size, steps, order_rng):
-                engine.begin_epoch(perm, count)
-                done = count
-                for j in range(count):
-                    step += 1
-                    loss, bad = engine.step(step, j, lr)
-                    losses[step - 1] = loss
-                    if bad and not nan.params_nonfinite:
-                        acct.check_params(step, engine.finite())
-                    if config.average and step > avg_from:
-                        if avg is None:
-                            avg = engine.params.copy()
-                        else:
-                            avg += engine.params
-                        n_avg += 1
-                    if progress is not None and step % progress_every == 0:
-                        progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
-                    if on_log is not None and log_every and step % log_every == 0:
-                        on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
-                                      "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
-                    if config.stop_on_nan and bad:
-                        stopped = True
-                        done = j + 1
-                        break
-                order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
-                if stopped:
-                    break
-                if step % per_epoch == 0 and config.lr_decay != 1.0:
-                    lr = dtype(lr * config.lr_decay)
+            losses, step, stopped, params, order_digest = _schedule(
+                engine, acct, config, n, steps, order_rng, progress, progress_every, on_log, log_every)
     finally:
         engine.close()
     seconds = time.perf_counter() - t0
 
-    acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
-    W, b = engine.export(avg / n_avg if avg is not None else engine.params)
-    model.W[...] = W
-    model.b[...] = b
+    model.W[...], model.b[...] = engine.export(params)
     model.meta = {
         "config": asdict(config),
         "steps": step,
-        "nan": nan.to_dict(),
+        "nan": acct.nan.to_dict(),
     }
     return TrainResult(
         config=config,
         model=model,
-        nan=nan,
-        losses=losses[:step],
+        nan=acct.nan,
+        losses=losses,
         steps=step,
         seconds=seconds,
-        order_digest=order_hash.hexdigest(),
+        order_digest=order_digest,
         init_digest=init_digest,
         snapshot=acct.snapshot,
         stopped_early=stopped,
