@@ -19,12 +19,15 @@ around it cost as much as the products, so the fast step removes calls:
   example's gap ``max(z) - min(z)`` below the underflow limit, where no probability can be 0 and the
   loss and gradient are finite. Any other step, and every step of a loss without a kernel, runs the
   reference loss from ``LOSSES`` and the trainer's exact NaN accounting, as the plain loop does.
-- **Row blocks** for large batches (``full_batch``): each block of rows is converted once into a
+- **Row groups** for large batches (``full_batch``): each group of rows is converted once into a
   buffer that stays in cache and serves both the forward and the backward product, so the uint8
-  images are read from memory once per step instead of a float copy twice.
+  images are read from memory once per step instead of a float copy twice. Products are cut to at
+  most 120 rows, where OpenBLAS skips packing (:data:`MAX_SUB_ROWS`), and the groups are shared out
+  over up to one thread per CPU (:class:`_Lane`); their sums are added in a fixed order.
 
-Results equal the plain loop's to rounding (the sums run in another order); NaN counts and first
-steps are the same. ``tests/test_fastpath.py`` checks both on the stress scenarios.
+Results equal the plain loop's to rounding (the sums run in another order; with threads, the order
+also depends on the number of CPUs); NaN counts and first steps are the same. ``tests/test_fastpath.py``
+checks both on the stress scenarios.
 """
 
 from __future__ import annotations

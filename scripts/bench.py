@@ -166,10 +166,89 @@ def blas_info() -> dict:
     return info
 
 
+def _lanes(n: int) -> int:
+    from mnist_cli import fastpath
+
+    groups = fastpath.row_groups(n)
+    return max(1, min(fastpath._cpus(), fastpath.MAX_LANES, len(groups) // fastpath.MIN_GROUPS_PER_LANE))
+
+
 def have(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+# ----------------------------------------------------------------------------- profiles (where our time goes)
+
+class _Phases:
+    """Accumulate wall time per phase of a loop: ``ph.mark("name")`` closes the phase that just ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
+        self._t = now
+
+
+def profile_tutorial(d, steps=1000, B=100) -> dict:
+    """Our step's phases, one by one, on the tutorial's batches (milliseconds per 1000 steps)."""
+    from mnist_cli.fastpath import FusedKernel, _aligned_rows
+
+    X, labels = d.train_images, d.train_labels.astype(np.intp)
+    _, rng = rngs(0)
+    xa = _aligned_rows(B, 785, np.float32)
+    xa[:, 784] = 255
+    Va = np.zeros((10, 785), np.float32)
+    zt, gW = np.empty((1, 10, B), np.float32), np.empty((10, 785), np.float32)
+    kernel = FusedKernel(10, np.float32, 100.0)
+    ph = _Phases()
+    for step in range(steps):
+        if step % (X.shape[0] // B) == 0:
+            perm = rng.permutation(X.shape[0])
+            ph.mark("permutation")
+        idx = perm[(step % 600) * B : (step % 600 + 1) * B]
+        np.copyto(xa[:, :784], X[idx], casting="unsafe")
+        ph.mark("gather + uint8->float32")
+        np.matmul(Va, xa.T, out=zt[0])
+        ph.mark("forward product")
+        gap, loss, G = kernel(zt, labels[idx] * B + np.arange(B), np.float32(1e-7))
+        ph.mark("fused kernel (12 NumPy calls)")
+        np.matmul(G[0], xa, out=gW)
+        ph.mark("backward product")
+        Va -= gW
+        ph.mark("update")
+    return {k: v * 1e3 for k, v in ph.seconds.items()}
+
+
+def profile_full_batch(d) -> dict:
+    """One full-batch pass, single thread, phase by phase (milliseconds)."""
+    from mnist_cli.fastpath import FusedKernel, _aligned_rows, row_groups
+
+    X, labels = d.train_images, d.train_labels.astype(np.intp)
+    groups = row_groups(X.shape[0])
+    xa = _aligned_rows(max(m * w for _, m, w in groups), 785, np.float32)
+    xa[:, 784] = 255
+    Va = (np.random.default_rng(0).standard_normal((10, 785)) * 1e-4).astype(np.float32)
+    kernel = FusedKernel(10, np.float32, 100.0)
+    acc = np.zeros((10, 785), np.float32)
+    ph = _Phases()
+    for start, m, w in groups:
+        rows = m * w
+        np.copyto(xa[:rows, :784], X[start : start + rows], casting="unsafe")
+        x = xa[:rows].reshape(m, w, 785)
+        ph.mark("uint8->float32 (one read of uint8 X)")
+        zt = np.matmul(Va, x.transpose(0, 2, 1))
+        ph.mark(f"forward products ({w} rows each)")
+        p = np.arange(rows)
+        gap, loss, G = kernel(zt, labels[start : start + rows] * w + (p // w) * 10 * w + p % w, np.float32(1e-9))
+        ph.mark("fused kernel")
+        acc += np.add.reduce(np.matmul(G, x), axis=0)
+        ph.mark("backward products")
+    return {k: v * 1e3 for k, v in ph.seconds.items()}
 
 
 # ----------------------------------------------------------------------------- the five figures
@@ -197,6 +276,7 @@ def bench_tutorial(d, repeats: int) -> dict:
     out["accuracy_agrees"] = max(accs.values()) - min(accs.values()) <= ACC_TOL
     out["nan_accounting"] = ours.nan.to_dict()
     out["times"] = interleaved(fns, repeats)
+    out["profile_ms"] = profile_tutorial(d)
     t = {k: v["median"] for k, v in out["times"].items()}
     out["ratio_vs_numpy"] = t["ours"] / t["numpy"]
     out["goal_vs_numpy"] = out["ratio_vs_numpy"] <= GOALS["tutorial_vs_numpy"]
@@ -228,6 +308,8 @@ def bench_full_batch(d, repeats: int, steps: int) -> dict:
     per_step = {k: {kk: (vv / steps if kk != "runs" else vv) for kk, vv in v.items()} for k, v in times.items()}
     t = {k: v["median"] for k, v in per_step.items()}
     return {
+        "profile_ms_single_thread": profile_full_batch(d),
+        "lanes": _lanes(X.shape[0]),
         "steps_per_run": steps,
         "accuracy": accs,
         "accuracy_agrees": abs(accs["ours"] - accs["numpy"]) <= ACC_TOL,
@@ -357,79 +439,77 @@ def bench_cli(data_dir: Path, repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
-def _ms(s: float) -> str:
-    return f"{s * 1e3:8.1f} ms"
-
-
 def _goal(ok) -> str:
     return "n/a" if ok is None else ("MET" if ok else "MISSED")
 
 
+def _row(label: str, seconds: float | None = None, ratio: float | None = None, goal: str = "", tail: str = "") -> str:
+    """One line of the table: label, time, ratio, goal, result."""
+    time_s = "" if seconds is None else (f"{seconds * 1e3:8.1f} ms" if seconds < 10 else f"{seconds:8.2f} s ")
+    ratio_s = "" if ratio is None else f"{ratio:8.3f}"
+    return f"   {label:44s} {time_s:>12s} {ratio_s:>8s} {goal:>9s}  {tail}".rstrip()
+
+
+def _profile(ms: dict, per: str) -> str:
+    return f"   profile ({per}): " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
+
+
 def table(doc: dict) -> str:
-    lines = []
-    add = lines.append
     blas = doc["blas"]
     pools = blas["threadpools"] if isinstance(blas["threadpools"], list) else []
     kernels = ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture') or ''} x{p['num_threads']}"
                         for p in pools if p["internal_api"] != "openmp") or blas["threadpools"]
-    add(f"mnist-softmax bench  (numpy {blas['numpy']}, {blas['cpu_count']} CPUs, BLAS: {kernels})")
+    lines = [f"mnist-softmax bench  (numpy {blas['numpy']}, {blas['cpu_count']} CPUs, BLAS: {kernels})"]
+    add = lines.append
     if blas["env"]:
         add(f"  environment: {blas['env']}")
-    add("")
-    add(f"{'figure':44s} {'time (median)':>14s} {'ratio':>8s} {'goal':>8s}  result")
-    t = doc.get("tutorial")
-    if t:
+    add(f"\n   {'figure':44s} {'median':>12s} {'ratio':>8s} {'goal':>9s}  result")
+    if t := doc.get("tutorial"):
         tt = t["times"]
         add("1. tutorial: 1000 steps x 100, fused, float32")
-        add(f"   {'ours (incl. NaN accounting)':41s} {_ms(tt['ours']['median']):>14s}")
-        add(f"   {'plain NumPy loop':41s} {_ms(tt['numpy']['median']):>14s} {t['ratio_vs_numpy']:8.2f} {'<= 0.75':>8s}  "
-            f"{_goal(t['goal_vs_numpy'])}")
+        add(_row("ours (incl. NaN accounting)", tt["ours"]["median"]))
+        add(_row("plain NumPy loop", tt["numpy"]["median"], t["ratio_vs_numpy"], "<= 0.75", _goal(t["goal_vs_numpy"])))
         if "torch" in tt:
-            add(f"   {'PyTorch CPU ' + t['torch']['version'] + ' (autograd)':41s} {_ms(tt['torch']['median']):>14s} "
-                f"{t['ratio_vs_torch']:8.2f} {'<= 0.25':>8s}  {_goal(t['goal_vs_torch'])}")
+            add(_row(f"PyTorch {t['torch']['version']} CPU (autograd)", tt["torch"]["median"], t["ratio_vs_torch"],
+                     "<= 0.25", _goal(t["goal_vs_torch"])))
         add("   test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in t["accuracy"].items())
             + ("  (agree)" if t["accuracy_agrees"] else "  (DISAGREE: times not comparable)"))
+        add(_profile(t["profile_ms"], "ours, per 1000 steps"))
         for note in t["notes"]:
             add(f"   note: {note}")
-    f = doc.get("full_batch")
-    if f:
+    if f := doc.get("full_batch"):
         ft = f["times_per_step"]
         add("2. full batch: one step over 60000 images, float32")
-        add(f"   {'ours (row blocks from uint8)':41s} {_ms(ft['ours']['median']):>14s}")
-        add(f"   {'plain NumPy pass (float32 X)':41s} {_ms(ft['numpy']['median']):>14s} {f['ratio_vs_numpy']:8.2f} "
-            f"{'<= 0.6':>8s}  {_goal(f['goal_vs_numpy'])}")
-        add(f"   {'memory floor: one read of float32 X':41s} {_ms(ft['floor']['median']):>14s} "
-            f"{f['ratio_vs_floor']:8.2f} {'':>8s}  ours / floor")
+        add(_row(f"ours (row groups from uint8, {f['lanes']} threads)", ft["ours"]["median"]))
+        add(_row("plain NumPy pass (float32 X)", ft["numpy"]["median"], f["ratio_vs_numpy"], "<= 0.6",
+                 _goal(f["goal_vs_numpy"])))
+        add(_row("memory floor: one read of float32 X", ft["floor"]["median"], f["ratio_vs_floor"], "", "ours / floor"))
         add("   test accuracy after the same steps: " + ", ".join(f"{k} {v:.4f}" for k, v in f["accuracy"].items()))
-    c = doc.get("cli")
-    if c:
+        add(_profile(f["profile_ms_single_thread"], "ours, one thread, one pass"))
+    if c := doc.get("cli"):
         add("3. whole process: mnist-softmax train --loss fused --quiet (data cached)")
         if "wall" in c:
-            add(f"   {'wall':41s} {_ms(c['wall']['median']):>14s} {'':8s} {'<= 600ms':>8s}  {_goal(c['goal'])}")
-            add(f"   {'python startup alone':41s} {_ms(c['python_startup']):>14s}")
+            add(_row("wall", c["wall"]["median"], None, "<= 0.6 s", _goal(c["goal"])))
+            add(_row("python -c pass", c["python_startup"]))
         add("   import: " + ", ".join(f"{k} {v:.0f} ms" for k, v in c["import_ms"].items())
             + f"; heavy modules at import: {', '.join(c['heavy_modules_at_import']) or 'none'}")
         for note in c["notes"]:
             add(f"   note: {note}")
-    bst = doc.get("best")
-    if bst:
+    if bst := doc.get("best"):
         o = bst["ours"]
         add(f"4. --preset best: {bst['preset']}")
-        add(f"   {'ours':41s} {o['median']:11.2f} s  {'':8s} {'>=0.926':>8s}  test accuracy {o['accuracy']:.4f} "
-            f"{_goal(bst['goal_accuracy'])}")
-        if "sklearn" in bst:
-            s = bst["sklearn"]
-            add(f"   {'scikit-learn LogisticRegression().fit':41s} {s['fit_seconds']:11.2f} s  "
-                f"{bst['ratio_vs_sklearn']:8.3f} {'<= 0.1':>8s}  {_goal(bst['goal_vs_sklearn'])}; sklearn accuracy "
-                f"{s['accuracy']:.4f} ({s['n_iter']} iterations, {'converged' if s['converged'] else 'not converged'})")
+        add(_row("ours", o["median"], None, ">= 0.926", f"test accuracy {o['accuracy']:.4f} {_goal(bst['goal_accuracy'])}"))
+        if s := bst.get("sklearn"):
+            add(_row("scikit-learn LogisticRegression().fit", s["fit_seconds"], bst["ratio_vs_sklearn"], "<= 0.1",
+                     f"{_goal(bst['goal_vs_sklearn'])}; its accuracy {s['accuracy']:.4f}, {s['n_iter']} iterations"
+                     f"{'' if s['converged'] else ', not converged'}"))
         for note in bst["notes"]:
             add(f"   note: {note}")
-    m = doc.get("memory")
-    if m:
-        add("5. peak memory of load + tutorial + evaluate (a fresh process)")
-        add(f"   {'peak RSS / float32 size of the images held':41s} {m['peak_rss'] / 2**20:11.1f} MB "
-            f"{m['ratio']:8.2f} {'<= 2':>8s}  {_goal(m['goal'])}  (float32 size {m['float32_bytes'] / 2**20:.1f} MB; "
-            f"{m['rss_after_imports'] / 2**20:.0f} MB is the interpreter and imports)")
+    if m := doc.get("memory"):
+        add("5. peak memory: load + tutorial + evaluate, in a fresh process")
+        add(_row(f"peak RSS {m['peak_rss'] / 2**20:.0f} MB / float32 images {m['float32_bytes'] / 2**20:.0f} MB",
+                 None, m["ratio"], "<= 2", f"{_goal(m['goal'])} (the interpreter and imports: "
+                 f"{m['rss_after_imports'] / 2**20:.0f} MB)"))
     return "\n".join(lines)
 
 
