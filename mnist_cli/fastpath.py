@@ -254,6 +254,8 @@ class FastSGD:
             width[start : start + m * w] = w
             offset[start : start + m * w] = (p // w) * k * w + p % w
         self.width, self.offset = width, offset
+        self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
+        self._lr = self._coef = self._kcoef = None  # the step factors of the last learning rate
         self.perm = self.t = None
         if self.full and self.kernel is not None:
             self.t = labels * width + offset  # storage order, the same every step
@@ -273,13 +275,17 @@ class FastSGD:
         return xa
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
-        coef = self.dtype(lr * self.s2)  # d(pixel-unit params) = coef * dL/dz.T @ xa
-        if self.groups[0][1:] == (1, self.B):  # one product: the common mini-batch case, kept lean
+        if lr != self._lr:
+            self._lr = lr
+            self._coef = self.dtype(lr * self.s2)  # d(pixel-unit params) = coef * dL/dz.T @ xa
+            self._kcoef = self.dtype(self._coef / self.B)  # the fused kernel's factor: dL/dz has the 1/B
+        coef = self._coef
+        if self.single:  # kept free of extra calls
             xa = self._load(j, 0, self.B)
             zt = self.zt[1, self.B]
             np.matmul(self.Va, xa.T, out=zt[0])  # (k, B) logits x @ W + b, transposed
             if self.kernel is not None:
-                gap, loss_sum, G = self.kernel(zt, self.t[j], self.dtype(coef / self.B))
+                gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
                 if loss_sum is not None:
                     if gap > self.acct.nan.max_logit_gap:
                         self.acct.nan.max_logit_gap = gap
@@ -296,7 +302,7 @@ class FastSGD:
         """A large batch in row groups: each group is converted once and serves both products."""
         if self.kernel is not None:
             t = self.t if self.full else self.t[j]
-            done = self._grouped_pass(j, t, self.dtype(coef / self.B))
+            done = self._grouped_pass(j, t, self._kcoef)
             if done is not None:
                 loss_sum, gap = done
                 if gap > self.acct.nan.max_logit_gap:

@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_cli.fastpath import FAST_KERNELS, FusedKernel
+from mnist_cli import fastpath
+from mnist_cli.fastpath import FAST_KERNELS, MAX_SUB_ROWS, FusedKernel, row_groups
 from mnist_cli.losses import LOSSES, fused
-from mnist_cli.train import TrainConfig, train
+from mnist_cli.train import TrainConfig, predict_logits, scale_pixels, train
 
 FLOAT_RTOL = {"float32": 2e-5, "float64": 1e-12}
 
@@ -161,3 +162,30 @@ def test_fused_kernel_refuses_steps_it_cannot_prove_healthy(bad):
     with np.errstate(invalid="ignore"):
         gap, loss_sum, _ = FusedKernel(10, np.float32, gap_limit=100.0)(z, np.arange(4), np.float32(0.1))
     assert loss_sum is None and not gap <= 100.0
+
+
+@pytest.mark.parametrize("B", [1, 100, 120, 121, 250, 1300, 60000])
+def test_row_groups_cover_the_batch_once(B):
+    groups = row_groups(B)
+    covered = np.concatenate([np.arange(start, start + m * w) for start, m, w in groups])
+    np.testing.assert_array_equal(covered, np.arange(B))
+    assert all(w <= MAX_SUB_ROWS for _, _, w in groups)
+
+
+def test_threads_do_not_change_the_story(mnist, monkeypatch):
+    """A full batch shared out over lanes (threads) equals one lane to rounding, NaN report and all."""
+    kw = dict(full_batch=True, steps=3, train_limit=12000, lr=2.0)
+    many = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    monkeypatch.setattr(fastpath, "MAX_LANES", 1)
+    one = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    assert_same_story(many, one)
+    assert_same_numbers(many, one)
+
+
+def test_predict_logits_equals_the_formula(mnist):
+    result = train(mnist.train_images, mnist.train_labels, TrainConfig(steps=50, init="normal"))
+    images = mnist.test_images[:3000]
+    for scale in (1.0, 255.0):
+        expected = scale_pixels(images, scale, np.float32) @ result.model.W + result.model.b
+        got = predict_logits(result.model, images, scale, block=1024)  # blocks of 1024 and a remainder
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
