@@ -154,7 +154,8 @@ def accuracy_of(W, b, images, labels):
 
 def blas_info() -> dict:
     info = {"numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ}}
+            "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
     try:
         from threadpoolctl import threadpool_info
 
@@ -488,6 +489,10 @@ def table(doc: dict) -> str:
                         for p in pools if p["internal_api"] != "openmp") or blas["threadpools"]
     lines = [f"mnist-softmax bench  (numpy {blas['numpy']}, {blas['cpu_count']} CPUs, BLAS: {kernels})"]
     add = lines.append
+    start, end = blas.get("load_average_at_start"), doc.get("load_average_at_end")
+    if start and end:
+        add(f"  load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end: other work on the machine "
+            "slows every figure")
     if blas["env"]:
         add(f"  environment: {blas['env']}")
     add(f"\n   {'figure':44s} {'median':>12s} {'ratio':>8s} {'goal':>9s}  result")
@@ -516,7 +521,7 @@ def table(doc: dict) -> str:
     if c := doc.get("cli"):
         add("3. whole process: mnist-softmax train --loss fused --quiet (data cached)")
         if "wall" in c:
-            add(_row("wall", c["wall"]["median"], None, "<= 0.6 s", _goal(c["goal"])))
+            add(_row("wall", c["wall"]["median"], None, "<= 0.6 s", f"{_goal(c['goal'])} (fastest {c['wall']['min']:.2f} s)"))
             add(_row("python -c pass", c["python_startup"]))
         add("   import: " + ", ".join(f"{k} {v:.0f} ms" for k, v in c["import_ms"].items())
             + f"; heavy modules at import: {', '.join(c['heavy_modules_at_import']) or 'none'}")
@@ -571,8 +576,9 @@ def main(argv=None) -> int:
             doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 5)
         if "tutorial" in only:
             doc["tutorial"] = bench_tutorial(d, data_dir, repeats)
-    doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory")
-           if k in doc}  # in the order of the issue
+    doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
+                               "load_average_at_end") if k in doc}  # in the order of the issue
     report = table(doc)
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:
