@@ -255,6 +255,12 @@ class FastSGD:
             offset[start : start + m * w] = (p // w) * k * w + p % w
         self.width, self.offset = width, offset
         self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
+        self.pixels = self.xa[:, :d]  # the pixel columns of xa
+        self.zt1 = self.zt.get((1, B))  # (1, k, B) the logits of a single-product step
+        # rows as opaque d-byte items, when the layout allows: NumPy gathers those with one memcpy per
+        # row, ~30% faster than rows of a 2-D array (9 against 12 us for 100 rows)
+        row_item = np.dtype((np.void, d * images.dtype.itemsize))
+        self.items = images.view(row_item).reshape(n) if images.flags.c_contiguous else None
         self._lr = self._coef = self._kcoef = None  # the step factors of the last learning rate
         self.perm = self.t = None
         if self.full and self.kernel is not None:
@@ -267,11 +273,20 @@ class FastSGD:
             y = self.labels[perm[: count * self.B]].reshape(count, self.B)  # (count, B)
             self.t = y * self.width + self.offset
 
+    def _gather(self, idx: np.ndarray) -> np.ndarray:
+        """``images[idx]``: through the row-item view when there is one (a memcpy per row)."""
+        if self.items is None:
+            return self.images[idx]
+        return self.items[idx].view(self.images.dtype).reshape(len(idx), self.d)
+
     def _load(self, j: int, start: int, rows: int, xa: np.ndarray | None = None) -> np.ndarray:
         """Convert rows [start, start + rows) of batch j (storage order for the full batch) into xa."""
-        sel = slice(start, start + rows) if self.full else self.perm[j * self.B + start : j * self.B + start + rows]
+        if self.full:
+            src = self.images[start : start + rows]
+        else:
+            src = self._gather(self.perm[j * self.B + start : j * self.B + start + rows])
         xa = (self.xa if xa is None else xa)[:rows]
-        np.copyto(xa[:, : self.d], self.images[sel], casting="unsafe")  # uint8 -> float, unscaled
+        np.copyto(xa[:, : self.d], src, casting="unsafe")  # uint8 -> float, unscaled
         return xa
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
@@ -280,23 +295,26 @@ class FastSGD:
             self._coef = self.dtype(lr * self.s2)  # d(pixel-unit params) = coef * dL/dz.T @ xa
             self._kcoef = self.dtype(self._coef / self.B)  # the fused kernel's factor: dL/dz has the 1/B
         coef = self._coef
-        if self.single:  # kept free of extra calls
-            xa = self._load(j, 0, self.B)
-            zt = self.zt[1, self.B]
-            np.matmul(self.Va, xa.T, out=zt[0])  # (k, B) logits x @ W + b, transposed
-            if self.kernel is not None:
-                gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
-                if loss_sum is not None:
-                    if gap > self.acct.nan.max_logit_gap:
-                        self.acct.nan.max_logit_gap = gap
-                    np.matmul(G[0], xa, out=self.gW)  # (k, d + 1)
-                    self._update(self.gW, lr)
-                    return loss_sum / self.B, False
-            loss, bad, G = self._reference(step, j, coef, zt[0].T)
-            np.matmul(G, xa, out=self.gW)
-            self._update(self.gW, lr)
-            return loss, bad
-        return self._grouped_step(step, j, lr, coef)
+        if not self.single:
+            return self._grouped_step(step, j, lr, coef)
+        # one product per step, the common mini-batch case: every call here is one the step needs
+        B, xa, zt, gW, nan = self.B, self.xa, self.zt1, self.gW, self.acct.nan
+        np.copyto(self.pixels, self._gather(self.perm[j * B : (j + 1) * B]), casting="unsafe")  # uint8 -> float
+        np.matmul(self.Va, xa.T, out=zt[0])  # (k, B) logits x @ W + b, transposed
+        if self.kernel is not None:
+            gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
+            if loss_sum is not None:
+                if gap > nan.max_logit_gap:
+                    nan.max_logit_gap = gap
+                np.matmul(G[0], xa, out=gW)  # (k, d + 1)
+                if self.wd:
+                    self._decay(lr)
+                self.Va -= gW
+                return loss_sum / B, False
+        loss, bad, G = self._reference(step, j, coef, zt[0].T)
+        np.matmul(G, xa, out=gW)
+        self._update(gW, lr)
+        return loss, bad
 
     def _grouped_step(self, step: int, j: int, lr, coef) -> tuple[float, bool]:
         """A large batch in row groups: each group is converted once and serves both products."""
@@ -355,9 +373,12 @@ class FastSGD:
             dz = unperm
         return loss, bad, np.multiply(dz.T, coef)  # (k, B)
 
+    def _decay(self, lr) -> None:
+        self.V -= self.dtype(lr * self.wd) * self.V  # W -= lr * wd * W, in pixel units
+
     def _update(self, gW: np.ndarray, lr) -> None:
         if self.wd:
-            self.V -= self.dtype(lr * self.wd) * self.V  # W -= lr * wd * W, in pixel units
+            self._decay(lr)
         self.Va -= gW
 
     def finite(self) -> bool:
