@@ -136,14 +136,16 @@ def memory_floor(X32, ones):
 # ----------------------------------------------------------------------------- measurement helpers
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median wall seconds of each callable, run round-robin so that machine noise hits all alike."""
+    """Median wall seconds of each callable, run round-robin so that machine noise hits all alike.
+    A callable that returns a number reports its own seconds (a run timed in another process)."""
     times = {name: [] for name in fns}
     for r in range(warmup + repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
+            own = fn()
+            seconds = own if isinstance(own, float) else time.perf_counter() - t0
             if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(seconds)
     return {name: {"median": statistics.median(ts), "min": min(ts), "runs": len(ts)} for name, ts in times.items()}
 
 
@@ -256,17 +258,39 @@ def profile_full_batch(d) -> dict:
 
 # ----------------------------------------------------------------------------- the five figures
 
-def torch_worker(data_dir: Path, repeats: int) -> dict:
-    """Time the PyTorch loop (run as ``bench.py --torch-worker``, a process of its own, so that its
-    OpenMP threads, which spin after each parallel region, cannot slow the NumPy loops down)."""
+def torch_worker(data_dir: Path) -> None:
+    """Serve the PyTorch loop from a process of its own (``bench.py --torch-worker``), so that its
+    OpenMP threads cannot slow the NumPy loops: one JSON line of set-up facts, then, per line read
+    on stdin, one run and its seconds."""
     import torch
 
     d = load_mnist(data_dir, offline=True)
     X, y = torch.from_numpy(np.array(d.train_images)), torch.from_numpy(d.train_labels.astype(np.int64))
     W, b, losses = torch_tutorial(X, y)
-    times = interleaved({"torch": lambda: torch_tutorial(X, y)}, repeats)["torch"]
-    return {"version": torch.__version__, "threads": torch.get_num_threads(), "times": times,
-            "accuracy": accuracy_of(W, b, d.test_images, d.test_labels), "losses": losses}
+    print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(), "losses": losses,
+                      "accuracy": accuracy_of(W, b, d.test_images, d.test_labels)}), flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        torch_tutorial(X, y)
+        print(time.perf_counter() - t0, flush=True)
+
+
+class _TorchWorker:
+    """The parent's handle on ``torch_worker``: ``run()`` times one PyTorch run in the worker."""
+
+    def __init__(self, data_dir: Path):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--torch-worker", "--data-dir", str(data_dir)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def run(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def bench_tutorial(d, data_dir: Path, repeats: int) -> dict:
@@ -277,18 +301,20 @@ def bench_tutorial(d, data_dir: Path, repeats: int) -> dict:
     W, b, losses = numpy_tutorial(X, y)
     accs["numpy"] = accuracy_of(W, b, Xt, yt)
     np.testing.assert_allclose(losses, ours.losses, rtol=1e-3, atol=1e-5)  # the same batches, the same numbers
-    out["times"] = interleaved({"ours": lambda: train(X, y, TrainConfig()), "numpy": lambda: numpy_tutorial(X, y)},
-                               repeats)
-    if have("torch"):
-        proc = subprocess.run([sys.executable, __file__, "--torch-worker", "--data-dir", str(data_dir),
-                               "--repeats", str(repeats)], capture_output=True, text=True, check=True)
-        tw = json.loads(proc.stdout)
-        np.testing.assert_allclose(tw.pop("losses"), ours.losses, rtol=1e-3, atol=1e-5)
-        accs["torch"] = tw.pop("accuracy")
-        out["times"]["torch"] = tw.pop("times")
-        out["torch"] = tw
-    else:
-        out["notes"].append("PyTorch not installed: pip install torch==2.13.0 (a CPU build from local disk)")
+    fns = {"ours": lambda: train(X, y, TrainConfig()), "numpy": lambda: numpy_tutorial(X, y)}
+    worker = _TorchWorker(data_dir) if have("torch") else None
+    try:
+        if worker is not None:
+            np.testing.assert_allclose(worker.info.pop("losses"), ours.losses, rtol=1e-3, atol=1e-5)
+            accs["torch"] = worker.info.pop("accuracy")
+            out["torch"] = worker.info
+            fns["torch"] = worker.run  # timed in the worker, interleaved with ours and numpy
+        else:
+            out["notes"].append("PyTorch not installed: pip install torch==2.13.0 (a CPU build from local disk)")
+        out["times"] = interleaved(fns, repeats)
+    finally:
+        if worker is not None:
+            worker.close()
     out["accuracy"] = accs
     out["accuracy_agrees"] = max(accs.values()) - min(accs.values()) <= ACC_TOL
     out["nan_accounting"] = ours.nan.to_dict()
@@ -558,7 +584,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     if args.torch_worker:
-        print(json.dumps(torch_worker(args.data_dir, repeats), default=float))
+        torch_worker(args.data_dir)
         return 0
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
