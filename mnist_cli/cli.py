@@ -167,9 +167,11 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
     overrides = dict(loss=loss, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs, init=init, dtype=dtype,
                      input_scale=input_scale, seed=seed, train_limit=train_limit, lr_decay=lr_decay,
                      weight_decay=weight_decay, full_batch=full_batch)
-    if epochs is not None:
-        overrides["steps"] = None
     settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if epochs is not None:
+        settings["steps"] = None
+    elif steps is not None:
+        settings["epochs"] = None  # an explicit --steps overrides a preset's epochs
     if stop_on_nan:
         settings["stop_on_nan"] = True
     try:
@@ -180,8 +182,10 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
 
     data = _load_data(data_dir, mirrors, offline, quiet)
     records = [] if metrics_out else None
-    bar = make_bar(config.epochs * (len(data.train_images[: config.train_limit]) // config.batch_size)
-                   if config.epochs else config.steps, "train", "step", bars_enabled(quiet or as_json))
+    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
+    per_epoch = 1 if config.full_batch else n_train // config.batch_size
+    bar = make_bar(config.epochs * per_epoch if config.epochs else config.steps, "train", "step",
+                   bars_enabled(quiet or as_json))
 
     def progress(step, loss_value, n_bad):
         bar.update(step - bar.n)
@@ -199,7 +203,6 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
     finally:
         if bar is not None:
             bar.close()
-    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
     summary = train_summary(
         result,
         test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale),

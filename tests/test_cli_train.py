@@ -126,3 +126,21 @@ def test_help_has_examples():
     for cmd in ("train", "evaluate"):
         r = CliRunner().invoke(main, [cmd, "--help"])
         assert r.exit_code == 0 and "Examples:" in r.output
+
+
+def test_preset_best_beats_the_converged_sklearn_figure(cli):
+    r = cli("train", "--preset", "best", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["test_accuracy"] >= 0.926  # scikit-learn LogisticRegression, converged: 0.9260
+    assert report["config"]["average"] is True and not report["nan"]["any_nonfinite"]
+
+
+def test_explicit_flags_override_a_preset(cli):
+    report = json.loads(cli("train", "--preset", "best", "--steps", "7", "--lr", "0.25", "--json").output)
+    assert report["steps"] == 7 and report["config"]["epochs"] is None and report["config"]["lr"] == 0.25
+
+
+def test_full_batch_is_gradient_descent_on_all_examples(cli):
+    report = json.loads(cli("train", "--full-batch", "--steps", "3", "--train-limit", "500", "--json").output)
+    assert report["config"]["batch_size"] == 500 and report["steps"] == 3
