@@ -1,6 +1,7 @@
 # Two entry points do all the set-up on a fresh machine:
 #   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
 #   make test   -- create .venv, install with test extras, run the test suite
+#   make bench  -- scripts/bench.py: the performance figures of issue 5 (BENCH_FLAGS=--quick, --json)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -29,7 +30,7 @@ smoke: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]' 'torch==2.13.0'
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -293,7 +293,7 @@ class _TorchWorker:
         self.proc.wait()
 
 
-def bench_tutorial(d, data_dir: Path, repeats: int) -> dict:
+def bench_tutorial(d, data_dir: Path, repeats: int, with_torch: bool = True) -> dict:
     X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
     out = {"notes": []}
     ours = train(X, y, TrainConfig())
@@ -302,7 +302,7 @@ def bench_tutorial(d, data_dir: Path, repeats: int) -> dict:
     accs["numpy"] = accuracy_of(W, b, Xt, yt)
     np.testing.assert_allclose(losses, ours.losses, rtol=1e-3, atol=1e-5)  # the same batches, the same numbers
     fns = {"ours": lambda: train(X, y, TrainConfig()), "numpy": lambda: numpy_tutorial(X, y)}
-    worker = _TorchWorker(data_dir) if have("torch") else None
+    worker = _TorchWorker(data_dir) if with_torch and have("torch") else None
     try:
         if worker is not None:
             np.testing.assert_allclose(worker.info.pop("losses"), ours.losses, rtol=1e-3, atol=1e-5)
@@ -310,7 +310,8 @@ def bench_tutorial(d, data_dir: Path, repeats: int) -> dict:
             out["torch"] = worker.info
             fns["torch"] = worker.run  # timed in the worker, interleaved with ours and numpy
         else:
-            out["notes"].append("PyTorch not installed: pip install torch==2.13.0 (a CPU build from local disk)")
+            out["notes"].append("PyTorch skipped (--no-torch)" if have("torch") else
+                                "PyTorch not installed: pip install torch==2.13.0 (a CPU build from local disk)")
         out["times"] = interleaved(fns, repeats)
     finally:
         if worker is not None:
@@ -580,6 +581,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 7, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
     ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -603,7 +605,7 @@ def main(argv=None) -> int:
         if "full_batch" in only:
             doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 5)
         if "tutorial" in only:
-            doc["tutorial"] = bench_tutorial(d, data_dir, repeats)
+            doc["tutorial"] = bench_tutorial(d, data_dir, repeats, with_torch=not args.no_torch)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
                                "load_average_at_end") if k in doc}  # in the order of the issue
