@@ -1,4 +1,4 @@
-# Two entry points do all the set-up on a fresh machine:
+# Entry points that do all the set-up on a fresh machine:
 #   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
 #   make test   -- create .venv, install with test extras, run the test suite
 #   make bench  -- scripts/bench.py: the performance figures of issue 5 (BENCH_FLAGS=--quick, --json)
