@@ -578,13 +578,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, skip scikit-learn")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 7, quick 3)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 9, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
     ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 9)
     if args.torch_worker:
         torch_worker(args.data_dir)
         return 0
@@ -603,7 +603,7 @@ def main(argv=None) -> int:
         if "best" in only:
             doc["best"] = bench_best(d, data_dir, 1 if args.quick else 3, with_sklearn=not args.quick and have("sklearn"))
         if "full_batch" in only:
-            doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 5)
+            doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 10)
         if "tutorial" in only:
             doc["tutorial"] = bench_tutorial(d, data_dir, repeats, with_torch=not args.no_torch)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
