@@ -8,18 +8,20 @@
 The five figures of issue 5, each a ratio measured in this run (medians over interleaved repeats):
 
 1. tutorial   1000 steps of batch 100, fused, float32: ours / a plain NumPy loop (written below) and
-              ours / the same loop in PyTorch CPU (autograd), after checking all three reach the same
-              test accuracy on the same batches. Goals: <= 0.75 and <= 0.25.
+              ours / the same loop in PyTorch CPU (autograd, in a worker process of its own), after
+              checking all three see the same batches and reach the same test accuracy. Goals: <= 0.75
+              and <= 0.25. Printed with a profile of our step, phase by phase.
 2. full batch one step over all 60k images: ours (``full_batch``) / a plain float32 pass
               (``X @ W``, softmax, ``X.T @ G``); also ours / the memory floor (one timed read of the
-              float32 X). Goal: <= 0.6.
+              float32 X), with a profile of one pass. Goal: <= 0.6.
 3. cli        whole process ``mnist-softmax train --loss fused --quiet``, data cached. Goal: <= 0.6 s.
 4. best       ``--preset best``: test accuracy >= 0.926 in <= 1/10 of scikit-learn's
-              ``LogisticRegression().fit`` time on the same data.
+              ``LogisticRegression().fit`` time on the same data (fitted in a fresh process).
 5. memory     peak RSS of a process that loads MNIST, trains the tutorial and evaluates, over the
               float32 size of the images it holds. Goal: <= 2.
 
-PyTorch and scikit-learn are optional: a figure that needs a missing one is skipped with a note.
+PyTorch and scikit-learn are optional: a comparison that needs a missing one is skipped with a note.
+The machine's load average is printed: on a shared machine, rerun before trusting a close call.
 The exit code is 1 when implementations that are compared disagree on accuracy.
 """
 
@@ -34,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
