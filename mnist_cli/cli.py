@@ -134,6 +134,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--lr-decay", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Multiply the learning rate by this after each epoch.  [default: 1 = constant]")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="L2 penalty on W.  [default: 0]")
+@click.option("--average-epochs", type=click.IntRange(min=1), default=None,
+              help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
+@click.option("--plain-loop", is_flag=True,
+              help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
 @click.option("--stop-on-nan", is_flag=True, help="Stop at the first non-finite loss or gradient (TF would go on).")
 @click.option("--fail-on-nan", is_flag=True, help=f"Exit with code {EXIT_NAN} if any non-finite value occurred (CI).")
 @click.option("--explain-nan", is_flag=True, help="Explain the first non-finite step: which example, which logit gap, which operation.")
@@ -143,7 +147,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @data_options
 @output_options
 def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, input_scale, seed, train_limit,
-          lr_decay, weight_decay, stop_on_nan, fail_on_nan, explain_nan, save_path, metrics_out, log_every,
+          lr_decay, weight_decay, average_epochs, plain_loop, stop_on_nan, fail_on_nan, explain_nan, save_path, metrics_out, log_every,
           data_dir, mirrors, offline, as_json, quiet):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
@@ -172,6 +176,10 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
         settings["steps"] = None
     elif steps is not None:
         settings["epochs"] = None  # an explicit --steps overrides a preset's epochs
+    if average_epochs is not None:
+        settings.update(average=True, average_epochs=average_epochs)
+    if plain_loop:
+        settings["fast"] = False
     if stop_on_nan:
         settings["stop_on_nan"] = True
     try:

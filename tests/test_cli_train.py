@@ -144,3 +144,18 @@ def test_explicit_flags_override_a_preset(cli):
 def test_full_batch_is_gradient_descent_on_all_examples(cli):
     report = json.loads(cli("train", "--full-batch", "--steps", "3", "--train-limit", "500", "--json").output)
     assert report["config"]["batch_size"] == 500 and report["steps"] == 3
+
+
+def test_plain_loop_gives_the_same_report(cli):
+    fast = json.loads(cli("train", "--steps", "200", "--json").output)
+    plain = json.loads(cli("train", "--steps", "200", "--plain-loop", "--json").output)
+    assert plain["config"]["fast"] is False
+    assert plain["test_accuracy"] == pytest.approx(fast["test_accuracy"], abs=2e-4)
+    assert plain["final_loss"] == pytest.approx(fast["final_loss"], rel=1e-4)
+    assert plain["nan"]["any_nonfinite"] == fast["nan"]["any_nonfinite"] is False
+
+
+def test_average_epochs_turns_on_averaging(cli):
+    report = json.loads(cli("train", "--epochs", "2", "--average-epochs", "1", "--train-limit", "1000",
+                            "--json").output)
+    assert report["config"]["average"] is True and report["config"]["average_epochs"] == 1
