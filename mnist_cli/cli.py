@@ -88,29 +88,6 @@ def _load_data(data_dir, mirrors, offline, quiet):
     return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
 
 
-def _atomic_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file beside it, so no partial file is ever left."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path("."))
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
@@ -233,7 +210,10 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
     if records is not None:
         records.append({"step": result.steps, "final": True, "loss": result.final_loss,
                         "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"]})
-        _atomic_text(metrics_out, "".join(json.dumps(jsonable(r)) + "\n" for r in records))
+        from mnist_cli.fileio import atomic_write
+
+        with atomic_write(metrics_out, "--metrics-out path") as fh:
+            fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in records).encode())
 
     if as_json:
         _print_json(jsonable(summary))

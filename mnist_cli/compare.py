@@ -30,6 +30,7 @@ import numpy as np
 
 from mnist_cli.errors import ConfigError
 from mnist_cli.evaluate import evaluate_model
+from mnist_cli.fileio import atomic_write
 from mnist_cli.forensics import explain
 from mnist_cli.report import jsonable
 from mnist_cli.train import TrainConfig, TrainResult, train
@@ -406,10 +407,8 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
                  "final_loss": run.result.final_loss, "test_accuracy": run.evaluation["accuracy"],
                  "first_nonfinite_step": run.result.nan.first_nonfinite_step}
         text = "".join(json.dumps(jsonable(r)) + "\n" for r in [*run.records, final])
-        try:
-            path.write_text(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable --metrics-out") from None
+        with atomic_write(path, "--metrics-out directory") as fh:
+            fh.write(text.encode())
         paths.append(path)
     return paths
 

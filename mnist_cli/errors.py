@@ -30,6 +30,10 @@ class DataDirError(MnistError):
     """The data directory cannot be created or written."""
 
 
+class OutputError(MnistError):
+    """An output file (--save, --metrics-out, --plot) cannot be written."""
+
+
 class ModelFileError(MnistError):
     """A saved model file is missing, malformed, too large or of the wrong shape."""
 

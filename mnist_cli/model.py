@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
+from mnist_cli.fileio import atomic_write
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
@@ -57,25 +57,14 @@ class Model:
         return bool(np.isfinite(self.W).all() and np.isfinite(self.b).all())
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``W``, ``b`` and ``meta`` (JSON text) to an ``.npz``, atomically (temp file + rename)."""
+        """Write ``W``, ``b`` and ``meta`` (JSON text) to an ``.npz``, atomically (temp file + rename);
+        raises :class:`~mnist_cli.errors.OutputError` when the path cannot be written."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")  # what np.savez would do, made explicit
         meta = np.array(json.dumps(self.meta, sort_keys=True, allow_nan=True, default=str))
-        parent = path.parent if str(path.parent) else Path(".")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        except OSError as exc:
-            raise ModelFileError(f"cannot write {path}: {exc.strerror}; choose a writable --save path") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, W=self.W, b=self.b, meta=meta)
-            os.replace(tmp, path)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise ModelFileError(f"cannot write {path}: {exc.strerror}; choose a writable --save path") from None
-            raise
+        with atomic_write(path, "--save path") as fh:
+            np.savez(fh, W=self.W, b=self.b, meta=meta)
         return path
 
     @classmethod

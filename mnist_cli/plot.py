@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.compare import CompareResult, map_grid, to_document
-from mnist_cli.errors import ConfigError, MissingExtraError
+from mnist_cli.errors import MissingExtraError
+from mnist_cli.fileio import atomic_write
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row
@@ -131,9 +132,8 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
         _heatmap(ax, grid, loss, labels)
     sub_map.suptitle("Stability map: first non-finite step (green = never)")
     try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable --plot path") from None
+        with atomic_write(path, "--plot path") as fh:
+            fig.savefig(fh, dpi=100, format="png")
     finally:
         plt.close(fig)
     return path

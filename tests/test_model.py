@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from mnist_cli.errors import ModelFileError
+from mnist_cli.errors import ModelFileError, OutputError
 from mnist_cli.model import MAX_MODEL_BYTES, Model
 
 
@@ -100,7 +100,7 @@ def test_not_a_zip_and_missing_and_too_large(tmp_path):
 def test_save_to_unwritable_place_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ModelFileError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write .*choose a writable --save path"):
         make_model().save(blocker / "m.npz")  # a directory that is a regular file: fails even for root
 
 
