@@ -14,7 +14,7 @@ import click
 
 from mnist_cli import __version__
 from mnist_cli.errors import MnistError
-from mnist_cli.options import data_options, output_options
+from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
@@ -88,29 +88,26 @@ def _load_data(data_dir, mirrors, offline, quiet):
     return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
 
 
-_POSITIVE = click.FloatRange(min=0, min_open=True)
-
-
 @main.command()
 @click.option("--loss", type=click.Choice(["fused", "naive", "clipped"]), default=None,
               help="fused = softmax_cross_entropy_with_logits; naive = -sum(y_*log(softmax(z))); "
               "clipped = log(clip(p, 1e-10, 1)).  [default: fused]")
 @click.option("--preset", type=click.Choice(["tutorial", "best"]), default="tutorial", show_default=True,
               help="Starting hyper-parameters; flags given explicitly override them.")
-@click.option("--lr", type=_POSITIVE, default=None, help="Learning rate.  [default: 0.5]")
+@click.option("--lr", type=POSITIVE, default=None, help="Learning rate.  [default: 0.5]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Examples per step.  [default: 100]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps.  [default: 1000]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Train for N passes over the data instead of --steps.")
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
 @click.option("--init", type=click.Choice(["zeros", "normal"]), default=None, help="Initial W.  [default: zeros]")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="Dtype of every array.  [default: float32]")
-@click.option("--input-scale", type=_POSITIVE, default=None,
+@click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake.  [default: 1]")
-@click.option("--seed", type=int, default=None, help="Drives init and shuffling: same seed, same numbers.  [default: 0]")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Drives init and shuffling: same seed, same numbers.  [default: 0]")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples only (smoke runs).")
-@click.option("--lr-decay", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+@click.option("--lr-decay", type=FiniteFloat(min=0, max=1, min_open=True), default=None,
               help="Multiply the learning rate by this after each epoch.  [default: 1 = constant]")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="L2 penalty on W.  [default: 0]")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="L2 penalty on W.  [default: 0]")
 @click.option("--average-epochs", type=click.IntRange(min=1), default=None,
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
 @click.option("--plain-loop", is_flag=True,
@@ -145,6 +142,15 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
     from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy
     from mnist_cli.train import train as run_train
 
+    if steps is not None and epochs is not None:
+        raise click.UsageError("give --steps or --epochs, not both")
+    if full_batch and batch_size is not None:
+        raise click.UsageError("--full-batch sets the batch to all training examples: drop --batch-size")
+    from mnist_cli.fileio import check_writable
+
+    for path, what in ((save_path, "--save path"), (metrics_out, "--metrics-out path")):
+        if path:
+            check_writable(path, what)  # fail now, not after training
     overrides = dict(loss=loss, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs, init=init, dtype=dtype,
                      input_scale=input_scale, seed=seed, train_limit=train_limit, lr_decay=lr_decay,
                      weight_decay=weight_decay, full_batch=full_batch)
@@ -231,7 +237,7 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
 @main.command()
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Which MNIST split to score.")
-@click.option("--input-scale", type=_POSITIVE, default=None,
+@click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @data_options
 @output_options
@@ -254,7 +260,7 @@ def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json
 
     model = Model.load(model_path)
     if input_scale is None:
-        input_scale = float(model.meta.get("config", {}).get("input_scale", 1.0))
+        input_scale = model.input_scale
     data = _load_data(data_dir, mirrors, offline, quiet)
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     report = evaluate_model(model, images, labels, input_scale)

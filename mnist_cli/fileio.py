@@ -1,4 +1,4 @@
-"""Writing output files (models, metrics, plots) so that a failure never leaves a partial file.
+"""Writing output files (models, metrics, plots): strict JSON, checked paths, and no partial files.
 
     >>> with atomic_write(Path("model.npz"), "--save path") as fh:   # doctest: +SKIP
     ...     np.savez(fh, W=W)
@@ -10,6 +10,7 @@ target is left as it was. (The dataset download has its own, richer variant in `
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -48,3 +49,34 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Fail now, before any long work, if ``path`` cannot be written: it is a directory, or its
+    folder is missing or read-only. Probes by creating (and removing) a temporary file beside it."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable {what}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def jsonable(obj):
+    """Recursively convert numpy scalars/arrays and non-finite floats into strict-JSON values.
+
+    JSON has no NaN or infinity: they become the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` (``float()`` reads them back).
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    return obj

@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
-from mnist_cli.fileio import atomic_write
+from mnist_cli.fileio import atomic_write, jsonable
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
@@ -62,7 +64,7 @@ class Model:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")  # what np.savez would do, made explicit
-        meta = np.array(json.dumps(self.meta, sort_keys=True, allow_nan=True, default=str))
+        meta = np.array(json.dumps(jsonable(self.meta), sort_keys=True, allow_nan=False, default=str))
         with atomic_write(path, "--save path") as fh:
             np.savez(fh, W=self.W, b=self.b, meta=meta)
         return path
@@ -71,52 +73,87 @@ class Model:
     def load(cls, path: str | os.PathLike) -> "Model":
         """Read a model saved by :meth:`save`, refusing anything else.
 
-        ``allow_pickle=False`` (a pickle payload raises instead of executing), a size cap, exactly the
-        keys ``W``, ``b``, ``meta``, ``W`` of shape (784, 10) and ``b`` of shape (10,) in one float
-        dtype, and ``meta`` a JSON object.
+        Before any array is read: a size cap on the file and on its decompressed members, exactly
+        the members ``W``, ``b``, ``meta``, and their ``.npy`` headers (shape, dtype, no objects), so
+        neither a pickle payload nor a decompression bomb gets further. Then ``allow_pickle=False``
+        loading, and ``meta`` must be a JSON object whose ``config.input_scale``, if present, is a
+        positive number.
         """
         path = Path(path)
-        fix = "pass a model written by `mnist-softmax train --save`"
         try:
             size = path.stat().st_size
-        except OSError as exc:
-            raise ModelFileError(f"cannot read model {path}: {exc.strerror}; {fix}") from None
-        if not path.is_file():
-            raise ModelFileError(f"model {path} is not a file; {fix}")
-        if size > MAX_MODEL_BYTES:
-            raise ModelFileError(f"model {path} is {size} bytes, over the {MAX_MODEL_BYTES}-byte cap; {fix}")
-        try:
+            if not path.is_file():
+                raise ModelFileError(f"model {path} is not a file; {_FIX}")
             with open(path, "rb") as fh:
                 is_zip = fh.read(4) == b"PK\x03\x04"
         except OSError as exc:
-            raise ModelFileError(f"cannot read model {path}: {exc.strerror}; {fix}") from None
+            raise ModelFileError(f"cannot read model {path}: {exc.strerror}; {_FIX}") from None
+        if size > MAX_MODEL_BYTES:
+            raise ModelFileError(f"model {path} is {size} bytes, over the {MAX_MODEL_BYTES}-byte cap; {_FIX}")
         if not is_zip:
-            raise ModelFileError(f"cannot load model {path}: it is not a valid .npz (zip) archive; {fix}")
+            raise ModelFileError(f"cannot load model {path}: it is not a valid .npz (zip) archive; {_FIX}")
         try:
+            with zipfile.ZipFile(path) as zf:
+                _check_members(zf, path)
             with np.load(path, allow_pickle=False) as npz:
-                keys = set(npz.files)
-                if keys != _KEYS:
-                    raise ModelFileError(
-                        f"model {path} has arrays {sorted(keys)}, expected {sorted(_KEYS)}; {fix}"
-                    )
                 W, b, meta_arr = npz["W"], npz["b"], npz["meta"]
         except ModelFileError:
             raise
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-            reason = "it holds pickled objects" if "pickle" in str(exc) else "it is not a valid .npz"
-            raise ModelFileError(f"cannot load model {path}: {reason}; {fix}") from None
-        if W.shape != (N_FEATURES, N_CLASSES) or b.shape != (N_CLASSES,):
-            raise ModelFileError(
-                f"model {path} has W{W.shape} and b{b.shape}, expected W(784, 10) and b(10,); {fix}"
-            )
-        if W.dtype not in (np.float32, np.float64) or b.dtype != W.dtype:
-            raise ModelFileError(f"model {path} has dtypes W {W.dtype}, b {b.dtype}; expected float32 or float64; {fix}")
-        if meta_arr.shape != () or meta_arr.dtype.kind != "U":
-            raise ModelFileError(f"model {path} has malformed metadata; {fix}")
+        except (ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile,
+                zlib.error) as exc:
+            reason = "it holds pickled objects" if "pickle" in str(exc) else f"it is not a valid .npz ({exc})"
+            raise ModelFileError(f"cannot load model {path}: {reason}; {_FIX}") from None
         try:
             meta = json.loads(str(meta_arr))
         except ValueError:
             meta = None
         if not isinstance(meta, dict):
-            raise ModelFileError(f"model {path} has metadata that is not a JSON object; {fix}")
+            raise ModelFileError(f"model {path} has metadata that is not a JSON object; {_FIX}")
+        config = meta.get("config", {})
+        scale = config.get("input_scale", 1.0) if isinstance(config, dict) else None
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+            raise ModelFileError(f"model {path} has metadata without a valid config.input_scale; {_FIX} "
+                                 "(or pass --input-scale)")
         return cls(W, b, meta)
+
+    @property
+    def input_scale(self) -> float:
+        """The pixel scale the model was trained with (validated by :meth:`load`; 1 if unknown)."""
+        config = self.meta.get("config", {})
+        return float(config.get("input_scale", 1.0)) if isinstance(config, dict) else 1.0
+
+
+_FIX = "pass a model written by `mnist-softmax train --save`"
+_MEMBERS = ("W.npy", "b.npy", "meta.npy")
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuse an archive whose members are not exactly a model's, before reading any array data."""
+    infos = zf.infolist()
+    names = sorted(info.filename for info in infos)
+    if names != sorted(_MEMBERS):
+        keys = [name.removesuffix(".npy") for name in names]
+        raise ModelFileError(f"model {path} has arrays {keys}, expected {sorted(_KEYS)}; {_FIX}")
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked > MAX_MODEL_BYTES:
+        raise ModelFileError(f"model {path} unpacks to {unpacked} bytes, over the {MAX_MODEL_BYTES}-byte cap; {_FIX}")
+    headers = {}
+    for info in infos:
+        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(f"model {path} has an encrypted or unusually compressed member; {_FIX}")
+        with zf.open(info) as fh:
+            reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))
+            if reader is None:
+                raise ModelFileError(f"model {path} uses an unsupported .npy format version; {_FIX}")
+            shape, _, dtype = reader(fh)
+        if dtype.hasobject:
+            raise ModelFileError(f"cannot load model {path}: it holds pickled objects; {_FIX}")
+        headers[info.filename.removesuffix(".npy")] = (shape, dtype)
+    (w_shape, w_dtype), (b_shape, b_dtype), (m_shape, m_dtype) = headers["W"], headers["b"], headers["meta"]
+    if w_shape != (N_FEATURES, N_CLASSES) or b_shape != (N_CLASSES,):
+        raise ModelFileError(f"model {path} has W{w_shape} and b{b_shape}, expected W(784, 10) and b(10,); {_FIX}")
+    if w_dtype not in (np.float32, np.float64) or b_dtype != w_dtype:
+        raise ModelFileError(f"model {path} has dtypes W {w_dtype}, b {b_dtype}; expected float32 or float64; {_FIX}")
+    if m_shape != () or m_dtype.kind != "U":
+        raise ModelFileError(f"model {path} has malformed metadata; {_FIX}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
@@ -49,3 +51,18 @@ output_options = _compose(
     click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the readable report."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
 )
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses NaN and infinity (``click.FloatRange`` lets NaN through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+POSITIVE = FiniteFloat(min=0, min_open=True)

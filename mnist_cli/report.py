@@ -1,32 +1,15 @@
 """Turn results into plain dicts (for ``--json``) and readable text (for the terminal).
 
-JSON has no NaN or infinity: non-finite floats are written as the strings ``"NaN"``,
-``"Infinity"`` and ``"-Infinity"`` (``float()`` reads them back).
+``--json`` output goes through :func:`mnist_cli.fileio.jsonable`: strict JSON, non-finite floats as
+the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 
-import numpy as np
-
+from mnist_cli.fileio import jsonable  # noqa: F401  (re-exported: the JSON conversion of every report)
 from mnist_cli.train import UNDERFLOW_GAP, TrainResult
-
-
-def jsonable(obj):
-    """Recursively convert numpy scalars/arrays and non-finite floats into strict-JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
-    return obj
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:
@@ -109,7 +92,7 @@ def format_evaluate(r: dict, split: str) -> str:
         f"  accuracy, argmax(logits)           {r['accuracy']:.4f}",
         f"  accuracy, argmax(softmax(logits))  {r['accuracy_softmax']:.4f}",
         f"  predictions that differ            {a['differ']}"
-        + ("  (softmax is increasing: only float ties can do this)" if not a["differ"] else ""),
+        + ("  (softmax is strictly increasing: only floating-point ties can do this)" if a["differ"] else ""),
         f"  rows where softmax made a tie      {a['ties_in_probs']}",
         f"  probabilities exactly 0            {a['zero_probs']}",
         f"  non-finite params/logits/probs     {r['nonfinite_params']}/{r['nonfinite_logits']}/{r['nonfinite_probs']}",

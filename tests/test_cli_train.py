@@ -59,6 +59,15 @@ def test_json_with_nan_is_strict_json(cli):
         (["--dtype", "float16"], "--dtype"),
         (["--steps", "0"], "--steps"),
         (["--train-limit", "50"], "batch size 100 is larger than the 50 training examples"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--input-scale", "nan"], "--input-scale"),
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+        (["--lr-decay", "nan"], "--lr-decay"),
+        (["--seed", "-1"], "--seed"),
+        (["--steps", "5", "--epochs", "1"], "not both"),
+        (["--full-batch", "--batch-size", "50"], "drop --batch-size"),
     ],
 )
 def test_bad_flags_exit_2(cli, flags, needle):
@@ -159,3 +168,25 @@ def test_average_epochs_turns_on_averaging(cli):
     report = json.loads(cli("train", "--epochs", "2", "--average-epochs", "1", "--train-limit", "1000",
                             "--json").output)
     assert report["config"]["average"] is True and report["config"]["average_epochs"] == 1
+
+
+def test_evaluate_refuses_a_non_finite_input_scale(cli, tmp_path):
+    model = tmp_path / "m.npz"
+    assert cli("train", "--steps", "5", "--save", str(model)).exit_code == 0
+    r = cli("evaluate", str(model), "--input-scale", "nan")
+    assert r.exit_code == 2 and "--input-scale" in r.output
+
+
+@pytest.mark.parametrize("option", ["--save", "--metrics-out"])
+def test_unwritable_outputs_fail_before_training(cli, tmp_path, monkeypatch, option):
+    import mnist_cli.train
+
+    def never(*args, **kwargs):
+        raise AssertionError("training ran before the output path was checked")
+
+    monkeypatch.setattr(mnist_cli.train, "train", never)
+    r = cli("train", option, str(tmp_path / "missing-dir" / "out"))
+    assert r.exit_code == 1 and "cannot write" in r.output and option in r.output
+    r = cli("train", option, str(tmp_path))  # a directory where a file is expected: a bad flag
+    assert r.exit_code == 2 and "is a directory" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,5 +1,6 @@
 """Model files: round trip, and every malformed or malicious file refused with a clear error."""
 
+import json
 import pickle
 import zipfile
 
@@ -104,9 +105,60 @@ def test_save_to_unwritable_place_is_a_clear_error(tmp_path):
         make_model().save(blocker / "m.npz")  # a directory that is a regular file: fails even for root
 
 
-def test_meta_is_plain_json(tmp_path):
+def test_meta_is_strict_json(tmp_path):
     m = make_model()
-    m.meta["nan"] = {"max_logit_gap": float("nan")}
-    back = Model.load(m.save(tmp_path / "m.npz"))
+    m.meta["nan"] = {"max_logit_gap": float("nan"), "gap": float("inf")}
+    path = m.save(tmp_path / "m.npz")
+    with np.load(path) as npz:
+        text = str(npz["meta"])
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = Model.load(path)
     assert back.meta["config"] == m.meta["config"]
-    assert back.meta["nan"]["max_logit_gap"] != back.meta["nan"]["max_logit_gap"]  # NaN survives
+    assert back.meta["nan"] == {"max_logit_gap": "NaN", "gap": "Infinity"}  # float() reads them back
+
+
+def test_decompression_bomb_refused_before_reading(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, W=np.zeros((10000, 10000), np.float32), b=np.zeros(10, np.float32),
+                        meta=np.array("{}"))
+    assert path.stat().st_size < MAX_MODEL_BYTES  # small on disk: only the unpacked size gives it away
+    tracemalloc.start()
+    with pytest.raises(ModelFileError, match="unpacks to .* over the"):
+        Model.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20
+
+
+def test_header_shape_checked_before_the_array_is_read(tmp_path):
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, W=np.zeros((784, 1000), np.float32), b=np.zeros(10, np.float32), meta=np.array("{}"))
+    with pytest.raises(ModelFileError, match=r"W\(784, 1000\)"):
+        Model.load(path)
+
+
+def test_unusual_compression_refused(tmp_path):
+    good = make_model().save(tmp_path / "good.npz")
+    odd = tmp_path / "odd.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(odd, "w", compression=zipfile.ZIP_LZMA) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    with pytest.raises(ModelFileError, match="compressed"):
+        Model.load(odd)
+
+
+@pytest.mark.parametrize("config", [[1], {"input_scale": "abc"}, {"input_scale": None}, {"input_scale": 0},
+                                    {"input_scale": -255}, {"input_scale": True}])
+def test_bad_input_scale_in_metadata_refused(tmp_path, config):
+    m = make_model()
+    m.meta["config"] = config
+    with pytest.raises(ModelFileError, match="input_scale"):
+        Model.load(m.save(tmp_path / "m.npz"))
+
+
+def test_input_scale_read_from_metadata(tmp_path):
+    m = make_model()
+    m.meta["config"]["input_scale"] = 255
+    assert Model.load(m.save(tmp_path / "m.npz")).input_scale == 255.0

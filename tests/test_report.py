@@ -1,0 +1,25 @@
+"""Readable reports say what the numbers mean, and only when it applies."""
+
+from mnist_cli.report import format_evaluate, nan_lines
+
+
+def evaluation(differ):
+    return {"n": 3, "accuracy": 1.0, "accuracy_softmax": 1.0, "per_class_accuracy": [1.0] * 10,
+            "confusion_matrix": [[0] * 10 for _ in range(10)],
+            "argmax": {"differ": differ, "ties_in_probs": differ, "zero_probs": 0},
+            "nonfinite_params": 0, "nonfinite_logits": 0, "nonfinite_probs": 0}
+
+
+def test_tie_explanation_only_when_predictions_differ():
+    assert "floating-point ties" not in format_evaluate(evaluation(0), "test")
+    assert "floating-point ties" in format_evaluate(evaluation(2), "test")
+
+
+def test_nan_lines():
+    nan = {"any_nonfinite": True, "steps_nan_loss": 3, "first_nan_loss_step": 2, "steps_inf_loss": 0,
+           "first_inf_loss_step": None, "steps_nonfinite_grad": 3, "first_nonfinite_grad_step": 2,
+           "params_nonfinite": True, "first_nonfinite_params_step": 2}
+    assert nan_lines(nan, 4) == ["NaN loss in 3 of 4 steps (first at step 2)",
+                                 "non-finite gradient in 3 steps (first at step 2)",
+                                 "parameters non-finite from step 2 on"]
+    assert nan_lines({"any_nonfinite": False}, 4)[0].startswith("none")
