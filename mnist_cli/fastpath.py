@@ -235,8 +235,13 @@ class FastSGD:
         self.V = self.Va[:, :d]  # (k, d) view: the weights in pixel units
         self.params = self.Va
         self.wd = config.weight_decay
-        self.full = B == n  # full batch: rows in storage order (a sum does not depend on order)
         self.groups = row_groups(B)
+        self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
+        # A grouped full batch reads its rows in storage order (a sum does not depend on the order):
+        # its loads, targets ``t`` and reference call all follow that order. A batch of one product
+        # is gathered in the drawn order instead, even when it is every example (B == n <= 120): the
+        # single-product step knows only that order.
+        self.full = B == n and not self.single
         n_lanes = min(_cpus(), MAX_LANES, len(self.groups) // MIN_GROUPS_PER_LANE) if kernel_cls else 1
         cut = np.linspace(0, len(self.groups), max(n_lanes, 1) + 1).astype(int)
         self.lanes = [_Lane(self.groups[a:b], d, k, dtype, self.kappa, kernel_cls, acct.gap_limit)
@@ -254,7 +259,6 @@ class FastSGD:
             width[start : start + m * w] = w
             offset[start : start + m * w] = (p // w) * k * w + p % w
         self.width, self.offset = width, offset
-        self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
         self.pixels = self.xa[:, :d]  # the pixel columns of xa
         self.zt1 = self.zt.get((1, B))  # (1, k, B) the logits of a single-product step
         # rows as opaque d-byte items, when the layout allows: NumPy gathers those with one memcpy per
@@ -280,7 +284,7 @@ class FastSGD:
         return self.items[idx].view(self.images.dtype).reshape(len(idx), self.d)
 
     def _load(self, j: int, start: int, rows: int, xa: np.ndarray | None = None) -> np.ndarray:
-        """Convert rows [start, start + rows) of batch j (storage order for the full batch) into xa."""
+        """Convert rows [start, start + rows) of batch j (storage order for a grouped full batch) into xa."""
         if self.full:
             src = self.images[start : start + rows]
         else:

@@ -72,6 +72,17 @@ HEALTHY = {
     "batch 250: a remainder group": dict(batch_size=250, steps=30, loss="clipped"),
     "full batch": dict(full_batch=True, steps=4, train_limit=10000, lr=2.0),
     "full batch float64": dict(full_batch=True, steps=3, train_limit=5000, dtype="float64", weight_decay=1e-4),
+    # batch == n: a full batch that fits one product (<= MAX_SUB_ROWS rows), every loss, and one just past it
+    "B == n == 100, one product": dict(batch_size=100, train_limit=100, steps=50),
+    "B == n == 120 naive, full batch": dict(loss="naive", full_batch=True, train_limit=120, steps=50),
+    "B == n == 120 clipped, full batch": dict(loss="clipped", full_batch=True, train_limit=120, steps=50),
+    "B == n == 37 float64, weight decay": dict(batch_size=37, train_limit=37, steps=30, dtype="float64", weight_decay=1e-3),
+    "B == n == 121: two groups": dict(full_batch=True, train_limit=121, steps=30),
+    "B == n == 121 naive": dict(loss="naive", full_batch=True, train_limit=121, steps=30),
+    # n not a multiple of B: the remainder of each epoch is skipped
+    "n = 250, B = 100": dict(batch_size=100, train_limit=250, steps=30),
+    "n = 250, B = 120 naive": dict(loss="naive", batch_size=120, train_limit=250, steps=30),
+    "n = 300, B = 130 in two groups": dict(batch_size=130, train_limit=300, steps=30),
 }
 
 
@@ -90,6 +101,8 @@ BROKEN = {  # the NaN story of issue 3: naive breaks on raw pixels (step 2) and 
     "naive raw pixels, float64": (dict(loss="naive", input_scale=255, dtype="float64", steps=50), 2),
     "naive raw pixels, full batch": (dict(loss="naive", input_scale=255, full_batch=True, steps=3, train_limit=3000), 2),
     "naive raw pixels, batch 1300": (dict(loss="naive", input_scale=255, batch_size=1300, steps=5, train_limit=20000), 2),
+    "naive raw pixels, B == n == 100": (dict(loss="naive", input_scale=255, batch_size=100, train_limit=100, steps=5), 2),
+    "naive raw pixels, B == n == 121": (dict(loss="naive", input_scale=255, full_batch=True, train_limit=121, steps=5), 2),
 }
 
 
