@@ -235,6 +235,7 @@ class FastSGD:
         self.V = self.Va[:, :d]  # (k, d) view: the weights in pixel units
         self.params = self.Va
         self.wd = config.weight_decay
+        self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
         self.groups = row_groups(B)
         self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
         # A grouped full batch reads its rows in storage order (a sum does not depend on the order):
@@ -316,6 +317,8 @@ class FastSGD:
                 self.Va -= gW
                 return loss_sum / B, False
         loss, bad, G = self._reference(step, j, coef, zt[0].T)
+        if bad and self.stop:
+            return loss, bad
         np.matmul(G, xa, out=gW)
         self._update(gW, lr)
         return loss, bad
@@ -336,6 +339,8 @@ class FastSGD:
             rows = m * w
             z[start : start + rows] = self._load(j, start, rows) @ self.Va.T  # (rows, k)
         loss, bad, G = self._reference(step, j, coef, z)
+        if bad and self.stop:
+            return loss, bad
         self.gW.fill(0)
         for start, m, w in self.groups:  # a second pass over the rows
             rows = m * w

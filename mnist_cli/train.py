@@ -10,6 +10,8 @@ The loop reproduces TensorFlow r1.4's ``mnist_softmax.py``: ``W`` and ``b`` star
 takes 100 examples, ``z = x @ W + b``, a loss from :data:`mnist_cli.losses.LOSSES` gives
 ``(loss, dL/dz)``, and ``W -= lr * x.T @ dL/dz``, ``b -= lr * sum(dL/dz)``. Nothing stops at NaN (as
 in TF); every non-finite loss, gradient and parameter is counted and the first step of each kept.
+With ``stop_on_nan`` the first step whose loss or gradient is non-finite is counted but its update is
+not applied: the run ends with the parameters of the last healthy step.
 
 :func:`train` runs the schedule (epochs, learning-rate decay, averaging, callbacks); a step is taken
 by an engine: :class:`PlainSGD` writes it as above, one NumPy call per formula, and
@@ -56,7 +58,7 @@ class TrainConfig:
     average_epochs: int = 1  # how many final epochs the average spans
     full_batch: bool = False  # one batch of all (limited) training examples per step: exact gradient descent
     fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
-    stop_on_nan: bool = False  # stop at the first non-finite loss or gradient
+    stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -276,6 +278,7 @@ class PlainSGD:
         self.dtype = model.W.dtype.type
         self.scale = self.dtype(config.input_scale / 255.0)
         self.wd = self.dtype(config.weight_decay)
+        self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
         self.x = np.empty((self.B, images.shape[1]), dtype=self.dtype)  # (B, 784) reused
         self.perm = None
 
@@ -292,6 +295,8 @@ class PlainSGD:
         loss, dz = self.loss_fn(z, y)
         gb = dz.sum(axis=0)  # (k,) dL/db
         bad = self.acct.record(step, loss, z, gb, idx, y)
+        if bad and self.stop:
+            return loss, bad
         gW = self.x.T @ dz  # (784, k)
         if self.wd:
             gW += self.wd * W
@@ -329,9 +334,10 @@ def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int
             step += 1
             loss, bad = engine.step(step, j, lr)
             losses[step - 1] = loss
+            halt = config.stop_on_nan and bad  # the engine did not apply this step's update
             if bad and not nan.params_nonfinite:
                 acct.check_params(step, engine.finite())
-            if config.average and step > avg_from:
+            if config.average and step > avg_from and not halt:
                 if avg is None:
                     avg = engine.params.copy()
                 else:
@@ -342,7 +348,7 @@ def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int
             if on_log is not None and log_every and step % log_every == 0:
                 on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
                               "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
-            if config.stop_on_nan and bad:
+            if halt:
                 stopped, done = True, j + 1
                 break
         order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order

@@ -67,9 +67,18 @@ def test_naive_and_fused_train_identically_when_healthy(mnist):
     np.testing.assert_allclose(a.model.W, b.model.W, rtol=1e-3, atol=1e-5)
 
 
-def test_stop_on_nan(mnist):
-    r, _ = run(mnist, loss="naive", input_scale=255, stop_on_nan=True)
-    assert r.stopped_early and r.steps == r.nan.first_nonfinite_step
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("kw", [dict(), dict(full_batch=True, train_limit=3000, steps=5)], ids=["batch 100", "full batch"])
+def test_stop_on_nan_keeps_the_last_healthy_parameters(mnist, fast, kw):
+    """The non-finite step is counted but its update is not applied: the model is the one of the step before."""
+    r, _ = run(mnist, loss="naive", input_scale=255, stop_on_nan=True, fast=fast, **kw)
+    assert r.stopped_early and r.steps == r.nan.first_nonfinite_step == 2
+    assert r.nan.steps_nan_loss == 1 and r.nan.steps_nonfinite_grad == 1 and math.isnan(r.losses[-1])
+    assert not r.nan.params_nonfinite and r.nan.first_nonfinite_params_step is None and r.model.finite
+    healthy, _ = run(mnist, loss="naive", input_scale=255, fast=fast, **{**kw, "steps": r.steps - 1})
+    np.testing.assert_array_equal(r.model.W, healthy.model.W)
+    np.testing.assert_array_equal(r.model.b, healthy.model.b)
+    np.testing.assert_array_equal(r.losses[:-1], healthy.losses)
 
 
 def test_batch_order_is_a_permutation_per_epoch():
