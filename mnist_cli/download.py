@@ -50,9 +50,18 @@ USER_AGENT = f"mnist-softmax/{__version__}"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
+MAX_SECONDS = 86400.0  # a day: longer waits are mistakes, and sockets overflow near 1e10 s
+MAX_RETRIES = 100
+
+
 @dataclass(frozen=True)
 class FetchSettings:
-    """How patient a download is. Each field can be set by ``MNIST_SOFTMAX_<FIELD>`` (upper case)."""
+    """How patient a download is. Each field can be set by ``MNIST_SOFTMAX_<FIELD>`` (upper case).
+
+    Durations are seconds, finite and at most :data:`MAX_SECONDS`; the timeouts and the deadline must be
+    above 0 (0 would fail every request), the back-offs may be 0. ``retries`` is a whole number from 0
+    to :data:`MAX_RETRIES`. Anything else is a :class:`ConfigError`.
+    """
 
     connect_timeout: float = 10.0  # seconds to open a connection
     read_timeout: float = 30.0  # seconds without a byte before a response counts as stalled
@@ -61,8 +70,18 @@ class FetchSettings:
     backoff: float = 0.5  # first wait between attempts; doubles each time
     backoff_max: float = 30.0  # longest wait; a longer Retry-After gives up on the mirror instead
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            problem = _setting_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ConfigError(f"FetchSettings({f.name}={getattr(self, f.name)!r}): {problem}.")
+
     @classmethod
     def from_env(cls, environ=None) -> FetchSettings:
+        """The defaults, overridden by the ``MNIST_SOFTMAX_*`` variables that are set and not blank.
+
+        :class:`ConfigError` naming the variable for a value that is not a number or out of range.
+        """
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
@@ -71,12 +90,27 @@ class FetchSettings:
             if not text:
                 continue
             try:
-                values[f.name] = value = int(text) if f.type == "int" else float(text)
+                value = int(text) if f.name == "retries" else float(text)
             except ValueError:
-                value = -1
-            if not value >= 0:  # also refuses nan
-                raise ConfigError(f"{var}={text!r} is not a non-negative number; fix or unset it.")
+                value = None
+            problem = _setting_problem(f.name, value)
+            if problem:
+                raise ConfigError(f"{var}={text!r}: {problem}; fix or unset it.")
+            values[f.name] = value
         return cls(**values)
+
+
+def _setting_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot work for the :class:`FetchSettings` field ``name``; None if it can."""
+    if name == "retries":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RETRIES
+        return None if ok else f"must be a whole number from 0 to {MAX_RETRIES}"
+    may_be_zero = name in ("backoff", "backoff_max")  # a timeout or deadline of 0 would fail every request
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and (value >= 0 if may_be_zero else value > 0) and value <= MAX_SECONDS:  # refuses nan and inf too
+        return None
+    least = "0 or more" if may_be_zero else "more than 0"
+    return f"must be a number of seconds, {least} and at most {MAX_SECONDS:g}"
 
 
 @dataclass(frozen=True)

@@ -368,6 +368,31 @@ def test_fetch_settings_from_env():
             FetchSettings.from_env({"MNIST_SOFTMAX_READ_TIMEOUT": bad})
 
 
+@pytest.mark.parametrize("var, text", [
+    ("MNIST_SOFTMAX_READ_TIMEOUT", "0"), ("MNIST_SOFTMAX_CONNECT_TIMEOUT", "0"), ("MNIST_SOFTMAX_CONNECT_TIMEOUT", "inf"),
+    ("MNIST_SOFTMAX_READ_TIMEOUT", "1e300"), ("MNIST_SOFTMAX_DEADLINE", "0"), ("MNIST_SOFTMAX_DEADLINE", "inf"),
+    ("MNIST_SOFTMAX_BACKOFF", "-0.1"), ("MNIST_SOFTMAX_BACKOFF", "inf"), ("MNIST_SOFTMAX_BACKOFF_MAX", "1e300"),
+    ("MNIST_SOFTMAX_RETRIES", "-1"), ("MNIST_SOFTMAX_RETRIES", "1e9"), ("MNIST_SOFTMAX_RETRIES", "1000000"),
+])
+def test_unusable_fetch_setting_is_one_line_naming_the_variable(var, text, tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv(var, text)
+    with FaultServer(routes(tiny_mnist)) as server:
+        result = download("--data-dir", tmp_path, "--mirror", server.url)
+        assert sum(server.hits.values()) == 0
+    assert result.exit_code == 1 and not isinstance(result.exception, (ValueError, OverflowError)), result.output
+    assert result.output.startswith(f"Error: {var}={text!r}: must be ") and result.output.endswith("; fix or unset it.\n")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_fetch_settings_bounds():
+    assert FetchSettings.from_env({"MNIST_SOFTMAX_BACKOFF": "0", "MNIST_SOFTMAX_RETRIES": "0"}).backoff == 0
+    assert FetchSettings.from_env({"MNIST_SOFTMAX_DEADLINE": "86400"}).deadline == 86400
+    with pytest.raises(ConfigError, match=r"FetchSettings\(read_timeout=0\): must be a number of seconds, more than 0"):
+        FetchSettings(read_timeout=0)
+    with pytest.raises(ConfigError, match="retries"):
+        FetchSettings(retries=2.5)
+
+
 def test_bad_offline_variable_is_a_config_error(tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv(OFFLINE_ENV, "maybe")
     with pytest.raises(ConfigError, match=OFFLINE_ENV):
