@@ -143,7 +143,13 @@ def resolve_mirrors(mirrors=(), spec: DatasetSpec | None = None, environ=None) -
 
 
 def _parse_mirror(text: str) -> Mirror:
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port is what checks it (e.g. "Port out of range")
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed "["
+        raise ConfigError(
+            f"Mirror {text!r} is not a valid URL ({exc}); fix --mirror or {MIRRORS_ENV}."
+        ) from None
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         if not parts.netloc:

@@ -319,6 +319,16 @@ def test_bad_scheme_is_refused_before_any_request(tmp_path, tiny_mnist, monkeypa
     assert from_env.exit_code == 1 and "'gopher'" in from_env.output
 
 
+@pytest.mark.parametrize("url, reason", [("http://[bad/", "Invalid IPv6 URL"), ("https://host:99999/", "Port out of range 0-65535")])
+def test_malformed_mirror_url_is_one_line_naming_the_mirror(url, reason, tmp_path, tiny_mnist, monkeypatch):
+    flag = download("--data-dir", tmp_path, "--mirror", url)
+    monkeypatch.setenv(MIRRORS_ENV, url)
+    from_env = download("--data-dir", tmp_path)
+    for result in (flag, from_env):
+        assert result.exit_code == 1 and not isinstance(result.exception, ValueError), result.output
+        assert result.output == f"Error: Mirror {url!r} is not a valid URL ({reason}); fix --mirror or {MIRRORS_ENV}.\n"
+
+
 def test_unwritable_data_dir_names_the_option_and_variable(tmp_path, tiny_mnist):
     # Tests run as root, for whom permissions do not block writing: a path below a regular file does.
     blocker = tmp_path / "file"
