@@ -36,6 +36,7 @@ from mnist_cli.store import (
     PartFile,
     Stamps,
     Verifier,
+    expand_home,
     find_file,
     locked,
     resolve_data_dir,
@@ -164,7 +165,7 @@ def _parse_mirror(text: str) -> Mirror:
             f"Mirror {text!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
             f"(--mirror or {MIRRORS_ENV})."
         )
-    path = path.expanduser().absolute()
+    path = expand_home(path, f"give a full path with --mirror or {MIRRORS_ENV}").absolute()
     if not path.is_dir():
         raise ConfigError(f"Mirror directory {path} does not exist; fix --mirror or {MIRRORS_ENV}.")
     return Mirror(str(path), directory=path)

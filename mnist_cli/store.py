@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cli.datasets import FileSpec
-from mnist_cli.errors import ChecksumError, DataDirError
+from mnist_cli.errors import ChecksumError, ConfigError, DataDirError
 from mnist_cli.idx import Decoder
 
 try:  # POSIX advisory locks; elsewhere concurrent runs stay safe (atomic renames) but may fetch twice
@@ -46,7 +46,16 @@ def resolve_data_dir(data_dir=None) -> Path:
         from platformdirs import user_cache_path  # imported only when needed: start-up time counts
 
         return user_cache_path("mnist-softmax", appauthor=False) / "mnist"
-    return Path(chosen).expanduser().absolute()
+    return expand_home(Path(chosen), f"give a full path with --data-dir or {DATA_DIR_ENV}").absolute()
+
+
+def expand_home(path: Path, fix: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; :class:`ConfigError` ending in ``fix`` when
+    that home directory cannot be found (no such user, or no ``$HOME``)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ConfigError(f"Cannot find the home directory of {path.parts[0]!r} in {str(path)!r}; {fix}.") from None
 
 
 def find_file(root: Path, spec: FileSpec) -> Path | None:

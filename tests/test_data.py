@@ -225,3 +225,23 @@ def test_resolve_data_dir_order(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV)
     default = resolve_data_dir()
     assert default.parts[-2:] == ("mnist-softmax", "mnist") and default.is_absolute()
+
+
+def test_unknown_users_home_in_the_data_dir_is_one_line(tmp_path, tiny_mnist, monkeypatch):
+    from click.testing import CliRunner
+
+    from mnist_cli.cli import main
+    from mnist_cli.errors import ConfigError
+
+    bad = "~nosuchuser-mnist/data"
+    want = (f"Cannot find the home directory of '~nosuchuser-mnist' in {bad!r}; "
+            f"give a full path with --data-dir or {DATA_DIR_ENV}.")
+    with pytest.raises(ConfigError, match=want.replace("(", r"\(").replace(")", r"\)")):
+        load_mnist(bad, offline=True)
+    mirror = str(tiny_mnist.write(tmp_path / "mirror"))
+    flag = CliRunner().invoke(main, ["download", "--quiet", "--data-dir", bad, "--mirror", mirror])
+    monkeypatch.setenv(DATA_DIR_ENV, bad)
+    env = CliRunner().invoke(main, ["download", "--quiet", "--mirror", mirror])
+    for result in (flag, env):
+        assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
+        assert result.output == f"Error: {want}\n"

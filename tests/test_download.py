@@ -329,6 +329,17 @@ def test_malformed_mirror_url_is_one_line_naming_the_mirror(url, reason, tmp_pat
         assert result.output == f"Error: Mirror {url!r} is not a valid URL ({reason}); fix --mirror or {MIRRORS_ENV}.\n"
 
 
+def test_unknown_users_home_in_a_mirror_is_one_line(tmp_path, tiny_mnist, monkeypatch):
+    bad = "~nosuchuser-mnist/mirror"
+    flag = download("--data-dir", tmp_path, "--mirror", bad)
+    monkeypatch.setenv(MIRRORS_ENV, bad)
+    from_env = download("--data-dir", tmp_path)
+    for result in (flag, from_env):
+        assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
+        assert result.output == (f"Error: Cannot find the home directory of '~nosuchuser-mnist' in {bad!r}; "
+                                 f"give a full path with --mirror or {MIRRORS_ENV}.\n")
+
+
 def test_unwritable_data_dir_names_the_option_and_variable(tmp_path, tiny_mnist):
     # Tests run as root, for whom permissions do not block writing: a path below a regular file does.
     blocker = tmp_path / "file"
