@@ -2,7 +2,7 @@
 
     >>> r = train(images, labels, TrainConfig(loss="naive", input_scale=255))   # doctest: +SKIP
     >>> print(format_explanation(explain(r.snapshot, "float32", "naive")))      # doctest: +SKIP
-    Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 103.3
+    Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 104.0
     ...
       loss:     p[1] = 0 -> log(p[1]) = -inf -> y_[1] * log(p[1]) = 0 * -inf = NaN -> ...
 
@@ -25,12 +25,15 @@ __all__ = ["underflow_limit", "explain", "format_explanation"]
 
 
 def underflow_limit(dtype) -> float:
-    """``-log(smallest subnormal)``: a logit this far below the row maximum has ``exp(z - max)``
-    below the smallest positive number of ``dtype``, so its probability rounds to exactly 0.
+    """``-log(smallest subnormal / 2)``: a logit farther than this below the row maximum has an exact
+    ``exp(z - max)`` below half the smallest positive number of ``dtype``, which rounds to exactly 0
+    (and so does its probability); a shade nearer, exp still rounds up to the smallest subnormal.
 
-    About 103.3 for float32 and 744.4 for float64.
+    About 104.0 for float32 and 745.1 for float64. (``-log(smallest subnormal)``, 103.3 and 744.4,
+    is where the exact value drops below the smallest subnormal, not where the rounded one is 0.)
     """
-    return -math.log(float(np.finfo(dtype).smallest_subnormal))
+    # log(2) - log(s), not -log(s / 2): half the float64 smallest subnormal is 0 in Python floats
+    return math.log(2) - math.log(float(np.finfo(dtype).smallest_subnormal))
 
 
 def _kind(x: float) -> str:

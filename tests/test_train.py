@@ -5,7 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from mnist_cli.train import PRESETS, TrainConfig, batch_order, evaluate_accuracy, train
+from mnist_cli.forensics import underflow_limit
+from mnist_cli.losses import softmax
+from mnist_cli.model import DTYPES
+from mnist_cli.train import UNDERFLOW_GAP, PRESETS, TrainConfig, batch_order, evaluate_accuracy, healthy_gap, train
 
 
 def run(mnist, **kw):
@@ -88,6 +91,27 @@ def test_batch_order_is_a_permutation_per_epoch():
     for e in range(2):
         epoch = np.concatenate(batches[3 * e : 3 * e + 3])
         assert len(set(epoch.tolist())) == 9
+
+
+@pytest.mark.parametrize("name", DTYPES)
+def test_underflow_gap_and_the_healthy_bound(name):
+    """The report's limit is where exp() reaches 0; at gaps within the healthy bound no probability is 0."""
+    dtype = DTYPES[name]
+    assert UNDERFLOW_GAP[name] == underflow_limit(dtype)
+    assert np.exp(dtype(-(UNDERFLOW_GAP[name] + 0.01))) == 0 < np.exp(dtype(-(UNDERFLOW_GAP[name] - 0.01)))
+    k = 10
+    bound = healthy_gap(name, k)
+    assert bound == pytest.approx(UNDERFLOW_GAP[name] - math.log(2 * k), abs=1e-9)  # p = e / s, s <= k
+    g = dtype(bound)
+    g = np.nextafter(g, dtype(0)) if g > bound else g  # the largest gap in the dtype within the bound
+    worst = np.zeros((1, k), dtype)  # k - 1 logits at the max (the largest sum), one the whole gap below
+    worst[0, 0] = -g
+    assert (softmax(worst) > 0).all()
+    rng = np.random.default_rng(0)  # and rows of gaps just within the bound, the rest anywhere between
+    z = rng.uniform(-1, 0, (2000, k)) * rng.uniform(g - 1, g, (2000, 1))
+    z[:, 0], z[:, 1] = 0, -g
+    z = z.astype(dtype)
+    assert (np.max(z, axis=1) - np.min(z, axis=1) <= bound).all() and (softmax(z) > 0).all()
 
 
 def test_epochs_and_train_limit(mnist):
