@@ -48,7 +48,6 @@ __all__ = ["DownloadReport", "FetchSettings", "FileReport", "ensure_mnist", "res
 MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 USER_AGENT = f"mnist-softmax/{__version__}"
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
 MAX_SECONDS = 86400.0  # a day: longer waits are mistakes, and sockets overflow near 1e10 s
@@ -172,11 +171,22 @@ def _parse_mirror(text: str) -> Mirror:
 
 
 def offline_from_env(environ=None) -> bool:
-    """Whether ``$MNIST_SOFTMAX_OFFLINE`` forbids network access."""
-    text = (os.environ if environ is None else environ).get(OFFLINE_ENV, "").strip().lower()
-    if text not in _TRUE | _FALSE:
-        raise ConfigError(f"{OFFLINE_ENV}={text!r} is not a boolean; use 1 or 0.")
-    return text in _TRUE
+    """Whether ``$MNIST_SOFTMAX_OFFLINE`` forbids network access.
+
+    The value is read by click's BOOL, the very parser of ``--offline``'s variable, so the library and
+    the command line agree: 1/0, true/false, yes/no, y/n, t/f, on/off in any case; empty means unset.
+    """
+    text = (os.environ if environ is None else environ).get(OFFLINE_ENV, "")
+    if not text:  # click, too, treats an empty variable as unset
+        return False
+    import click  # the command line's own dependency; imported here only when the variable is set
+
+    try:
+        return click.BOOL.convert(text, None, None)
+    except click.BadParameter:
+        raise ConfigError(
+            f"{OFFLINE_ENV}={text!r} is not a boolean; use 1 or 0 (also true/false, yes/no, on/off), or unset it."
+        ) from None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from mnist_cli import __version__
 from mnist_cli.cli import main
 from mnist_cli.data import load_mnist
 from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
-from mnist_cli.download import FetchSettings, ensure_mnist, resolve_mirrors
+from mnist_cli.download import FetchSettings, ensure_mnist, offline_from_env, resolve_mirrors
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError
 from mnist_cli.options import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV
 from mnist_cli.store import verify_file
@@ -418,6 +418,27 @@ def test_bad_offline_variable_is_a_config_error(tmp_path, tiny_mnist, monkeypatc
     monkeypatch.setenv(OFFLINE_ENV, "maybe")
     with pytest.raises(ConfigError, match=OFFLINE_ENV):
         ensure_mnist(tmp_path)
+
+
+OFFLINE_TEXTS = {"1": True, "0": False, "true": True, "FALSE": False, "Yes": True, "no": False, "y": True, "N": False,
+                 "t": True, "F": False, "on": True, "OFF": False, " yes ": True, "": False}
+
+
+@pytest.mark.parametrize("text", [*OFFLINE_TEXTS, "maybe", "2"])
+def test_offline_variable_means_the_same_to_the_library_and_the_cli(text, tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv(OFFLINE_ENV, text)
+    with FaultServer(routes(tiny_mnist)) as server:
+        result = download("--data-dir", tmp_path, "--mirror", server.url)
+    if text not in OFFLINE_TEXTS:
+        with pytest.raises(ConfigError, match=f"{OFFLINE_ENV}={text!r} is not a boolean; use 1 or 0"):
+            offline_from_env()
+        assert result.exit_code == 2 and f"env var: '{OFFLINE_ENV}'" in result.output, result.output
+    elif OFFLINE_TEXTS[text]:
+        assert offline_from_env() is True
+        assert result.exit_code == 1 and "forbids downloading" in result.output, result.output
+    else:
+        assert offline_from_env() is False
+        assert result.exit_code == 0 and "4 downloaded" in result.output, result.output
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, tiny, monkeypatch, capsys):
