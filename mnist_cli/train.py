@@ -38,6 +38,16 @@ from mnist_cli.model import DTYPES, INITS, N_CLASSES, Model
 #: maximum, exp() rounds to exactly 0 (see :func:`mnist_cli.forensics.underflow_limit`). Reported.
 UNDERFLOW_GAP = {name: underflow_limit(t) for name, t in DTYPES.items()}
 
+#: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
+#: their per-step losses 80 MB; far more would only fail to allocate them.
+MAX_STEPS = 10_000_000
+
+
+def check_steps(steps: int) -> None:
+    """Raise ValueError when a run of ``steps`` steps is past :data:`MAX_STEPS`."""
+    if steps > MAX_STEPS:
+        raise ValueError(f"{steps:,} steps is more than the {MAX_STEPS:,} a run may take: lower --steps or --epochs")
+
 
 def healthy_gap(dtype_name: str, k: int) -> float:
     """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
@@ -99,18 +109,20 @@ class TrainConfig:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if self.epochs is None and (self.steps is None or self.steps < 1):
             raise ValueError("give steps >= 1 or epochs >= 1")
+        if self.epochs is None:
+            check_steps(self.steps)  # epochs become steps in train(), which checks them there
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not (self.input_scale > 0 and math.isfinite(self.input_scale)):
             raise ValueError(f"input scale must be a positive number, got {self.input_scale}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
-        if not (0 < self.lr_decay <= 1):
+        if not (0 < self.lr_decay <= 1 and math.isfinite(self.lr_decay)):
             raise ValueError(f"lr decay must be in (0, 1], got {self.lr_decay}")
         if self.average_epochs < 1:
             raise ValueError(f"average epochs must be at least 1, got {self.average_epochs}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
 
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.
@@ -410,6 +422,7 @@ def train(
     if n < config.batch_size:
         raise ValueError(f"batch size {config.batch_size} is larger than the {n} training examples")
     steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
+    check_steps(steps)
 
     init_rng, order_rng = rngs(config.seed)
     model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)

@@ -8,7 +8,8 @@ import pytest
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import softmax
 from mnist_cli.model import DTYPES
-from mnist_cli.train import UNDERFLOW_GAP, PRESETS, TrainConfig, batch_order, evaluate_accuracy, healthy_gap, train
+from mnist_cli.train import (MAX_STEPS, PRESETS, UNDERFLOW_GAP, TrainConfig, batch_order, evaluate_accuracy,
+                              healthy_gap, train)
 
 
 def run(mnist, **kw):
@@ -121,10 +122,23 @@ def test_epochs_and_train_limit(mnist):
 
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1), dict(lr=math.inf), dict(batch_size=0),
-                                 dict(loss="nope"), dict(dtype="float16"), dict(steps=0), dict(input_scale=0)])
+                                 dict(loss="nope"), dict(dtype="float16"), dict(steps=0), dict(input_scale=0),
+                                 dict(weight_decay=math.nan), dict(weight_decay=math.inf), dict(weight_decay=-1e-3),
+                                 dict(lr_decay=math.nan), dict(lr_decay=math.inf), dict(lr_decay=0),
+                                 dict(steps=MAX_STEPS + 1)])
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad).validate()
+
+
+def test_too_many_steps_from_epochs_are_refused_before_allocating():
+    """Epochs become steps only in train(): the cap is checked there too, before any step array."""
+    images, labels = np.zeros((1000, 784), np.uint8), np.zeros(1000, np.uint8)
+    config = TrainConfig(epochs=10**9)  # 10 batches an epoch: 1e10 steps
+    config.validate()
+    with pytest.raises(ValueError, match="--steps or --epochs"):
+        train(images, labels, config)
+    train(images, labels, TrainConfig(epochs=1, steps=None))  # 10 steps: fine
 
 
 def test_presets_are_valid_configs():
