@@ -1,5 +1,6 @@
 """Training on the real MNIST: tutorial accuracy, the NaN story, reproducibility, identical batches."""
 
+import hashlib
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import softmax
 from mnist_cli.model import DTYPES
 from mnist_cli.train import (MAX_STEPS, PRESETS, UNDERFLOW_GAP, TrainConfig, batch_order, evaluate_accuracy,
-                              healthy_gap, train)
+                              healthy_gap, rngs, train)
 
 
 def run(mnist, **kw):
@@ -85,13 +86,36 @@ def test_stop_on_nan_keeps_the_last_healthy_parameters(mnist, fast, kw):
     np.testing.assert_array_equal(r.losses[:-1], healthy.losses)
 
 
-def test_batch_order_is_a_permutation_per_epoch():
-    rng = np.random.default_rng(0)
-    batches = list(batch_order(10, 3, 7, rng))  # 3 batches per epoch, remainder of 1 skipped
-    assert len(batches) == 7 and all(len(b) == 3 for b in batches)
-    for e in range(2):
-        epoch = np.concatenate(batches[3 * e : 3 * e + 3])
-        assert len(set(epoch.tolist())) == 9
+ORDERS = {
+    "n 10, batch 3, remainder skipped": dict(train_limit=10, batch_size=3, steps=7),
+    "epochs": dict(train_limit=250, batch_size=100, epochs=3),
+    "batch == n, one product": dict(train_limit=100, batch_size=100, steps=3),
+    "full batch in row groups": dict(train_limit=1300, full_batch=True, steps=2),
+    "batch 130 in two groups": dict(train_limit=400, batch_size=130, steps=7),
+    "stop on nan": dict(loss="naive", input_scale=255, stop_on_nan=True, seed=3),
+}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("kw", ORDERS.values(), ids=ORDERS.keys())
+def test_the_trainer_sees_the_batches_batch_order_yields(mnist, fast, kw):
+    """batch_order() is the documented order: each run's order digest is the sha256 of its batches,
+    which are a fresh permutation per epoch with the remainder skipped."""
+    r = train(mnist.train_images, mnist.train_labels, TrainConfig(fast=fast, **kw))
+    n, B = kw.get("train_limit", len(mnist.train_labels)), r.config.batch_size
+    batches = list(batch_order(n, B, r.steps, rngs(r.config.seed)[1]))
+    assert len(batches) == r.steps and all(len(b) == B for b in batches)
+    digest = hashlib.sha256()
+    for batch in batches:
+        digest.update(batch.tobytes())
+    assert r.order_digest == digest.hexdigest()
+    per_epoch = n // B
+    for e in range(0, len(batches), per_epoch):
+        epoch = np.concatenate(batches[e : e + per_epoch])
+        assert len(set(epoch.tolist())) == len(epoch) and epoch.min() >= 0 and epoch.max() < n
+    if kw.get("stop_on_nan"):
+        assert r.stopped_early and 1 < r.steps < 1000
+        np.testing.assert_array_equal(r.snapshot.indices, batches[-1])  # the batch it stopped on
 
 
 @pytest.mark.parametrize("name", DTYPES)
