@@ -188,13 +188,20 @@ def test_row_groups_cover_the_batch_once(B):
 
 
 def test_threads_do_not_change_the_story(mnist, monkeypatch):
-    """A full batch shared out over lanes (threads) equals one lane to rounding, NaN report and all."""
-    kw = dict(full_batch=True, steps=3, train_limit=12000, lr=2.0)
-    many = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
-    monkeypatch.setattr(fastpath, "MAX_LANES", 1)
+    """A full batch shared out over lanes (threads) equals one lane to rounding, NaN report and all.
+
+    The CPU count is forced (2, then 1): on a one-CPU runner both runs would otherwise have one lane."""
+    lanes = []
+    close = fastpath.FastSGD.close
+    monkeypatch.setattr(fastpath.FastSGD, "close", lambda self: (lanes.append(len(self.lanes)), close(self))[1])
+    kw = dict(full_batch=True, steps=3, train_limit=12000, lr=2.0)  # 13 row groups: room for 3 lanes
+    monkeypatch.setattr(fastpath, "_cpus", lambda: 2)
+    two = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    monkeypatch.setattr(fastpath, "_cpus", lambda: 1)
     one = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
-    assert_same_story(many, one)
-    assert_same_numbers(many, one)
+    assert lanes == [2, 1]
+    assert_same_story(two, one)
+    assert_same_numbers(two, one)
 
 
 def test_predict_logits_equals_the_formula(mnist):
