@@ -75,7 +75,9 @@ def download(force, data_dir, mirrors, offline, as_json, quiet):
     """
     from mnist_cli.download import ensure_mnist
 
-    report = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not quiet, rehash=True)
+    # bars on stderr like train's and compare's: not with --quiet or --json (the library checks for a terminal)
+    report = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
+                          rehash=True)
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -385,7 +387,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
 
         require_matplotlib()  # fail before the runs, not after
 
-    data = _load_data(data_dir, mirrors, offline, quiet)
+    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     n_runs = len(config.cells()) * len(config.losses)
     bar = make_bar(n_runs, "compare", "run", bars_enabled(quiet or as_json))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,6 +29,7 @@ import urllib3
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, MnistError
+from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.store import (
     DATA_DIR_ENV,
     Digest,
@@ -293,7 +293,8 @@ def ensure_mnist(
     Files whose stamp still matches are trusted (``rehash=True`` hashes them anyway); a file this tool
     once verified that no longer matches is corrupt and fetched again; a file that never matched the
     pinned checksums is the user's own data and is left alone (``force=True`` replaces everything).
-    ``offline`` (or ``$MNIST_SOFTMAX_OFFLINE``) allows local-directory mirrors only.
+    ``offline`` (or ``$MNIST_SOFTMAX_OFFLINE``) allows local-directory mirrors only. ``progress`` draws a
+    bar per download on stderr, only when stderr is a terminal (:func:`mnist_cli.progress.bars_enabled`).
     """
     spec = spec or datasets.MNIST
     root = resolve_data_dir(data_dir)
@@ -412,7 +413,7 @@ class _Fetcher:
     def __init__(self, root, spec, mirrors, skipped, session, settings, progress):
         self.root, self.spec, self.mirrors, self.session, self.settings = root, spec, mirrors, session, settings
         self.skipped = dict(skipped)  # mirror -> why it is not tried (offline, unreachable earlier)
-        self.progress = progress and sys.stdout.isatty()
+        self.progress = bars_enabled(quiet=not progress)  # on stderr, only when it is a terminal
 
     def fetch(self, f: FileSpec, stamps: Stamps, notes: list[str]) -> FileReport:
         failures = dict(self.skipped)
@@ -493,12 +494,17 @@ class _Fetcher:
             length = _content_length(response, f)
             received = 0
             verifier = Verifier(f)
-            with _progress_bar(f.name, length, self.progress) as bar:
+            bar = make_bar(length, f.name, "B", self.progress, unit_scale=True, unit_divisor=1024)
+            try:
                 while chunk := self._read(response, received, length, deadline):
                     received += len(chunk)
                     verifier.update(chunk)
                     part.write(chunk)
-                    bar.update(len(chunk))
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
         if length is not None and received != length:
             raise _MirrorFailed(f"body ended after {received} of {length} bytes (truncated)", retry=True)
         return verifier.finish(), received
@@ -580,21 +586,3 @@ def _why(exc: BaseException) -> str:
         todo += [a for a in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(a, BaseException)]
     return re.sub(r"<[^>]*>: ", "", str(exc))[:200]
 
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def _progress_bar(name: str, total: int | None, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, leave=False)

@@ -48,7 +48,8 @@ data_options = _compose(
 )
 
 output_options = _compose(
-    click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the readable report."),
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print one JSON document instead of the readable report (and no progress bars)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
 )
 

@@ -441,12 +441,15 @@ def test_offline_variable_means_the_same_to_the_library_and_the_cli(text, tmp_pa
         assert result.exit_code == 0 and "4 downloaded" in result.output, result.output
 
 
-def test_progress_bar_only_on_a_terminal(tmp_path, tiny, monkeypatch, capsys):
+def test_progress_bar_only_when_stderr_is_a_terminal(tmp_path, tiny, monkeypatch, capsys):
     with FaultServer(routes(tiny)) as server:
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the bar is drawn on stderr: stdout does not count
         ensure_mnist(tmp_path / "a", mirrors=[server.url], spec=tiny.spec, progress=True)
-        assert TRAIN not in capsys.readouterr().err  # pytest's stdout is not a terminal
-        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-        ensure_mnist(tmp_path / "b", mirrors=[server.url], spec=tiny.spec, progress=True)
+        assert TRAIN not in capsys.readouterr().err
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        ensure_mnist(tmp_path / "b", mirrors=[server.url], spec=tiny.spec, progress=False)
+        assert TRAIN not in capsys.readouterr().err
+        ensure_mnist(tmp_path / "c", mirrors=[server.url], spec=tiny.spec, progress=True)
         assert TRAIN in capsys.readouterr().err
 
 
@@ -491,6 +494,55 @@ def test_four_processes_download_into_one_directory(tmp_path, tiny, lock):
     assert all((data_dir / f.name).exists() for f in tiny.spec.files)
     if lock:  # the others waited for the first and found the files there
         assert set(server.hits.values()) == {1}
+
+
+def _on_terminals(cmd: list[str], env: dict) -> tuple[int, str, str]:
+    """Run ``cmd`` with stdout and stderr on two pseudo-terminals; its exit code, stdout and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    ends = [pty.openpty() for _ in range(2)]
+    for _, slave in ends:  # a new pty is 0 columns wide, and tqdm draws nothing in 0 columns
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=ends[0][1], stderr=ends[1][1])
+    texts = [b"", b""]
+
+    def drain(i: int) -> None:
+        while True:
+            try:
+                chunk = os.read(ends[i][0], 4096)
+            except OSError:  # EIO: the child closed its side
+                return
+            if not chunk:
+                return
+            texts[i] += chunk
+
+    for _, slave in ends:
+        os.close(slave)
+    readers = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
+    for r in readers:
+        r.start()
+    code = proc.wait(timeout=60)
+    for r in readers:
+        r.join(timeout=10)
+    for master, _ in ends:
+        os.close(master)
+    return code, texts[0].decode(), texts[1].decode()
+
+
+@pytest.mark.parametrize("flags, bar", [([], True), (["--json"], False), (["--quiet"], False)])
+def test_cli_progress_bar_on_a_terminal_stderr_unless_json_or_quiet(flags, bar, tmp_path, tiny):
+    with FaultServer(routes(tiny)) as server:
+        cmd = [sys.executable, str(LAUNCHER), str(_spec_file(tmp_path, tiny)), "download", *flags,
+               "--data-dir", str(tmp_path / "data"), "--mirror", server.url]
+        code, out, err = _on_terminals(cmd, _env())
+    assert code == 0, err
+    assert (TRAIN in err) is bar, err
+    if "--json" in flags:
+        assert json.loads(out)["downloaded"] == 4
 
 
 def test_ctrl_c_mid_download_exits_130_without_a_partial_file(tmp_path, tiny):
