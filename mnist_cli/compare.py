@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from mnist_cli.errors import ConfigError
+from mnist_cli.errors import ConfigError, OutputError
 from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write
 from mnist_cli.forensics import explain
@@ -90,6 +90,13 @@ class Cell:
     label: str = ""
 
 
+def number_text(x: float) -> str:
+    """``x`` as short as ``:g`` writes it when that reads back as ``x``, else with every digit needed
+    (``0.1000001``, not ``0.1``): distinct values always get distinct labels and file names."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """What to compare. Empty sweep tuples mean: the :data:`SCENARIOS` table."""
@@ -119,7 +126,7 @@ class CompareConfig:
         cells = []
         for (lr, scale, dtype), seed in itertools.product(points, self.seeds):
             scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype) == (lr, scale, dtype)), None)
-            label = scenario.name if scenario else f"lr={lr:g} x{scale:g} {dtype}"
+            label = scenario.name if scenario else f"lr={number_text(lr)} x{number_text(scale)} {dtype}"
             cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else "")))
         return cells
 
@@ -392,17 +399,39 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
 
 
+def metrics_paths(config: CompareConfig, directory: str | Path) -> dict[tuple[str, str], Path]:
+    """The JSONL file of each run (keyed by cell label and loss) that :func:`write_metrics` writes into
+    ``directory``. :class:`OutputError` if two runs would share a file (compared case-insensitively)."""
+    directory = Path(directory)
+    paths: dict[tuple[str, str], Path] = {}
+    owner: dict[str, tuple[str, str]] = {}
+    for cell in config.cells():
+        for loss in config.losses:
+            path = directory / f"{_slug(cell.label)}-{loss}.jsonl"
+            key = path.name.casefold()  # one file on a case-insensitive file system too
+            if key in owner:
+                raise OutputError(
+                    f"runs {' / '.join(owner[key])} and {cell.label} / {loss} would both write {path}; "
+                    "run them as separate compares with separate --metrics-out directories"
+                )
+            owner[key] = (cell.label, loss)
+            paths[cell.label, loss] = path
+    return paths
+
+
 def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
     """Write one JSONL file per run into ``directory`` (created if needed): a record every
-    ``log_every`` steps (step, loss, nan_loss, inf_loss, nonfinite_grad), then a final record."""
+    ``log_every`` steps (step, loss, nan_loss, inf_loss, nonfinite_grad), then a final record.
+    Refuses (:class:`OutputError`, nothing written) when two runs would write one file."""
     directory = Path(directory)
+    planned = metrics_paths(result.config, directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable --metrics-out") from None
     paths = []
     for run in result.runs:
-        path = directory / f"{_slug(run.cell.label)}-{run.loss}.jsonl"
+        path = planned[run.cell.label, run.loss]
         final = {"final": True, "scenario": run.cell.label, "loss": run.loss, "steps": run.result.steps,
                  "final_loss": run.result.final_loss, "test_accuracy": run.evaluation["accuracy"],
                  "first_nonfinite_step": run.result.nan.first_nonfinite_step}
@@ -414,4 +443,5 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
 
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
-           "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "write_metrics"]
+           "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "metrics_paths",
+           "write_metrics", "number_text"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import textwrap
 
-from mnist_cli.compare import map_grid
+from mnist_cli.compare import map_grid, number_text
 from mnist_cli.forensics import format_explanation
 from mnist_cli.sparkline import sparkline
 
@@ -68,9 +68,9 @@ _AXIS = {"dtype": "dtype", "lr": "lr", "input_scale": "scale", "seed": "seed"}
 
 def _axis_value(axis: str, v) -> str:
     if axis == "input_scale":
-        return f"x{v:g}"
+        return f"x{number_text(v)}"
     if axis == "lr":
-        return f"{v:g}"
+        return number_text(v)
     return f"s{v}" if axis == "seed" else str(v)
 
 

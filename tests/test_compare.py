@@ -16,6 +16,7 @@ import mnist_cli.compare as compare_mod
 from mnist_cli.cli import main
 from mnist_cli.compare import SCENARIOS, CompareConfig, conclusion, run_compare, to_document
 from mnist_cli.compare_report import format_report
+from mnist_cli.errors import OutputError
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.report import jsonable
 from mnist_cli.sparkline import sparkline
@@ -255,6 +256,34 @@ def test_config_cells_and_validation():
                 dict(dtypes=("float16",)), dict(steps=0)):
         with pytest.raises(ValueError):
             CompareConfig(**bad).validate()
+
+
+def test_close_sweep_values_get_distinct_labels():
+    cells = CompareConfig(lrs=(0.1, 0.1000001), input_scales=(1, 1.0000001)).cells()
+    assert [c.label for c in cells] == ["lr=0.1 x1 float32", "lr=0.1 x1.0000001 float32",
+                                        "lr=0.1000001 x1 float32", "lr=0.1000001 x1.0000001 float32"]
+    assert compare_mod.number_text(2.0) == "2" and compare_mod.number_text(1e-05) == "1e-05"
+    assert compare_mod.number_text(1 / 3) == repr(1 / 3)
+
+
+def test_cli_close_sweep_values_keep_their_own_rows_and_files(cli, tmp_path):
+    out = tmp_path / "mo"
+    r = cli("--lr", "0.1,0.1000001", "--steps", "5", "--train-limit", "500", "--metrics-out", str(out))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "lr=0.1000001_x1_float32-fused.jsonl", "lr=0.1000001_x1_float32-naive.jsonl",
+        "lr=0.1_x1_float32-fused.jsonl", "lr=0.1_x1_float32-naive.jsonl"]
+    block = r.output[r.output.index("Stability map"):r.output.index("Conclusion")]
+    assert block.splitlines()[2].split() == ["0.1", "0.1000001"] * 2  # one column per lr, per loss
+
+
+def test_write_metrics_refuses_two_runs_for_one_file(mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_mod, "number_text", lambda x: f"{x:g}")  # the old labels: 0.1 and 0.1000001 collide
+    cfg = CompareConfig(lrs=(0.1, 0.1000001), losses=("fused",), steps=2, train_limit=200, log_every=1)
+    result = run_compare(mnist.train_images, mnist.train_labels, mnist.test_images[:100], mnist.test_labels[:100], cfg)
+    with pytest.raises(OutputError, match="runs lr=0.1 x1 float32 / fused and lr=0.1 x1 float32 / fused would both"):
+        compare_mod.write_metrics(result, tmp_path / "mo")
+    assert not (tmp_path / "mo").exists()
 
 
 def test_sparkline():
