@@ -29,7 +29,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise ``softmax(z)_j = exp(z_j - m) / sum_i exp(z_i - m)`` with ``m = max_i z_i``.
 
     The max shift is what ``tf.nn.softmax`` does: it prevents overflow, but entries whose gap to the
-    row maximum exceeds about 103 (float32) or 745 (float64) still underflow to exactly 0.
+    row maximum exceeds about 104 (float32) or 745 (float64) still underflow to exactly 0 (a little
+    less after the division by the row sum).
     """
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
