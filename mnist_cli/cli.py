@@ -332,10 +332,10 @@ def _seed(text: str) -> int:
               help="Train on the first N examples only.  [default: all; 2000 with --smoke]")
 @click.option("--smoke", is_flag=True,
               help=f"CI preset: 200 steps on 2000 examples (seconds), exit {EXIT_EXPECTATION} unless every "
-              "expectation holds.")
+              "expectation holds (and at once if none applies: see Exit codes).")
 @click.option("--check", is_flag=True,
               help=f"Exit {EXIT_EXPECTATION} unless every expectation holds: fused finite everywhere, naive "
-              "failing or finite where its scenario says.")
+              "failing or finite where its named scenario says (and at once if none applies).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Also draw loss curves and the stability map to this PNG (needs the plot extra: "
               "pip install 'mnist-softmax[plot]').")
@@ -357,7 +357,9 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
     first non-finite step and a conclusion computed from the results.
 
     \b
-    Exit codes: 0 done; 1 an error; 2 a bad flag; 4 with --smoke or --check, an expectation failed.
+    Exit codes: 0 done; 1 an error; 2 a bad flag; 4 with --smoke or --check, an expectation failed,
+    or none applies (checked are fused in every setting and naive in the named scenarios, so e.g.
+    --losses clipped alone checks nothing): then it exits 4 at once, before any training.
 
     \b
     Examples:
@@ -367,7 +369,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import SMOKE, CompareConfig, run_compare, to_document, write_metrics
+    from mnist_cli.compare import SMOKE, CompareConfig, planned_checks, run_compare, to_document, write_metrics
     from mnist_cli.compare_report import format_report
     from mnist_cli.progress import bars_enabled, make_bar
     from mnist_cli.report import jsonable
@@ -382,6 +384,14 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
         config.validate()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
+        nothing = click.ClickException(
+            f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers --losses "
+            f"{','.join(losses)} in these settings (fused is checked in every setting, naive in the named "
+            "scenarios); add fused to --losses."
+        )
+        nothing.exit_code = EXIT_EXPECTATION
+        raise nothing
     if plot_path:
         from mnist_cli.plot import require_matplotlib
 

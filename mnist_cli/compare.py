@@ -243,6 +243,12 @@ def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
     return out
 
 
+def planned_checks(config: CompareConfig) -> int:
+    """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
+    (:data:`ALWAYS_FINITE`) is checked in every cell, naive only in the cells of named scenarios."""
+    return sum(len(_expect_doc(cell, config.losses)) for cell in config.cells())
+
+
 def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
     first = run["first_nonfinite_step"]
     if expect["nonfinite"]:
@@ -444,4 +450,4 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
            "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "metrics_paths",
-           "write_metrics", "number_text"]
+           "write_metrics", "number_text", "planned_checks"]

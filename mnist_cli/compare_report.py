@@ -146,7 +146,10 @@ def format_report(doc: dict) -> str:
         lines += ["Forensics: the first non-finite step of each failing run", *_forensics(doc), ""]
     lines += ["Conclusion:", *_wrap(doc["conclusion"]), ""]
     bad = [c for c in doc["checks"] if not c["ok"]]
-    lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
-                 + ("." if not bad else ":"))
+    if not doc["checks"]:
+        lines.append("Expectations: none apply here (fused is checked in every setting, naive in the named scenarios).")
+    else:
+        lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
+                     + ("." if not bad else ":"))
     lines += [f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad]
     return "\n".join(lines)

@@ -343,6 +343,31 @@ def test_cli_smoke_exits_4_when_an_expectation_fails(cli, monkeypatch):
     assert "FAILED tutorial / naive: expected non-finite by step 3, observed finite at every step" in r.output
 
 
+@pytest.mark.parametrize("args", [["--smoke", "--losses", "clipped"], ["--check", "--lr", "2", "--losses", "naive"],
+                                  ["--check", "--smoke", "--losses", "clipped,naive", "--dtype", "float64,float32",
+                                   "--lr", "0.7"]])
+def test_cli_check_that_checks_nothing_exits_4_before_any_run(args, tmp_path):
+    # this data dir does not exist and --offline forbids fetching: touching the data would exit 1
+    r = CliRunner().invoke(main, ["compare", *args, "--data-dir", str(tmp_path / "none"), "--offline", "--quiet"])
+    assert r.exit_code == 4, r.output
+    flag = "--smoke" if "--smoke" in args else "--check"
+    losses = args[args.index("--losses") + 1]
+    assert r.output == (f"Error: {flag} would check nothing: no expectation covers --losses {losses} in these "
+                        "settings (fused is checked in every setting, naive in the named scenarios); add fused "
+                        "to --losses.\n")
+
+
+def test_planned_checks_match_the_document(mnist):
+    assert compare_mod.planned_checks(CompareConfig()) == 16
+    assert compare_mod.planned_checks(CompareConfig(losses=("naive",), lrs=(0.5, 2))) == 1  # the tutorial cell
+    assert compare_mod.planned_checks(CompareConfig(losses=("clipped",))) == 0
+    cfg = CompareConfig(losses=("clipped",), lrs=(0.5,), steps=2, train_limit=200)
+    doc = to_document(run_compare(mnist.train_images, mnist.train_labels, mnist.test_images[:100],
+                                  mnist.test_labels[:100], cfg))
+    assert doc["checks"] == []
+    assert "Expectations: none apply here" in format_report(doc)
+
+
 def test_cli_sweep_with_three_losses(cli):
     r = cli("--losses", "naive,fused,clipped", "--lr", "0.5,5", "--steps", "30", "--train-limit", "1000", "--json")
     assert r.exit_code == 0, r.output
