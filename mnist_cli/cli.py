@@ -369,7 +369,8 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import SMOKE, CompareConfig, planned_checks, run_compare, to_document, write_metrics
+    from mnist_cli.compare import (SMOKE, CompareConfig, planned_checks, probe_outputs, run_compare, to_document,
+                                   write_metrics)
     from mnist_cli.compare_report import format_report
     from mnist_cli.progress import bars_enabled, make_bar
     from mnist_cli.report import jsonable
@@ -396,6 +397,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
         from mnist_cli.plot import require_matplotlib
 
         require_matplotlib()  # fail before the runs, not after
+    probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # likewise: an unwritable path costs no runs
 
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     n_runs = len(config.cells()) * len(config.losses)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,16 +427,48 @@ def metrics_paths(config: CompareConfig, directory: str | Path) -> dict[tuple[st
     return paths
 
 
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable --metrics-out") from None
+
+
+def _probe(directory: Path, target: Path, what: str) -> None:
+    """Create and remove a file in ``directory``, as writing ``target`` there will; OutputError if it fails."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose a writable {what}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = None,
+                  plot: str | Path | None = None) -> None:
+    """Check, before any run, that the outputs can be written: the ``--plot`` file's directory and the
+    ``--metrics-out`` directory (created here, as :func:`write_metrics` would) with every file it will
+    hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
+    if plot is not None:
+        plot = Path(plot)
+        _probe(plot.parent, plot, "--plot path")
+    if metrics_out is not None:
+        directory = Path(metrics_out)
+        paths = metrics_paths(config, directory)
+        _make_dir(directory)
+        for path in paths.values():
+            if path.is_dir():
+                raise OutputError(f"cannot write {path}: it is a directory; choose another --metrics-out directory")
+        _probe(directory, next(iter(paths.values())), "--metrics-out directory")
+
+
 def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
     """Write one JSONL file per run into ``directory`` (created if needed): a record every
     ``log_every`` steps (step, loss, nan_loss, inf_loss, nonfinite_grad), then a final record.
     Refuses (:class:`OutputError`, nothing written) when two runs would write one file."""
     directory = Path(directory)
     planned = metrics_paths(result.config, directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable --metrics-out") from None
+    _make_dir(directory)
     paths = []
     for run in result.runs:
         path = planned[run.cell.label, run.loss]
@@ -450,4 +484,4 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
            "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "metrics_paths",
-           "write_metrics", "number_text", "planned_checks"]
+           "write_metrics", "probe_outputs", "number_text", "planned_checks"]

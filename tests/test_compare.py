@@ -403,6 +403,37 @@ def test_cli_plot_without_matplotlib_gives_the_install_hint(tmp_path, monkeypatc
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("option, target, reason", [
+    ("--plot", "missing/x.png", "No such file or directory"),
+    ("--plot", "file/x.png", "Not a directory"),
+    ("--metrics-out", "file/curves", None),
+    ("--metrics-out", "curves", "it is a directory"),
+])
+def test_cli_unwritable_outputs_fail_before_any_data_or_run(option, target, reason, tmp_path):
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    (tmp_path / "file").write_text("a regular file")  # tests run as root: a path below a file is what fails
+    (tmp_path / "curves" / "tutorial-naive.jsonl").mkdir(parents=True)  # a directory where a run's file goes
+    path = tmp_path / target
+    # this data dir does not exist and --offline forbids fetching: touching the data would be another error
+    r = CliRunner().invoke(main, ["compare", "--smoke", option, str(path), "--data-dir", str(tmp_path / "none"),
+                                  "--offline", "--quiet"])
+    assert r.exit_code == 1, r.output
+    if option == "--plot":
+        want = f"Error: cannot write {path}: {reason}; choose a writable --plot path\n"
+    elif reason is None:
+        want = f"Error: cannot create {path}: Not a directory; choose a writable --metrics-out\n"
+    else:
+        want = (f"Error: cannot write {path / 'tutorial-naive.jsonl'}: it is a directory; "
+                "choose another --metrics-out directory\n")
+    assert r.output == want
+
+
+def test_probe_outputs_leaves_nothing_behind(tmp_path):
+    compare_mod.probe_outputs(CompareConfig(), metrics_out=tmp_path / "a" / "b", plot=tmp_path / "p.png")
+    assert [p.name for p in tmp_path.rglob("*")] == ["a", "b"]  # the --metrics-out directory, empty
+
+
 @pytest.mark.parametrize("args", [["--lr", "0,5"], ["--lr", "a"], ["--losses", "naive,hinge"], ["--dtype", "float16"],
                                   ["--seeds", "-1"], ["--input-scale", "1,1"], ["--steps", "0"]])
 def test_cli_bad_flags_exit_2(args, tmp_path):
