@@ -173,7 +173,7 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
-    data = _load_data(data_dir, mirrors, offline, quiet)
+    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     records = [] if metrics_out else None
     n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
     per_epoch = 1 if config.full_batch else n_train // config.batch_size
@@ -263,7 +263,7 @@ def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json
     model = Model.load(model_path)
     if input_scale is None:
         input_scale = model.input_scale
-    data = _load_data(data_dir, mirrors, offline, quiet)
+    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     report = evaluate_model(model, images, labels, input_scale)
     report.update(split=split, model=str(model_path), input_scale=input_scale)

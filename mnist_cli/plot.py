@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.compare import CompareResult, map_grid, to_document
+from mnist_cli.compare import CompareResult, map_grid, number_text, to_document
 from mnist_cli.errors import MissingExtraError
 from mnist_cli.fileio import atomic_write
 
@@ -89,7 +89,7 @@ _NAMES = {"dtype": "dtype", "lr": "learning rate", "input_scale": "input scale",
 
 
 def _value(axis: str, v) -> str:
-    return f"x{v:g}" if axis == "input_scale" else (f"{v:g}" if axis == "lr" else str(v))
+    return f"x{number_text(v)}" if axis == "input_scale" else (number_text(v) if axis == "lr" else str(v))
 
 
 def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = None) -> Path:
