@@ -5,7 +5,8 @@
 
 The content goes to a temporary file beside the target, which is renamed over it only when the
 ``with`` block ends without an error; on any error or Ctrl-C the temporary file is removed and the
-target is left as it was. (The dataset download has its own, richer variant in ``store.PartFile``.)
+target is left as it was. The dataset download uses the same :class:`PartFile` (streaming, restart on
+retry), with errors that name the data directory.
 """
 
 from __future__ import annotations
@@ -15,9 +16,72 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from mnist_cli.errors import OutputError
+
+
+#: Suffix of the temporary files: a run that crashed may leave ``.NAME.XXXX.part`` behind.
+PART_SUFFIX = ".part"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+class PartFile:
+    """A temporary file beside its final path, renamed into place only by :meth:`commit`.
+
+    On any exit without a commit (an error, Ctrl-C) the temporary file is removed, so no partial or
+    unverified file ever sits at a final path. ``fail(exc)`` turns an ``OSError`` into the error the
+    caller wants to show (which option to change).
+    """
+
+    def __init__(self, root: Path, name: str, fail: Callable[[OSError], Exception]):
+        self._fail = fail
+        try:
+            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=PART_SUFFIX)
+        except OSError as exc:
+            raise fail(exc) from None
+        self.path = Path(tmp)
+        self.file = os.fdopen(fd, "w+b")
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as exc:  # disk full, quota, ...
+            raise self._fail(exc) from None
+
+    def restart(self) -> None:
+        """Drop what was written so far (before a retry)."""
+        self.file.seek(0)
+        self.file.truncate()
+
+    def commit(self, final: Path) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self.path, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
+            os.replace(self.path, final)
+        except OSError as exc:
+            raise self._fail(exc) from None
+        self._done = True
+
+    def __enter__(self) -> PartFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._done:
+            self.file.close()
+            self.path.unlink(missing_ok=True)
+
+
+def _output_error(path: Path, what: str) -> Callable[[OSError], OutputError]:
+    return lambda exc: OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable {what}")
 
 
 @contextmanager
@@ -28,27 +92,13 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     Raises :class:`OutputError` (one line: the path, the reason, the fix) when it cannot be written.
     """
     path = Path(path)
-
-    def fail(exc: OSError) -> OutputError:
-        return OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable {what}")
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise fail(exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        mask = os.umask(0o022)  # mkstemp made the file private: give it an ordinary file's mode
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise fail(exc) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fail = _output_error(path, what)
+    with PartFile(path.parent, path.name, fail) as part:
+        try:
+            yield part.file
+        except OSError as exc:
+            raise fail(exc) from None
+        part.commit(path)
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
@@ -57,12 +107,8 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable {what}") from None
-    os.close(fd)
-    os.unlink(tmp)
+    with PartFile(path.parent, path.name, _output_error(path, what)):
+        pass  # creating a file is the real test (missing folder, read-only mount, ACLs)
 
 
 def jsonable(obj):

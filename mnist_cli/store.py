@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cli.datasets import FileSpec
+from mnist_cli import fileio
 from mnist_cli.errors import ChecksumError, ConfigError, DataDirError
+from mnist_cli.fileio import PART_SUFFIX
 from mnist_cli.idx import Decoder
 
 try:  # POSIX advisory locks; elsewhere concurrent runs stay safe (atomic renames) but may fetch twice
@@ -35,7 +36,6 @@ except ImportError:  # pragma: no cover - Windows
 
 DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
 STATE_DIR = ".mnist-softmax"
-PART_SUFFIX = ".part"
 _STAMPS_VERSION = 1
 
 
@@ -206,57 +206,11 @@ class Stamps:
         return True
 
 
-class PartFile:
-    """A temporary file beside its final path, renamed into place only by :meth:`commit`.
-
-    On any exit without a commit (an error, Ctrl-C) the temporary file is removed, so no partial or
-    unverified file ever sits at a final path.
-    """
+class PartFile(fileio.PartFile):
+    """A :class:`mnist_cli.fileio.PartFile` in a data directory: failures name ``--data-dir``."""
 
     def __init__(self, root: Path, name: str):
-        try:
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=PART_SUFFIX)
-        except OSError as exc:
-            raise unwritable(root, exc) from None
-        self.path = Path(tmp)
-        self.file = os.fdopen(fd, "w+b")
-        self._done = False
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.file.write(data)
-        except OSError as exc:  # disk full, quota, ...
-            raise unwritable(self.path.parent, exc) from None
-
-    def restart(self) -> None:
-        """Drop what was written so far (before a retry)."""
-        self.file.seek(0)
-        self.file.truncate()
-
-    def commit(self, final: Path) -> None:
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            os.chmod(self.path, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
-            os.replace(self.path, final)
-        except OSError as exc:
-            raise unwritable(final.parent, exc) from None
-        self._done = True
-
-    def __enter__(self) -> PartFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if not self._done:
-            self.file.close()
-            self.path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
-    os.umask(mask)
-    return mask
+        super().__init__(root, name, lambda exc: unwritable(root, exc))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
