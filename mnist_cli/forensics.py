@@ -19,7 +19,7 @@ import textwrap
 
 import numpy as np
 
-from mnist_cli.losses import CLIP_MIN, LOSSES, softmax
+from mnist_cli.losses import CLIP_MIN, LOSSES, log_softmax, softmax
 
 __all__ = ["underflow_limit", "explain", "format_explanation"]
 
@@ -186,7 +186,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         z64 = z.astype(np.float64)
         z_max = np.max(z64, axis=1, keepdims=True)  # (B, 1) the max shift
         # exact log-probabilities (float64 log-sum-exp): what p would be without rounding
-        log_p = z64 - z_max - np.log(np.sum(np.exp(z64 - z_max), axis=1, keepdims=True))  # (B, k)
+        log_p = log_softmax(z64)  # (B, k)
         gap = (z_max - np.min(z64, axis=1, keepdims=True))[:, 0]  # (B,) max - min
         gap_target = z_max[:, 0] - z64[np.arange(len(y)), y]  # (B,) max - target
         batch_loss, row_loss, grad_ok = _observe_rows(loss_fn, z, y)
