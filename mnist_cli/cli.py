@@ -14,7 +14,7 @@ import click
 
 from mnist_cli import __version__
 from mnist_cli.errors import MnistError
-from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options
+from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options, threads_option
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
@@ -120,11 +120,12 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None, help="Write parameters and metadata to this .npz.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Write a JSONL record every --log-every steps.")
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True, help="Steps between --metrics-out records.")
+@threads_option
 @data_options
 @output_options
 def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, input_scale, seed, train_limit,
           lr_decay, weight_decay, average_epochs, plain_loop, stop_on_nan, fail_on_nan, explain_nan, save_path, metrics_out, log_every,
-          data_dir, mirrors, offline, as_json, quiet):
+          threads, data_dir, mirrors, offline, as_json, quiet):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -155,7 +156,7 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
             check_writable(path, what)  # fail now, not after training
     overrides = dict(loss=loss, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs, init=init, dtype=dtype,
                      input_scale=input_scale, seed=seed, train_limit=train_limit, lr_decay=lr_decay,
-                     weight_decay=weight_decay, full_batch=full_batch)
+                     weight_decay=weight_decay, full_batch=full_batch, threads=threads)
     settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if epochs is not None:
         settings["steps"] = None
@@ -198,9 +199,10 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
             bar.close()
     summary = train_summary(
         result,
-        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale),
+        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
+                                        threads=threads),
         train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
-                                         config.input_scale),
+                                         config.input_scale, threads=threads),
         n_test=len(data.test_labels),
         n_train=n_train,
     )
@@ -217,7 +219,8 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
         summary["saved"] = str(result.model.save(save_path))
     if records is not None:
         records.append({"step": result.steps, "final": True, "loss": result.final_loss,
-                        "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"]})
+                        "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"],
+                        "provenance": summary["provenance"]})
         from mnist_cli.fileio import atomic_write
 
         with atomic_write(metrics_out, "--metrics-out path") as fh:
@@ -241,15 +244,17 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Which MNIST split to score.")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, input_scale, threads, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
     differ between the two (floating-point ties can make them), per-class accuracy, the confusion
     matrix and counts of non-finite logits and probabilities. A model with NaN weights is
-    evaluated, not refused.
+    evaluated, not refused. It also prints what the model was trained with (threads, BLAS kernel,
+    NumPy, CPU), from its metadata: numbers from another machine can differ in the last bits.
 
     \b
     Examples:
@@ -265,8 +270,11 @@ def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json
         input_scale = model.input_scale
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
-    report = evaluate_model(model, images, labels, input_scale)
-    report.update(split=split, model=str(model_path), input_scale=input_scale)
+    from mnist_cli.threads import provenance
+
+    report = evaluate_model(model, images, labels, input_scale, threads=threads)
+    report.update(split=split, model=str(model_path), input_scale=input_scale, provenance=provenance(threads),
+                  training_provenance=model.meta.get("provenance"))
     if as_json:
         _print_json(jsonable(report))
     else:
@@ -343,10 +351,11 @@ def _seed(text: str) -> int:
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Steps between --metrics-out records.")
+@threads_option
 @data_options
 @output_options
 def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_limit, smoke, check, plot_path,
-            metrics_out, log_every, data_dir, mirrors, offline, as_json, quiet):
+            metrics_out, log_every, threads, data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -380,6 +389,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
         losses=losses, lrs=lrs or (), input_scales=input_scales or (), dtypes=dtypes or (), seeds=seeds,
         steps=steps or preset.get("steps", CompareConfig.steps), batch_size=batch_size,
         train_limit=train_limit or preset.get("train_limit"), log_every=log_every if metrics_out else 0,
+        threads=threads,
     )
     try:
         config.validate()

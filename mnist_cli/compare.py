@@ -33,6 +33,7 @@ from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable
 from mnist_cli.forensics import explain
 from mnist_cli.report import jsonable
+from mnist_cli.threads import provenance
 from mnist_cli.train import TrainConfig, TrainResult, train
 
 SCHEMA = "mnist-softmax/compare/1"
@@ -110,6 +111,7 @@ class CompareConfig:
     batch_size: int = TUTORIAL.batch_size
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for --metrics-out (0 = none)
+    threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
 
     @property
     def sweep(self) -> bool:
@@ -132,7 +134,8 @@ class CompareConfig:
 
     def train_config(self, cell: Cell, loss: str) -> TrainConfig:
         return TrainConfig(loss=loss, lr=cell.lr, input_scale=cell.input_scale, dtype=cell.dtype, seed=cell.seed,
-                           steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit)
+                           steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit,
+                           threads=self.threads)
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -193,7 +196,7 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
         records: list[dict] = []
         result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec),
                        log_every=config.log_every)
-        evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale)
+        evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
         explanation = explain(result.snapshot, tc.dtype, loss) if result.snapshot is not None else None
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
         if on_run is not None:
@@ -321,8 +324,9 @@ def to_document(result: CompareResult) -> dict:
         "settings": {
             "losses": list(cfg.losses), "steps": cfg.steps, "batch_size": cfg.batch_size,
             "train_limit": cfg.train_limit, "init": TUTORIAL.init, "seeds": list(cfg.seeds),
-            "grid": "sweep" if cfg.sweep else "scenarios",
+            "grid": "sweep" if cfg.sweep else "scenarios", "threads": cfg.threads,
         },
+        "provenance": provenance(cfg.threads),
         "data": {"n_train": result.n_train, "n_test": result.n_test},
         "scenarios": scenarios,
         "stability_map": stability_map(scenarios, cfg.losses),
@@ -461,7 +465,8 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
         path = planned[run.cell.label, run.loss]
         final = {"final": True, "scenario": run.cell.label, "loss": run.loss, "steps": run.result.steps,
                  "final_loss": run.result.final_loss, "test_accuracy": run.evaluation["accuracy"],
-                 "first_nonfinite_step": run.result.nan.first_nonfinite_step}
+                 "first_nonfinite_step": run.result.nan.first_nonfinite_step,
+                 "provenance": run.result.model.meta["provenance"]}
         text = "".join(json.dumps(jsonable(r)) + "\n" for r in [*run.records, final])
         with atomic_write(path, "--metrics-out directory") as fh:
             fh.write(text.encode())

@@ -11,18 +11,21 @@ import numpy as np
 
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model
+from mnist_cli.threads import DEFAULT_THREADS
 from mnist_cli.train import predict_logits
 
 
-def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float) -> dict:
+def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                   threads: int = DEFAULT_THREADS) -> dict:
     """Everything ``mnist-softmax evaluate`` reports, as plain JSON-able values.
 
     ``accuracy`` is from ``argmax(logits)`` (what the tutorial does after dropping softmax);
     ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did before). A model with
-    non-finite weights is evaluated, not refused: its non-finite logits are counted.
+    non-finite weights is evaluated, not refused: its non-finite logits are counted. ``threads``
+    share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
     k = model.b.shape[0]
-    z = predict_logits(model, images, input_scale)  # (n, k)
+    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
     agree = argmax_agreement(z)
     y = labels.astype(np.int64)
     cm = confusion_matrix(y, agree["pred_logits"], k)  # (k, k)

@@ -1,7 +1,10 @@
 """The fast SGD step: the same arithmetic as the plain loop in :mod:`mnist_cli.train`, in fewer NumPy calls.
 
-    >>> r = train(images, labels, TrainConfig(loss="fused"))                       # doctest: +SKIP
-    >>> r = train(images, labels, TrainConfig(loss="fused", fast=False))           # the plain loop
+    >>> from mnist_cli.fastpath import row_groups
+    >>> row_groups(100)                      # a mini-batch: one product
+    [(0, 1, 100)]
+    >>> row_groups(2000)[:2]                 # a large batch: groups of 8 products of 100 rows
+    [(0, 8, 100), (800, 8, 100)]
 
 At batch 100 a step's arithmetic is tiny (two 100x784x10 products) and the ~20 small NumPy calls
 around it cost as much as the products, so the fast step removes calls:
@@ -13,6 +16,10 @@ around it cost as much as the products, so the fast step removes calls:
   ``kappa = 1 / s``, and each batch row is ``[pixels | kappa]``, so that ``zt = Va @ xa.T`` is
   ``x @ W + b`` (transposed) in one product, and ``Va -= (lr * s**2) * dz.T @ xa`` is both SGD
   updates (``W -= lr * x.T @ dz``, ``b -= lr * sum(dz)``) in one product.
+- **Class rows padded for the BLAS kernel** (:data:`PADDED_CLASSES`): OpenBLAS's Haswell kernel (AVX2,
+  also chosen on AMD Zen) multiplies float32 matrices of 12 rows ~20% faster than of 10; ``Va`` then
+  carries two rows of zeros, which stay zero (their gradient rows are zero) and are never read as
+  classes. Other kernels (SkylakeX, Sandybridge, ...) and float64 are measured faster unpadded.
 - **A fused kernel** (:class:`FusedKernel`, picked from :data:`FAST_KERNELS` by the same name as in
   :data:`mnist_cli.losses.LOSSES`) computes ``lr * s**2 * (softmax(z) - onehot(y)) / B`` directly.
   It handles a step only when it has *proved* the step healthy: every logit finite and every
@@ -22,17 +29,18 @@ around it cost as much as the products, so the fast step removes calls:
 - **Row groups** for large batches (``full_batch``): each group of rows is converted once into a
   buffer that stays in cache and serves both the forward and the backward product, so the uint8
   images are read from memory once per step instead of a float copy twice. Products are cut to at
-  most 120 rows, where OpenBLAS skips packing (:data:`MAX_SUB_ROWS`), and the groups are shared out
-  over up to one thread per CPU (:class:`_Lane`); their sums are added in a fixed order.
+  most 120 rows, where OpenBLAS's small-matrix path skips packing (:data:`MAX_SUB_ROWS`). With
+  ``threads > 1`` the groups are shared out over that many threads (:class:`_Lane`); each group's
+  partial sum is kept apart and they are added in group order, so the result is bit-identical for
+  any number of threads.
 
-Results equal the plain loop's to rounding (the sums run in another order; with threads, the order
-also depends on the number of CPUs); NaN counts and first steps are the same. ``tests/test_fastpath.py``
-checks both on the stress scenarios.
+Results equal the plain loop's to rounding (the sums run in another order); NaN counts and first
+steps are the same. ``tests/test_fastpath.py`` checks both on the stress scenarios. BLAS runs on one
+thread throughout (:func:`mnist_cli.threads.blas_pinned`, entered by the trainer).
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from typing import Callable
@@ -51,6 +59,18 @@ MAX_SUB_ROWS = 120
 #: 1440 31 ms, 3000 38 ms.
 GROUP_ROWS = 960
 
+#: (BLAS kernel, dtype) -> class rows to compute with (the k classes plus rows of zeros). Measured with
+#: OpenBLAS 0.3.31, one thread, float32 products of 785 columns (microseconds for 100 rows, forward +
+#: backward): Haswell 10 rows 61.7, 12 rows 50.4; SkylakeX 21.0 vs 21.5 (and 4x slower in row groups);
+#: Sandybridge 64.3 vs 69.7; Prescott 116.1 vs 124.6; float64 slower padded on every kernel.
+PADDED_CLASSES = {("Haswell", "float32"): 12, ("Zen", "float32"): 12}
+
+
+def class_rows(k: int, dtype, kernel: str | None) -> int:
+    """How many rows of class parameters the fast step computes with for ``k`` classes (see
+    :data:`PADDED_CLASSES`); ``k`` itself unless the BLAS kernel is measured faster padded."""
+    return max(k, PADDED_CLASSES.get((kernel, np.dtype(dtype).name), k)) if k == 10 else k
+
 
 class FusedKernel:
     """``fused`` on transposed logits, scaled for the SGD update; only for steps it proves healthy."""
@@ -59,33 +79,36 @@ class FusedKernel:
 
     def __init__(self, k: int, dtype, gap_limit: float):
         self.k, self.dtype, self.gap_limit = k, dtype, gap_limit
-        self._buffers: dict[tuple, tuple] = {}  # shape -> (shifted, row max, row sum, flat view of shifted)
+        self._buffers: dict[tuple, tuple] = {}  # shape -> (shifted, its class rows, row max, row sum, flat view)
 
     def _for_shape(self, shape: tuple) -> tuple:
         if shape not in self._buffers:
-            sh = np.empty(shape, self.dtype)
             m, _, w = shape
-            self._buffers[shape] = (sh, np.empty((m, 1, w), self.dtype), np.empty((m, 1, w), self.dtype), sh.reshape(-1))
+            sh = np.zeros(shape, self.dtype)  # rows past k (padding) stay zero: their gradient
+            self._buffers[shape] = (sh, sh[:, : self.k], np.empty((m, 1, w), self.dtype),
+                                    np.empty((m, 1, w), self.dtype), sh.reshape(-1))
         return self._buffers[shape]
 
     def __call__(self, zt: np.ndarray, t: np.ndarray, coef) -> tuple[float, float | None, np.ndarray]:
-        """From logits ``zt`` (m, k, w) (m blocks of w examples, transposed) and the flat positions
-        ``t`` of the targets in that array, return ``(gap, loss_sum, G)``: the largest logit gap of an
-        example, ``sum_i(logsumexp(z_i) - z_i[y_i])`` and ``G = coef * (softmax(z) - onehot(y))``
-        (m, k, w). ``loss_sum`` is None (and G unset) when the step is not proved healthy; the caller
-        then runs the reference loss."""
-        sh, z_max, s, flat = self._for_shape(zt.shape)
-        np.maximum.reduce(zt, axis=1, keepdims=True, out=z_max)  # (m, 1, w) the max shift
-        np.subtract(zt, z_max, out=sh)  # (m, k, w), <= 0
-        gap = -float(np.minimum.reduce(sh, axis=None))  # max over examples of max(z) - min(z); nan if z is
+        """From logits ``zt`` (m, r, w) (m blocks of w examples, transposed; the first k of the r rows
+        are the classes, any others padding) and the flat positions ``t`` of the targets in that
+        array, return ``(gap, loss_sum, G)``: the largest logit gap of an example,
+        ``sum_i(logsumexp(z_i) - z_i[y_i])`` and ``G = coef * (softmax(z) - onehot(y))`` (m, r, w), zero
+        in the padding rows. ``loss_sum`` is None (and G unset) when the step is not proved healthy;
+        the caller then runs the reference loss."""
+        sh, shk, z_max, s, flat = self._for_shape(zt.shape)
+        zk = zt[:, : self.k]  # (m, k, w) the class rows
+        np.maximum.reduce(zk, axis=1, keepdims=True, out=z_max)  # (m, 1, w) the max shift
+        np.subtract(zk, z_max, out=shk)  # (m, k, w), <= 0
+        gap = -float(np.minimum.reduce(shk, axis=None))  # max over examples of max(z) - min(z); nan if z is
         if not gap <= self.gap_limit:  # nan, inf, or a probability may underflow: not proved healthy
             return gap, None, sh
         z_y = flat[t]  # (m * w,) shifted target logits
-        np.exp(sh, out=sh)  # (m, k, w) in (0, 1]
-        np.add.reduce(sh, axis=1, keepdims=True, out=s)  # (m, 1, w) in [1, k]
+        np.exp(shk, out=shk)  # (m, k, w) in (0, 1]
+        np.add.reduce(shk, axis=1, keepdims=True, out=s)  # (m, 1, w) in [1, k]
         loss_sum = float(np.add.reduce(np.log(s).reshape(-1) - z_y))  # sum logsumexp(z) - z[y]; the max cancels
         np.divide(coef, s, out=s)  # (m, 1, w) coef / sum(exp)
-        sh *= s  # (m, k, w) coef * softmax(z)
+        shk *= s  # (m, k, w) coef * softmax(z)
         flat[t] -= coef  # coef * (softmax(z) - onehot(y))
         return gap, loss_sum, sh
 
@@ -99,7 +122,7 @@ def row_groups(B: int, max_sub: int | None = None, group_rows: int | None = None
 
     One group when ``B <= max_sub``; else ``w`` is the largest divisor of ``B`` in
     ``[max_sub * 3 // 4, max_sub]`` (or ``max_sub``, the rest in a last group of its own), and groups hold
-    about ``group_rows`` rows.
+    about ``group_rows`` rows. Depends on ``B`` alone (never on the number of threads).
     """
     max_sub, group_rows = max_sub or MAX_SUB_ROWS, group_rows or GROUP_ROWS
     if B <= max_sub:
@@ -126,57 +149,37 @@ def _aligned_rows(n: int, width: int, dtype, align: int = 64) -> np.ndarray:
     return raw[start : start + n * stride].reshape(n, stride)[:, :width]
 
 
-#: Large batches split their row groups over this many threads at most (NumPy releases the GIL in
-#: the conversion, the products and the kernel's array operations), one per CPU, each lane at
-#: least MIN_GROUPS_PER_LANE groups. Sums are combined in lane order: results do not depend on timing.
-MAX_LANES = 4
+#: A thread takes at least this many row groups: fewer would cost more in hand-offs than they save.
 MIN_GROUPS_PER_LANE = 4
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class _Lane:
-    """One thread's share of a grouped step: its row groups and its own buffers."""
+    """One thread's share of a grouped step: its row groups (with their positions) and its own buffers."""
 
-    def __init__(self, groups, d: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
-        self.groups = groups
-        self.xa = _aligned_rows(max(m * w for _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
+    def __init__(self, groups, d: int, r: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
+        self.groups = groups  # [(g, start, m, w)]: g is the group's position in the batch
+        self.xa = _aligned_rows(max(m * w for _, _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
         self.xa[:, d] = kappa
-        self.zt = {(m, w): np.empty((m, k, w), dtype) for _, m, w in groups}  # logits per group shape
-        self.parts = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in groups}  # one group's products
-        self.acc = {m: np.empty((m, k, d + 1), dtype) for _, m, _ in groups}  # and their running sums
-        self.gW = np.empty((k, d + 1), dtype)  # this lane's share of the update
+        self.zt = {(m, w): np.empty((m, r, w), dtype) for _, _, m, w in groups}  # logits per group shape
+        self.parts = {m: np.empty((m, r, d + 1), dtype) for _, _, m, _ in groups}  # one group's products
         self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
 
-    def run(self, sgd: "FastSGD", j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
-        """Forward, fused kernel and backward over this lane's groups, the gradient summed into ``gW``;
-        ``(loss_sum, gap)``, or None as soon as a group is not proved healthy."""
-        loss_sum, gap_max = 0.0, 0.0
+    def run(self, sgd: "FastSGD", j: int, t: np.ndarray, kcoef) -> bool:
+        """Forward, fused kernel and backward over this lane's groups; group ``g``'s gradient goes to
+        ``sgd.partials[g]``, its loss sum and gap to ``sgd.group_loss[g]``, ``sgd.group_gap[g]``.
+        False as soon as a group is not proved healthy."""
         with np.errstate(all="ignore"):  # error state is per thread
-            for acc in self.acc.values():
-                acc.fill(0)
-            for start, m, w in self.groups:
+            for g, start, m, w in self.groups:
                 rows = m * w
                 x = sgd._load(j, start, rows, self.xa).reshape(m, w, -1)  # (m, w, d + 1)
                 zt = self.zt[m, w]
-                np.matmul(sgd.Va, x.transpose(0, 2, 1), out=zt)  # (m, k, w): one small product per w rows
+                np.matmul(sgd.Va, x.transpose(0, 2, 1), out=zt)  # (m, r, w): one small product per w rows
                 gap, part, G = self.kernel(zt, t[start : start + rows], kcoef)
                 if part is None:
-                    return None
-                gap_max = max(gap_max, gap)
-                loss_sum += part
-                acc = self.acc[m]  # (m, k, d + 1) running sums of the products
-                acc += np.matmul(G, x, out=self.parts[m])
-            sums = [np.add.reduce(acc, axis=0) for acc in self.acc.values()]
-            np.copyto(self.gW, sums[0])
-            for extra in sums[1:]:
-                self.gW += extra
-        return loss_sum, gap_max
+                    return False
+                sgd.group_gap[g], sgd.group_loss[g] = gap, part
+                np.add.reduce(np.matmul(G, x, out=self.parts[m]), axis=0, out=sgd.partials[g])  # (r, d + 1)
+        return True
 
 
 class _Helper:
@@ -216,23 +219,25 @@ class FastSGD:
 
     ``step(step, j, lr)`` runs batch ``j`` of the epoch given to ``begin_epoch`` and returns
     ``(loss, bad)``; ``params`` is every parameter in one array (for averaging) and ``export`` turns
-    such an array into ``(W, b)``.
+    such an array into ``(W, b)``; ``consumed(done)`` gives the (index, label) pairs of the first
+    ``done`` batches of the epoch as this engine gathered and targeted them.
     """
 
-    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct):
+    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
         self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
         n, d = images.shape
         k = model.b.shape[0]
         dtype = model.W.dtype.type
         B = config.batch_size
+        r = class_rows(k, dtype, kernel_name) if kernel_cls is not None else k  # rows of Va (k + padding)
         self.n, self.d, self.k, self.B, self.dtype = n, d, k, B, dtype
         s = config.input_scale / 255.0
         self.kappa = dtype(1.0 / s)  # the constant last column of every batch row
         self.s2 = s * s  # lr * s**2 turns a gradient in W-units into a step in pixel units
-        self.Va = np.empty((k, d + 1), dtype)  # (k, d + 1) [s * W.T | b / kappa]
-        self.Va[:, :d] = model.W.T * dtype(s)
-        self.Va[:, d] = model.b / self.kappa
-        self.V = self.Va[:, :d]  # (k, d) view: the weights in pixel units
+        self.Va = np.zeros((r, d + 1), dtype)  # (r, d + 1) [s * W.T | b / kappa], rows past k zero
+        self.Va[:k, :d] = model.W.T * dtype(s)
+        self.Va[:k, d] = model.b / self.kappa
+        self.V = self.Va[:, :d]  # (r, d) view: the weights in pixel units
         self.params = self.Va
         self.wd = config.weight_decay
         self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
@@ -243,40 +248,56 @@ class FastSGD:
         # is gathered in the drawn order instead, even when it is every example (B == n <= 120): the
         # single-product step knows only that order.
         self.full = B == n and not self.single
-        n_lanes = min(_cpus(), MAX_LANES, len(self.groups) // MIN_GROUPS_PER_LANE) if kernel_cls else 1
-        cut = np.linspace(0, len(self.groups), max(n_lanes, 1) + 1).astype(int)
-        self.lanes = [_Lane(self.groups[a:b], d, k, dtype, self.kappa, kernel_cls, acct.gap_limit)
+        n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
+        indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
+        cut = np.linspace(0, len(indexed), n_lanes + 1).astype(int)
+        self.lanes = [_Lane(indexed[a:b], d, r, k, dtype, self.kappa, kernel_cls, acct.gap_limit)
                       for a, b in zip(cut[:-1], cut[1:])]
         self.helpers = [_Helper() for _ in self.lanes[1:]]
+        self.partials = np.empty((len(self.groups), r, d + 1), dtype)  # each group's gradient, summed in order
+        self.group_loss = np.empty(len(self.groups))
+        self.group_gap = np.empty(len(self.groups))
         self.xa = self.lanes[0].xa  # (rows, d + 1) [pixels | kappa], reused
         self.kernel = self.lanes[0].kernel
         self.zt = self.lanes[0].zt
         self.z = np.empty((B, k), dtype)  # all logits, for the reference when a grouped step needs it
-        self.gW = np.empty((k, d + 1), dtype)  # (k, d + 1) the step's update
-        # the flat position of example p's target in its group's (m, k, w) logits: y_p * w + offset_p
+        self.gW = np.empty((r, d + 1), dtype)  # (r, d + 1) the step's update
+        self.G = np.zeros((r, B), dtype)  # the reference's coef * dL/dz.T, rows past k zero
+        # the flat position of example p's target in its group's (m, r, w) logits: y_p * w + offset_p
         width, offset = np.empty(B, np.intp), np.empty(B, np.intp)
         for start, m, w in self.groups:
             p = np.arange(m * w)
             width[start : start + m * w] = w
-            offset[start : start + m * w] = (p // w) * k * w + p % w
+            offset[start : start + m * w] = (p // w) * r * w + p % w
         self.width, self.offset = width, offset
         self.pixels = self.xa[:, :d]  # the pixel columns of xa
-        self.zt1 = self.zt.get((1, B))  # (1, k, B) the logits of a single-product step
+        self.zt1 = self.zt.get((1, B))  # (1, r, B) the logits of a single-product step
         # rows as opaque d-byte items, when the layout allows: NumPy gathers those with one memcpy per
         # row, ~30% faster than rows of a 2-D array (9 against 12 us for 100 rows)
         row_item = np.dtype((np.void, d * images.dtype.itemsize))
         self.items = images.view(row_item).reshape(n) if images.flags.c_contiguous else None
         self._lr = self._coef = self._kcoef = None  # the step factors of the last learning rate
-        self.perm = self.t = None
-        if self.full and self.kernel is not None:
-            self.t = labels * width + offset  # storage order, the same every step
+        self.perm = self.t = self.y = None
+        if self.full:
+            self.y = labels  # storage order, the same every step
+            if self.kernel is not None:
+                self.t = labels * width + offset
 
     def begin_epoch(self, perm: np.ndarray, count: int) -> None:
-        """Take the epoch's permutation; precompute each batch's target positions."""
+        """Take the epoch's permutation; precompute each batch's labels and target positions."""
         self.perm = perm
-        if self.kernel is not None and not self.full:
-            y = self.labels[perm[: count * self.B]].reshape(count, self.B)  # (count, B)
-            self.t = y * self.width + self.offset
+        if not self.full:
+            self.y = self.labels[perm[: count * self.B]].reshape(count, self.B)  # (count, B)
+            if self.kernel is not None:
+                self.t = self.y * self.width + self.offset
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B) of the examples the first ``done`` steps of this epoch
+        gathered and the labels their targets were built from."""
+        if self.full:
+            rows = np.arange(self.n)
+            return np.broadcast_to(rows, (done, self.n)), np.broadcast_to(self.y, (done, self.n))
+        return self.perm[: done * self.B].reshape(done, self.B), self.y[:done]
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
         """``images[idx]``: through the row-item view when there is one (a memcpy per row)."""
@@ -305,18 +326,18 @@ class FastSGD:
         # one product per step, the common mini-batch case: every call here is one the step needs
         B, xa, zt, gW, nan = self.B, self.xa, self.zt1, self.gW, self.acct.nan
         np.copyto(self.pixels, self._gather(self.perm[j * B : (j + 1) * B]), casting="unsafe")  # uint8 -> float
-        np.matmul(self.Va, xa.T, out=zt[0])  # (k, B) logits x @ W + b, transposed
+        np.matmul(self.Va, xa.T, out=zt[0])  # (r, B) logits x @ W + b, transposed
         if self.kernel is not None:
             gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
             if loss_sum is not None:
                 if gap > nan.max_logit_gap:
                     nan.max_logit_gap = gap
-                np.matmul(G[0], xa, out=gW)  # (k, d + 1)
+                np.matmul(G[0], xa, out=gW)  # (r, d + 1)
                 if self.wd:
                     self._decay(lr)
                 self.Va -= gW
                 return loss_sum / B, False
-        loss, bad, G = self._reference(step, j, coef, zt[0].T)
+        loss, bad, G = self._reference(step, j, coef, zt[0, : self.k].T)
         if bad and self.stop:
             return loss, bad
         np.matmul(G, xa, out=gW)
@@ -335,9 +356,10 @@ class FastSGD:
                 self._update(self.gW, lr)
                 return loss_sum / self.B, False
         z = self.z  # the reference takes the step: every logit first, then the gradient
+        Vk = self.Va[: self.k]
         for start, m, w in self.groups:
             rows = m * w
-            z[start : start + rows] = self._load(j, start, rows) @ self.Va.T  # (rows, k)
+            z[start : start + rows] = self._load(j, start, rows) @ Vk.T  # (rows, k)
         loss, bad, G = self._reference(step, j, coef, z)
         if bad and self.stop:
             return loss, bad
@@ -349,17 +371,16 @@ class FastSGD:
         return loss, bad
 
     def _grouped_pass(self, j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
-        """Every lane's share of the groups (lane 0 here, the others on helper threads), summed in a
-        fixed order: ``(loss_sum, gap)`` with the gradient in ``gW``, or None if a group is unhealthy."""
+        """Every lane's share of the groups (lane 0 here, the others on helper threads); the groups'
+        partial sums are then added in group order, whatever the lanes: ``(loss_sum, gap)`` with the
+        gradient in ``gW``, or None if a group is unhealthy."""
         for lane, helper in zip(self.lanes[1:], self.helpers):
             helper.submit(lane.run, self, j, t, kcoef)
-        results = [self.lanes[0].run(self, j, t, kcoef)] + [helper.result() for helper in self.helpers]
-        if any(r is None for r in results):
+        healthy = [self.lanes[0].run(self, j, t, kcoef)] + [helper.result() for helper in self.helpers]
+        if not all(healthy):
             return None
-        np.copyto(self.gW, self.lanes[0].gW)
-        for lane in self.lanes[1:]:
-            self.gW += lane.gW
-        return sum(r[0] for r in results), max(r[1] for r in results)
+        np.add.reduce(self.partials, axis=0, out=self.gW)  # (r, d + 1), group 0 first
+        return float(np.add.reduce(self.group_loss)), float(np.max(self.group_gap))
 
     def close(self) -> None:
         for helper in self.helpers:
@@ -367,7 +388,7 @@ class FastSGD:
 
     def _reference(self, step: int, j: int, coef, z: np.ndarray) -> tuple[float, bool, np.ndarray]:
         """The step by the reference loss on logits ``z`` (B, k) and the exact accounting; returns
-        ``(loss, bad, coef * dL/dz.T)``."""
+        ``(loss, bad, coef * dL/dz.T)`` (r, B), zero in the padding rows."""
         if self.full:  # logits in storage order; the reference sees the batch in its drawn order
             idx = self.perm
             z = z[idx]  # (B, k)
@@ -380,7 +401,8 @@ class FastSGD:
             unperm = np.empty_like(dz)
             unperm[idx] = dz
             dz = unperm
-        return loss, bad, np.multiply(dz.T, coef)  # (k, B)
+        np.multiply(dz.T, coef, out=self.G[: self.k])
+        return loss, bad, self.G
 
     def _decay(self, lr) -> None:
         self.V -= self.dtype(lr * self.wd) * self.V  # W -= lr * wd * W, in pixel units
@@ -395,5 +417,5 @@ class FastSGD:
 
     def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)`` (d, k) and (k,) from parameters in this layout."""
-        W = np.ascontiguousarray((params[:, : self.d] * self.kappa).T)
-        return W, params[:, self.d] * self.kappa
+        W = np.ascontiguousarray((params[: self.k, : self.d] * self.kappa).T)
+        return W, params[: self.k, self.d] * self.kappa

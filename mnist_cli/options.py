@@ -67,3 +67,20 @@ class FiniteFloat(click.FloatRange):
 
 
 POSITIVE = FiniteFloat(min=0, min_open=True)
+
+
+def threads_option(f):
+    """``--threads N`` (``MNIST_SOFTMAX_THREADS``): the tool's own threads; BLAS always runs on one."""
+    from mnist_cli.threads import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV
+
+    return click.option(
+        "--threads",
+        type=click.IntRange(1, MAX_THREADS),
+        envvar=THREADS_ENV,
+        show_envvar=True,
+        default=DEFAULT_THREADS,
+        show_default=True,
+        help="Threads for large batches (--full-batch) and evaluation. Results are bit-identical for any "
+        "value; BLAS always runs single-threaded (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS change nothing). "
+        "The default is fastest on a busy machine; more helps only full batches on idle cores.",
+    )(f)

@@ -28,7 +28,20 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "underflow_gap_limit": UNDERFLOW_GAP[result.config.dtype],
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,
+        "provenance": result.model.meta["provenance"],
     }
+
+
+def provenance_text(p: dict | None) -> str:
+    """One line naming what computed a result: threads, BLAS library and kernel, NumPy, CPU."""
+    if not isinstance(p, dict) or not p:  # a model saved before provenance was recorded (or tampered with)
+        return "not recorded"
+    libs = p.get("blas") if isinstance(p.get("blas"), list) else []
+    blas = ", ".join(f"{b.get('library')} {b.get('version')} {b.get('kernel') or ''}".rstrip()
+                     for b in libs if isinstance(b, dict))
+    threads = p.get("threads")
+    return (f"{threads} thread{'s' if threads != 1 else ''} (BLAS {p.get('blas_threads', '?')}), "
+            f"{blas or 'BLAS unknown'}, numpy {p.get('numpy')}, {p.get('cpu')}")
 
 
 def _first(step) -> str:
@@ -77,6 +90,7 @@ def format_train(s: dict) -> str:
         *[f"                  {line}" for line in nl[1:]],
         f"  underflow       {underflow}",
         f"  time            {s['seconds']:.3f} s training{rate}",
+        f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']} (--stop-on-nan)")
@@ -105,4 +119,6 @@ def format_evaluate(r: dict, split: str) -> str:
         "     " + " ".join(f"{d:>5}" for d in range(k)),
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
+    lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
+              f"evaluated with       {provenance_text(r.get('provenance'))}"]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import LOSSES, softmax
 from mnist_cli.metrics import accuracy
 from mnist_cli.model import DTYPES, INITS, N_CLASSES, Model
+from mnist_cli.threads import DEFAULT_THREADS, MAX_THREADS, blas_kernel, blas_pinned, provenance
 
 #: -log(smallest subnormal / 2) (about 104.0 in float32, 745.1 in float64): past this gap to the row
 #: maximum, exp() rounds to exactly 0 (see :func:`mnist_cli.forensics.underflow_limit`). Reported.
@@ -94,6 +95,7 @@ class TrainConfig:
     full_batch: bool = False  # one batch of all (limited) training examples per step: exact gradient descent
     fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
+    threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -123,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"average epochs must be at least 1, got {self.average_epochs}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be from 1 to {MAX_THREADS}, got {self.threads}")
 
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.
@@ -187,7 +191,7 @@ class TrainResult:
     losses: np.ndarray  # (steps,) float64, loss of each step (nan/inf kept)
     steps: int
     seconds: float
-    order_digest: str  # sha256 of the batch index sequence: equal runs saw equal batches
+    order_digest: str  # sha256 of the (index, label) pairs the engine consumed, step by step (consumed_digest)
     init_digest: str  # sha256 of the initial parameters
     snapshot: Snapshot | None = None
     stopped_early: bool = False
@@ -228,29 +232,57 @@ def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
 
 
-def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048) -> np.ndarray:
+def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
+                   threads: int = DEFAULT_THREADS) -> np.ndarray:
     """Logits ``scale_pixels(images) @ W + b`` of uint8 ``images`` (n, 784), to rounding.
 
-    Block by block to bound memory; each block is converted (not scaled) into one reused buffer
-    that stays in cache, and the scale is applied to ``W`` once instead: ``x @ (s * W)``.
+    Block by block to bound memory; each block is converted (not scaled) into a reused buffer that
+    stays in cache, and the scale is applied to ``W`` once instead: ``x @ (s * W)``. With ``threads >
+    1`` the blocks are shared out over that many threads; each block's rows are computed alike
+    whichever thread takes it, so the logits are bit-identical for any thread count.
     """
     dtype = model.W.dtype
     n, d = images.shape
     W = model.W * dtype.type(input_scale / 255.0)  # (d, k) in pixel units
     out = np.empty((n, model.b.shape[0]), dtype=dtype)  # (n, k)
-    x = np.empty((min(block, n), d), dtype=dtype)  # (block, d) reused
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, n, block):
-            xb = x[: min(block, n - start)]
-            np.copyto(xb, images[start : start + block], casting="unsafe")  # uint8 -> float
-            np.matmul(xb, W, out=out[start : start + block])
-        out += model.b
+    starts = list(range(0, n, block))
+    lanes = max(1, min(threads, len(starts)))
+
+    def lane(first: int) -> None:
+        x = np.empty((min(block, n), d), dtype=dtype)  # (block, d) reused by this lane
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in starts[first::lanes]:
+                xb = x[: min(block, n - start)]
+                np.copyto(xb, images[start : start + block], casting="unsafe")  # uint8 -> float
+                np.matmul(xb, W, out=out[start : start + block])
+                out[start : start + block] += model.b
+
+    with blas_pinned():
+        if lanes == 1:
+            lane(0)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(lanes, thread_name_prefix="mnist-softmax-eval") as pool:
+                list(pool.map(lane, range(lanes)))
     return out
 
 
-def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float) -> float:
+def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                      threads: int = DEFAULT_THREADS) -> float:
     """Accuracy of ``argmax(x @ W + b)``."""
-    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale), axis=1))
+    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale, threads=threads), axis=1))
+
+
+def consumed_digest(digest, indices: np.ndarray, labels: np.ndarray) -> None:
+    """Add the steps ``indices``, ``labels`` (steps, B) to ``digest`` (a hashlib sha256): for each step
+    the pairs ``(index, label)`` in index order, as int64 ``index * 256 + label``. The order within a
+    step does not change its sum, so an engine that reads a full batch in storage order and one that
+    reads it in the drawn order agree; one that gathers other rows, or builds its targets from other
+    labels, does not."""
+    keys = indices.astype(np.int64) * 256 + labels  # (steps, B); labels < 256
+    keys.sort(axis=1)
+    digest.update(keys.tobytes())
 
 
 class _Accounting:
@@ -318,15 +350,23 @@ class PlainSGD:
         self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
         self.x = np.empty((self.B, images.shape[1]), dtype=self.dtype)  # (B, 784) reused
         self.perm = None
+        self.taken: list[tuple[np.ndarray, np.ndarray]] = []  # this epoch's (indices, labels), step by step
 
     def begin_epoch(self, perm: np.ndarray, count: int) -> None:
         self.perm = perm
+        self.taken = []
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B) of the examples the first ``done`` steps of this epoch used."""
+        idx, y = zip(*self.taken[:done])
+        return np.stack(idx), np.stack(y)
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         W, b = self.W, self.b
         idx = self.perm[j * self.B : (j + 1) * self.B]
         np.multiply(self.images[idx], self.scale, out=self.x, dtype=self.dtype)  # (B, 784) gather + scale
         y = self.labels[idx]  # (B,)
+        self.taken.append((idx, y))
         z = self.x @ W  # (B, k)
         z += b
         loss, dz = self.loss_fn(z, y)
@@ -354,7 +394,7 @@ class PlainSGD:
 def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int, order_rng, progress,
               progress_every: int, on_log, log_every: int) -> tuple[np.ndarray, int, bool, np.ndarray, str]:
     """Run ``steps`` steps of ``engine`` over seeded epochs: learning-rate decay, averaging, callbacks,
-    stop on NaN. Returns ``(losses, steps done, stopped, final params, sha256 of the batch order)``."""
+    stop on NaN. Returns ``(losses, steps done, stopped, final params, digest of what the engine consumed)``."""
     per_epoch = n // config.batch_size
     losses = np.empty(steps, dtype=np.float64)
     nan = acct.nan
@@ -388,7 +428,7 @@ def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int
             if halt:
                 stopped, done = True, j + 1
                 break
-        order_hash.update(perm[: done * config.batch_size].tobytes())  # = the batches, in order
+        consumed_digest(order_hash, *engine.consumed(done))  # the examples the engine read, step by step
         if stopped:
             break
         if step % per_epoch == 0 and config.lr_decay != 1.0:
@@ -412,6 +452,8 @@ def train(
 
     ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps;
     ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags.
+    BLAS runs on one thread (:func:`mnist_cli.threads.blas_pinned`); ``config.threads`` of the tool's own
+    share out large batches, and no number depends on them.
     """
     config.validate()
     if config.train_limit is not None:
@@ -433,13 +475,14 @@ def train(
     if config.fast:
         from mnist_cli.fastpath import FAST_KERNELS, FastSGD
 
-        engine = FastSGD(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct)
+        engine = FastSGD(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct,
+                         kernel_name=blas_kernel())
     else:
         engine = PlainSGD(train_images, labels, model, config, loss_fn, acct)
 
     t0 = time.perf_counter()
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), blas_pinned():
             losses, step, stopped, params, order_digest = _schedule(
                 engine, acct, config, n, steps, order_rng, progress, progress_every, on_log, log_every)
     finally:
@@ -451,6 +494,7 @@ def train(
         "config": asdict(config),
         "steps": step,
         "nan": acct.nan.to_dict(),
+        "provenance": provenance(config.threads),
     }
     return TrainResult(
         config=config,

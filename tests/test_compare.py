@@ -54,10 +54,16 @@ SCENARIO = {
     "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "seed": int,
     "same_init": bool, "same_batches": bool, "expect": "per-loss", "runs": "per-loss",
 }
+PROVENANCE = {
+    "threads": int, "blas_threads": int,
+    "blas": [{"library": str, "version": OPT_STR, "kernel": OPT_STR, "threading": OPT_STR}],
+    "numpy": str, "python": str, "cpu": str, "cpus": OPT_INT, "mnist_softmax": str,
+}
 DOCUMENT = {
     "schema": str,
     "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
-                 "seeds": [int], "grid": str},
+                 "seeds": [int], "grid": str, "threads": int},
+    "provenance": PROVENANCE,
     "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
     "scenarios": [SCENARIO],
     "stability_map": {

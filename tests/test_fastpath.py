@@ -1,10 +1,11 @@
 """The fast SGD step (mnist_cli.fastpath) against the plain loop (``TrainConfig(fast=False)``) on real MNIST.
 
-"Equal to rounding" is checked as: the same batches and initial parameters (digests), the same NaN
-report (counts and first steps), losses and parameters within a few float ulps accumulated over the
-run. Three stress runs are chaotic: there the plain loop itself, given a hyper-parameter changed by one
-ulp, drifts from its own trajectory (``test_chaotic_runs_diverge_from_one_ulp``), so those are
-compared exactly on their NaN story and tightly only over the steps before the drift can grow.
+"Equal to rounding" is checked as: the same examples consumed and initial parameters (digests), the
+same NaN report (counts and first steps), losses and parameters within a few float ulps accumulated
+over the run. Three stress runs are chaotic: there the plain loop itself, given a hyper-parameter
+changed by one ulp, drifts from its own trajectory, so those are compared exactly on their NaN story
+and on their losses only over the first half of the steps in which the plain loop agrees with its
+nudged copy, to a tolerance derived from that copy's spread (never a number fitted on one machine).
 """
 
 from dataclasses import replace
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 from mnist_cli import fastpath
-from mnist_cli.fastpath import FAST_KERNELS, MAX_SUB_ROWS, FusedKernel, row_groups
-from mnist_cli.losses import LOSSES, fused
+from mnist_cli.fastpath import MAX_SUB_ROWS, FusedKernel, row_groups
+from mnist_cli.losses import fused
 from mnist_cli.train import TrainConfig, predict_logits, scale_pixels, train
 
 FLOAT_RTOL = {"float32": 2e-5, "float64": 1e-12}
@@ -117,39 +118,43 @@ def test_fast_equals_plain_when_naive_breaks(mnist, kw, first):
     assert fast.model.finite == plain.model.finite == bool(kw.get("stop_on_nan"))  # stopped before the NaN update
 
 
-CHAOTIC = {  # (config, steps before rounding differences can grow past rounding)
-    "fused raw pixels": (dict(loss="fused", input_scale=255), 40),
-    "clipped raw pixels": (dict(loss="clipped", input_scale=255), 40),
-    "naive lr 5 float64": (dict(loss="naive", lr=5.0, dtype="float64"), 50),
+CHAOTIC = {  # config; its lr is nudged by one ulp of its dtype to measure the plain loop's own spread
+    "fused raw pixels": dict(loss="fused", input_scale=255),
+    "clipped raw pixels": dict(loss="clipped", input_scale=255),
+    "naive lr 5 float64": dict(loss="naive", lr=5.0, dtype="float64"),
 }
 
-
-@pytest.mark.parametrize("kw, steps", CHAOTIC.values(), ids=CHAOTIC.keys())
-def test_fast_equals_plain_on_chaotic_runs(mnist, kw, steps):
-    fast, plain = pair(mnist, **kw, steps=steps)  # the prefix: everything equal to rounding
-    assert_same_story(fast, plain)
-    assert_same_numbers(fast, plain)
-    fast, plain = pair(mnist, **kw)  # the whole run: never a non-finite value in either
-    assert not fast.nan.any_nonfinite and not plain.nan.any_nonfinite  # fused and clipped never break
-    # underflow counts and the largest gap drift as the plain loop's own do from a one-ulp change
-    assert_same_story(fast, plain, underflow_rtol=1e-4, gap_rtol=0.05)
+NAN_STORY = ("steps_nan_loss", "steps_inf_loss", "steps_nonfinite_grad", "first_nan_loss_step",
+             "first_inf_loss_step", "first_nonfinite_grad_step", "params_nonfinite", "first_nonfinite_params_step",
+             "first_underflow_step")
 
 
-@pytest.mark.parametrize("kw, key, ulp", [(CHAOTIC["fused raw pixels"][0], "input_scale", 2.0**-23),
-                                          (CHAOTIC["naive lr 5 float64"][0], "lr", 2.0**-52)])
-def test_chaotic_runs_diverge_from_one_ulp(mnist, kw, key, ulp):
-    """Why the runs above are compared on a prefix: the plain loop drifts as far from itself."""
-    config = TrainConfig(fast=False, **kw)
-    a = train(mnist.train_images, mnist.train_labels, config)
-    b = train(mnist.train_images, mnist.train_labels, replace(config, **{key: getattr(config, key) * (1 + ulp)}))
-    drift = np.abs(a.losses - b.losses) / np.abs(a.losses)
-    assert drift.max() > 1e-2
-
-
-def test_every_fast_kernel_computes_its_loss():
-    assert set(FAST_KERNELS) <= set(LOSSES)
-    for name, kernel in FAST_KERNELS.items():
-        assert kernel.reference is LOSSES[name]
+@pytest.mark.parametrize("kw", CHAOTIC.values(), ids=CHAOTIC.keys())
+def test_fast_equals_plain_on_chaotic_runs(mnist, kw):
+    """Chaotic runs: rounding differences grow until the trajectories part, for the plain loop given a
+    one-ulp nudge as much as for the fast step. So: the NaN story must be identical over the whole run
+    (here: never a non-finite value), and the losses equal only while the plain loop still agrees with its
+    own nudged copy, to a tolerance derived from that copy's spread. Chaotic statistics (underflow counts,
+    the largest gap, accuracy) are not compared: their spread is the machine's, not the engine's."""
+    config = TrainConfig(**kw)
+    fast = train(mnist.train_images, mnist.train_labels, config)
+    plain = train(mnist.train_images, mnist.train_labels, replace(config, fast=False))
+    ulp = float(np.finfo(config.dtype).eps)  # lr * (1 + eps) is the next number of the dtype after lr
+    nudged = train(mnist.train_images, mnist.train_labels, replace(config, fast=False, lr=config.lr * (1 + ulp)))
+    assert fast.order_digest == plain.order_digest and fast.init_digest == plain.init_digest
+    f, p = fast.nan.to_dict(), plain.nan.to_dict()
+    assert {k: f[k] for k in NAN_STORY} == {k: p[k] for k in NAN_STORY}
+    assert not p["any_nonfinite"]  # fused, clipped and float64 at lr 5 never break, on any machine
+    rel = lambda a: np.abs(a.losses - plain.losses) / np.abs(plain.losses)  # noqa: E731  (steps,)
+    spread = rel(nudged)  # the plain loop's own spread after a one-ulp change
+    parted = np.flatnonzero(spread > 1e-3)  # where the nudged copy has visibly left the trajectory
+    # Half that horizon: rounding-level differences are still microscopic there, for an engine whose
+    # sums run in another order (a few ulps each step) as for the one-ulp nudge; 100x its spread.
+    prefix = (int(parted[0]) if parted.size else len(spread)) // 2
+    assert prefix >= 5  # the runs start alike (zeros init: the first steps are exact)
+    envelope = np.maximum(FLOAT_RTOL[config.dtype], 100 * np.maximum.accumulate(spread[:prefix]))
+    worst = int(np.argmax(rel(fast)[:prefix] / envelope))
+    assert rel(fast)[worst] <= envelope[worst], f"step {worst + 1}: fast {fast.losses[worst]} plain {plain.losses[worst]}"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -187,21 +192,22 @@ def test_row_groups_cover_the_batch_once(B):
     assert all(w <= MAX_SUB_ROWS for _, _, w in groups)
 
 
-def test_threads_do_not_change_the_story(mnist, monkeypatch):
-    """A full batch shared out over lanes (threads) equals one lane to rounding, NaN report and all.
-
-    The CPU count is forced (2, then 1): on a one-CPU runner both runs would otherwise have one lane."""
+@pytest.mark.parametrize("kw", [dict(full_batch=True, steps=3, train_limit=12000, lr=2.0),
+                                dict(full_batch=True, steps=4, train_limit=12000, input_scale=255)],
+                         ids=["healthy", "raw pixels: kernel and reference steps"])
+def test_threads_do_not_change_a_bit(mnist, monkeypatch, kw):
+    """A full batch shared out over 1, 2 or 3 threads (13 row groups: room for 3 lanes) gives bit-identical
+    losses, parameters and NaN report: each group's partial sum is added in group order."""
     lanes = []
     close = fastpath.FastSGD.close
     monkeypatch.setattr(fastpath.FastSGD, "close", lambda self: (lanes.append(len(self.lanes)), close(self))[1])
-    kw = dict(full_batch=True, steps=3, train_limit=12000, lr=2.0)  # 13 row groups: room for 3 lanes
-    monkeypatch.setattr(fastpath, "_cpus", lambda: 2)
-    two = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
-    monkeypatch.setattr(fastpath, "_cpus", lambda: 1)
-    one = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
-    assert lanes == [2, 1]
-    assert_same_story(two, one)
-    assert_same_numbers(two, one)
+    one, two, three = (train(mnist.train_images, mnist.train_labels, TrainConfig(threads=t, **kw)) for t in (1, 2, 3))
+    assert lanes == [1, 2, 3]
+    for other in (two, three):
+        np.testing.assert_array_equal(other.losses, one.losses)
+        np.testing.assert_array_equal(other.model.W, one.model.W)
+        np.testing.assert_array_equal(other.model.b, one.model.b)
+        assert other.nan.to_dict() == one.nan.to_dict() and other.order_digest == one.order_digest
 
 
 def test_predict_logits_equals_the_formula(mnist):

@@ -99,15 +99,17 @@ ORDERS = {
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("kw", ORDERS.values(), ids=ORDERS.keys())
 def test_the_trainer_sees_the_batches_batch_order_yields(mnist, fast, kw):
-    """batch_order() is the documented order: each run's order digest is the sha256 of its batches,
-    which are a fresh permutation per epoch with the remainder skipped."""
+    """batch_order() is the documented order: each run's order digest is the sha256 of the examples its
+    engine consumed, step by step: the (index, label) pairs of each batch in index order, as int64
+    ``index * 256 + label``. The batches are a fresh permutation per epoch with the remainder skipped."""
     r = train(mnist.train_images, mnist.train_labels, TrainConfig(fast=fast, **kw))
     n, B = kw.get("train_limit", len(mnist.train_labels)), r.config.batch_size
     batches = list(batch_order(n, B, r.steps, rngs(r.config.seed)[1]))
     assert len(batches) == r.steps and all(len(b) == B for b in batches)
     digest = hashlib.sha256()
     for batch in batches:
-        digest.update(batch.tobytes())
+        pairs = sorted((int(i), int(mnist.train_labels[i])) for i in batch)
+        digest.update(np.array([i * 256 + y for i, y in pairs], dtype=np.int64).tobytes())
     assert r.order_digest == digest.hexdigest()
     per_epoch = n // B
     for e in range(0, len(batches), per_epoch):
