@@ -135,7 +135,8 @@ def format_report(doc: dict) -> str:
         f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
         f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
         "scenario every loss starts from the same parameters and sees the same batches ("
-        + ("checked: init and batch digests agree)." if same else "NOT the case here: digests differ).")
+        + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
+           if same else "NOT the case here: the digests of the init or of the examples consumed differ).")
     )
     lines += ["", *_table(doc), ""]
     g = map_grid(doc["stability_map"])

@@ -5,6 +5,12 @@
     .venv/bin/python scripts/bench.py --json     # the table on stderr, one JSON document on stdout
     .venv/bin/python scripts/bench.py --quick    # fewer repeats, no scikit-learn (a few seconds)
 
+    .venv/bin/python scripts/bench.py --contended  # also each figure with one busy process beside it
+
+Every implementation runs under the same thread policy as ours: BLAS on one thread (NumPy loops inside
+``mnist_cli.threads.blas_pinned``, PyTorch with ``torch.set_num_threads(1)``, scikit-learn under
+threadpoolctl's limit of 1), so the ratios compare algorithms, not thread counts.
+
 The five figures of issue 5, each a ratio measured in this run (medians over interleaved repeats):
 
 1. tutorial   1000 steps of batch 100, fused, float32: ours / a plain NumPy loop (written below) and
@@ -20,8 +26,13 @@ The five figures of issue 5, each a ratio measured in this run (medians over int
 5. memory     peak RSS of a process that loads MNIST, trains the tutorial and evaluates, over the
               float32 size of the images it holds. Goal: <= 2.
 
+6. contended  (``--contended``) ours again with one CPU-bound process beside it (started here, bounded,
+              stopped after): the tutorial run, ``--preset best``, the default ``compare`` (16 runs),
+              the whole process and the full-batch step with 1 and 2 threads, each as contended / idle.
+              Goal: <= 1.3 for the tutorial, best and compare.
+
 PyTorch and scikit-learn are optional: a comparison that needs a missing one is skipped with a note.
-The machine's load average is printed: on a shared machine, rerun before trusting a close call.
+The machine's load average is printed, with a warning when it is high: rerun before trusting a close call.
 The exit code is 1 when implementations that are compared disagree on accuracy.
 """
 
@@ -43,20 +54,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mnist_cli.compare import CompareConfig, run_compare  # noqa: E402
 from mnist_cli.data import load_mnist  # noqa: E402
+from mnist_cli.threads import blas_pinned, provenance  # noqa: E402
 from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy, rngs, train  # noqa: E402
 
 SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or ROOT.parent / "shared/datasets/mnist")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 ACC_TOL = 0.002  # implementations on the same batches must agree on test accuracy within this
 GOALS = {"tutorial_vs_numpy": 0.75, "tutorial_vs_torch": 0.25, "full_batch_vs_numpy": 0.6, "cli_seconds": 0.6,
-         "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0}
+         "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0, "contended_vs_idle": 1.3}
 
 
 # ----------------------------------------------------------------------------- the plain references
 
 def numpy_tutorial(X, labels, steps=1000, B=100, lr=0.5, seed=0):
     """The straightforward NumPy loop: gather by fancy indexing, matmul, softmax, ``X.T @ G``."""
+    with blas_pinned():  # the same thread policy as ours
+        return _numpy_tutorial(X, labels, steps, B, lr, seed)
+
+
+def _numpy_tutorial(X, labels, steps, B, lr, seed):
     _, rng = rngs(seed)  # the batch order mnist_cli.train draws: same seed, same batches
     n = X.shape[0]
     W = np.zeros((X.shape[1], 10), np.float32)
@@ -90,6 +108,7 @@ def torch_tutorial(Xt, yt, steps=1000, B=100, lr=0.5, seed=0):
     import torch
     import torch.nn.functional as F
 
+    torch.set_num_threads(1)  # the same thread policy as ours and the NumPy loop's
     _, rng = rngs(seed)
     n = Xt.shape[0]
     W = torch.zeros(Xt.shape[1], 10, requires_grad=True)
@@ -115,6 +134,11 @@ def torch_tutorial(Xt, yt, steps=1000, B=100, lr=0.5, seed=0):
 
 def numpy_full_batch_step(X32, labels, W, b, lr):
     """One straightforward full-batch step on the float32 images: forward, softmax, ``X.T @ G``."""
+    with blas_pinned():
+        return _numpy_full_batch_step(X32, labels, W, b, lr)
+
+
+def _numpy_full_batch_step(X32, labels, W, b, lr):
     n = X32.shape[0]
     z = X32 @ W + b  # (n, 10)
     z -= z.max(axis=1, keepdims=True)
@@ -131,7 +155,8 @@ def numpy_full_batch_step(X32, labels, W, b, lr):
 
 def memory_floor(X32, ones):
     """One read of the float32 images: a memory-bound ``ones @ X`` (the fastest full read we found)."""
-    return ones @ X32
+    with blas_pinned():
+        return ones @ X32
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -156,25 +181,16 @@ def accuracy_of(W, b, images, labels):
 
 
 def blas_info() -> dict:
+    from threadpoolctl import threadpool_info
+
     info = {"numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
-            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                                          "threading_layer", "filepath")}
-                               for p in threadpool_info()]
-    except ImportError:
-        info["threadpools"] = "threadpoolctl not installed (pip install threadpoolctl)"
+            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "provenance": provenance(1)}
+    info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                                      "threading_layer", "filepath")}
+                           for p in threadpool_info()]
     return info
-
-
-def _lanes(n: int) -> int:
-    from mnist_cli import fastpath
-
-    groups = fastpath.row_groups(n)
-    return max(1, min(fastpath._cpus(), fastpath.MAX_LANES, len(groups) // fastpath.MIN_GROUPS_PER_LANE))
 
 
 def have(module: str) -> bool:
@@ -346,6 +362,7 @@ def bench_full_batch(d, repeats: int, steps: int) -> dict:
     W, b = np.zeros((784, 10), np.float32), np.zeros(10, np.float32)
     times = interleaved({
         "ours": lambda: train(X, y, TrainConfig(full_batch=True, steps=steps, lr=lr)),
+        "ours_2_threads": lambda: train(X, y, TrainConfig(full_batch=True, steps=steps, lr=lr, threads=2)),
         "numpy": lambda: [numpy_full_batch_step(X32, labels, W, b, lr) for _ in range(steps)],
         "floor": lambda: [memory_floor(X32, ones) for _ in range(steps)],
     }, repeats)
@@ -353,7 +370,7 @@ def bench_full_batch(d, repeats: int, steps: int) -> dict:
     t = {k: v["median"] for k, v in per_step.items()}
     return {
         "profile_ms_single_thread": profile_full_batch(d),
-        "lanes": _lanes(X.shape[0]),
+        "ratio_2_threads_vs_1": t["ours_2_threads"] / t["ours"],
         "steps_per_run": steps,
         "accuracy": accs,
         "accuracy_agrees": abs(accs["ours"] - accs["numpy"]) <= ACC_TOL,
@@ -376,7 +393,8 @@ from mnist_cli.data import load_mnist
 d = load_mnist(sys.argv[1], offline=True)
 X, Xt = d.train_images / 255.0, d.test_images / 255.0  # what a scikit-learn user writes: float64 in [0, 1]
 clf = LogisticRegression()  # the defaults: lbfgs, C=1, max_iter=100
-with warnings.catch_warnings(record=True) as caught:
+from threadpoolctl import threadpool_limits
+with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:  # the same thread policy as ours
     warnings.simplefilter("always", ConvergenceWarning)
     t0 = time.perf_counter()
     clf.fit(X, d.train_labels)
@@ -495,6 +513,74 @@ def bench_cli(data_dir: Path, repeats: int) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- contended: one busy neighbour
+
+_SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+class Neighbour:
+    """One CPU-bound process beside the bench while the ``with`` body runs: what every CI runner and
+    laptop has. Bounded (it exits by itself after ``seconds``) and stopped on exit."""
+
+    def __init__(self, seconds: float = 600.0):
+        self.seconds = seconds
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _SPIN.format(seconds=self.seconds)])
+        time.sleep(0.2)  # let it get going
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _process_seconds(data_dir: Path, args: list[str]) -> float:
+    """Wall seconds of one whole ``mnist-softmax`` process (data cached)."""
+    cli = Path(sys.executable).with_name("mnist-softmax")
+    env = {**os.environ, "MNIST_SOFTMAX_DATA_DIR": str(data_dir), "MNIST_SOFTMAX_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([str(cli), *args, "--quiet"], check=True, capture_output=True, env=env)
+    return time.perf_counter() - t0
+
+
+def bench_contended(d, data_dir: Path, repeats: int) -> dict:
+    """Each of our figures idle and with one busy process beside it, rounds alternating (idle, busy,
+    idle, ...) so that drifting machine noise hits both alike; contended / idle per figure."""
+    X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
+    fns = {
+        "tutorial run (1000 x 100)": lambda: train(X, y, TrainConfig()),
+        "--preset best": lambda: train(X, y, TrainConfig(**PRESETS["best"])),
+        "default compare (16 runs)": lambda: run_compare(X, y, Xt, yt, CompareConfig()),
+        "whole process train --loss fused": lambda: _process_seconds(data_dir, ["train", "--loss", "fused"]),
+        "full batch x3, --threads 1": lambda: train(X, y, TrainConfig(full_batch=True, steps=3)),
+        "full batch x3, --threads 2": lambda: train(X, y, TrainConfig(full_batch=True, steps=3, threads=2)),
+    }
+    idle, busy = {k: [] for k in fns}, {k: [] for k in fns}
+    for name, fn in fns.items():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for times, neighbour in ((idle, None), (busy, Neighbour())):
+            if neighbour is not None:
+                neighbour.__enter__()
+            try:
+                for name, fn in fns.items():
+                    t0 = time.perf_counter()
+                    own = fn()
+                    times[name].append(own if isinstance(own, float) else time.perf_counter() - t0)
+            finally:
+                if neighbour is not None:
+                    neighbour.__exit__(None, None, None)
+    out = {}
+    for name in fns:
+        i, b = statistics.median(idle[name]), statistics.median(busy[name])
+        out[name] = {"idle": i, "contended": b, "ratio": b / i}
+    for name in ("tutorial run (1000 x 100)", "--preset best", "default compare (16 runs)"):
+        out[name]["goal"] = out[name]["ratio"] <= GOALS["contended_vs_idle"]
+    return {"figures": out, "repeats": repeats}
+
+
 # ----------------------------------------------------------------------------- report
 
 def _goal(ok) -> str:
@@ -523,6 +609,9 @@ def table(doc: dict) -> str:
     if start and end:
         add(f"  load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end: other work on the machine "
             "slows every figure")
+    if start and start[0] > 0.5 * (blas["cpu_count"] or 1):
+        add(f"  WARNING: load average {start[0]:.2f} on {blas['cpu_count']} CPUs at the start: other work is running; "
+            "idle figures are not idle, rerun on a quiet machine before trusting a close call")
     if blas["env"]:
         add(f"  environment: {blas['env']}")
     add(f"\n   {'figure':44s} {'median':>12s} {'ratio':>8s} {'goal':>9s}  result")
@@ -542,7 +631,8 @@ def table(doc: dict) -> str:
     if f := doc.get("full_batch"):
         ft = f["times_per_step"]
         add("2. full batch: one step over 60000 images, float32")
-        add(_row(f"ours (row groups from uint8, {f['lanes']} threads)", ft["ours"]["median"]))
+        add(_row("ours (row groups from uint8, --threads 1, the default)", ft["ours"]["median"]))
+        add(_row("ours, --threads 2", ft["ours_2_threads"]["median"], f["ratio_2_threads_vs_1"], "", "2 threads / 1"))
         add(_row("plain NumPy pass (float32 X)", ft["numpy"]["median"], f["ratio_vs_numpy"], "<= 0.6",
                  _goal(f["goal_vs_numpy"])))
         add(_row("memory floor: one read of float32 X", ft["floor"]["median"], f["ratio_vs_floor"], "", "ours / floor"))
@@ -567,6 +657,13 @@ def table(doc: dict) -> str:
                      f"{'' if s['converged'] else ', not converged'}"))
         for note in bst["notes"]:
             add(f"   note: {note}")
+    if c := doc.get("contended"):
+        add(f"6. one busy process beside us (idle / contended medians of {c['repeats']} alternating rounds)")
+        add(f"   {'figure':44s} {'idle':>12s} {'contended':>12s} {'ratio':>8s} {'goal':>9s}  result")
+        for name, f in c["figures"].items():
+            goal = "<= 1.3" if "goal" in f else ""
+            add(f"   {name:44s} {f['idle'] * 1e3:9.1f} ms {f['contended'] * 1e3:9.1f} ms {f['ratio']:8.3f} {goal:>9s}  "
+                f"{_goal(f.get('goal')) if goal else ''}".rstrip())
     if m := doc.get("memory"):
         add("5. peak memory: load + tutorial + evaluate, in a fresh process")
         add(_row(f"peak RSS {m['peak_rss'] / 2**20:.0f} MB / float32 images {m['float32_bytes'] / 2**20:.0f} MB",
@@ -581,8 +678,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 9, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
-    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run")
+    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run (also: contended)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--contended", action="store_true",
+                    help="also run our figures with one busy process beside them (contended / idle)")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
@@ -607,9 +706,11 @@ def main(argv=None) -> int:
             doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 10)
         if "tutorial" in only:
             doc["tutorial"] = bench_tutorial(d, data_dir, repeats, with_torch=not args.no_torch)
+        if args.contended or "contended" in only:
+            doc["contended"] = bench_contended(d, data_dir, 2 if args.quick else 3)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
-                               "load_average_at_end") if k in doc}  # in the order of the issue
+                               "contended", "load_average_at_end") if k in doc}  # in the order of the issue
     report = table(doc)
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:

@@ -217,3 +217,32 @@ def test_predict_logits_equals_the_formula(mnist):
         expected = scale_pixels(images, scale, np.float32) @ result.model.W + result.model.b
         got = predict_logits(result.model, images, scale, block=1024)  # blocks of 1024 and a remainder
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def _buggy(monkeypatch, what):
+    """Make FastSGD build its batches wrong, as the fast path once did for batch == n <= 120 (rows
+    gathered in the drawn order, targets built from the labels in storage order)."""
+    begin = fastpath.FastSGD.begin_epoch
+
+    def begin_epoch(self, perm, count):
+        begin(self, perm, count)
+        if what == "labels":  # targets from the labels in storage order
+            self.t = self.labels[: count * self.B].reshape(count, self.B) * self.width + self.offset
+        else:  # rows one batch off: the right labels, the wrong images
+            self.batches = np.roll(self.batches, 1, axis=0)
+
+    monkeypatch.setattr(fastpath.FastSGD, "begin_epoch", begin_epoch)
+
+
+@pytest.mark.parametrize("what", ["labels", "rows"])
+def test_digests_catch_an_engine_that_consumes_the_wrong_examples(mnist, monkeypatch, what):
+    """The order digest is what each engine consumed, not a value computed before it ran: an engine that
+    gathers the wrong rows or targets the wrong labels gets a digest of its own."""
+    kw = dict(batch_size=100, train_limit=100 if what == "labels" else 1000, steps=20)
+    plain = train(mnist.train_images, mnist.train_labels, TrainConfig(fast=False, **kw))
+    right = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    assert right.order_digest == plain.order_digest
+    _buggy(monkeypatch, what)
+    wrong = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
+    assert wrong.order_digest != plain.order_digest
+    assert wrong.init_digest == plain.init_digest  # the init was right: only the batches differ
