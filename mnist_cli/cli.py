@@ -13,8 +13,9 @@ import sys
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import MnistError
+from mnist_cli.errors import MnistError, SettingsError
 from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options, threads_option
+from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRESETS, TUTORIAL
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
@@ -26,6 +27,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except SettingsError as exc:  # a setting that cannot work: worded with its flag, exit 2
+            raise click.UsageError(exc.text(_flag)) from None
         except MnistError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -34,6 +37,14 @@ class _Group(click.Group):
         except OSError as exc:  # disk full, permission denied, ... outside what the library wrapped
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{exc.strerror or exc}{name}: check the path and free space.") from None
+
+
+#: Library setting names whose flag is not ``--`` + the name with dashes.
+_FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "average": "--average-epochs"}
+
+
+def _flag(setting: str) -> str:
+    return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 def _print_json(obj) -> None:
@@ -91,30 +102,34 @@ def _load_data(data_dir, mirrors, offline, quiet):
 
 
 @main.command()
-@click.option("--loss", type=click.Choice(["fused", "naive", "clipped"]), default=None,
+@click.option("--loss", type=click.Choice(LOSS_NAMES), default=None,
               help="fused = softmax_cross_entropy_with_logits; naive = -sum(y_*log(softmax(z))); "
-              "clipped = log(clip(p, 1e-10, 1)).  [default: fused]")
-@click.option("--preset", type=click.Choice(["tutorial", "best"]), default="tutorial", show_default=True,
+              f"clipped = log(clip(p, 1e-10, 1)).  [default: {TUTORIAL.loss}]")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tutorial", show_default=True,
               help="Starting hyper-parameters; flags given explicitly override them.")
-@click.option("--lr", type=POSITIVE, default=None, help="Learning rate.  [default: 0.5]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Examples per step.  [default: 100]")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps.  [default: 1000]")
+@click.option("--lr", type=POSITIVE, default=None, help=f"Learning rate.  [default: {TUTORIAL.lr:g}]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Examples per step.  [default: {TUTORIAL.batch_size}]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"SGD steps.  [default: {TUTORIAL.steps}]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Train for N passes over the data instead of --steps.")
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
-@click.option("--init", type=click.Choice(["zeros", "normal"]), default=None, help="Initial W.  [default: zeros]")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="Dtype of every array.  [default: float32]")
+@click.option("--init", type=click.Choice(INIT_NAMES), default=None, help=f"Initial W.  [default: {TUTORIAL.init}]")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
+              help=f"Dtype of every array.  [default: {TUTORIAL.dtype}]")
 @click.option("--input-scale", type=POSITIVE, default=None,
-              help="Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake.  [default: 1]")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Drives init and shuffling: same seed, same numbers.  [default: 0]")
+              help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake.  [default: {TUTORIAL.input_scale:g}]")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help=f"Drives init and shuffling: same seed, same numbers.  [default: {TUTORIAL.seed}]")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples only (smoke runs).")
 @click.option("--lr-decay", type=FiniteFloat(min=0, max=1, min_open=True), default=None,
-              help="Multiply the learning rate by this after each epoch.  [default: 1 = constant]")
-@click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="L2 penalty on W.  [default: 0]")
+              help=f"Multiply the learning rate by this after each epoch.  [default: {TUTORIAL.lr_decay:g} = constant]")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
+              help=f"L2 penalty on W.  [default: {TUTORIAL.weight_decay:g}]")
 @click.option("--average-epochs", type=click.IntRange(min=1), default=None,
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
-@click.option("--plain-loop", is_flag=True,
+@click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
-@click.option("--stop-on-nan", is_flag=True, help="Stop at the first non-finite loss or gradient (TF would go on).")
+@click.option("--stop-on-nan", is_flag=True, default=None, help="Stop at the first non-finite loss or gradient (TF would go on).")
 @click.option("--fail-on-nan", is_flag=True, help=f"Exit with code {EXIT_NAN} if any non-finite value occurred (CI).")
 @click.option("--explain-nan", is_flag=True, help="Explain the first non-finite step: which example, which logit gap, which operation.")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None, help="Write parameters and metadata to this .npz.")
@@ -123,9 +138,8 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @threads_option
 @data_options
 @output_options
-def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, input_scale, seed, train_limit,
-          lr_decay, weight_decay, average_epochs, plain_loop, stop_on_nan, fail_on_nan, explain_nan, save_path, metrics_out, log_every,
-          threads, data_dir, mirrors, offline, as_json, quiet):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, data_dir, mirrors, offline, as_json,
+          quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -140,103 +154,47 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
       mnist-softmax train --preset best --save best.npz
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
-    from mnist_cli.progress import bars_enabled, make_bar
-    from mnist_cli.report import format_train, jsonable, train_summary
-    from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy
-    from mnist_cli.train import train as run_train
+    from mnist_cli.fileio import check_writable, jsonable
+    from mnist_cli.present import format_train
+    from mnist_cli.session import run_session, total_steps
+    from mnist_cli.settings import train_config
 
-    if steps is not None and epochs is not None:
-        raise click.UsageError("give --steps or --epochs, not both")
-    if full_batch and batch_size is not None:
-        raise click.UsageError("--full-batch sets the batch to all training examples: drop --batch-size")
-    from mnist_cli.fileio import check_writable
-
+    config = train_config(preset, **settings)
     for path, what in ((save_path, "--save path"), (metrics_out, "--metrics-out path")):
         if path:
             check_writable(path, what)  # fail now, not after training
-    overrides = dict(loss=loss, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs, init=init, dtype=dtype,
-                     input_scale=input_scale, seed=seed, train_limit=train_limit, lr_decay=lr_decay,
-                     weight_decay=weight_decay, full_batch=full_batch, threads=threads)
-    settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    if epochs is not None:
-        settings["steps"] = None
-    elif steps is not None:
-        settings["epochs"] = None  # an explicit --steps overrides a preset's epochs
-    if average_epochs is not None:
-        settings.update(average=True, average_epochs=average_epochs)
-    if plain_loop:
-        settings["fast"] = False
-    if stop_on_nan:
-        settings["stop_on_nan"] = True
-    try:
-        config = TrainConfig(**settings)
-        config.validate()
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
-
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    records = [] if metrics_out else None
-    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
-    per_epoch = 1 if config.full_batch else n_train // config.batch_size
-    bar = make_bar(config.epochs * per_epoch if config.epochs else config.steps, "train", "step",
-                   bars_enabled(quiet or as_json))
-
-    def progress(step, loss_value, n_bad):
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
-
-    def on_log(step, record):
-        records.append(record)
-
-    try:
-        result = run_train(data.train_images, data.train_labels, config,
-                           progress=progress if bar is not None else None,
-                           on_log=on_log if records is not None else None, log_every=log_every)
-    except ValueError as exc:  # e.g. a batch larger than the (limited) training set
-        raise click.UsageError(str(exc)) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    summary = train_summary(
-        result,
-        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
-                                        threads=threads),
-        train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
-                                         config.input_scale, threads=threads),
-        n_test=len(data.test_labels),
-        n_train=n_train,
-    )
-    summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
-    explanation = None
-    if explain_nan and result.snapshot is not None:
-        from mnist_cli.forensics import explain, format_explanation
-
-        explanation = explain(result.snapshot, config.dtype, config.loss)
-        summary["explanation"] = explanation
+    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json) as progress:
+        session = run_session(data, config, explain=explain_nan, progress=progress,
+                              log_every=log_every if metrics_out else 0)
     if save_path:
-        result.model.meta.update(test_accuracy=summary["test_accuracy"], dataset_checksums=data.checksums,
-                                 numpy_version=__import__("numpy").__version__, mnist_softmax_version=__version__)
-        summary["saved"] = str(result.model.save(save_path))
-    if records is not None:
-        records.append({"step": result.steps, "final": True, "loss": result.final_loss,
-                        "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"],
-                        "provenance": summary["provenance"]})
-        from mnist_cli.fileio import atomic_write
-
-        with atomic_write(metrics_out, "--metrics-out path") as fh:
-            fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in records).encode())
-
-    if as_json:
-        _print_json(jsonable(summary))
-    else:
-        click.echo(format_train(summary))
-        if explain_nan:
-            click.echo("")
-            click.echo(format_explanation(explanation) if explanation else "No non-finite step to explain.")
-        if save_path:
-            click.echo(f"  saved           {summary['saved']}")
-    if fail_on_nan and result.nan.any_nonfinite:
+        session.save(save_path)
+    if metrics_out:
+        session.write_metrics(metrics_out)
+    click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
+               else format_train(session.summary, explain=explain_nan))
+    if fail_on_nan and session.result.nan.any_nonfinite:
         sys.exit(EXIT_NAN)
+
+
+class _step_bar:
+    """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
+
+    def __init__(self, total: int, desc: str, unit: str, quiet: bool):
+        from mnist_cli.progress import bars_enabled, make_bar
+
+        self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
+
+    def __enter__(self):
+        return self.update if self.bar is not None else None
+
+    def update(self, step, loss_value, n_bad):
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 @main.command()
@@ -261,24 +219,13 @@ def evaluate(model_path, split, input_scale, threads, data_dir, mirrors, offline
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
     """
-    from mnist_cli.evaluate import evaluate_model
-    from mnist_cli.model import Model
-    from mnist_cli.report import format_evaluate, jsonable
+    from mnist_cli.evaluate import evaluate_file
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.present import format_evaluate
 
-    model = Model.load(model_path)
-    if input_scale is None:
-        input_scale = model.input_scale
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
-    from mnist_cli.threads import provenance
-
-    report = evaluate_model(model, images, labels, input_scale, threads=threads)
-    report.update(split=split, model=str(model_path), input_scale=input_scale, provenance=provenance(threads),
-                  training_provenance=model.meta.get("provenance"))
-    if as_json:
-        _print_json(jsonable(report))
-    else:
-        click.echo(format_evaluate(report, split))
+    report = evaluate_file(model_path, data, split=split, input_scale=input_scale, threads=threads)
+    click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -323,7 +270,7 @@ def _seed(text: str) -> int:
 
 @main.command()
 @click.option("--losses", default="naive,fused", show_default=True, metavar="LIST",
-              callback=_comma_list(str, "losses", ("naive", "fused", "clipped")),
+              callback=_comma_list(str, "losses", LOSS_NAMES),
               help="Losses to compare (naive, fused, clipped), each trained from the same init on the same batches.")
 @click.option("--lr", "lrs", default=None, metavar="LIST", callback=_comma_list(_positive, "positive numbers"),
               help="Learning rates to sweep, e.g. 0.5,2,5. Any of --lr/--input-scale/--dtype runs their grid "
@@ -331,7 +278,7 @@ def _seed(text: str) -> int:
 @click.option("--input-scale", "input_scales", default=None, metavar="LIST",
               callback=_comma_list(_positive, "positive numbers"), help="Pixel scales to sweep, e.g. 1,255.")
 @click.option("--dtype", "dtypes", default=None, metavar="LIST",
-              callback=_comma_list(str, "dtypes", ("float32", "float64")), help="Dtypes to sweep: float32,float64.")
+              callback=_comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
               help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps per run.  [default: 1000; 200 with --smoke]")
@@ -378,73 +325,44 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import (SMOKE, CompareConfig, planned_checks, probe_outputs, run_compare, to_document,
-                                   write_metrics)
-    from mnist_cli.compare_report import format_report
-    from mnist_cli.progress import bars_enabled, make_bar
-    from mnist_cli.report import jsonable
+    from mnist_cli.compare import compare_config, planned_checks, probe_outputs, publish, run_compare
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.present import format_report
 
-    preset = SMOKE if smoke else {}
-    config = CompareConfig(
-        losses=losses, lrs=lrs or (), input_scales=input_scales or (), dtypes=dtypes or (), seeds=seeds,
-        steps=steps or preset.get("steps", CompareConfig.steps), batch_size=batch_size,
-        train_limit=train_limit or preset.get("train_limit"), log_every=log_every if metrics_out else 0,
-        threads=threads,
-    )
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
+                            steps=steps, batch_size=batch_size, train_limit=train_limit,
+                            log_every=log_every if metrics_out else 0, threads=threads)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
-        nothing = click.ClickException(
-            f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers --losses "
-            f"{','.join(losses)} in these settings (fused is checked in every setting, naive in the named "
-            "scenarios); add fused to --losses."
-        )
-        nothing.exit_code = EXIT_EXPECTATION
-        raise nothing
-    if plot_path:
-        from mnist_cli.plot import require_matplotlib
-
-        require_matplotlib()  # fail before the runs, not after
-    probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # likewise: an unwritable path costs no runs
-
+        raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
+                    f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
+                    "named scenarios); add fused to --losses.")
+    probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    n_runs = len(config.cells()) * len(config.losses)
-    bar = make_bar(n_runs, "compare", "run", bars_enabled(quiet or as_json))
-
-    def on_run(done, total, label):
-        bar.update(1)
-        bar.set_postfix_str(label, refresh=False)
-
-    try:
+    with _run_bar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
-                             on_run=on_run if bar is not None else None)
-    except ValueError as exc:  # e.g. a batch larger than the (limited) training set
-        raise click.UsageError(str(exc)) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    doc = to_document(result)
-    doc["data"].update(dir=str(data.data_dir), verified=data.verified)
-    if metrics_out:
-        doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
-    if plot_path:
-        from mnist_cli.plot import plot_compare
-
-        doc["plot"] = str(plot_compare(result, plot_path, doc))
-
-    if as_json:
-        _print_json(jsonable(doc))
-    else:
-        click.echo(format_report(doc))
-        for key, what in (("metrics_files", "per-run curves"), ("plot", "plot")):
-            if key in doc:
-                where = metrics_out if key == "metrics_files" else doc[key]
-                click.echo(f"Wrote {what}: {where}")
-        click.echo(f"{n_runs} runs in {result.seconds:.1f} s.")
+                             on_run=on_run)
+    doc = publish(result, data, metrics_out=metrics_out, plot=plot_path)
+    click.echo(json.dumps(jsonable(doc), indent=2, allow_nan=False) if as_json else format_report(doc))
     if (smoke or check) and not doc["ok"]:
         sys.exit(EXIT_EXPECTATION)
+
+
+def _exit(code: int, message: str) -> click.ClickException:
+    """A one-line error with its own exit code."""
+    error = click.ClickException(message)
+    error.exit_code = code
+    return error
+
+
+class _run_bar(_step_bar):
+    """A progress bar of ``total`` runs as an ``on_run(done, total, label)`` callback (None when off)."""
+
+    def __init__(self, total: int, quiet: bool):
+        super().__init__(total, "compare", "run", quiet)
+
+    def update(self, done, total, label):
+        self.bar.update(1)
+        self.bar.set_postfix_str(label, refresh=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,10 @@
 """Run several losses from the same initial parameters on the same batches, over a grid of settings.
 
-    >>> result = run_compare(d.train_images, d.train_labels, d.test_images, d.test_labels,
-    ...                      CompareConfig())                                   # doctest: +SKIP
-    >>> doc = to_document(result)                                               # doctest: +SKIP
-    >>> doc["scenarios"][1]["runs"]["naive"]["first_nonfinite_step"]            # doctest: +SKIP
-    2
+    result = run_compare(d.train_images, d.train_labels, d.test_images, d.test_labels,
+                         CompareConfig())
+    doc = to_document(result)
+    doc["scenarios"][1]["runs"]["naive"]["first_nonfinite_step"]
+    # -> 2
 
 A *cell* is one setting of (lr, input scale, dtype, seed); every selected loss is trained in every
 cell. ``train`` draws the initial parameters and the batch order from the seed alone, so within a
@@ -12,7 +12,7 @@ cell the runs differ by the loss only; each run records digests of both and the 
 whether they agree. With no sweep given, the cells are the :data:`SCENARIOS` table; a sweep
 (``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that matches
 a scenario keeps its name and expectation. :func:`to_document` turns the result into one JSON-able
-dict (documented in the README); :mod:`mnist_cli.compare_report` renders it as text.
+dict (documented in the README); :mod:`mnist_cli.present` words it, :mod:`mnist_cli.plot` draws it.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from mnist_cli.errors import ConfigError, OutputError
+from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.evaluate import evaluate_model
-from mnist_cli.fileio import atomic_write, check_writable
+from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain
-from mnist_cli.report import jsonable
+from mnist_cli.present import conclusion, number_text
 from mnist_cli.threads import provenance
 from mnist_cli.train import TrainConfig, TrainResult, train
 
@@ -91,13 +91,6 @@ class Cell:
     label: str = ""
 
 
-def number_text(x: float) -> str:
-    """``x`` as short as ``:g`` writes it when that reads back as ``x``, else with every digit needed
-    (``0.1000001``, not ``0.1``): distinct values always get distinct labels and file names."""
-    short = f"{x:g}"
-    return short if float(short) == x else repr(float(x))
-
-
 @dataclass(frozen=True)
 class CompareConfig:
     """What to compare. Empty sweep tuples mean: the :data:`SCENARIOS` table."""
@@ -138,22 +131,34 @@ class CompareConfig:
                            threads=self.threads)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
+        """:class:`SettingsError` naming the first setting that cannot work."""
         if not self.losses:
-            raise ValueError("give at least one loss")
-        if len(set(self.losses)) != len(self.losses):
-            raise ValueError(f"a loss is listed twice: {','.join(self.losses)}")
+            raise SettingsError("losses", "give at least one loss")
         if not self.seeds:
-            raise ValueError("give at least one seed")
-        for axis in ("lrs", "input_scales", "dtypes", "seeds"):
+            raise SettingsError("seeds", "give at least one seed")
+        for axis in ("losses", "lrs", "input_scales", "dtypes", "seeds"):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
-                raise ValueError(f"a value is listed twice in {axis}: {values}")
+                raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
         if self.log_every < 0:
-            raise ValueError(f"log_every must be >= 0, got {self.log_every}")
+            raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():
             for loss in self.losses:
                 self.train_config(cell, loss).validate()
+
+
+def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
+                   steps=None, batch_size=None, train_limit=None, log_every=0, threads=None) -> CompareConfig:
+    """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
+    the defaults those of :data:`SMOKE`)."""
+    preset = SMOKE if smoke else {}
+    given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
+                 steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
+                 log_every=log_every, threads=threads)
+    config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                              for k, v in given.items() if v is not None})
+    config.validate()
+    return config
 
 
 @dataclass
@@ -181,13 +186,14 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
                 config: CompareConfig, *, on_run: Callable[[int, int, str], None] | None = None) -> CompareResult:
     """Train every loss in every cell on the shared (decoded once) arrays.
 
-    ``on_run(done, total, label)`` is called after each run. Raises ValueError for settings that
+    ``on_run(done, total, label)`` is called after each run. Raises SettingsError for settings that
     cannot work (see :meth:`CompareConfig.validate`).
     """
     config.validate()
     n_train = len(train_labels) if config.train_limit is None else min(config.train_limit, len(train_labels))
     if n_train < config.batch_size:
-        raise ValueError(f"batch size {config.batch_size} is larger than the {n_train} training examples")
+        raise SettingsError(("batch_size", "train_limit"),
+                            f"batch size {config.batch_size} is larger than the {n_train} training examples")
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     runs = []
     t0 = time.perf_counter()
@@ -279,23 +285,6 @@ def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
     }
 
 
-def map_grid(m: dict) -> dict:
-    """Lay a :func:`stability_map` out as a 2-D table: one varying axis across (seed first, then input
-    scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
-    (None = never); ``ran[row][col]`` is False for a combination the grid did not contain."""
-    col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
-    row_axes = [a for a in m["axes"] if a != col_axis]
-    cols = m["values"][col_axis]
-    rows = list(itertools.product(*(m["values"][a] for a in row_axes)))
-    found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
-    return {
-        "col_axis": col_axis, "row_axes": row_axes, "cols": cols, "rows": rows,
-        "ran": [[(r, v) in found for v in cols] for r in rows],
-        "steps": {loss: [[found[(r, v)][loss] if (r, v) in found else None for v in cols] for r in rows]
-                  for loss in m["losses"]},
-    }
-
-
 def to_document(result: CompareResult) -> dict:
     """Everything ``compare`` reports, as one dict with stable keys (non-finite floats stay floats;
     pass it through :func:`mnist_cli.report.jsonable` before ``json.dumps``)."""
@@ -339,69 +328,6 @@ def to_document(result: CompareResult) -> dict:
     return doc
 
 
-# --- the conclusion, computed --------------------------------------------------------------------
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def conclusion(doc: dict) -> str:
-    """One paragraph from the results: which losses failed where (and why), whether accuracy
-    differed where they did not, whether argmax(logits) and argmax(softmax) agreed."""
-    scen = doc["scenarios"]
-    losses = doc["settings"]["losses"]
-    n = len(scen)
-    parts = []
-    for loss in losses:
-        failed = [s for s in scen if s["runs"][loss]["first_nonfinite_step"] is not None]
-        if not failed:
-            parts.append(f"The {loss} loss stayed finite in all {_plural(n, 'setting')}.")
-            continue
-        where = ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
-        why = [f for f in doc["forensics"] if f["loss"] == loss]
-        gap = max((f["max_gap_max_minus_min"] for f in why if math.isfinite(f["max_gap_max_minus_min"])), default=None)
-        cause = ""
-        if why and all(f["rows_with_zero_prob"] for f in why):
-            limits = ", ".join(sorted({f"{f['underflow_limit']:.0f} in {f['dtype']}" for f in why}))
-            cause = (f": each time a softmax probability underflowed to exactly 0 (logit gaps up to {gap:.3g}, "
-                     f"past the limit of {limits})")
-        dead = sum(1 for s in failed if not s["runs"][loss]["weights_finite"])
-        acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
-        after = (f"; the weights ended non-finite in {dead} of them (test accuracy {min(acc):.4f}"
-                 + (f"-{max(acc):.4f}" if max(acc) != min(acc) else "") + ")") if dead else ""
-        parts.append(f"The {loss} loss went non-finite in {len(failed)} of {_plural(n, 'setting')}: {where}"
-                     f"{cause}{after}.")
-    if len(losses) > 1:
-        both = [s for s in scen if all(s["runs"][l]["first_nonfinite_step"] is None for l in losses)]
-        if both:
-            diffs = [max(s["runs"][l]["test_accuracy"] for l in losses) - min(s["runs"][l]["test_accuracy"] for l in losses)
-                     for s in both]
-            worst = max(diffs)
-            verdict = "identical" if worst == 0 else f"within {worst:.4f} of each other"
-            parts.append(f"Where every loss stayed finite ({_plural(len(both), 'setting')}), test accuracies were "
-                         f"{verdict}.")
-        else:
-            parts.append("No setting kept every loss finite, so accuracies cannot be compared like for like.")
-        mismatch = [s["label"] for s in scen if not (s["same_init"] and s["same_batches"])]
-        if mismatch:
-            parts.append(f"Warning: the losses did not see identical init and batches in {', '.join(mismatch)}.")
-    finite = [(s, l) for s in scen for l in losses if s["runs"][l]["weights_finite"]]
-    differ = sum(s["runs"][l]["argmax"]["differ"] for s, l in finite)
-    ties = sum(s["runs"][l]["argmax"]["ties_in_probs"] for s, l in finite)
-    if finite:
-        n_test = doc["data"]["n_test"]
-        if differ == 0:
-            parts.append(f"For all {_plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) "
-                         f"agreed on every one of the {n_test} test images, so dropping softmax at prediction time "
-                         "costs nothing.")
-        else:
-            parts.append(f"Across {_plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) "
-                         f"differed on {_plural(differ, 'test prediction')} ({ties} floating-point ties in the "
-                         "probabilities): softmax can only lose information at prediction time.")
-    return " ".join(parts)
-
-
 # --- per-run curves ------------------------------------------------------------------------------
 
 
@@ -442,6 +368,9 @@ def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = Non
     ``--metrics-out`` directory (created here, as :func:`write_metrics` would) with every file it will
     hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
     if plot is not None:
+        from mnist_cli.plot import require_matplotlib
+
+        require_matplotlib()  # fail before the runs, not after
         check_writable(plot, "--plot path")
     if metrics_out is not None:
         directory = Path(metrics_out)
@@ -474,6 +403,22 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
     return paths
 
 
+def publish(result: CompareResult, data, *, metrics_out: str | Path | None = None,
+            plot: str | Path | None = None) -> dict:
+    """The document of ``result`` with where its data came from (``data``: a :class:`mnist_cli.data.MNIST`),
+    after writing the per-run curves to ``metrics_out`` and the figure to ``plot`` when given."""
+    doc = to_document(result)
+    doc["data"].update(dir=str(data.data_dir), verified=data.verified)
+    if metrics_out:
+        doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
+        doc["metrics_dir"] = str(metrics_out)
+    if plot:
+        from mnist_cli.plot import plot_compare
+
+        doc["plot"] = str(plot_compare(result, plot, doc))
+    return doc
+
+
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
-           "run_compare", "to_document", "stability_map", "map_grid", "conclusion", "loss_curve", "metrics_paths",
-           "write_metrics", "probe_outputs", "number_text", "planned_checks"]
+           "run_compare", "to_document", "stability_map", "loss_curve", "metrics_paths",
+           "write_metrics", "probe_outputs", "planned_checks", "compare_config", "publish"]

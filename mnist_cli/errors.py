@@ -40,3 +40,21 @@ class ModelFileError(MnistError):
 
 class MissingExtraError(MnistError):
     """An optional dependency (e.g. matplotlib for ``--plot``) is not installed; the message gives the pip line."""
+
+
+class SettingsError(MnistError, ValueError):
+    """A setting that cannot work. ``settings`` names it as the library does (``lr``, ``batch_size``),
+    never as a flag; the message may refer to them as ``{batch_size}``. ``str()`` spells them as
+    names, :meth:`text` as the caller likes: the CLI words them with its options (``--batch-size``)."""
+
+    def __init__(self, settings: str | tuple[str, ...], message: str):
+        self.settings = (settings,) if isinstance(settings, str) else tuple(settings)
+        self.message = message
+        super().__init__(self.text(str))
+
+    def text(self, spell) -> str:
+        """``"<settings>: <message>"`` with every setting spelt by ``spell(name)``."""
+        message = self.message
+        for name in self.settings:  # str.replace, not format: a value quoted in the message may hold braces
+            message = message.replace("{" + name + "}", spell(name))
+        return f"{' / '.join(spell(name) for name in self.settings)}: {message}"

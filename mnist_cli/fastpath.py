@@ -3,8 +3,8 @@
     >>> from mnist_cli.fastpath import row_groups
     >>> row_groups(100)                      # a mini-batch: one product
     [(0, 1, 100)]
-    >>> row_groups(2000)[:2]                 # a large batch: groups of 8 products of 100 rows
-    [(0, 8, 100), (800, 8, 100)]
+    >>> row_groups(2000)[:2]                 # a large batch: groups of 9 products of 100 rows
+    [(0, 9, 100), (900, 9, 100)]
 
 At batch 100 a step's arithmetic is tiny (two 100x784x10 products) and the ~20 small NumPy calls
 around it cost as much as the products, so the fast step removes calls:

@@ -6,9 +6,7 @@ import math
 
 import click
 
-DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
-MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
-OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
+from mnist_cli.settings import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV
 
 
 def _compose(*decorators):
@@ -71,7 +69,7 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 
 def threads_option(f):
     """``--threads N`` (``MNIST_SOFTMAX_THREADS``): the tool's own threads; BLAS always runs on one."""
-    from mnist_cli.threads import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV
+    from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS
 
     return click.option(
         "--threads",

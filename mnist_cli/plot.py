@@ -1,6 +1,6 @@
 """Pictures of a comparison: loss curves per scenario (non-finite steps marked) and the stability map.
 
-    >>> plot_compare(result, "compare.png")      # doctest: +SKIP
+    plot_compare(result, "compare.png")
 
 matplotlib is an optional extra (``pip install 'mnist-softmax[plot]'``) imported only here, only
 when a plot is asked for; without it :func:`require_matplotlib` raises
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.compare import CompareResult, map_grid, number_text, to_document
+from mnist_cli.compare import CompareResult, to_document
+from mnist_cli.present import map_grid, number_text
 from mnist_cli.errors import MissingExtraError
 from mnist_cli.fileio import atomic_write
 

@@ -1,7 +1,7 @@
 """Who does the arithmetic: BLAS pinned to one thread, the tool's own threads, and their provenance.
 
-    >>> with blas_pinned():                                          # doctest: +SKIP
-    ...     z = x @ W                                                # one BLAS thread, whatever the env says
+    with blas_pinned():
+        z = x @ W                                                # one BLAS thread, whatever the env says
 
 Two kinds of threads could run a step, and only one is allowed to:
 
@@ -29,15 +29,7 @@ import threading
 from functools import lru_cache
 from typing import Iterator
 
-#: The environment variable behind ``--threads``.
-THREADS_ENV = "MNIST_SOFTMAX_THREADS"
-#: The default number of the tool's own threads. Measured on a 2-core machine (``scripts/bench.py
-#: --contended``): a full-batch step with 2 threads is ~1.3x faster than with 1 when the machine is idle,
-#: but ~1.6x slower when one other busy process shares the cores (the step waits for its slowest
-#: thread, and that thread shares a core). CI runners and laptops are busy: one thread is the default.
-DEFAULT_THREADS = 1
-#: More threads than this are refused: beyond the machine's cores they only add waiting.
-MAX_THREADS = 64
+from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV  # noqa: F401  (re-exported)
 
 _lock = threading.Lock()
 _depth = 0  # blas_pinned() nesting: only the outermost call changes the BLAS thread count

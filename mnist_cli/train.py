@@ -1,10 +1,10 @@
 """Mini-batch SGD for softmax regression, with honest NaN accounting.
 
-    >>> from mnist_cli.data import load_mnist
-    >>> d = load_mnist()                                                    # doctest: +SKIP
-    >>> r = train(d.train_images, d.train_labels, TrainConfig(loss="naive", input_scale=255))  # doctest: +SKIP
-    >>> r.nan.first_nan_loss_step                                           # doctest: +SKIP
-    2
+    from mnist_cli.data import load_mnist
+    d = load_mnist()
+    r = train(d.train_images, d.train_labels, TrainConfig(loss="naive", input_scale=255))
+    r.nan.first_nan_loss_step
+    # -> 2
 
 The loop reproduces TensorFlow r1.4's ``mnist_softmax.py``: ``W`` and ``b`` start at zero, each step
 takes 100 examples, ``z = x @ W + b``, a loss from :data:`mnist_cli.losses.LOSSES` gives
@@ -29,26 +29,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from mnist_cli.errors import SettingsError
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import LOSSES, softmax
 from mnist_cli.metrics import accuracy
-from mnist_cli.model import DTYPES, INITS, N_CLASSES, Model
-from mnist_cli.threads import DEFAULT_THREADS, MAX_THREADS, blas_kernel, blas_pinned, provenance
+from mnist_cli.model import DTYPES, N_CLASSES, Model
+from mnist_cli.settings import DEFAULT_THREADS, MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
+from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 
 #: -log(smallest subnormal / 2) (about 104.0 in float32, 745.1 in float64): past this gap to the row
 #: maximum, exp() rounds to exactly 0 (see :func:`mnist_cli.forensics.underflow_limit`). Reported.
 UNDERFLOW_GAP = {name: underflow_limit(t) for name, t in DTYPES.items()}
-
-#: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
-#: their per-step losses 80 MB; far more would only fail to allocate them.
-MAX_STEPS = 10_000_000
-
-
-def check_steps(steps: int) -> None:
-    """Raise ValueError when a run of ``steps`` steps is past :data:`MAX_STEPS`."""
-    if steps > MAX_STEPS:
-        raise ValueError(f"{steps:,} steps is more than the {MAX_STEPS:,} a run may take: lower --steps or --epochs")
-
 
 def healthy_gap(dtype_name: str, k: int) -> float:
     """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
@@ -71,73 +62,6 @@ def healthy_gap(dtype_name: str, k: int) -> float:
     4. So ``e_j / s > (k / 2) u / k = u / 2``, which rounds to at least ``u > 0``. QED
     """
     return -math.log(k * float(np.finfo(DTYPES[dtype_name]).smallest_subnormal))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one run. Defaults are TF r1.4 ``mnist_softmax.py``."""
-
-    loss: str = "fused"  # a key of LOSSES
-    lr: float = 0.5  # GradientDescentOptimizer(0.5)
-    batch_size: int = 100  # mnist.train.next_batch(100)
-    steps: int | None = 1000  # for _ in range(1000); ignored when epochs is set
-    epochs: int | None = None  # full passes over the (limited) training set instead of steps
-    init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
-    init_std: float = 0.01
-    dtype: str = "float32"  # the dtype of every array in the run
-    input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
-    seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss
-    train_limit: int | None = None  # use only the first N training examples (smoke runs)
-    lr_decay: float = 1.0  # multiply lr by this after each epoch (1 = constant)
-    weight_decay: float = 0.0  # L2: adds weight_decay * W to dL/dW (bias not decayed)
-    average: bool = False  # report the average of the iterates over the last epochs (Polyak-Ruppert)
-    average_epochs: int = 1  # how many final epochs the average spans
-    full_batch: bool = False  # one batch of all (limited) training examples per step: exact gradient descent
-    fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
-    stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
-    threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.epochs is None and (self.steps is None or self.steps < 1):
-            raise ValueError("give steps >= 1 or epochs >= 1")
-        if self.epochs is None:
-            check_steps(self.steps)  # epochs become steps in train(), which checks them there
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not (self.input_scale > 0 and math.isfinite(self.input_scale)):
-            raise ValueError(f"input scale must be a positive number, got {self.input_scale}")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
-        if not (0 < self.lr_decay <= 1 and math.isfinite(self.lr_decay)):
-            raise ValueError(f"lr decay must be in (0, 1], got {self.lr_decay}")
-        if self.average_epochs < 1:
-            raise ValueError(f"average epochs must be at least 1, got {self.average_epochs}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
-        if not 1 <= self.threads <= MAX_THREADS:
-            raise ValueError(f"threads must be from 1 to {MAX_THREADS}, got {self.threads}")
-
-
-#: name -> overrides of TrainConfig; "tutorial" is the defaults.
-PRESETS: dict[str, dict] = {
-    "tutorial": {},
-    # >= 0.926 test accuracy (scikit-learn's converged LogisticRegression: 0.9262) in ~0.7 s: constant-lr
-    # SGD, then the average of the iterates over the last 8 epochs (Polyak-Ruppert), which lands much
-    # nearer the optimum than the last iterate or a decaying lr. Chosen on a held-out split (train on
-    # the first 50k, validate on the last 10k); test accuracy 0.9264-0.9270 for seeds 0-4.
-    "best": {"epochs": 12, "lr": 1.0, "average": True, "average_epochs": 8},
-}
 
 
 @dataclass
@@ -462,7 +386,8 @@ def train(
     if config.full_batch:
         config = replace(config, batch_size=n)
     if n < config.batch_size:
-        raise ValueError(f"batch size {config.batch_size} is larger than the {n} training examples")
+        raise SettingsError(("batch_size", "train_limit"),
+                            f"batch size {config.batch_size} is larger than the {n} training examples")
     steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
     check_steps(steps)
 

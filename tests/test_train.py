@@ -162,7 +162,7 @@ def test_too_many_steps_from_epochs_are_refused_before_allocating():
     images, labels = np.zeros((1000, 784), np.uint8), np.zeros(1000, np.uint8)
     config = TrainConfig(epochs=10**9)  # 10 batches an epoch: 1e10 steps
     config.validate()
-    with pytest.raises(ValueError, match="--steps or --epochs"):
+    with pytest.raises(ValueError, match="lower steps or epochs"):
         train(images, labels, config)
     train(images, labels, TrainConfig(epochs=1, steps=None))  # 10 steps: fine
 

@@ -1,0 +1,392 @@
+"""Every word the tool prints: the reports of train, evaluate and compare, the conclusion, sparklines.
+
+    >>> value_text(float("nan")), value_text(float("inf")), value_text(0.25, ".2f"), value_text(None)
+    ('NaN', 'inf', '0.25', '-')
+    >>> sparkline([3.0, 2.0, 1.5, 1.0, 1.0])
+    '█▅▃▁▁'
+    >>> sparkline([2.3, float("nan"), float("nan")])
+    '▁××'
+
+Pure functions from the documents the library builds (``train --json``, ``evaluate --json``,
+``compare --json``) to text: nothing here computes a result, and nothing else in the package words
+one. :mod:`mnist_cli.plot` draws from the same documents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import textwrap
+from typing import Sequence
+
+from mnist_cli.forensics import format_explanation
+
+WIDTH = 100  # wrap prose for an ordinary terminal
+SPARK = 16  # characters of the loss sparkline
+NONFINITE = "×"  # a NaN or infinite value in a sparkline
+
+
+def value_text(x, fmt: str = "g") -> str:
+    """A number in ``fmt``; ``None`` as ``-``; NaN and infinities spelt ``NaN``, ``inf``, ``-inf`` (the one spelling)."""
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if x != x else ("inf" if x > 0 else "-inf")
+    return format(x, fmt)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def number_text(x: float) -> str:
+    """``x`` as short as ``:g`` writes it when that reads back as ``x``, else with every digit needed
+    (``0.1000001``, not ``0.1``): distinct values always get distinct labels and file names."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def map_grid(m: dict) -> dict:
+    """Lay a :func:`stability_map` out as a 2-D table: one varying axis across (seed first, then input
+    scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
+    (None = never); ``ran[row][col]`` is False for a combination the grid did not contain."""
+    col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
+    row_axes = [a for a in m["axes"] if a != col_axis]
+    cols = m["values"][col_axis]
+    rows = list(itertools.product(*(m["values"][a] for a in row_axes)))
+    found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
+    return {
+        "col_axis": col_axis, "row_axes": row_axes, "cols": cols, "rows": rows,
+        "ran": [[(r, v) in found for v in cols] for r in rows],
+        "steps": {loss: [[found[(r, v)][loss] if (r, v) in found else None for v in cols] for r in rows]
+                  for loss in m["losses"]},
+    }
+
+
+# --- sparklines --------------------------------------------------------------------------------
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int | None = None) -> str:
+    """One character per value (or per bucket of values when ``width`` is smaller than their
+    number): the finite ones scaled between their min and max, the non-finite ones as ``×``."""
+    values = [float(v) for v in values]
+    if width is not None and 0 < width < len(values):
+        size = len(values) / width
+        buckets = [values[int(i * size) : int((i + 1) * size)] for i in range(width)]
+        values = [sum(b) / len(b) if all(math.isfinite(v) for v in b) else math.nan for b in buckets]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return NONFINITE * len(values)
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or 1.0
+    top = len(BARS) - 1
+    return "".join(BARS[round((v - lo) / span * top)] if math.isfinite(v) else NONFINITE for v in values)
+
+
+# --- train and evaluate --------------------------------------------------------------------------
+
+
+def provenance_text(p: dict | None) -> str:
+    """One line naming what computed a result: threads, BLAS library and kernel, NumPy, CPU."""
+    if not isinstance(p, dict) or not p:  # a model saved before provenance was recorded (or tampered with)
+        return "not recorded"
+    libs = p.get("blas") if isinstance(p.get("blas"), list) else []
+    blas = ", ".join(f"{b.get('library')} {b.get('version')} {b.get('kernel') or ''}".rstrip()
+                     for b in libs if isinstance(b, dict))
+    threads = p.get("threads")
+    return (f"{threads} thread{'s' if threads != 1 else ''} (BLAS {p.get('blas_threads', '?')}), "
+            f"{blas or 'BLAS unknown'}, numpy {p.get('numpy')}, {p.get('cpu')}")
+
+
+def _first(step) -> str:
+    return f" (first at step {step})" if step else ""
+
+
+def nan_lines(nan: dict, steps: int) -> list[str]:
+    """Readable NaN accounting: one line per kind of event, or 'none'."""
+    if not nan["any_nonfinite"]:
+        return ["none: every loss, gradient and parameter stayed finite"]
+    lines = []
+    if nan["steps_nan_loss"]:
+        lines.append(f"NaN loss in {nan['steps_nan_loss']} of {steps} steps{_first(nan['first_nan_loss_step'])}")
+    if nan["steps_inf_loss"]:
+        lines.append(f"infinite loss in {nan['steps_inf_loss']} of {steps} steps{_first(nan['first_inf_loss_step'])}")
+    if nan["steps_nonfinite_grad"]:
+        lines.append(
+            f"non-finite gradient in {nan['steps_nonfinite_grad']} steps{_first(nan['first_nonfinite_grad_step'])}"
+        )
+    if nan["params_nonfinite"]:
+        lines.append(f"parameters non-finite from step {nan['first_nonfinite_params_step']} on")
+    return lines
+
+
+def format_train(s: dict, explain: bool = False) -> str:
+    """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
+    c = s["config"]
+    nan = s["nan"]
+    head = (
+        f"loss={c['loss']} lr={c['lr']:g} batch={c['batch_size']} steps={s['steps']} dtype={c['dtype']} "
+        f"input-scale={c['input_scale']:g} init={c['init']} seed={c['seed']}"
+    )
+    rate = f", {s['steps_per_second']:,.0f} steps/s" if s["steps_per_second"] else ""
+    underflow = (
+        f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {nan['steps_with_underflow']} steps"
+        f"{_first(nan['first_underflow_step'])}; largest logit gap {nan['max_logit_gap']:.4g} "
+        f"({c['dtype']} exp underflows past {s['underflow_gap_limit']:.1f})"
+    )
+    nl = nan_lines(nan, s["steps"])
+    rows = [
+        head,
+        f"  test accuracy   {s['test_accuracy']:.4f}  ({s['n_test']} examples)",
+        f"  train accuracy  {s['train_accuracy']:.4f}  ({s['n_train']} examples)",
+        f"  final loss      {value_text(s['final_loss'], '.6g')}",
+        f"  NaN / inf       {nl[0]}",
+        *[f"                  {line}" for line in nl[1:]],
+        f"  underflow       {underflow}",
+        f"  time            {s['seconds']:.3f} s training{rate}",
+        f"  computed with   {provenance_text(s.get('provenance'))}",
+    ]
+    if s["stopped_early"]:
+        rows.append(f"  stopped         at step {s['steps']} (--stop-on-nan)")
+    if explain:
+        rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
+    if "saved" in s:
+        rows.append(f"  saved           {s['saved']}")
+    return "\n".join(rows)
+
+
+def format_evaluate(r: dict, split: str) -> str:
+    """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
+    a = r["argmax"]
+    k = len(r["per_class_accuracy"])
+    lines = [
+        f"split {split}: {r['n']} examples",
+        f"  accuracy, argmax(logits)           {r['accuracy']:.4f}",
+        f"  accuracy, argmax(softmax(logits))  {r['accuracy_softmax']:.4f}",
+        f"  predictions that differ            {a['differ']}"
+        + ("  (softmax is strictly increasing: only floating-point ties can do this)" if a["differ"] else ""),
+        f"  rows where softmax made a tie      {a['ties_in_probs']}",
+        f"  probabilities exactly 0            {a['zero_probs']}",
+        f"  non-finite params/logits/probs     {r['nonfinite_params']}/{r['nonfinite_logits']}/{r['nonfinite_probs']}",
+        "",
+        "per-class accuracy:",
+        "  " + " ".join(f"{d:>6}" for d in range(k)),
+        "  " + " ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]),
+        "",
+        "confusion matrix (rows: true class, columns: predicted):",
+        "     " + " ".join(f"{d:>5}" for d in range(k)),
+    ]
+    lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
+    lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
+              f"evaluated with       {provenance_text(r.get('provenance'))}"]
+    return "\n".join(lines)
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+
+def _settings(s: dict) -> str:
+    return f"lr {s['lr']:g} x{s['input_scale']:g} " + s["dtype"].replace("float", "f")
+
+
+def _table(doc: dict) -> list[str]:
+    """One row per (scenario, loss); the scenario's settings under its name."""
+    head = ["scenario", "loss", "acc", "final loss", "NaN", "inf", "grad", "first", "weights", "argmax!=", "time",
+            "loss curve"]
+    rows = []
+    for s in doc["scenarios"]:
+        names = [s["label"]] + ([_settings(s)] if s["name"] else [])  # a generated label holds the settings
+        for i, (loss, r) in enumerate(s["runs"].items()):
+            nan = r["nan"]
+            rows.append([
+                names[i] if i < len(names) else "", loss, value_text(r["test_accuracy"], ".4f"),
+                value_text(r["final_loss"], ".4g"), str(nan["steps_nan_loss"]), str(nan["steps_inf_loss"]),
+                str(nan["steps_nonfinite_grad"]), value_text(r["first_nonfinite_step"], "d"),
+                "finite" if r["weights_finite"] else "NaN",
+                str(r["argmax"]["differ"]) if r["weights_finite"] else "-",
+                f"{r['seconds']:.2f}s", sparkline(r["loss_curve"], SPARK),
+            ])
+        if len(s["runs"]) < len(names):  # one loss and a named scenario: still show the settings
+            rows.append([names[1]] + [""] * (len(head) - 1))
+    widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
+    left = {0, 1, 8, 11}  # text columns; numbers are right-aligned
+
+    def line(cells):
+        return "  ".join(str(v).ljust(w) if c in left else str(v).rjust(w)
+                         for c, (v, w) in enumerate(zip(cells, widths))).rstrip()
+
+    legend = _wrap(
+        "acc: test accuracy; NaN / inf / grad: steps with a NaN loss / an infinite loss / a non-finite gradient; "
+        "first: the first such step; weights: after the last step; argmax!=: test predictions where "
+        "argmax(logits) != argmax(softmax(logits)); loss curve: the training loss over the steps, x = non-finite."
+    )
+    return [line(head), *[line(r) for r in rows], *legend]
+
+
+_AXIS = {"dtype": "dtype", "lr": "lr", "input_scale": "scale", "seed": "seed"}
+
+
+def _axisvalue_text(axis: str, v) -> str:
+    if axis == "input_scale":
+        return f"x{number_text(v)}"
+    if axis == "lr":
+        return number_text(v)
+    return f"s{v}" if axis == "seed" else str(v)
+
+
+def _map(m: dict) -> list[str]:
+    """First non-finite step per cell, one block of columns per loss ("-" never, blank: not run)."""
+    g = map_grid(m)
+    col_axis, row_axes, cols = g["col_axis"], g["row_axes"], g["cols"]
+    cell_w = max(5, *(len(_axisvalue_text(col_axis, v)) for v in cols))
+    row_w = [max(len(_AXIS[a]), *(len(_axisvalue_text(a, v)) for v in m["values"][a])) for a in row_axes]
+    block_w = len(cols) * (cell_w + 1) - 1
+
+    def line(head: list[str], blocks: list[str]) -> str:
+        return ("  ".join(h.ljust(w) for h, w in zip(head, row_w)) + "   " + "   ".join(blocks)).rstrip()
+
+    def cell(step, ran: bool) -> str:
+        return ("-" if step is None else str(step)) if ran else ""
+
+    lines = [
+        line([""] * len(row_axes), [loss.center(block_w) for loss in m["losses"]]),
+        line([_AXIS[a] for a in row_axes],
+             [" ".join(_axisvalue_text(col_axis, v).rjust(cell_w) for v in cols) for _ in m["losses"]]),
+    ]
+    for i, r in enumerate(g["rows"]):
+        blocks = [" ".join(cell(s, ran).rjust(cell_w) for s, ran in zip(g["steps"][loss][i], g["ran"][i]))
+                  for loss in m["losses"]]
+        lines.append(line([_axisvalue_text(a, v) for a, v in zip(row_axes, r)], blocks))
+    return lines
+
+
+def _forensics(doc: dict) -> list[str]:
+    """The full explanation for the first failing run of each loss; one line for each other one."""
+    out, shown = [], set()
+    brief = []
+    for f in doc["forensics"]:
+        if f["loss"] not in shown:
+            shown.add(f["loss"])
+            out += [f"{f['scenario']} / {f['loss']}:", *("  " + ln for ln in format_explanation(f).splitlines()), ""]
+            continue
+        c = f["culprits"][0] if f["culprits"] else None
+        what = (f"example #{c['index']} (label {c['label']}), gap max-min {value_text(c['gap_max_minus_min'], '.1f')} "
+                f"> {f['underflow_limit']:.1f}, p[{c['underflowed_class']}] = 0 -> {f['batch_loss_kind']} loss"
+                if c and c["logits_finite"] else "the logits were already non-finite")
+        brief.append(textwrap.fill(
+            f"{f['scenario']} / {f['loss']}, step {f['step']}: {what}; {f['rows_with_zero_prob']}/{f['batch_size']} "
+            "examples with a zero probability", WIDTH, initial_indent="  ", subsequent_indent="    ",
+            break_on_hyphens=False))
+    if brief:
+        out += ["other runs:", *brief]
+    return out
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
+
+
+def format_report(doc: dict) -> str:
+    """Tables, stability map, forensics, conclusion and checks, as the terminal shows them."""
+    st, data = doc["settings"], doc["data"]
+    same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
+    seeds = ",".join(str(s) for s in st["seeds"])
+    lines = _wrap(
+        f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
+        f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
+        "scenario every loss starts from the same parameters and sees the same batches ("
+        + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
+           if same else "NOT the case here: the digests of the init or of the examples consumed differ).")
+    )
+    lines += ["", *_table(doc), ""]
+    g = map_grid(doc["stability_map"])
+    across = ", ".join(_AXIS[a] for a in g["row_axes"])
+    lines += [f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: {_AXIS[g['col_axis']]}"
+              + (f", rows: {across}" if across else ""), *_map(doc["stability_map"]), ""]
+    if doc["forensics"]:
+        lines += ["Forensics: the first non-finite step of each failing run", *_forensics(doc), ""]
+    lines += ["Conclusion:", *_wrap(doc["conclusion"]), ""]
+    bad = [c for c in doc["checks"] if not c["ok"]]
+    if not doc["checks"]:
+        lines.append("Expectations: none apply here (fused is checked in every setting, naive in the named scenarios).")
+    else:
+        lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
+                     + ("." if not bad else ":"))
+    lines += [f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad]
+    if "metrics_files" in doc:
+        lines.append(f"Wrote per-run curves: {doc.get('metrics_dir', '')}")
+    if "plot" in doc:
+        lines.append(f"Wrote plot: {doc['plot']}")
+    n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
+    lines.append(f"{plural(n_runs, 'run')} in {doc['seconds']:.1f} s.")
+    return "\n".join(lines)
+
+
+# --- the conclusion, computed from a compare document --------------------------------------------
+
+
+def _loss_sentence(doc: dict, loss: str) -> str:
+    """Where ``loss`` went non-finite (and why, from the forensics), or that it never did."""
+    scen = doc["scenarios"]
+    failed = [s for s in scen if s["runs"][loss]["first_nonfinite_step"] is not None]
+    if not failed:
+        return f"The {loss} loss stayed finite in all {plural(len(scen), 'setting')}."
+    where = ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
+    why = [f for f in doc["forensics"] if f["loss"] == loss]
+    cause = ""
+    if why and all(f["rows_with_zero_prob"] for f in why):
+        gap = max((f["max_gap_max_minus_min"] for f in why if math.isfinite(f["max_gap_max_minus_min"])), default=None)
+        limits = ", ".join(sorted({f"{f['underflow_limit']:.0f} in {f['dtype']}" for f in why}))
+        cause = (f": each time a softmax probability underflowed to exactly 0 (logit gaps up to {value_text(gap, '.3g')}, "
+                 f"past the limit of {limits})")
+    acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
+    after = (f"; the weights ended non-finite in {len(acc)} of them (test accuracy {min(acc):.4f}"
+             + (f"-{max(acc):.4f}" if max(acc) != min(acc) else "") + ")") if acc else ""
+    return f"The {loss} loss went non-finite in {len(failed)} of {plural(len(scen), 'setting')}: {where}{cause}{after}."
+
+
+def _accuracy_sentences(doc: dict) -> list[str]:
+    """How far apart the losses' accuracies were where all stayed finite; a warning if batches differed."""
+    losses, scen = doc["settings"]["losses"], doc["scenarios"]
+    both = [s for s in scen if all(s["runs"][loss]["first_nonfinite_step"] is None for loss in losses)]
+    if both:
+        worst = max(max(s["runs"][loss]["test_accuracy"] for loss in losses)
+                    - min(s["runs"][loss]["test_accuracy"] for loss in losses) for s in both)
+        verdict = "identical" if worst == 0 else f"within {worst:.4f} of each other"
+        out = [f"Where every loss stayed finite ({plural(len(both), 'setting')}), test accuracies were {verdict}."]
+    else:
+        out = ["No setting kept every loss finite, so accuracies cannot be compared like for like."]
+    mismatch = [s["label"] for s in scen if not (s["same_init"] and s["same_batches"])]
+    if mismatch:
+        out.append(f"Warning: the losses did not see identical init and batches in {', '.join(mismatch)}.")
+    return out
+
+
+def _argmax_sentence(doc: dict) -> list[str]:
+    """Whether argmax(logits) and argmax(softmax(logits)) agreed, over the finite models."""
+    finite = [r for s in doc["scenarios"] for r in s["runs"].values() if r["weights_finite"]]
+    if not finite:
+        return []
+    differ = sum(r["argmax"]["differ"] for r in finite)
+    ties = sum(r["argmax"]["ties_in_probs"] for r in finite)
+    if differ == 0:
+        return [f"For all {plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) agreed on "
+                f"every one of the {doc['data']['n_test']} test images, so dropping softmax at prediction time costs "
+                "nothing."]
+    return [f"Across {plural(len(finite), 'finite model')}, argmax(logits) and argmax(softmax(logits)) differed on "
+            f"{plural(differ, 'test prediction')} ({ties} floating-point ties in the probabilities): softmax can only "
+            "lose information at prediction time."]
+
+
+def conclusion(doc: dict) -> str:
+    """One paragraph from the results: which losses failed where (and why), whether accuracy
+    differed where they did not, whether argmax(logits) and argmax(softmax) agreed."""
+    losses = doc["settings"]["losses"]
+    parts = [_loss_sentence(doc, loss) for loss in losses]
+    if len(losses) > 1:
+        parts += _accuracy_sentences(doc)
+    return " ".join(parts + _argmax_sentence(doc))

@@ -1,0 +1,114 @@
+"""One ``train`` session as the CLI runs it: train, evaluate, explain, and the report of it all.
+
+    from mnist_cli.data import load_mnist
+    from mnist_cli.settings import train_config
+    report = run_session(load_mnist(), train_config(loss="naive", input_scale=255), explain=True)
+    report.summary["nan"]["first_nan_loss_step"], report.summary["explanation"]["step"]
+    # -> (2, 2)
+
+:func:`run_session` is the library entry point behind ``mnist-softmax train``: it returns a
+:class:`Session` whose ``summary`` is the ``train --json`` document (training, accuracies, NaN
+accounting, explanation, provenance, data), whose ``records`` are the per-step metrics, and which
+can save the model (:meth:`Session.save`) and write the metrics (:meth:`Session.write_metrics`), both
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mnist_cli.fileio import atomic_write, jsonable
+from mnist_cli.settings import TrainConfig
+from mnist_cli.train import UNDERFLOW_GAP, TrainResult, evaluate_accuracy, train
+
+
+def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:
+    """The report of one training run (``train --json``)."""
+    steps_per_s = result.steps / result.seconds if result.seconds > 0 else None
+    return {
+        "config": asdict(result.config),
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+        "test_accuracy": test_accuracy,
+        "train_accuracy": train_accuracy,
+        "n_test": n_test,
+        "n_train": n_train,
+        "final_loss": result.final_loss,
+        "nan": result.nan.to_dict(),
+        "underflow_gap_limit": UNDERFLOW_GAP[result.config.dtype],
+        "seconds": result.seconds,
+        "steps_per_second": steps_per_s,
+        "provenance": result.model.meta["provenance"],
+    }
+
+
+@dataclass
+class Session:
+    """A finished ``train`` session: the run, its ``train --json`` summary and its per-step records."""
+
+    result: TrainResult
+    summary: dict
+    records: list[dict] = field(default_factory=list)
+    checksums: dict = field(default_factory=dict)  # the dataset's, for the model's metadata
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model with every setting, the NaN summary, the accuracy, the dataset's checksums
+        and the provenance in its metadata (atomically); the path goes into ``summary["saved"]``."""
+        from mnist_cli import __version__
+
+        model = self.result.model
+        model.meta.update(test_accuracy=self.summary["test_accuracy"], dataset_checksums=self.checksums,
+                          numpy_version=model.meta["provenance"]["numpy"], mnist_softmax_version=__version__)
+        self.summary["saved"] = str(model.save(path))
+        return Path(self.summary["saved"])
+
+    def write_metrics(self, path: str | Path, option: str = "--metrics-out path") -> Path:
+        """The records as JSONL, then a final record (step, loss, accuracies, provenance), atomically."""
+        s = self.summary
+        final = {"step": self.result.steps, "final": True, "loss": self.result.final_loss,
+                 "test_accuracy": s["test_accuracy"], "train_accuracy": s["train_accuracy"],
+                 "provenance": s["provenance"]}
+        with atomic_write(path, option) as fh:
+            fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in [*self.records, final]).encode())
+        return Path(path)
+
+
+def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
+                progress: Callable[[int, float, int], None] | None = None) -> Session:
+    """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
+    the training examples it used, and explain its first non-finite step when ``explain``.
+
+    ``progress(step, loss, nonfinite_steps)`` is called every 10 steps; a record is kept every
+    ``log_every`` steps (0 = none). Raises :class:`mnist_cli.errors.SettingsError` for settings that
+    cannot work with this data (e.g. a batch larger than the training set).
+    """
+    records: list[dict] = []
+    result = train(data.train_images, data.train_labels, config, progress=progress,
+                   on_log=lambda step, record: records.append(record), log_every=log_every)
+    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
+    summary = train_summary(
+        result,
+        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
+                                        threads=config.threads),
+        train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
+                                         config.input_scale, threads=config.threads),
+        n_test=len(data.test_labels),
+        n_train=n_train,
+    )
+    summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
+    if explain:
+        from mnist_cli.forensics import explain as explain_step
+
+        summary["explanation"] = (explain_step(result.snapshot, config.dtype, config.loss)
+                                  if result.snapshot is not None else None)
+    return Session(result, summary, records, data.checksums)
+
+
+def total_steps(config: TrainConfig, n_examples: int) -> int:
+    """How many steps ``config`` takes on ``n_examples`` training examples (for a progress bar)."""
+    n = min(n_examples, config.train_limit or n_examples)
+    per_epoch = 1 if config.full_batch else n // config.batch_size
+    return config.epochs * per_epoch if config.epochs else config.steps
