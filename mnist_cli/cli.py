@@ -2,38 +2,67 @@
 
 Each command parses options, calls one library function and prints its result. Library errors
 (:class:`mnist_cli.errors.MnistError`) become one-line messages with exit code 1; bad flags exit 2;
-Ctrl-C exits 130; ``train --fail-on-nan`` exits 3 when any non-finite value occurred.
+Ctrl-C exits 130, SIGTERM 143 (after the same clean-up); ``train --fail-on-nan`` exits 3 when any
+non-finite value occurred. Library notices (the ``mnist_cli`` logger) are printed on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
 
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import MnistError
+from mnist_cli.errors import MnistError, OutputError
 from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so every clean-up that Ctrl-C gets runs too."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+class _Notices(logging.Handler):
+    """Library notices (a lock wait, a cache rebuilt), one line each on stderr."""
+
+    def emit(self, record):
+        click.echo(record.getMessage(), err=True)
+
+
+logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
 
 
 class _Group(click.Group):
-    """A group that turns library errors and Ctrl-C into one-line messages and exit codes."""
+    """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except MnistError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except OSError as exc:  # disk full, permission denied, ... outside what the library wrapped
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{exc.strerror or exc}{name}: check the path and free space.") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _print_json(obj) -> None:
@@ -211,17 +240,24 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
 
         explanation = explain(result.snapshot, config.dtype, config.loss)
         summary["explanation"] = explanation
+    failed = []  # outputs that could not be written: reported after the run's report, then exit 1
     if save_path:
         result.model.meta.update(test_accuracy=summary["test_accuracy"], dataset_checksums=data.checksums,
                                  numpy_version=__import__("numpy").__version__, mnist_softmax_version=__version__)
-        summary["saved"] = str(result.model.save(save_path))
+        try:
+            summary["saved"] = str(result.model.save(save_path))
+        except OutputError as exc:
+            failed.append(str(exc))
     if records is not None:
         records.append({"step": result.steps, "final": True, "loss": result.final_loss,
                         "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"]})
         from mnist_cli.fileio import atomic_write
 
-        with atomic_write(metrics_out, "--metrics-out path") as fh:
-            fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in records).encode())
+        try:
+            with atomic_write(metrics_out, "--metrics-out path") as fh:
+                fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in records).encode())
+        except OutputError as exc:
+            failed.append(str(exc))
 
     if as_json:
         _print_json(jsonable(summary))
@@ -230,8 +266,10 @@ def train(loss, preset, lr, batch_size, steps, epochs, full_batch, init, dtype, 
         if explain_nan:
             click.echo("")
             click.echo(format_explanation(explanation) if explanation else "No non-finite step to explain.")
-        if save_path:
+        if "saved" in summary:
             click.echo(f"  saved           {summary['saved']}")
+    if failed:
+        raise click.ClickException("\n".join(failed))
     if fail_on_nan and result.nan.any_nonfinite:
         sys.exit(EXIT_NAN)
 
@@ -266,7 +304,8 @@ def evaluate(model_path, split, input_scale, data_dir, mirrors, offline, as_json
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     report = evaluate_model(model, images, labels, input_scale)
-    report.update(split=split, model=str(model_path), input_scale=input_scale)
+    report.update(split=split, model=str(model_path), input_scale=input_scale,
+                  data={"dir": str(data.data_dir), "verified": data.verified})
     if as_json:
         _print_json(jsonable(report))
     else:
@@ -417,12 +456,19 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
             bar.close()
     doc = to_document(result)
     doc["data"].update(dir=str(data.data_dir), verified=data.verified)
-    if metrics_out:
-        doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
-    if plot_path:
-        from mnist_cli.plot import plot_compare
+    failed = []  # outputs that could not be written: reported after the report, then exit 1
+    try:
+        if metrics_out:
+            doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
+    except OutputError as exc:
+        failed.append(str(exc))
+    try:
+        if plot_path:
+            from mnist_cli.plot import plot_compare
 
-        doc["plot"] = str(plot_compare(result, plot_path, doc))
+            doc["plot"] = str(plot_compare(result, plot_path, doc))
+    except OutputError as exc:
+        failed.append(str(exc))
 
     if as_json:
         _print_json(jsonable(doc))
@@ -433,6 +479,8 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
                 where = metrics_out if key == "metrics_files" else doc[key]
                 click.echo(f"Wrote {what}: {where}")
         click.echo(f"{n_runs} runs in {result.seconds:.1f} s.")
+    if failed:
+        raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
         sys.exit(EXIT_EXPECTATION)
 

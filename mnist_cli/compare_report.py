@@ -10,6 +10,7 @@ import textwrap
 
 from mnist_cli.compare import map_grid, number_text
 from mnist_cli.forensics import format_explanation
+from mnist_cli.report import data_lines
 from mnist_cli.sparkline import sparkline
 
 WIDTH = 100  # wrap prose for an ordinary terminal
@@ -137,7 +138,7 @@ def format_report(doc: dict) -> str:
         "scenario every loss starts from the same parameters and sees the same batches ("
         + ("checked: init and batch digests agree)." if same else "NOT the case here: digests differ).")
     )
-    lines += ["", *_table(doc), ""]
+    lines += [*data_lines(doc), "", *_table(doc), ""]
     g = map_grid(doc["stability_map"])
     across = ", ".join(_AXIS[a] for a in g["row_axes"])
     lines += [f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: {_AXIS[g['col_axis']]}"

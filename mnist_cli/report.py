@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from mnist_cli.fileio import jsonable  # noqa: F401  (re-exported: the JSON conversion of every report)
+from mnist_cli.store import describe_data
 from mnist_cli.train import UNDERFLOW_GAP, TrainResult
 
 
@@ -80,7 +81,13 @@ def format_train(s: dict) -> str:
     ]
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']} (--stop-on-nan)")
-    return "\n".join(rows)
+    return "\n".join(rows + data_lines(s))
+
+
+def data_lines(r: dict) -> list[str]:
+    """The report's line naming the data directory and whether it is verified MNIST (if known)."""
+    data = r.get("data") or {}
+    return [describe_data(data["dir"], data["verified"])] if "dir" in data else []
 
 
 def format_evaluate(r: dict, split: str) -> str:
@@ -105,4 +112,4 @@ def format_evaluate(r: dict, split: str) -> str:
         "     " + " ".join(f"{d:>5}" for d in range(k)),
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
-    return "\n".join(lines)
+    return "\n".join(lines + data_lines(r))
