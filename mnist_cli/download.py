@@ -632,6 +632,8 @@ class _Fetcher:
         except requests.RequestException as exc:
             raise _MirrorFailed(f"request failed ({_why(exc)})") from None
         with response:
+            if self.watchdog.fired:  # a head cut short by the watchdog can parse as a complete response
+                raise _MirrorFailed("the deadline passed before the response was complete")
             code = response.status_code
             if code == 429 or code >= 500:
                 after = _retry_after(response.headers.get("Retry-After"))
