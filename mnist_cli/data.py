@@ -8,7 +8,8 @@
 The fast path reads the data directory's stamps (size, mtime and inode of each verified file), and
 loads the decoded arrays from ``.mnist-softmax/cache/*.npy``, named by the SHA-256 of their source
 content. Each cache file is stamped when written (its own size, mtime, inode and SHA-256, and the
-content it was decoded from); one that no longer matches its stamp is rebuilt, with a notice. Only
+content it was decoded from, hashed as it is decoded: a file that rotted behind its stamp is verified
+and repaired instead of cached); one that no longer matches its stamp is rebuilt, with a notice. Only
 when a file is missing or changed does it import :mod:`mnist_cli.download` (and with it
 ``requests``) to fetch, verify or repair the files. Files that do not match MNIST's pinned checksums
 are the user's own dataset: they are checked structurally instead (IDX, 28x28 uint8 images, labels
@@ -26,7 +27,7 @@ import numpy as np
 
 from mnist_cli import datasets
 from mnist_cli.datasets import FileSpec
-from mnist_cli.errors import DataDirError, FormatError
+from mnist_cli.errors import ChecksumError, DataDirError, FormatError
 from mnist_cli.idx import MAX_IDX_BYTES, read_header, read_idx
 from mnist_cli.store import (
     PartFile,
@@ -74,6 +75,26 @@ def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bo
     root = resolve_data_dir(data_dir)
     stamps = Stamps(root)
     sources = _stamped_sources(root, spec, stamps)
+    for attempt in range(2):
+        try:
+            return _load(root, spec, stamps, sources, mirrors=mirrors, offline=offline, progress=progress)
+        except _Rotten as exc:  # trusted by its stamp, but its content changed (bit rot): verify and repair
+            if attempt:
+                raise ChecksumError(f"{exc.path} changed while it was being read; run the command again.") from None
+            stamps.distrust(exc.path)
+            stamps.save()
+            stamps, sources = Stamps(root), None
+
+
+class _Rotten(Exception):
+    """A file its stamp vouched for decoded to other content than the pinned one."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
+def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, progress: bool) -> MNIST:
     if sources is None:
         from mnist_cli.download import ensure_mnist  # only now: requests and tqdm cost start-up time
 
@@ -84,7 +105,7 @@ def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bo
         }
     if not all(s.pinned for s in sources.values()):
         _check_headers(sources)  # before decoding: a lying header must not cost memory or a cache file
-    arrays = {f.role: _load_array(root, f, sources, stamps, spec.name) for f in spec.files}
+    arrays = {f.role: _load_array(root, f, sources, stamps) for f in spec.files}
     for split in ("train", "test"):
         _check_counts(sources, split, len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"]))
     stamps.save()
@@ -129,7 +150,7 @@ def _check_headers(sources: dict[str, _Source]) -> None:
         _check_counts(sources, split, dims[f"{split}_images"][0], dims[f"{split}_labels"][0])
 
 
-def _load_array(root: Path, f: FileSpec, sources: dict[str, _Source], stamps: Stamps, dataset: str) -> np.ndarray:
+def _load_array(root: Path, f: FileSpec, sources: dict[str, _Source], stamps: Stamps) -> np.ndarray:
     """One file's array: from the .npy cache if it passes its check, else decoded (and validated, and cached)."""
     src = sources[f.role]
     if src.sha256 is not None:
@@ -141,18 +162,17 @@ def _load_array(root: Path, f: FileSpec, sources: dict[str, _Source], stamps: St
                 return cached
             notices.warning(f"cache {path} failed its check ({problem or 'not an array of the right shape'}): "
                             f"rebuilding it from {src.path.name}.")
-    hasher = None if src.pinned else hashlib.sha256()
+    hasher = hashlib.sha256()  # a cache must hold the verified content, not what a stamp vouched for
     try:
         raw = read_idx(src.path, max_bytes=f.size if src.pinned else MAX_IDX_BYTES, hasher=hasher)
-    except FormatError as exc:
+    except FormatError:
         if not src.pinned:
             raise
-        raise FormatError(  # it was verified once: it is damaged, not the user's own data
-            f"{src.path} is corrupt: it no longer matches the verified {dataset.upper()} file ({exc}); run "
-            "`mnist-softmax download` to replace it (it re-checks every file)."
-        ) from None
+        raise _Rotten(src.path) from None  # it was verified once: damaged since, not the user's own data
+    if src.pinned and hasher.hexdigest() != f.sha256:
+        raise _Rotten(src.path)
     array = _validate(raw, f.role, src.path)
-    if hasher is not None:
+    if not src.pinned:
         src = sources[f.role] = _Source(src.path, hasher.hexdigest(), False)
         stamps.record(src.path, pinned=False, sha256=src.sha256)
     _write_cache(stamps, cache_path(root, f, src.sha256), array, src.sha256)

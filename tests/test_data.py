@@ -303,19 +303,29 @@ def test_corrupt_file_offline_is_called_corrupt_with_the_fix_not_missing(tmp_pat
         load_mnist(tmp_path, offline=True)
 
 
-def test_verified_file_damaged_unnoticed_is_called_corrupt_when_decoded(tmp_path, tiny_mnist):
-    tiny_mnist.write(tmp_path)
-    load_mnist(tmp_path, offline=True)
-    for cached in (tmp_path / STATE_DIR / "cache").glob("*.npy"):
-        cached.unlink()
-    path = tmp_path / "train-images-idx3-ubyte.gz"
+@pytest.mark.parametrize("damage", ["gzip trailer (CRC)", "a label, same gzip size"])
+def test_file_that_rots_behind_its_stamp_is_never_cached_but_repaired(tmp_path, tiny_mnist, damage):
+    mirror = tiny_mnist.write(tmp_path / "mirror")
+    data_dir = tmp_path / "data"
+    load_mnist(data_dir, mirrors=[mirror])
+    for cached in (data_dir / STATE_DIR / "cache").glob("*.npy"):
+        cached.unlink()  # so that the next load decodes the files it trusts by their stamps
+    path = data_dir / "train-labels-idx1-ubyte.gz"
     before = path.stat()
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0xFF  # the gzip trailer: the decoder's CRC check fails
+    if damage.startswith("gzip"):
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0xFF  # the decoder's CRC check fails
+    else:
+        labels = tiny_mnist.arrays["train_labels"].copy()
+        labels[0] = (labels[0] + 1) % 10
+        data = gzip.compress(encode_idx(labels), mtime=0)
+        assert len(data) == before.st_size
     with open(path, "r+b") as fh:
         fh.write(data)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    with pytest.raises(FormatError) as info:
-        load_mnist(tmp_path, offline=True)
-    assert str(info.value).startswith(f"{path} is corrupt: it no longer matches the verified TINY file (")
-    assert str(info.value).endswith("run `mnist-softmax download` to replace it (it re-checks every file).")
+    with pytest.raises(DataNotFoundError, match="holds corrupt copies of train-labels-idx1-ubyte.gz"):
+        load_mnist(data_dir, offline=True)  # offline, without a mirror: called corrupt, with the fix
+    assert not list((data_dir / STATE_DIR / "cache").glob("train-labels*.npy"))
+    data = load_mnist(data_dir, mirrors=[mirror])
+    assert data.verified and path.read_bytes() == tiny_mnist.gz[path.name]
+    np.testing.assert_array_equal(data.train_labels, tiny_mnist.arrays["train_labels"])

@@ -89,7 +89,7 @@ def test_character_device_and_fifo_are_written_in_place(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     check_writable(fifo, "--x path")
     with atomic_write(fifo, "--x path") as fh:

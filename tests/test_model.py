@@ -191,7 +191,7 @@ def test_save_onto_a_fifo_writes_into_it_and_keeps_the_fifo(tmp_path):
     fifo = tmp_path / "model-pipe"
     os.mkfifo(fifo)
     received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
     m = make_model()
     assert m.save(fifo) == fifo  # no .npz added to a FIFO's name
