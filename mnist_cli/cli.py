@@ -1,42 +1,73 @@
 """The ``mnist-softmax`` command line: thin click adapters over the library.
 
 Each command parses options, calls one library function and prints its result. Library errors
-(:class:`mnist_cli.errors.MnistError`) become one-line messages with exit code 1; bad flags exit 2;
-Ctrl-C exits 130; ``train --fail-on-nan`` exits 3 when any non-finite value occurred.
+(:class:`mnist_cli.errors.MnistError`) become one-line messages with exit code 1; bad flags and
+settings that cannot work (:class:`mnist_cli.errors.SettingsError`) exit 2; Ctrl-C exits 130, SIGTERM
+143 (after the same clean-up); ``train --fail-on-nan`` exits 3 when any non-finite value occurred.
+Library notices (the ``mnist_cli`` logger) are printed on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
+from functools import partial
 
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import MnistError, SettingsError
+from mnist_cli.errors import MnistError, OutputError, SettingsError
 from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options, threads_option
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRESETS, TUTORIAL
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so every clean-up that Ctrl-C gets runs too."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+class _Notices(logging.Handler):
+    """Library notices (a lock wait, a cache rebuilt), one line each on stderr."""
+
+    def emit(self, record):
+        click.echo(record.getMessage(), err=True)
+
+
+logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
 
 
 class _Group(click.Group):
-    """A group that turns library errors and Ctrl-C into one-line messages and exit codes."""
+    """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except SettingsError as exc:  # a setting that cannot work: worded with its flag, exit 2
             raise click.UsageError(exc.text(_flag)) from None
         except MnistError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except OSError as exc:  # disk full, permission denied, ... outside what the library wrapped
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{exc.strerror or exc}{name}: check the path and free space.") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 #: Library setting names whose flag is not ``--`` + the name with dashes.
@@ -167,14 +198,25 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
     with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
                               log_every=log_every if metrics_out else 0)
-    if save_path:
-        session.save(save_path)
-    if metrics_out:
-        session.write_metrics(metrics_out)
+    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
+    if failed:  # the run's report first, then what could not be written
+        raise click.ClickException("\n".join(failed))
     if fail_on_nan and session.result.nan.any_nonfinite:
         sys.exit(EXIT_NAN)
+
+
+def _outputs(*writes) -> list[str]:
+    """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
+    failed = []
+    for write, path in writes:
+        if path:
+            try:
+                write(path)
+            except OutputError as exc:
+                failed.append(str(exc))
+    return failed
 
 
 class _step_bar:
@@ -223,8 +265,8 @@ def evaluate(model_path, split, input_scale, threads, data_dir, mirrors, offline
     from mnist_cli.fileio import jsonable
     from mnist_cli.present import format_evaluate
 
-    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    report = evaluate_file(model_path, data, split=split, input_scale=input_scale, threads=threads)
+    report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
+                           input_scale=input_scale, threads=threads)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -325,7 +367,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import compare_config, planned_checks, probe_outputs, publish, run_compare
+    from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
     from mnist_cli.fileio import jsonable
     from mnist_cli.present import format_report
 
@@ -341,8 +383,11 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
     with _run_bar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
                              on_run=on_run)
-    doc = publish(result, data, metrics_out=metrics_out, plot=plot_path)
+    doc = publish(result, data)
+    failed = _outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
     click.echo(json.dumps(jsonable(doc), indent=2, allow_nan=False) if as_json else format_report(doc))
+    if failed:  # the report first, then what could not be written
+        raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
         sys.exit(EXIT_EXPECTATION)
 

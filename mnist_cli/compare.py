@@ -403,22 +403,25 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
     return paths
 
 
-def publish(result: CompareResult, data, *, metrics_out: str | Path | None = None,
-            plot: str | Path | None = None) -> dict:
-    """The document of ``result`` with where its data came from (``data``: a :class:`mnist_cli.data.MNIST`),
-    after writing the per-run curves to ``metrics_out`` and the figure to ``plot`` when given."""
+def publish(result: CompareResult, data) -> dict:
+    """The document of ``result`` with where its data came from (``data``: a :class:`mnist_cli.data.MNIST`)."""
     doc = to_document(result)
     doc["data"].update(dir=str(data.data_dir), verified=data.verified)
-    if metrics_out:
-        doc["metrics_files"] = [str(p) for p in write_metrics(result, metrics_out)]
-        doc["metrics_dir"] = str(metrics_out)
-    if plot:
-        from mnist_cli.plot import plot_compare
-
-        doc["plot"] = str(plot_compare(result, plot, doc))
     return doc
+
+
+def add_metrics(doc: dict, result: CompareResult, directory: str | Path) -> None:
+    """Write the per-run curves into ``directory`` (:func:`write_metrics`) and list them in ``doc``."""
+    doc["metrics_files"] = [str(p) for p in write_metrics(result, directory)]
+
+
+def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
+    """Draw the figure to ``path`` (:func:`mnist_cli.plot.plot_compare`) and name it in ``doc``."""
+    from mnist_cli.plot import plot_compare
+
+    doc["plot"] = str(plot_compare(result, path, doc))
 
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
            "run_compare", "to_document", "stability_map", "loss_curve", "metrics_paths",
-           "write_metrics", "probe_outputs", "planned_checks", "compare_config", "publish"]
+           "write_metrics", "probe_outputs", "planned_checks", "compare_config", "publish", "add_metrics", "add_plot"]

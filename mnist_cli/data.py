@@ -7,10 +7,14 @@
 
 The fast path reads the data directory's stamps (size, mtime and inode of each verified file), and
 loads the decoded arrays from ``.mnist-softmax/cache/*.npy``, named by the SHA-256 of their source
-content. Only when a file is missing or changed does it import :mod:`mnist_cli.download` (and with
-it ``requests``) to fetch, verify or repair the files. Files that do not match MNIST's pinned
-checksums are the user's own dataset: they are checked structurally instead (IDX, 28x28 uint8
-images, labels 0-9, as many labels as images) and reported with ``verified=False``.
+content. Each cache file is stamped when written (its own size, mtime, inode and SHA-256, and the
+content it was decoded from, hashed as it is decoded: a file that rotted behind its stamp is verified
+and repaired instead of cached); one that no longer matches its stamp is rebuilt, with a notice. Only
+when a file is missing or changed does it import :mod:`mnist_cli.download` (and with it
+``requests``) to fetch, verify or repair the files. Files that do not match MNIST's pinned checksums
+are the user's own dataset: they are checked structurally instead (IDX, 28x28 uint8 images, labels
+0-9, as many labels as images: the headers first, before anything is decoded) and reported with
+``verified=False``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ import numpy as np
 
 from mnist_cli import datasets
 from mnist_cli.datasets import FileSpec
-from mnist_cli.errors import DataDirError, FormatError
-from mnist_cli.idx import MAX_IDX_BYTES, read_idx
-from mnist_cli.store import STATE_DIR, PartFile, Stamps, find_file, resolve_data_dir
+from mnist_cli.errors import ChecksumError, DataDirError, FormatError
+from mnist_cli.idx import MAX_IDX_BYTES, read_header, read_idx
+from mnist_cli.present import describe_data
+from mnist_cli.store import (
+    PartFile,
+    Stamps,
+    cache_path,
+    cache_problem,
+    find_file,
+    notices,
+    resolve_data_dir,
+)
 
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
@@ -43,6 +56,11 @@ class MNIST:
     verified: bool  # True: matched pinned checksums; False: user's own MNIST-format data validated structurally
     checksums: dict  # file name -> sha256 hex of decompressed content (for model metadata)
 
+    @property
+    def provenance(self) -> str:
+        """One line for reports: the data directory and whether this is verified MNIST."""
+        return describe_data(self.data_dir, self.verified)
+
 
 @dataclass(frozen=True)
 class _Source:
@@ -57,6 +75,26 @@ def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bo
     root = resolve_data_dir(data_dir)
     stamps = Stamps(root)
     sources = _stamped_sources(root, spec, stamps)
+    for attempt in range(2):
+        try:
+            return _load(root, spec, stamps, sources, mirrors=mirrors, offline=offline, progress=progress)
+        except _Rotten as exc:  # trusted by its stamp, but its content changed (bit rot): verify and repair
+            if attempt:
+                raise ChecksumError(f"{exc.path} changed while it was being read; run the command again.") from None
+            stamps.distrust(exc.path)
+            stamps.save()
+            stamps, sources = Stamps(root), None
+
+
+class _Rotten(Exception):
+    """A file its stamp vouched for decoded to other content than the pinned one."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
+def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, progress: bool) -> MNIST:
     if sources is None:
         from mnist_cli.download import ensure_mnist  # only now: requests and tqdm cost start-up time
 
@@ -65,14 +103,11 @@ def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bo
         sources = {
             f.role: _Source(Path(r.path), r.sha256, r.verified) for f, r in zip(spec.files, report.files)
         }
+    if not all(s.pinned for s in sources.values()):
+        _check_headers(sources)  # before decoding: a lying header must not cost memory or a cache file
     arrays = {f.role: _load_array(root, f, sources, stamps) for f in spec.files}
     for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if len(images) != len(labels):
-            raise FormatError(
-                f"{sources[f'{split}_labels'].path}: {len(labels)} labels but "
-                f"{sources[f'{split}_images'].path.name} holds {len(images)} images; the two files must match."
-            )
+        _check_counts(sources, split, len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"]))
     stamps.save()
     for array in arrays.values():
         array.flags.writeable = False  # shared by every user of this object
@@ -96,41 +131,73 @@ def _stamped_sources(root: Path, spec, stamps: Stamps) -> dict[str, _Source] | N
     return sources
 
 
+def _check_counts(sources: dict[str, _Source], split: str, n_images: int, n_labels: int) -> None:
+    if n_images != n_labels:
+        raise FormatError(
+            f"{sources[f'{split}_labels'].path}: {n_labels} labels but "
+            f"{sources[f'{split}_images'].path.name} holds {n_images} images; the two files must match."
+        )
+
+
+def _check_headers(sources: dict[str, _Source]) -> None:
+    """Each file's IDX header against MNIST's layout, the counts against each other, and the declared
+    size against what the file can hold, reading only the headers."""
+    dims = {}
+    for role, src in sources.items():
+        dtype, dims[role], _ = read_header(src.path)
+        _check_layout(dtype.newbyteorder("="), dims[role], role, src.path)
+    for split in ("train", "test"):
+        _check_counts(sources, split, dims[f"{split}_images"][0], dims[f"{split}_labels"][0])
+
+
 def _load_array(root: Path, f: FileSpec, sources: dict[str, _Source], stamps: Stamps) -> np.ndarray:
-    """One file's array: from the .npy cache if there, else decoded (and validated, and cached)."""
+    """One file's array: from the .npy cache if it passes its check, else decoded (and validated, and cached)."""
     src = sources[f.role]
     if src.sha256 is not None:
-        cached = _read_cache(_cache_path(root, f, src.sha256), f.role)
-        if cached is not None:
-            return cached
-    hasher = None if src.pinned else hashlib.sha256()
-    raw = read_idx(src.path, max_bytes=f.size if src.pinned else MAX_IDX_BYTES, hasher=hasher)
+        path = cache_path(root, f, src.sha256)
+        if path.is_file():
+            problem = cache_problem(stamps, path, src.sha256)
+            cached = _read_cache(path, f.role) if problem is None else None
+            if cached is not None:
+                return cached
+            notices.warning(f"cache {path} failed its check ({problem or 'not an array of the right shape'}): "
+                            f"rebuilding it from {src.path.name}.")
+    hasher = hashlib.sha256()  # a cache must hold the verified content, not what a stamp vouched for
+    try:
+        raw = read_idx(src.path, max_bytes=f.size if src.pinned else MAX_IDX_BYTES, hasher=hasher)
+    except FormatError:
+        if not src.pinned:
+            raise
+        raise _Rotten(src.path) from None  # it was verified once: damaged since, not the user's own data
+    if src.pinned and hasher.hexdigest() != f.sha256:
+        raise _Rotten(src.path)
     array = _validate(raw, f.role, src.path)
-    if hasher is not None:
+    if not src.pinned:
         src = sources[f.role] = _Source(src.path, hasher.hexdigest(), False)
         stamps.record(src.path, pinned=False, sha256=src.sha256)
-    _write_cache(_cache_path(root, f, src.sha256), array)
+    _write_cache(stamps, cache_path(root, f, src.sha256), array, src.sha256)
     return array
+
+
+def _check_layout(dtype: np.dtype, shape: tuple[int, ...], role: str, path: Path) -> None:
+    kind = "images" if role.endswith("images") else "labels"
+    want = "an IDX ubyte array of shape (n, 28, 28)" if kind == "images" else "an IDX ubyte array of shape (n,)"
+    shape_ok = len(shape) == 3 and shape[1:] == IMAGE_SHAPE if kind == "images" else len(shape) == 1
+    if dtype != np.uint8 or not shape_ok or shape[0] == 0:
+        raise FormatError(
+            f"{path}: {kind} must be {want} with n >= 1, got {dtype} of shape {shape}; "
+            "supply MNIST-format files or choose another --data-dir."
+        )
 
 
 def _validate(raw: np.ndarray, role: str, path: Path) -> np.ndarray:
     """Check one decoded IDX array against MNIST's layout; images come back as (n, 784)."""
     kind = "images" if role.endswith("images") else "labels"
-    want = "an IDX ubyte array of shape (n, 28, 28)" if kind == "images" else "an IDX ubyte array of shape (n,)"
-    shape_ok = raw.ndim == 3 and raw.shape[1:] == IMAGE_SHAPE if kind == "images" else raw.ndim == 1
-    if raw.dtype != np.uint8 or not shape_ok or len(raw) == 0:
-        raise FormatError(
-            f"{path}: {kind} must be {want} with n >= 1, got {raw.dtype} of shape {raw.shape}; "
-            "supply MNIST-format files or choose another --data-dir."
-        )
+    _check_layout(raw.dtype, raw.shape, role, path)
     if kind == "labels" and raw.max() >= N_CLASSES:
         bad = int(np.argmax(raw >= N_CLASSES))
         raise FormatError(f"{path}: label {raw[bad]} at index {bad} is outside 0-9; labels must be the digits 0-9.")
     return raw.reshape(len(raw), -1) if kind == "images" else raw
-
-
-def _cache_path(root: Path, f: FileSpec, sha256: str) -> Path:
-    return root / STATE_DIR / "cache" / f"{f.raw_name}.{sha256[:16]}.npy"
 
 
 def _read_cache(path: Path, role: str) -> np.ndarray | None:
@@ -142,15 +209,30 @@ def _read_cache(path: Path, role: str) -> np.ndarray | None:
     return array if array.dtype == np.uint8 and ok_shape and array.flags.c_contiguous else None
 
 
-def _write_cache(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` for the next load; a cache that cannot be written only costs speed."""
+class _HashingWriter:
+    """A write-only file object that hashes what passes through it (np.save writes in pieces)."""
+
+    def __init__(self, file):
+        self.file, self.hash = file, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self.file.write(data)
+
+
+def _write_cache(stamps: Stamps, path: Path, array: np.ndarray, source_sha256: str) -> None:
+    """Save ``array`` for the next load, stamped with its own SHA-256 and its source's; a cache that
+    cannot be written only costs speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with PartFile(path.parent, path.name) as part:
-            np.save(part.file, array, allow_pickle=False)
+            writer = _HashingWriter(part.file)
+            np.save(writer, array, allow_pickle=False)
             part.commit(path)
+        stamps.record(path, sha256=writer.hash.hexdigest(), source_sha256=source_sha256)
         for old in path.parent.glob(f"{path.name.split('.')[0]}.*.npy"):
             if old != path:
                 old.unlink(missing_ok=True)
+                stamps.forget(stamps.key(old))
     except (OSError, DataDirError):
         pass

@@ -10,7 +10,11 @@ directory. A download streams into a temporary file beside its target while its 
 content is hashed; only a file matching the pinned size and SHA-256 is renamed into place. Any
 failure of a mirror (HTTP error, connection error, stall, deadline, truncation, wrong content, an
 HTML page) moves on to the next one; connection errors, 429 and 5xx are retried with back-off first.
-This module knows nothing of training.
+The per-file deadline is enforced by a watchdog that shuts the connection down, so it bounds the
+connection, the status line and headers (and endless ``1xx``), redirects and the body together. A
+mirror that proved unreachable or silent is skipped for the remaining files. What a server says (a
+reason phrase, an error text) is printed with its control characters escaped, and a mirror's
+password never appears in a message. This module knows nothing of training.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from __future__ import annotations
 import email.utils
 import os
 import re
+import socket
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,18 +35,23 @@ import urllib3
 
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, MnistError
+from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, LockTimeoutError, MnistError
 from mnist_cli.progress import bars_enabled, make_bar
+from mnist_cli.present import describe_data
 from mnist_cli.store import (
     DATA_DIR_ENV,
     Digest,
     PartFile,
     Stamps,
     Verifier,
+    check_caches,
     expand_home,
     find_file,
     locked,
+    printable,
+    redact,
     resolve_data_dir,
+    sweep_temps,
     verify_file,
 )
 
@@ -69,6 +81,7 @@ class FetchSettings:
     retries: int = 3  # extra attempts after a connection error, 429 or 5xx (never after 403/404)
     backoff: float = 0.5  # first wait between attempts; doubles each time
     backoff_max: float = 30.0  # longest wait; a longer Retry-After gives up on the mirror instead
+    lock_timeout: float = 600.0  # seconds to wait for another process fetching into the same directory
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -120,8 +133,8 @@ class Mirror:
     location: str
     directory: Path | None = None  # set for a local directory
 
-    def __str__(self) -> str:
-        return self.location
+    def __str__(self) -> str:  # what messages show: never the password
+        return redact(self.location)
 
 
 def resolve_mirrors(mirrors=(), spec: DatasetSpec | None = None, environ=None) -> list[Mirror]:
@@ -148,12 +161,12 @@ def _parse_mirror(text: str) -> Mirror:
         parts.port  # noqa: B018 - parsing the port is what checks it (e.g. "Port out of range")
     except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed "["
         raise ConfigError(
-            f"Mirror {text!r} is not a valid URL ({exc}); fix --mirror or {MIRRORS_ENV}."
+            f"Mirror {redact(text)!r} is not a valid URL ({exc}); fix --mirror or {MIRRORS_ENV}."
         ) from None
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         if not parts.netloc:
-            raise ConfigError(f"Mirror {text!r} has no host; give a URL like https://host/path/.")
+            raise ConfigError(f"Mirror {redact(text)!r} has no host; give a URL like https://host/path/.")
         return Mirror(text if text.endswith("/") else text + "/")
     if scheme == "file":
         path = Path(parts.path)
@@ -161,7 +174,7 @@ def _parse_mirror(text: str) -> Mirror:
         path = Path(text)
     else:
         raise ConfigError(
-            f"Mirror {text!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
+            f"Mirror {redact(text)!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
             f"(--mirror or {MIRRORS_ENV})."
         )
     path = expand_home(path, f"give a full path with --mirror or {MIRRORS_ENV}").absolute()
@@ -217,6 +230,7 @@ class DownloadReport:
     dataset: str
     data_dir: Path
     files: list[FileReport]
+    notices: list[str] = field(default_factory=list)  # what the check of the decoded-array cache found
 
     @property
     def verified(self) -> bool:
@@ -238,6 +252,7 @@ class DownloadReport:
             "downloaded": len(self.downloaded),
             "bytes_fetched": self.bytes_fetched,
             "files": [asdict(f) for f in self.files],
+            "notices": list(self.notices),
         }
 
     def summary(self) -> str:
@@ -253,11 +268,13 @@ class DownloadReport:
         for f in self.files:
             what = {
                 "present": "verified, already present",
-                "downloaded": f"verified, downloaded from {f.source}",
+                "downloaded": f"verified, downloaded from {printable(f.source)}",
                 "foreign": f"NOT {self.dataset.upper()}: kept as your own data (checked for IDX structure when loaded; --force replaces it)",
             }[f.status]
             lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
-            lines += [f"    note: {note}" for note in f.notes]
+            lines += [f"    note: {printable(note)}" for note in f.notes]
+        lines += [f"  note: {printable(note)}" for note in self.notices]
+        lines.append(describe_data(self.data_dir, self.verified))
         return "\n".join(lines)
 
     __str__ = summary
@@ -290,9 +307,11 @@ def ensure_mnist(
 ) -> DownloadReport:
     """Make sure every file of ``spec`` (MNIST by default) is in the data directory, verified.
 
-    Files whose stamp still matches are trusted (``rehash=True`` hashes them anyway); a file this tool
-    once verified that no longer matches is corrupt and fetched again; a file that never matched the
-    pinned checksums is the user's own data and is left alone (``force=True`` replaces everything).
+    Files whose stamp still matches are trusted (``rehash=True`` hashes them anyway, and the cache files
+    too, removing those that fail); a file this tool once verified that no longer matches is corrupt and
+    fetched again; a file that never matched the pinned checksums is the user's own data and is left
+    alone (``force=True`` replaces everything and clears the cache). Another process fetching into the
+    same directory is waited for, at most ``settings.lock_timeout`` seconds (:class:`LockTimeoutError`).
     ``offline`` (or ``$MNIST_SOFTMAX_OFFLINE``) allows local-directory mirrors only. ``progress`` draws a
     bar per download on stderr, only when stderr is a terminal (:func:`mnist_cli.progress.bars_enabled`).
     """
@@ -303,6 +322,7 @@ def ensure_mnist(
     settings = settings or FetchSettings.from_env()
     if root.exists() and not root.is_dir():
         raise DataDirError(f"The data directory {root} is not a directory; choose another with --data-dir or {DATA_DIR_ENV}.")
+    sweep_temps(root)  # what killed runs left (their processes are gone); never anyone else's files
     stamps = Stamps(root)
     reports: dict[str, FileReport] = {}
     todo: list[FileSpec] = []
@@ -314,6 +334,8 @@ def ensure_mnist(
             notes[f.name] = report.notes if report is not None else []
         else:
             reports[f.name] = report
+    corrupt = {f.name for f in todo if notes[f.name]}
+    found = check_caches(root, stamps, clear=force) if rehash or force else []
     foreign = [r.name for r in reports.values() if r.status == "foreign"]
     if todo and foreign:
         raise DataNotFoundError(
@@ -324,25 +346,39 @@ def ensure_mnist(
     if todo:
         usable = [m for m in sources if m.directory is not None or not offline]
         if not usable:
-            raise DataNotFoundError(
-                f"{spec.name.upper()} is missing from {root} ({', '.join(f.name for f in todo)}) and offline mode "
-                f"(--offline or {OFFLINE_ENV}) forbids downloading.\n{manual_fix(spec)}"
-            )
+            stamps.save()  # a corrupt file stays distrusted
+            raise DataNotFoundError(f"{_unavailable(spec, root, todo, corrupt)}\n{manual_fix(spec)}")
         skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
         stamps.save()
-        with locked(root), requests.Session() as session:
+        with locked(root, settings.lock_timeout), requests.Session() as session:
             session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
             fetcher = _Fetcher(root, spec, usable, skipped, session, settings, progress)
             stamps = Stamps(root)  # what other processes recorded while this one waited for the lock
             for f in todo:
-                again = None if force else _inspect(root, f, stamps, rehash=False)
+                # A corrupt file is hashed again: its unchanged stat facts prove nothing (bit rot keeps them).
+                again = None if force else _inspect(root, f, stamps, rehash=f.name in corrupt)
                 if again is not None and again.status == "present":  # another process fetched it meanwhile
                     reports[f.name] = again
                     continue
                 reports[f.name] = fetcher.fetch(f, stamps, notes[f.name])
                 stamps.save()
     stamps.save()
-    return DownloadReport(spec.name, root, [reports[f.name] for f in spec.files])
+    return DownloadReport(spec.name, root, [reports[f.name] for f in spec.files], found)
+
+
+def _unavailable(spec: DatasetSpec, root: Path, todo: list[FileSpec], corrupt: set[str]) -> str:
+    """Why offline mode cannot help: which files are missing, which are corrupt (each said as it is)."""
+    name = spec.name.upper()
+    missing = [f.name for f in todo if f.name not in corrupt]
+    damaged = [f.name for f in todo if f.name in corrupt]
+    what = []
+    if missing:
+        what.append(f"{name} is missing from {root} ({', '.join(missing)})")
+    if damaged:
+        what.append(f"{root} holds corrupt copies of {', '.join(damaged)} (no longer the {name} files verified "
+                    "there earlier; fix: `mnist-softmax download` without --offline, or remove them and supply "
+                    "the files with --mirror DIR)")
+    return f"{' and '.join(what)}, and offline mode (--offline or {OFFLINE_ENV}) forbids downloading."
 
 
 def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileReport | None:
@@ -358,6 +394,7 @@ def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileRepor
     except MnistError as exc:
         earlier = stamps.get(path.name)
         if earlier is not None and earlier.get("pinned"):
+            stamps.distrust(path)  # until it is replaced, no load may trust its stat facts
             return FileReport(f.name, "corrupt", str(path), notes=[f"replaced a corrupt file: {exc}"])
         return FileReport(f.name, "foreign", str(path), size=path.stat().st_size)
     except OSError as exc:
@@ -403,17 +440,105 @@ class _MirrorFailed(Exception):
     """One mirror failed for one file; ``reason`` is a short phrase for the error message."""
 
     def __init__(self, reason: str, *, retry: bool = False, retry_after: float | None = None, down: bool = False):
+        reason = printable(reason)  # it may quote the server: no escape sequence reaches the terminal
         super().__init__(reason)
         self.reason, self.retry, self.retry_after, self.down = reason, retry, retry_after, down
 
 
+class _Watchdog:
+    """Shuts down the connections of one download when its total deadline passes.
+
+    Every connection the session opens is registered (:class:`_WatchedAdapter`); from the deadline on,
+    their sockets are shut down (again every 0.1 s, for one still connecting), which ends any blocking
+    read at once: of the status line, the headers, an endless run of ``100 Continue``, a redirect or
+    the body. ``fired`` tells the caller that this, not the server, ended the request.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._conns: list = []
+        self._done = threading.Event()
+        self.fired = False
+
+    def watch(self, conn) -> None:
+        with self._lock:
+            self._conns.append(conn)
+
+    @contextmanager
+    def armed(self, seconds: float):
+        self.fired = False
+        self._done = done = threading.Event()
+        thread = threading.Thread(target=self._run, args=(seconds, done), name="mnist-softmax-deadline", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+            with self._lock:
+                self._conns = []
+
+    def _run(self, seconds: float, done: threading.Event) -> None:
+        if done.wait(seconds):
+            return
+        self.fired = True
+        while True:
+            with self._lock:
+                socks = [getattr(c, "sock", None) for c in self._conns]
+            for sock in socks:
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:  # closed already
+                        pass
+            if done.wait(0.1):
+                return
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with every new connection (direct or through a proxy) given to a watchdog."""
+
+    def __init__(self, watchdog: _Watchdog):
+        self.watchdog = watchdog  # before super().__init__, which builds the pool manager
+        super().__init__()
+
+    def _watched(self, manager):
+        watchdog = self.watchdog
+
+        def pool_class(base):
+            class Pool(base):
+                def _new_conn(self):
+                    conn = super()._new_conn()
+                    watchdog.watch(conn)
+                    return conn
+
+            return Pool
+
+        if not getattr(manager, "_watched", False):
+            manager.pool_classes_by_scheme = {k: pool_class(v) for k, v in manager.pool_classes_by_scheme.items()}
+            manager._watched = True
+        return manager
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self._watched(self.poolmanager)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        return self._watched(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
 class _Fetcher:
-    """Fetches single files, trying each mirror in turn; remembers mirrors that proved unreachable."""
+    """Fetches single files, trying each mirror in turn; remembers mirrors that proved unreachable or silent."""
 
     def __init__(self, root, spec, mirrors, skipped, session, settings, progress):
         self.root, self.spec, self.mirrors, self.session, self.settings = root, spec, mirrors, session, settings
-        self.skipped = dict(skipped)  # mirror -> why it is not tried (offline, unreachable earlier)
+        self.skipped = dict(skipped)  # mirror -> why it is not tried (offline, unreachable or silent earlier)
         self.progress = bars_enabled(quiet=not progress)  # on stderr, only when it is a terminal
+        self.watchdog = _Watchdog()
+        adapter = _WatchedAdapter(self.watchdog)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._received: int | None = None  # body bytes of the current attempt; None before its headers
 
     def fetch(self, f: FileSpec, stamps: Stamps, notes: list[str]) -> FileReport:
         failures = dict(self.skipped)
@@ -428,12 +553,12 @@ class _Fetcher:
             except _MirrorFailed as exc:
                 failures[str(mirror)] = exc.reason
                 if exc.down:
-                    self.skipped[str(mirror)] = f"skipped: unreachable for an earlier file ({exc.reason})"
+                    self.skipped[str(mirror)] = f"skipped: failed for an earlier file ({exc.reason})"
                 continue
             except DataDirError:
                 raise
             except MnistError as exc:  # wrong content: checksum, HTML, gzip bomb, corrupt gzip
-                failures[str(mirror)] = str(exc)
+                failures[str(mirror)] = printable(str(exc))
                 continue
             stale = self.root / (f.raw_name if digest.compressed else f.name)
             stale.unlink(missing_ok=True)  # the other spelling could shadow or contradict the new file
@@ -443,8 +568,9 @@ class _Fetcher:
             report.status, report.bytes_fetched, report.notes = "downloaded", fetched, [*notes, *failed]
             return report
         listing = "\n".join(f"  {m}: {why}" for m, why in failures.items())
+        replacing = f" to replace the corrupt copy in {self.root}" if notes else ""
         raise DownloadError(
-            f"Could not download {f.name}: every mirror failed.\n{listing}\n{manual_fix(self.spec)}"
+            f"Could not download {f.name}{replacing}: every mirror failed.\n{listing}\n{manual_fix(self.spec)}"
         )
 
     def _from(self, mirror: Mirror, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
@@ -454,6 +580,25 @@ class _Fetcher:
 
     def _download(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
         """GET ``url`` with retries, back-off and Retry-After, all within the per-file deadline."""
+        with self.watchdog.armed(self.settings.deadline):
+            try:
+                return self._retrying(url, f, part)
+            except (_MirrorFailed, MnistError):
+                if self.watchdog.fired:  # the watchdog cut the connection: that is the real reason
+                    raise self._past_deadline() from None
+                raise
+
+    def _past_deadline(self) -> _MirrorFailed:
+        s = self.settings
+        if self._received is None:
+            return _MirrorFailed(
+                f"no complete response (status line and headers) within {s.deadline:g} s "
+                "(total deadline, MNIST_SOFTMAX_DEADLINE)",
+                down=True,
+            )
+        return _MirrorFailed(f"too slow: {self._received} bytes in {s.deadline:g} s (total deadline, MNIST_SOFTMAX_DEADLINE)")
+
+    def _retrying(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
         s = self.settings
         deadline = time.monotonic() + s.deadline
         attempt = 0
@@ -463,7 +608,7 @@ class _Fetcher:
                 return self._attempt(url, f, part, deadline)
             except _MirrorFailed as exc:
                 attempt += 1
-                if not exc.retry:
+                if not exc.retry or self.watchdog.fired:
                     raise
                 if attempt > s.retries:
                     raise _MirrorFailed(f"{exc.reason}; gave up after {attempt} attempts", down=exc.down) from None
@@ -474,17 +619,21 @@ class _Fetcher:
 
     def _attempt(self, url: str, f: FileSpec, part: PartFile, deadline: float) -> tuple[Digest, int]:
         s = self.settings
+        self._received = None
+        connect = min(s.connect_timeout, max(deadline - time.monotonic(), 0.01))
         try:
-            response = self.session.get(url, stream=True, timeout=(s.connect_timeout, s.read_timeout))
+            response = self.session.get(url, stream=True, timeout=(connect, s.read_timeout))
         except requests.exceptions.ConnectTimeout:
-            raise _MirrorFailed(f"no connection within {s.connect_timeout:g} s", retry=True, down=True) from None
-        except requests.exceptions.ReadTimeout:
-            raise _MirrorFailed(f"no response within {s.read_timeout:g} s (read timeout)", retry=True) from None
+            raise _MirrorFailed(f"no connection within {connect:g} s", retry=True, down=True) from None
+        except requests.exceptions.ReadTimeout:  # it accepted the connection and said nothing: silent
+            raise _MirrorFailed(f"no response within {s.read_timeout:g} s (read timeout)", retry=True, down=True) from None
         except requests.exceptions.ConnectionError as exc:
             raise _MirrorFailed(f"connection failed ({_why(exc)})", retry=True, down=True) from None
         except requests.RequestException as exc:
             raise _MirrorFailed(f"request failed ({_why(exc)})") from None
         with response:
+            if self.watchdog.fired:  # a head cut short by the watchdog can parse as a complete response
+                raise _MirrorFailed("the deadline passed before the response was complete")
             code = response.status_code
             if code == 429 or code >= 500:
                 after = _retry_after(response.headers.get("Retry-After"))
@@ -492,12 +641,13 @@ class _Fetcher:
             if code != 200:
                 raise _MirrorFailed(f"HTTP {code} {response.reason}")
             length = _content_length(response, f)
-            received = 0
+            received = self._received = 0
             verifier = Verifier(f)
             bar = make_bar(length, f.name, "B", self.progress, unit_scale=True, unit_divisor=1024)
             try:
                 while chunk := self._read(response, received, length, deadline):
                     received += len(chunk)
+                    self._received = received
                     verifier.update(chunk)
                     part.write(chunk)
                     if bar is not None:
@@ -520,8 +670,12 @@ class _Fetcher:
             return response.raw.read1(64 * 1024, decode_content=True)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise _MirrorFailed(
-                f"stalled: no data for {s.read_timeout:g} s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", retry=True
+                f"stalled: no data for {s.read_timeout:g} s (read timeout, MNIST_SOFTMAX_READ_TIMEOUT)", retry=True,
+                down=True,
             ) from None
+        except urllib3.exceptions.DecodeError as exc:  # the same bytes would fail the same way: no retry
+            encoding = response.headers.get("Content-Encoding", "")
+            raise _MirrorFailed(f"cannot decode the body (Content-Encoding: {encoding}; {_why(exc)})") from None
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             of = f" of {length}" if length is not None else ""
             raise _MirrorFailed(f"connection broken after {received}{of} bytes ({_why(exc)})", retry=True) from None
@@ -584,5 +738,5 @@ def _why(exc: BaseException) -> str:
         if isinstance(e, urllib3.exceptions.IncompleteRead):
             return "the server closed the connection early"
         todo += [a for a in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(a, BaseException)]
-    return re.sub(r"<[^>]*>: ", "", str(exc))[:200]
+    return redact(re.sub(r"<[^>]*>: ", "", str(exc))[:200])
 

@@ -30,6 +30,10 @@ class DataDirError(MnistError):
     """The data directory cannot be created or written."""
 
 
+class LockTimeoutError(MnistError):
+    """Another process held the data directory's lock for longer than the wait limit."""
+
+
 class OutputError(MnistError):
     """An output file (--save, --metrics-out, --plot) cannot be written."""
 

@@ -44,18 +44,23 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
     }
 
 
-def evaluate_file(path, data, *, split: str = "test", input_scale: float | None = None,
+def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
                   threads: int = DEFAULT_THREADS) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
-    :meth:`Model.load`), score it on ``data``'s ``split`` at its own input scale unless one is given, and
-    add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance`` and
-    the ``training_provenance`` its metadata holds (None for a model saved without it)."""
+    :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
+    (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
+    own input scale unless one is given, and
+    add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
+    ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
+    (directory, whether verified MNIST)."""
     from mnist_cli.threads import provenance
 
     model = Model.load(path)
+    data = load_data()
     scale = model.input_scale if input_scale is None else input_scale
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     report = evaluate_model(model, images, labels, scale, threads=threads)
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
-                  training_provenance=model.meta.get("provenance"))
+                  training_provenance=model.meta.get("provenance"),
+                  data={"dir": str(data.data_dir), "verified": data.verified})
     return report

@@ -4,15 +4,26 @@
     ...     np.savez(fh, W=W)
 
 The content goes to a temporary file beside the target, which is renamed over it only when the
-``with`` block ends without an error; on any error or Ctrl-C the temporary file is removed and the
-target is left as it was. The dataset download uses the same :class:`PartFile` (streaming, restart on
-retry), with errors that name the data directory.
+``with`` block ends without an error; on any error, Ctrl-C or SIGTERM the temporary file is removed
+(even when the disk is full and closing it fails again) and the target is left as it was. The dataset
+download uses the same :class:`PartFile` (streaming, restart on retry), with errors that name the
+data directory.
+
+Output targets are written, never swapped for something else: a symlink is written through (its
+target is replaced atomically, the link stays), and a device, FIFO or anything under ``/dev`` or
+``/proc`` (``/dev/stdout``, ``/dev/null``) is written in place (:func:`output_target`).
+
+Temporary files are named ``.NAME.mnist-softmax-PID-XXXXXXXX.part``; :func:`sweep` removes those whose
+process is gone (a killed run's leftovers) and nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +32,49 @@ from typing import BinaryIO, Callable, Iterator
 from mnist_cli.errors import OutputError
 
 
-#: Suffix of the temporary files: a run that crashed may leave ``.NAME.XXXX.part`` behind.
+#: Suffix of the temporary files: a run that crashed may leave ``.NAME.mnist-softmax-PID-XXXX.part`` behind.
 PART_SUFFIX = ".part"
+_PART_TAG = "mnist-softmax"
+# mkstemp's random part is 8 characters of [a-z0-9_]; the pid tells a live writer's file from a leftover.
+_PART_NAME = re.compile(rf"^\.(?P<name>.+)\.{_PART_TAG}-(?P<pid>\d+)-[a-z0-9_]{{8}}{re.escape(PART_SUFFIX)}$")
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def reason(exc: OSError) -> str:
+    """Why ``exc`` happened, for a one-line message: the OS's words (plus a hint for a full disk)."""
+    text = exc.strerror or type(exc).__name__
+    return f"{text} (free some space)" if exc.errno in _NO_SPACE else text
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running (when unsure: yes, so its file is kept)."""
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def sweep(directory: Path, name: str | None = None) -> None:
+    """Remove this tool's temporary files in ``directory`` (for target ``name`` only, if given) whose
+    writing process is no longer running. A file not named by :class:`PartFile` is never touched."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = _PART_NAME.match(entry.name)
+        if match is None or (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            pass  # gone already, or not ours to remove: the next sweep tries again
 
 
 def _umask() -> int:
@@ -42,7 +94,7 @@ class PartFile:
     def __init__(self, root: Path, name: str, fail: Callable[[OSError], Exception]):
         self._fail = fail
         try:
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=PART_SUFFIX)
+            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.{_PART_TAG}-{os.getpid()}-", suffix=PART_SUFFIX)
         except OSError as exc:
             raise fail(exc) from None
         self.path = Path(tmp)
@@ -76,12 +128,49 @@ class PartFile:
 
     def __exit__(self, *exc) -> None:
         if not self._done:
-            self.file.close()
-            self.path.unlink(missing_ok=True)
+            try:
+                self.file.close()  # flushes: on a full disk this fails again, and must not keep the file
+            except OSError:
+                pass
+            finally:
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a later sweep removes it (its pid is then gone)
 
 
 def _output_error(path: Path, what: str) -> Callable[[OSError], OutputError]:
-    return lambda exc: OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable {what}")
+    return lambda exc: OutputError(f"cannot write {path}: {reason(exc)}; choose a writable {what}")
+
+
+def _through_streams(path: Path) -> bool:
+    """Whether ``path`` or a symlink it leads through lies under ``/dev`` or ``/proc`` (streams, devices,
+    another process's descriptors): such targets are written in place, never replaced."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on symlink hops
+        if current.startswith(("/dev/", "/proc/")):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.abspath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return False  # a loop: writing it fails with ELOOP, which names the path
+
+
+def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where writing ``path`` goes, and whether it is written in place instead of replaced atomically.
+
+    In place: an existing target that is not a regular file (a device, a FIFO, a socket, or a terminal
+    or pipe behind ``/dev/stdout``), or anything reached through ``/dev`` or ``/proc``. Otherwise the
+    target is ``path`` with every symlink resolved, so the link survives and its target is replaced.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)  # follows symlinks: what the path really names
+    except OSError:
+        st = None
+    if (st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)) or _through_streams(path):
+        return path, True
+    return Path(os.path.realpath(path)), False
 
 
 @contextmanager
@@ -90,24 +179,45 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
 
     ``what`` names the option that chose the path, for the error message (e.g. ``"--save path"``).
     Raises :class:`OutputError` (one line: the path, the reason, the fix) when it cannot be written.
+    A symlink is written through; a device, FIFO or ``/dev/stdout`` is written in place (appended to,
+    so ``/dev/stdout`` redirected to a file keeps what was printed before): see :func:`output_target`.
     """
     path = Path(path)
     fail = _output_error(path, what)
-    with PartFile(path.parent, path.name, fail) as part:
+    target, in_place = output_target(path)
+    if in_place:
+        try:
+            fh = open(path, "ab")
+        except OSError as exc:
+            raise fail(exc) from None
+        try:
+            with fh:
+                yield fh
+        except OSError as exc:
+            raise fail(exc) from None
+        return
+    sweep(target.parent, target.name)  # leftovers of a killed run writing the same file
+    with PartFile(target.parent, target.name, fail) as part:
         try:
             yield part.file
         except OSError as exc:
             raise fail(exc) from None
-        part.commit(path)
+        part.commit(target)
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
     """Fail now, before any long work, if ``path`` cannot be written: it is a directory, or its
-    folder is missing or read-only. Probes by creating (and removing) a temporary file beside it."""
+    folder is missing or read-only. Probes by creating (and removing) a temporary file beside it
+    (beside a symlink's target); a target written in place is checked for write permission only."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}")
-    with PartFile(path.parent, path.name, _output_error(path, what)):
+    target, in_place = output_target(path)
+    if in_place:
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied; choose a writable {what}")
+        return
+    with PartFile(target.parent, target.name, _output_error(path, what)):
         pass  # creating a file is the real test (missing folder, read-only mount, ACLs)
 
 

@@ -15,6 +15,7 @@ past the size its header (or the caller) allows, so a gzip bomb cannot fill memo
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import zlib
 from math import prod
@@ -28,6 +29,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_IDX_BYTES = 2**31  # default cap on a file's decompressed size (EMNIST's largest file is 0.55 GB)
 _READ_CHUNK = 1 << 20  # bytes read from disk at a time
 _OUT_CHUNK = 1 << 20  # most bytes one decompression step may produce
+#: Deflate cannot expand a byte into more than ~1032 (258-byte matches in 2-bit codes); gzip headers and
+#: extra members only lower the ratio. A header declaring more than this for its file is a lie.
+MAX_GZIP_RATIO = 1032
 
 # IDX data type code -> dtype (big-endian on disk).
 DTYPES = {
@@ -150,6 +154,50 @@ def parse_header(buf, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
         raise FormatError(f"{name}: truncated IDX header ({ndim} dimensions need {header} bytes, got {len(buf)}).")
     dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
     return DTYPES[code], dims, header
+
+
+class _HeaderComplete(Exception):
+    """Raised by :func:`read_header`'s sink to stop decoding once the header has arrived."""
+
+
+def read_header(path, name: str | None = None) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The (dtype, dims, header length) of an IDX file, decoding only its first bytes.
+
+    Also checks that the file can hold what the header declares, before anyone allocates it: a plain
+    file must be exactly that long, a gzip file at most :data:`MAX_GZIP_RATIO` times shorter.
+    """
+    name = name or str(path)
+    head = bytearray()
+
+    def sink(piece: bytes) -> None:
+        head.extend(piece)
+        if len(head) >= 4 and len(head) >= 4 + 4 * head[3]:
+            raise _HeaderComplete
+
+    decoder = Decoder(sink, limit=MAX_IDX_BYTES, name=name)
+    size = os.stat(path).st_size
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(64 * 1024):
+                decoder.feed(chunk)
+        decoder.close()
+    except _HeaderComplete:
+        pass
+    dtype, dims, header = parse_header(head, name)
+    payload = prod(dims) * dtype.itemsize
+    if decoder.compressed:
+        if header + payload > size * MAX_GZIP_RATIO:
+            raise FormatError(
+                f"{name}: the IDX header declares shape {dims} ({header + payload} bytes), more than a {size}-byte "
+                "gzip file can hold; the file is damaged or not an IDX file."
+            )
+    elif size - header < payload:
+        raise FormatError(
+            f"{name}: truncated: the header declares shape {dims} ({payload} data bytes) but {size - header} follow."
+        )
+    elif size - header > payload:
+        raise FormatError(f"{name}: {size - header - payload} trailing bytes after the data of shape {dims}.")
+    return dtype, dims, header
 
 
 def parse_idx(buf, name: str = "<bytes>") -> np.ndarray:

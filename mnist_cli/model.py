@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
-from mnist_cli.fileio import atomic_write, jsonable
+from mnist_cli.fileio import atomic_write, jsonable, output_target
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
@@ -62,7 +62,7 @@ class Model:
         """Write ``W``, ``b`` and ``meta`` (JSON text) to an ``.npz``, atomically (temp file + rename);
         raises :class:`~mnist_cli.errors.OutputError` when the path cannot be written."""
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix != ".npz" and not output_target(path)[1]:  # a device or FIFO is written as named
             path = path.with_name(path.name + ".npz")  # what np.savez would do, made explicit
         meta = np.array(json.dumps(jsonable(self.meta), sort_keys=True, allow_nan=False, default=str))
         with atomic_write(path, "--save path") as fh:
@@ -105,13 +105,13 @@ class Model:
             raise ModelFileError(f"cannot load model {path}: {reason}; {_FIX}") from None
         try:
             meta = json.loads(str(meta_arr))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than any real metadata
             meta = None
         if not isinstance(meta, dict):
             raise ModelFileError(f"model {path} has metadata that is not a JSON object; {_FIX}")
         config = meta.get("config", {})
         scale = config.get("input_scale", 1.0) if isinstance(config, dict) else None
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not _finite_positive(scale):
             raise ModelFileError(f"model {path} has metadata without a valid config.input_scale; {_FIX} "
                                  "(or pass --input-scale)")
         return cls(W, b, meta)
@@ -124,6 +124,13 @@ class Model:
 
 
 _FIX = "pass a model written by `mnist-softmax train --save`"
+
+
+def _finite_positive(x: int | float) -> bool:
+    try:
+        return math.isfinite(x) and x > 0
+    except OverflowError:  # an integer too large for a float (hundreds of digits)
+        return False
 _MEMBERS = ("W.npy", "b.npy", "meta.npy")
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import textwrap
 from typing import Sequence
-
-from mnist_cli.forensics import format_explanation
 
 WIDTH = 100  # wrap prose for an ordinary terminal
 SPARK = 16  # characters of the loss sparkline
@@ -90,6 +89,17 @@ def sparkline(values: Sequence[float], width: int | None = None) -> str:
 # --- train and evaluate --------------------------------------------------------------------------
 
 
+def describe_data(data_dir, verified: bool) -> str:
+    """The line every readable report carries: where the data is and whether it is verified MNIST."""
+    return f"data: {data_dir} ({'verified MNIST' if verified else 'your own files, NOT verified MNIST'})"
+
+
+def data_lines(r: dict) -> list[str]:
+    """The report's line naming the data directory and whether it is verified MNIST (if known)."""
+    data = r.get("data") or {}
+    return [describe_data(data["dir"], data["verified"])] if "dir" in data else []
+
+
 def provenance_text(p: dict | None) -> str:
     """One line naming what computed a result: threads, BLAS library and kernel, NumPy, CPU."""
     if not isinstance(p, dict) or not p:  # a model saved before provenance was recorded (or tampered with)
@@ -152,7 +162,10 @@ def format_train(s: dict, explain: bool = False) -> str:
     ]
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']} (--stop-on-nan)")
+    rows += data_lines(s)
     if explain:
+        from mnist_cli.forensics import format_explanation
+
         rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
     if "saved" in s:
         rows.append(f"  saved           {s['saved']}")
@@ -182,7 +195,7 @@ def format_evaluate(r: dict, split: str) -> str:
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
     lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
-              f"evaluated with       {provenance_text(r.get('provenance'))}"]
+              f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
     return "\n".join(lines)
 
 
@@ -266,6 +279,8 @@ def _map(m: dict) -> list[str]:
 
 def _forensics(doc: dict) -> list[str]:
     """The full explanation for the first failing run of each loss; one line for each other one."""
+    from mnist_cli.forensics import format_explanation
+
     out, shown = [], set()
     brief = []
     for f in doc["forensics"]:
@@ -302,7 +317,7 @@ def format_report(doc: dict) -> str:
         + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
            if same else "NOT the case here: the digests of the init or of the examples consumed differ).")
     )
-    lines += ["", *_table(doc), ""]
+    lines += [*data_lines(doc), "", *_table(doc), ""]
     g = map_grid(doc["stability_map"])
     across = ", ".join(_AXIS[a] for a in g["row_axes"])
     lines += [f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: {_AXIS[g['col_axis']]}"
@@ -317,8 +332,8 @@ def format_report(doc: dict) -> str:
         lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
                      + ("." if not bad else ":"))
     lines += [f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad]
-    if "metrics_files" in doc:
-        lines.append(f"Wrote per-run curves: {doc.get('metrics_dir', '')}")
+    if doc.get("metrics_files"):
+        lines.append(f"Wrote per-run curves: {os.path.dirname(doc['metrics_files'][0])}")
     if "plot" in doc:
         lines.append(f"Wrote plot: {doc['plot']}")
     n_runs = sum(len(s["runs"]) for s in doc["scenarios"])

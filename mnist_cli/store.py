@@ -7,26 +7,34 @@ loading data already present costs no network-stack start-up.
 Layout of a data directory::
 
     train-images-idx3-ubyte.gz ...      the four files (or their decompressed names)
-    .mnist-softmax/stamps.json          size, mtime, inode and SHA-256 of each verified file
-    .mnist-softmax/lock                 held while files are fetched (other processes wait)
+    .mnist-softmax/stamps.json          size, mtime, inode and SHA-256 of each verified file and cache file
+    .mnist-softmax/lock                 held while files are fetched (others wait, then give up); holds its pid
     .mnist-softmax/cache/*.npy          decoded arrays, named by the SHA-256 of their source content
 
-A file whose size, mtime and inode still match its stamp is trusted without hashing it again.
+A file whose size, mtime and inode still match its stamp is trusted without hashing it again; so is a
+cache file, whose stamp also names the content it was decoded from. ``download`` re-hashes both.
+Temporary files (``.NAME.mnist-softmax-PID-XXXXXXXX.part``) of processes that are gone are swept from
+all three directories. Notices (a lock wait, a cache rebuilt) go to the ``mnist_cli`` logger, which
+the command line prints on stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cli.datasets import FileSpec
 from mnist_cli import fileio
-from mnist_cli.errors import ChecksumError, ConfigError, DataDirError
-from mnist_cli.fileio import PART_SUFFIX
+from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError
+from mnist_cli.fileio import reason, sweep
 from mnist_cli.idx import Decoder
 
 try:  # POSIX advisory locks; elsewhere concurrent runs stay safe (atomic renames) but may fetch twice
@@ -35,8 +43,15 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
+LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
 STATE_DIR = ".mnist-softmax"
+CACHE_DIR = "cache"  # inside STATE_DIR
 _STAMPS_VERSION = 1
+LOCK_NOTICE_AFTER = 1.0  # seconds of waiting for the lock before saying who holds it
+_LOCK_POLL = 0.1  # seconds between attempts to take the lock
+
+#: One-line notices for the user (a lock wait, a cache rebuilt); the command line prints them on stderr.
+notices = logging.getLogger("mnist_cli")
 
 
 def resolve_data_dir(data_dir=None) -> Path:
@@ -69,11 +84,24 @@ def find_file(root: Path, spec: FileSpec) -> Path | None:
 
 def unwritable(root: Path, exc: OSError) -> DataDirError:
     """The error for a data directory that cannot be created or written."""
-    reason = exc.strerror or type(exc).__name__
     return DataDirError(
-        f"Cannot write to the data directory {root} ({reason}); "
+        f"Cannot write to the data directory {root} ({reason(exc)}); "
         f"choose another with --data-dir or {DATA_DIR_ENV}."
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or format character (escape sequences, NUL, bidi overrides, newlines)
+    shown as a Python escape: what a server or a file supplies is printed through this."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ascii(ch)[1:-1] if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
+def redact(url: str) -> str:
+    """``url`` with the password (or a lone token) of its user-info replaced by ``***``."""
+    return re.sub(r"//([^/@]*)@", lambda m: "//" + (m[1].split(":")[0] + ":***" if ":" in m[1] else "***") + "@", url)
 
 
 @dataclass(frozen=True)
@@ -144,10 +172,30 @@ def verify_file(path: Path, spec: FileSpec) -> Digest:
     return verifier.finish()
 
 
+_FACTS = ("size", "mtime_ns", "ino")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _valid_entry(entry) -> bool:
+    """Whether a stamp read from disk has the types this module relies on (anything else is dropped,
+    and its file simply verified again)."""
+    if not isinstance(entry, dict):
+        return False
+    facts_ok = all(k not in entry or (type(entry[k]) is int) for k in _FACTS)
+    sha_ok = all(k not in entry or (isinstance(entry[k], str) and _HEX64.fullmatch(entry[k]))
+                 for k in ("sha256", "source_sha256"))
+    return facts_ok and sha_ok and isinstance(entry.get("pinned", False), bool)
+
+
 class Stamps:
-    """``.mnist-softmax/stamps.json``: per file name, the stat facts and hash it had when last verified."""
+    """``.mnist-softmax/stamps.json``: per file (its path relative to the data directory: a data file's
+    name, ``.mnist-softmax/cache/NAME.npy`` for a cache), the stat facts and hash it had when last verified.
+
+    A damaged file, or an entry of the wrong shape, is dropped: its file is verified and stamped again.
+    """
 
     def __init__(self, root: Path):
+        self.root = root
         self.path = root / STATE_DIR / "stamps.json"
         self.entries = self._read()
         self._changed: dict[str, dict | None] = {}
@@ -155,23 +203,30 @@ class Stamps:
     def _read(self) -> dict:
         try:
             doc = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return {}
         ok = isinstance(doc, dict) and doc.get("version") == _STAMPS_VERSION and isinstance(doc.get("files"), dict)
-        return doc["files"] if ok else {}
+        return {k: v for k, v in doc["files"].items() if _valid_entry(v)} if ok else {}
 
     @staticmethod
     def _facts(path: Path) -> dict:
         st = path.stat()
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
+    def key(self, path: Path) -> str:
+        """The entry name of ``path``: relative to the data directory (a data file's own name)."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
     def get(self, name: str) -> dict | None:
         return self.entries.get(name)
 
     def fresh(self, path: Path) -> dict | None:
         """The stamp of ``path`` if the file has not changed since it was stamped, else None."""
-        entry = self.entries.get(path.name)
-        if not isinstance(entry, dict):
+        entry = self.entries.get(self.key(path))
+        if entry is None:
             return None
         try:
             facts = self._facts(path)
@@ -181,7 +236,15 @@ class Stamps:
 
     def record(self, path: Path, **facts) -> None:
         entry = self._facts(path) | facts
-        self.entries[path.name] = self._changed[path.name] = entry
+        key = self.key(path)
+        self.entries[key] = self._changed[key] = entry
+
+    def distrust(self, path: Path) -> None:
+        """Keep what is known of ``path`` (e.g. that it was once verified) but never trust it unhashed again."""
+        key = self.key(path)
+        if key in self.entries:
+            entry = {k: v for k, v in self.entries[key].items() if k not in _FACTS}
+            self.entries[key] = self._changed[key] = entry
 
     def forget(self, name: str) -> None:
         self.entries.pop(name, None)
@@ -232,13 +295,119 @@ def prepare(root: Path) -> Path:
     return state
 
 
+def sweep_temps(root: Path) -> None:
+    """Remove the temporary files of processes that are gone, wherever this tool writes in ``root``."""
+    for directory in (root, root / STATE_DIR, root / STATE_DIR / CACHE_DIR):
+        sweep(directory)
+
+
 @contextmanager
-def locked(root: Path):
-    """Hold the data directory's lock; remove temporary files that crashed runs left behind."""
+def locked(root: Path, timeout: float = 600.0):
+    """Hold the data directory's lock (waiting at most ``timeout`` seconds); sweep stale temporary files.
+
+    After :data:`LOCK_NOTICE_AFTER` seconds of waiting, a notice names the process holding it;
+    :class:`LockTimeoutError` when it is still held after ``timeout``.
+    """
     state = prepare(root)
     with open(state / "lock", "a+b") as handle:
         if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            for stale in root.glob(f".*{PART_SUFFIX}"):  # every live writer holds this lock
-                stale.unlink(missing_ok=True)
+            _acquire(handle, root, timeout)
+            handle.truncate(0)  # who holds it, for those who wait
+            handle.write(f"{os.getpid()}\n".encode())
+            handle.flush()
+        sweep_temps(root)
         yield
+
+
+def _acquire(handle, root: Path, timeout: float) -> None:
+    started, told = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise LockTimeoutError(
+                f"Gave up after {timeout:g} s waiting for {root}: {_holder(handle)} holds its lock (another "
+                f"mnist-softmax fetching files, perhaps stopped with Ctrl-Z). Let it finish or end it, set "
+                f"{LOCK_TIMEOUT_ENV} to wait longer, or choose another --data-dir."
+            )
+        if not told and waited >= LOCK_NOTICE_AFTER:
+            notices.warning(f"Waiting for {root}: {_holder(handle)} holds its lock; giving up after {timeout:g} s "
+                            f"({LOCK_TIMEOUT_ENV}).")
+            told = True
+        time.sleep(min(_LOCK_POLL, max(0.0, timeout - waited)))
+
+
+def _holder(handle) -> str:
+    """'process PID' as the holder of the lock wrote it, or a vaguer phrase."""
+    try:
+        handle.seek(0)
+        text = handle.read(32).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+# The decoded-array cache ----------------------------------------------------------------------------
+
+
+def cache_path(root: Path, f: FileSpec, sha256: str) -> Path:
+    """Where the decoded array of ``f`` with content ``sha256`` is cached."""
+    return root / STATE_DIR / CACHE_DIR / f"{f.raw_name}.{sha256[:16]}.npy"
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_problem(stamps: Stamps, path: Path, source_sha256: str | None = None, *, rehash: bool = False) -> str | None:
+    """Why the cache file ``path`` cannot be used, or None if it is the one stamped when it was written
+    (from ``source_sha256``, if given). Unchanged stat facts are trusted unless ``rehash``; changed ones
+    (a copied or touched file) are checked by SHA-256 and stamped again if the bytes are the same."""
+    entry = stamps.get(stamps.key(path))
+    if entry is None:
+        return "no record of it being written from a verified file"
+    if source_sha256 is not None and entry.get("source_sha256") != source_sha256:
+        return "it was written from other content"
+    if not rehash and stamps.fresh(path) is not None:
+        return None
+    try:
+        same = hash_file(path) == entry.get("sha256")
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if not same:
+        return "its content changed since it was written"
+    if stamps.fresh(path) is None:
+        stamps.record(path, **{k: v for k, v in entry.items() if k not in _FACTS})
+    return None
+
+
+def check_caches(root: Path, stamps: Stamps, *, clear: bool = False) -> list[str]:
+    """Hash every cache file against its stamp; remove those that fail (all of them if ``clear``).
+
+    Returns a notice per file that failed (none for ``clear``); a load rebuilds what was removed.
+    """
+    directory = root / STATE_DIR / CACHE_DIR
+    told = []
+    for path in sorted(directory.glob("*.npy")) if directory.is_dir() else []:
+        if not clear:
+            problem = cache_problem(stamps, path, rehash=True)
+            if problem is None:
+                continue
+            told.append(f"cache {path.name} failed its check ({problem}): removed; the next load rebuilds it.")
+        stamps.forget(stamps.key(path))
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    for key in [k for k in stamps.entries if k.startswith(f"{STATE_DIR}/{CACHE_DIR}/")]:
+        if not (root / key).is_file():
+            stamps.forget(key)  # a record of a file that is gone
+    return told

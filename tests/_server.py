@@ -34,6 +34,10 @@ class Reply:
     then: str = "close"  # after `send` bytes: "close" (clean end), "reset" (TCP RST) or "stall" (hold it open)
     drip: float = 0.0  # seconds between single bytes (a server too slow to finish)
     delay: float = 0.0  # seconds to wait before answering (lets concurrent clients overlap)
+    reason: str | None = None  # the reason phrase of the status line (default: the standard one)
+    slow_head: str | None = None  # "status": drip the status line and headers; "headers": only the headers
+    head_drip: float = 0.1  # seconds between single bytes of a slow head
+    continues: bool = False  # answer with "100 Continue" responses, one every 0.05 s, and never more
 
 
 class FaultServer:
@@ -98,13 +102,22 @@ class FaultServer:
                 if reply.delay:
                     server.released.wait(min(reply.delay, server.max_hold))
                 self.close_connection = True
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                if reply.content_length:
-                    self.send_header("Content-Length", str(len(reply.body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
+                try:
+                    if reply.continues:
+                        self._continue_forever()
+                        return
+                    if reply.slow_head:
+                        self._slow_head(reply)
+                    else:
+                        self.send_response(reply.status, reply.reason)
+                        for name, value in reply.headers.items():
+                            self.send_header(name, value)
+                        if reply.content_length:
+                            self.send_header("Content-Length", str(len(reply.body)))
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                except OSError:
+                    return
                 body = reply.body if reply.send is None else reply.body[: reply.send]
                 try:
                     self._send(body, reply.drip)
@@ -112,6 +125,24 @@ class FaultServer:
                         self._finish_broken(reply.then)
                 except OSError:  # the client went away: fine, that is what many tests do
                     pass
+
+            def _continue_forever(self) -> None:
+                deadline = time.monotonic() + server.max_hold
+                while not server.released.wait(0.05) and time.monotonic() < deadline:
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.wfile.flush()
+
+            def _slow_head(self, reply: Reply) -> None:
+                status = f"HTTP/1.1 {reply.status} {reply.reason or self.responses[reply.status][0]}\r\n"
+                headers = {**reply.headers, "Connection": "close"}
+                if reply.content_length:
+                    headers["Content-Length"] = str(len(reply.body))
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+                if reply.slow_head == "status":
+                    status, head = "", status + head
+                self.wfile.write(status.encode("latin-1"))
+                self.wfile.flush()
+                self._send(head.encode("latin-1"), reply.head_drip)
 
             def _send(self, body: bytes, drip: float) -> None:
                 if not drip:

@@ -138,3 +138,28 @@ def download_env(monkeypatch):
             monkeypatch.delenv(var)
     for var, value in FAST_FETCH_ENV.items():
         monkeypatch.setenv(var, value)
+
+
+@pytest.fixture()
+def full_disk(monkeypatch):
+    """``full_disk("NAME")``: from now on, temporary files written for a target called NAME (or whose name
+    contains it) are real files whose writes fail with ENOSPC, like a full disk (their descriptor is
+    /dev/full's), including the flush that closing them does."""
+    import tempfile
+    import types
+
+    import mnist_cli.fileio
+
+    names = []
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        if any(os.path.basename(path).startswith(f".{name}") for name in names):
+            full = os.open("/dev/full", os.O_RDWR)
+            os.dup2(full, fd)
+            os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(mnist_cli.fileio, "tempfile", types.SimpleNamespace(mkstemp=mkstemp))
+    return names.append

@@ -245,3 +245,87 @@ def test_unknown_users_home_in_the_data_dir_is_one_line(tmp_path, tiny_mnist, mo
     for result in (flag, env):
         assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
         assert result.output == f"Error: {want}\n"
+
+
+# Headers are checked before anything is decoded or cached (issue 10) -------------------------------
+
+
+def test_lying_image_count_fails_before_decoding_or_caching(tmp_path, tiny_mnist):
+    import tracemalloc
+
+    _own(tmp_path)
+    n = 100_000  # 78 MB of images in a 76 kB gzip file; the labels say 20
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(np.zeros((n, 28, 28), np.uint8))))
+    tracemalloc.start()
+    with pytest.raises(FormatError, match=f"20 labels but train-images-idx3-ubyte.gz holds {n} images"):
+        load_mnist(tmp_path, offline=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_header_declaring_more_than_the_gzip_file_can_hold_fails_fast(tmp_path, tiny_mnist):
+    _own(tmp_path)
+    n = 2_700_000  # 2.1 GB declared, in a 100 kB file: more than deflate can expand it to
+    header = encode_idx(np.zeros((0, 28, 28), np.uint8))[:4] + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + os.urandom(100_000)))
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(encode_idx(np.zeros(n, np.uint8))))
+    size = path.stat().st_size
+    with pytest.raises(FormatError, match=f"{path}: the IDX header declares shape \\({n}, 28, 28\\) "
+                                          f"\\({16 + n * 784} bytes\\), more than a {size}-byte gzip file can hold"):
+        load_mnist(tmp_path, offline=True)
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+# Missing is not corrupt (issue 10) -----------------------------------------------------------------
+
+
+def test_corrupt_file_offline_is_called_corrupt_with_the_fix_not_missing(tmp_path, tiny_mnist):
+    tiny_mnist.write(tmp_path)
+    load_mnist(tmp_path, offline=True)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(encode_idx(np.zeros(10, np.uint8))))
+    with pytest.raises(DataNotFoundError) as info:
+        load_mnist(tmp_path, offline=True)
+    message = str(info.value).splitlines()[0]
+    assert "missing" not in message
+    assert message == (
+        f"{tmp_path} holds corrupt copies of t10k-labels-idx1-ubyte.gz (no longer the TINY files verified there "
+        "earlier; fix: `mnist-softmax download` without --offline, or remove them and supply the files with "
+        "--mirror DIR), and offline mode (--offline or MNIST_SOFTMAX_OFFLINE) forbids downloading."
+    )
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError, match=r"^TINY is missing from .* \(train-images-idx3-ubyte.gz\) and "
+                                                r".* holds corrupt copies of t10k-labels-idx1-ubyte.gz"):
+        load_mnist(tmp_path, offline=True)
+
+
+@pytest.mark.parametrize("damage", ["gzip trailer (CRC)", "a label, same gzip size"])
+def test_file_that_rots_behind_its_stamp_is_never_cached_but_repaired(tmp_path, tiny_mnist, damage):
+    mirror = tiny_mnist.write(tmp_path / "mirror")
+    data_dir = tmp_path / "data"
+    load_mnist(data_dir, mirrors=[mirror])
+    for cached in (data_dir / STATE_DIR / "cache").glob("*.npy"):
+        cached.unlink()  # so that the next load decodes the files it trusts by their stamps
+    path = data_dir / "train-labels-idx1-ubyte.gz"
+    before = path.stat()
+    if damage.startswith("gzip"):
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0xFF  # the decoder's CRC check fails
+    else:
+        labels = tiny_mnist.arrays["train_labels"].copy()
+        labels[0] = (labels[0] + 1) % 10
+        data = gzip.compress(encode_idx(labels), mtime=0)
+        assert len(data) == before.st_size
+    with open(path, "r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(DataNotFoundError, match="holds corrupt copies of train-labels-idx1-ubyte.gz"):
+        load_mnist(data_dir, offline=True)  # offline, without a mirror: called corrupt, with the fix
+    assert not list((data_dir / STATE_DIR / "cache").glob("train-labels*.npy"))
+    data = load_mnist(data_dir, mirrors=[mirror])
+    assert data.verified and path.read_bytes() == tiny_mnist.gz[path.name]
+    np.testing.assert_array_equal(data.train_labels, tiny_mnist.arrays["train_labels"])

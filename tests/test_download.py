@@ -4,6 +4,7 @@ bad or partial file is left at a final path."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -27,7 +28,7 @@ from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
 from mnist_cli.download import FetchSettings, ensure_mnist, offline_from_env, resolve_mirrors
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError
 from mnist_cli.options import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV
-from mnist_cli.store import verify_file
+from mnist_cli.store import STATE_DIR, verify_file
 
 from _server import FaultServer, Reply
 from conftest import make_tiny
@@ -132,6 +133,12 @@ FAILURES = {
         1,
         {},
     ),
+    "undecodable Content-Encoding (not retried)": (
+        lambda body: Reply(body=b"this is not gzip data", headers={"Content-Encoding": "gzip"}),
+        "cannot decode the body (Content-Encoding: gzip;",
+        1,
+        {},
+    ),
     "429, Retry-After beyond the deadline": (
         lambda body: Reply(status=429, headers={"Retry-After": "3600"}),
         "HTTP 429 Too Many Requests; retry in 3600 s would pass the deadline",
@@ -169,6 +176,59 @@ def test_gzip_bomb_never_fills_memory(tmp_path, tiny):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak < 16 * 2**20
+
+
+# Fault matrix: the total deadline bounds what comes before the body too ------------------------------
+
+PAD = "." * 400  # at 10 bytes/s, a head that would take 40 s to arrive
+SLOW_HEADS = {
+    "status line one byte at a time": Reply(slow_head="status", reason="OK" + PAD),
+    "headers one byte at a time": Reply(slow_head="headers", headers={"X-Pad": PAD}),
+    "endless 100 Continue": Reply(continues=True),
+}
+
+
+@pytest.mark.parametrize("case", SLOW_HEADS)
+def test_deadline_bounds_status_line_headers_and_1xx(case, tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("MNIST_SOFTMAX_DEADLINE", "1.5")  # the read timeout (0.5 s) never fires: bytes keep coming
+    with FaultServer(routes(tiny_mnist, **{TRAIN: SLOW_HEADS[case]}), max_hold=60) as server:
+        started = time.monotonic()
+        result = download("--data-dir", tmp_path, "--mirror", server.url)
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    assert elapsed < 1.5 + 10, elapsed  # not until the server gives up (60 s)
+    lines = result.output.splitlines()
+    assert lines[1] == (f"  {server.url}: no complete response (status line and headers) within 1.5 s "
+                        "(total deadline, MNIST_SOFTMAX_DEADLINE)")
+    assert server.hits[f"/{TRAIN}"] == 1  # the deadline is spent: no retry
+    assert_clean(tmp_path, tiny_mnist.spec)
+
+
+def test_silent_mirror_is_skipped_for_later_files_after_a_timeout(tmp_path, tiny_mnist):
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        with FaultServer(routes(tiny_mnist)) as good:
+            report = ensure_mnist(tmp_path, mirrors=[url, good.url])
+    notes = [note for f in report.files for note in f.notes]
+    assert len(notes) == 1, notes  # only the first file waited for it
+    assert notes[0] == f"{url}: no response within 0.5 s (read timeout); gave up after 2 attempts"
+    assert report.verified
+
+
+def test_server_text_is_escaped_and_mirror_passwords_redacted(tmp_path, tiny_mnist):
+    fake = "\x1b[2J\x1b[HALL FILES VERIFIED OK\x9b2J"  # \x9b: the one-byte CSI of some terminals
+    with FaultServer(routes(tiny_mnist, **{TRAIN: Reply(status=403, reason=fake)})) as server:
+        url = server.url.replace("http://", "http://reader:s3cret@")
+        result = download("--data-dir", tmp_path, "--mirror", url)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x9b" not in result.output and "s3cret" not in result.output
+    assert result.output.splitlines()[1] == (
+        f"  {server.url.replace('http://', 'http://reader:***@')}: HTTP 403 \\x1b[2J\\x1b[HALL FILES VERIFIED OK\\x9b2J"
+    )
+    bad_scheme = download("--data-dir", tmp_path, "--mirror", "ftp://reader:s3cret@example.com/")
+    assert bad_scheme.exit_code == 1 and "s3cret" not in bad_scheme.output and "reader:***@" in bad_scheme.output
 
 
 # Fault matrix: transient faults that are retried ---------------------------------------------------
@@ -545,20 +605,128 @@ def test_cli_progress_bar_on_a_terminal_stderr_unless_json_or_quiet(flags, bar, 
         assert json.loads(out)["downloaded"] == 4
 
 
-def test_ctrl_c_mid_download_exits_130_without_a_partial_file(tmp_path, tiny):
-    data_dir = tmp_path / "data"
+@contextlib.contextmanager
+def _stuck_download(tmp_path: Path, tiny, data_dir: Path, *flags: str):
+    """A `download` subprocess halfway through the training images, its .part file on disk; and the server."""
     body = tiny.gz[TRAIN]
     stuck = Reply(body=body, send=len(body) // 2, then="stall")
     with FaultServer(routes(tiny, **{TRAIN: stuck})) as server:
-        cmd = [sys.executable, str(LAUNCHER), str(_spec_file(tmp_path, tiny)), "download", "--quiet",
+        cmd = [sys.executable, str(LAUNCHER), str(_spec_file(tmp_path, tiny)), "download", "--quiet", *flags,
                "--data-dir", str(data_dir), "--mirror", server.url]
         proc = subprocess.Popen(cmd, env=_env(MNIST_SOFTMAX_READ_TIMEOUT="30"), stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
         while not (server.bytes_sent and list(data_dir.glob(".*.part"))):
             assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        yield proc, server
+
+
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "Interrupted."), (signal.SIGTERM, 143, "Terminated.")],
+                         ids=["Ctrl-C", "SIGTERM"])
+def test_signal_mid_download_exits_without_a_partial_file(tmp_path, tiny, sig, code, message):
+    data_dir = tmp_path / "data"
+    with _stuck_download(tmp_path, tiny, data_dir) as (proc, server):
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 130
-    assert err.decode().strip() == "Interrupted."
+    assert proc.returncode == code
+    assert err.decode().strip() == message
     assert not list(data_dir.glob(".*.part")) and not (data_dir / TRAIN).exists()
+
+
+def test_leftover_of_a_killed_download_force_is_swept_by_the_next_download(tmp_path, tiny):
+    data_dir = tmp_path / "data"
+    with FaultServer(routes(tiny)) as server:
+        ensure_mnist(data_dir, mirrors=[server.url], spec=tiny.spec)
+    with _stuck_download(tmp_path, tiny, data_dir, "--force") as (proc, server):
+        proc.kill()  # SIGKILL: no clean-up can run
+        proc.communicate(timeout=15)
+    assert list(data_dir.glob(".*.part"))
+    report = ensure_mnist(data_dir, spec=tiny.spec, offline=True, rehash=True)  # every file present: nothing to fetch
+    assert report.verified and not report.downloaded
+    assert not [p for p in data_dir.rglob("*") if p.name.endswith(".part")]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sweep_removes_only_the_tools_leftovers_in_every_directory_it_writes(tmp_path, tiny_mnist):
+    state, cache = tmp_path / STATE_DIR, tmp_path / STATE_DIR / "cache"
+    with FaultServer(routes(tiny_mnist)) as server:
+        assert download("--data-dir", tmp_path, "--mirror", server.url).exit_code == 0
+        (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()  # so that this run fetches, under the lock
+        cache.mkdir(parents=True, exist_ok=True)
+        dead = _dead_pid()
+        leftovers = [tmp_path / f".{TRAIN}.mnist-softmax-{dead}-abcd1234.part",
+                     state / f".stamps.json.mnist-softmax-{dead}-_x_y_z_w.part",
+                     cache / f".train-images-idx3-ubyte.0123.npy.mnist-softmax-{dead}-zzzzzzzz.part"]
+        kept = [tmp_path / ".thesis.part", state / ".thesis.part", cache / "notes.part",
+                tmp_path / f".{TRAIN}.mnist-softmax-{os.getpid()}-abcd1234.part"]  # a live process's file
+        for path in leftovers + kept:
+            path.write_text("x")
+        result = download("--data-dir", tmp_path, "--mirror", server.url)
+    assert result.exit_code == 0, result.output
+    assert [p for p in leftovers if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+
+
+HOLD_LOCK = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from mnist_cli.store import locked\n"
+    "with locked(Path(sys.argv[1])):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def _hold_lock(data_dir: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the data directory's lock for ``seconds`` (a stopped download, say)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(data_dir), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_lock_wait_names_the_holder_then_gives_up_in_one_line(tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("MNIST_SOFTMAX_LOCK_TIMEOUT", "2")
+    holder = _hold_lock(tmp_path, 60)
+    try:
+        with FaultServer(routes(tiny_mnist)) as server:
+            started = time.monotonic()
+            result = download("--data-dir", tmp_path, "--mirror", server.url)
+            elapsed = time.monotonic() - started
+            assert sum(server.hits.values()) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert result.exit_code == 1 and elapsed < 2 + 10, (result.output, elapsed)
+    lines = result.output.splitlines()
+    assert lines[0] == (f"Waiting for {tmp_path}: process {holder.pid} holds its lock; giving up after 2 s "
+                        "(MNIST_SOFTMAX_LOCK_TIMEOUT).")
+    assert lines[1].startswith(f"Error: Gave up after 2 s waiting for {tmp_path}: process {holder.pid} holds its lock")
+    assert lines[1].endswith("set MNIST_SOFTMAX_LOCK_TIMEOUT to wait longer, or choose another --data-dir.")
+    assert len(lines) == 2
+
+
+def test_lock_wait_ends_when_the_holder_is_done(tmp_path, tiny_mnist):
+    holder = _hold_lock(tmp_path, 1.5)
+    try:
+        with FaultServer(routes(tiny_mnist)) as server:
+            result = download("--data-dir", tmp_path, "--mirror", server.url)
+    finally:
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Waiting for {tmp_path}: process {holder.pid} holds its lock")
+    assert "4 downloaded" in result.output
+
+
+def test_lock_timeout_is_a_patience_setting():
+    assert FetchSettings().lock_timeout == 600
+    assert FetchSettings.from_env({"MNIST_SOFTMAX_LOCK_TIMEOUT": "5"}).lock_timeout == 5
+    with pytest.raises(ConfigError, match="MNIST_SOFTMAX_LOCK_TIMEOUT='forever'"):
+        FetchSettings.from_env({"MNIST_SOFTMAX_LOCK_TIMEOUT": "forever"})

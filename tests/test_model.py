@@ -162,3 +162,41 @@ def test_input_scale_read_from_metadata(tmp_path):
     m = make_model()
     m.meta["config"]["input_scale"] = 255
     assert Model.load(m.save(tmp_path / "m.npz")).input_scale == 255.0
+
+
+@pytest.mark.parametrize("meta, reason", [
+    ('{"a": ' * 100_000 + "1" + "}" * 100_000, "metadata that is not a JSON object"),  # RecursionError in json
+    ("[" * 100_000 + "]" * 100_000, "metadata that is not a JSON object"),
+    ('{"config": {"input_scale": ' + "9" * 400 + "}}", "without a valid config.input_scale"),  # OverflowError
+])
+def test_hostile_metadata_is_a_one_line_error(tmp_path, meta, reason):
+    from click.testing import CliRunner
+
+    from mnist_cli.cli import main
+
+    m = make_model()
+    path = tmp_path / "m.npz"
+    np.savez(path, W=m.W, b=m.b, meta=np.array(meta))
+    with pytest.raises(ModelFileError, match=reason):
+        Model.load(path)
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data-dir", str(tmp_path / "none"), "--offline"])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1 and reason in result.output, result.output
+
+
+def test_save_onto_a_fifo_writes_into_it_and_keeps_the_fifo(tmp_path):
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "model-pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    m = make_model()
+    assert m.save(fifo) == fifo  # no .npz added to a FIFO's name
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(received[0])
+    np.testing.assert_array_equal(Model.load(copy).W, m.W)
