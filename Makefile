@@ -1,7 +1,8 @@
 # Entry points that do all the set-up on a fresh machine:
 #   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
 #   make test   -- create .venv, install with test extras, run the test suite
-#   make bench  -- scripts/bench.py: the performance figures of issue 5 (BENCH_FLAGS=--quick, --json)
+#   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
+#   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test smoke bench clean
+.PHONY: demo test lint smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check mnist_cli tests scripts
 
 smoke: $(VENV)/.installed
 	$(CLI) compare --smoke $(MIRROR_FLAGS)

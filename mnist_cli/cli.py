@@ -98,7 +98,8 @@ def main():
 
 
 @main.command()
-@click.option("--force", is_flag=True, help="Fetch every file again, even when present and valid (replaces your own files too).")
+@click.option("--force", is_flag=True,
+              help="Fetch every file again, even when present and valid (replaces your own files too).")
 @data_options
 @output_options
 def download(force, data_dir, mirrors, offline, as_json, quiet):
@@ -142,16 +143,19 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help=f"Examples per step.  [default: {TUTORIAL.batch_size}]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help=f"SGD steps.  [default: {TUTORIAL.steps}]")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Train for N passes over the data instead of --steps.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Train for N passes over the data instead of --steps.")
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
 @click.option("--init", type=click.Choice(INIT_NAMES), default=None, help=f"Initial W.  [default: {TUTORIAL.init}]")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
               help=f"Dtype of every array.  [default: {TUTORIAL.dtype}]")
 @click.option("--input-scale", type=POSITIVE, default=None,
-              help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake.  [default: {TUTORIAL.input_scale:g}]")
+              help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake."
+              f"  [default: {TUTORIAL.input_scale:g}]")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help=f"Drives init and shuffling: same seed, same numbers.  [default: {TUTORIAL.seed}]")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples only (smoke runs).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N examples only (smoke runs).")
 @click.option("--lr-decay", type=FiniteFloat(min=0, max=1, min_open=True), default=None,
               help=f"Multiply the learning rate by this after each epoch.  [default: {TUTORIAL.lr_decay:g} = constant]")
 @click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
@@ -160,12 +164,17 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
 @click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
-@click.option("--stop-on-nan", is_flag=True, default=None, help="Stop at the first non-finite loss or gradient (TF would go on).")
+@click.option("--stop-on-nan", is_flag=True, default=None,
+              help="Stop at the first non-finite loss or gradient (TF would go on).")
 @click.option("--fail-on-nan", is_flag=True, help=f"Exit with code {EXIT_NAN} if any non-finite value occurred (CI).")
-@click.option("--explain-nan", is_flag=True, help="Explain the first non-finite step: which example, which logit gap, which operation.")
-@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None, help="Write parameters and metadata to this .npz.")
-@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Write a JSONL record every --log-every steps.")
-@click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True, help="Steps between --metrics-out records.")
+@click.option("--explain-nan", is_flag=True,
+              help="Explain the first non-finite step: which example, which logit gap, which operation.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="Write parameters and metadata to this .npz.")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None,
+              help="Write a JSONL record every --log-every steps.")
+@click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Steps between --metrics-out records.")
 @threads_option
 @data_options
 @output_options
@@ -241,7 +250,8 @@ class _step_bar:
 
 @main.command()
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Which MNIST split to score.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Which MNIST split to score.")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @threads_option
@@ -323,7 +333,8 @@ def _seed(text: str) -> int:
               callback=_comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
               help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps per run.  [default: 1000; 200 with --smoke]")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="SGD steps per run.  [default: 1000; 200 with --smoke]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Examples per step.")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N examples only.  [default: all; 2000 with --smoke]")
@@ -367,7 +378,15 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
+    from mnist_cli.compare import (
+        add_metrics,
+        add_plot,
+        compare_config,
+        planned_checks,
+        probe_outputs,
+        publish,
+        run_compare,
+    )
     from mnist_cli.fileio import jsonable
     from mnist_cli.present import format_report
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -200,7 +199,7 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
     for done, (cell, loss) in enumerate(jobs, start=1):
         tc = config.train_config(cell, loss)
         records: list[dict] = []
-        result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec),
+        result = train(train_images, train_labels, tc, on_log=lambda step, rec, records=records: records.append(rec),
                        log_every=config.log_every)
         evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
         explanation = explain(result.snapshot, tc.dtype, loss) if result.snapshot is not None else None

@@ -1,9 +1,9 @@
 """Load MNIST (or a user's data in MNIST's layout) into arrays, in tens of milliseconds once cached.
 
-    >>> from mnist_cli.data import load_mnist
-    >>> mnist = load_mnist()                 # doctest: +SKIP  (downloads MNIST if missing)
-    >>> mnist.train_images.shape, mnist.verified                  # doctest: +SKIP
-    ((60000, 784), True)
+    from mnist_cli.data import load_mnist
+    mnist = load_mnist()
+    mnist.train_images.shape, mnist.verified
+    # -> ((60000, 784), True)
 
 The fast path reads the data directory's stamps (size, mtime and inode of each verified file), and
 loads the decoded arrays from ``.mnist-softmax/cache/*.npy``, named by the SHA-256 of their source

@@ -1,8 +1,8 @@
 """Fetch the files of a dataset into the data directory: verified, atomic, resilient to bad mirrors.
 
-    >>> from mnist_cli.download import ensure_mnist
-    >>> report = ensure_mnist(mirrors=["../shared/datasets/mnist"])   # doctest: +SKIP
-    >>> print(report.summary())                                        # doctest: +SKIP
+    from mnist_cli.download import ensure_mnist
+    report = ensure_mnist(mirrors=["../shared/datasets/mnist"])
+    print(report.summary())
 
 For each file not already present and verified, the mirrors are tried in order (the caller's, then
 ``$MNIST_SOFTMAX_MIRRORS``, then the built-in ones). A mirror is an http(s) base URL or a local
@@ -35,9 +35,9 @@ import urllib3
 
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, LockTimeoutError, MnistError
-from mnist_cli.progress import bars_enabled, make_bar
+from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, MnistError
 from mnist_cli.present import describe_data
+from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.store import (
     DATA_DIR_ENV,
     Digest,
@@ -269,7 +269,8 @@ class DownloadReport:
             what = {
                 "present": "verified, already present",
                 "downloaded": f"verified, downloaded from {printable(f.source)}",
-                "foreign": f"NOT {self.dataset.upper()}: kept as your own data (checked for IDX structure when loaded; --force replaces it)",
+                "foreign": f"NOT {self.dataset.upper()}: kept as your own data "
+                "(checked for IDX structure when loaded; --force replaces it)",
             }[f.status]
             lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
             lines += [f"    note: {printable(note)}" for note in f.notes]
@@ -321,7 +322,8 @@ def ensure_mnist(
     offline = offline or offline_from_env()
     settings = settings or FetchSettings.from_env()
     if root.exists() and not root.is_dir():
-        raise DataDirError(f"The data directory {root} is not a directory; choose another with --data-dir or {DATA_DIR_ENV}.")
+        raise DataDirError(f"The data directory {root} is not a directory; "
+                           f"choose another with --data-dir or {DATA_DIR_ENV}.")
     sweep_temps(root)  # what killed runs left (their processes are gone); never anyone else's files
     stamps = Stamps(root)
     reports: dict[str, FileReport] = {}
@@ -596,7 +598,8 @@ class _Fetcher:
                 "(total deadline, MNIST_SOFTMAX_DEADLINE)",
                 down=True,
             )
-        return _MirrorFailed(f"too slow: {self._received} bytes in {s.deadline:g} s (total deadline, MNIST_SOFTMAX_DEADLINE)")
+        return _MirrorFailed(
+            f"too slow: {self._received} bytes in {s.deadline:g} s (total deadline, MNIST_SOFTMAX_DEADLINE)")
 
     def _retrying(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
         s = self.settings
@@ -737,6 +740,7 @@ def _why(exc: BaseException) -> str:
             return e.strerror
         if isinstance(e, urllib3.exceptions.IncompleteRead):
             return "the server closed the connection early"
-        todo += [a for a in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(a, BaseException)]
+        linked = (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+        todo += [a for a in linked if isinstance(a, BaseException)]
     return redact(re.sub(r"<[^>]*>: ", "", str(exc))[:200])
 

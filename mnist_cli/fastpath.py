@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -130,7 +130,7 @@ def row_groups(B: int, max_sub: int | None = None, group_rows: int | None = None
     about ``group_rows`` rows. Depends on ``B`` alone (never on the number of threads).
     """
     max_sub, group_rows = max_sub or MAX_SUB_ROWS, group_rows or GROUP_ROWS
-    if B <= max_sub:
+    if max_sub >= B:
         return [(0, 1, B)]
     w = next((c for c in range(max_sub, max_sub * 3 // 4 - 1, -1) if B % c == 0), max_sub)
     per_group = max(1, group_rows // w)
@@ -169,7 +169,7 @@ class _Lane:
         self.parts = {m: np.empty((m, r, d + 1), dtype) for _, _, m, _ in groups}  # one group's products
         self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
 
-    def run(self, sgd: "FastSGD", j: int, t: np.ndarray, kcoef) -> bool:
+    def run(self, sgd: FastSGD, j: int, t: np.ndarray, kcoef) -> bool:
         """Forward, fused kernel and backward over this lane's groups; group ``g``'s gradient goes to
         ``sgd.partials[g]``, its loss sum and gap to ``sgd.group_loss[g]``, ``sgd.group_gap[g]``.
         False as soon as a group is not proved healthy."""
@@ -252,7 +252,7 @@ class FastSGD:
         # its loads, targets ``t`` and reference call all follow that order. A batch of one product
         # is gathered in the drawn order instead, even when it is every example (B == n <= 120): the
         # single-product step knows only that order.
-        self.full = B == n and not self.single
+        self.full = n == B and not self.single
         n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
         indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
         cut = np.linspace(0, len(indexed), n_lanes + 1).astype(int)
@@ -275,7 +275,7 @@ class FastSGD:
             width[start : start + m * w] = w
             offset[start : start + m * w] = (p // w) * r * w + p % w
         self.width, self.offset = width, offset
-        self.chunk = max(1, CHUNK_ROWS // B) if self.single and not B == n else 1  # batches converted at once
+        self.chunk = max(1, CHUNK_ROWS // B) if self.single and n != B else 1  # batches converted at once
         self.xc = _aligned_rows(self.chunk * B, d + 1, dtype) if self.chunk > 1 else self.xa[:B]  # (chunk * B, d + 1)
         self.xc[:, d] = self.kappa
         self.xcs = [self.xc[c * B : (c + 1) * B] for c in range(self.chunk)]  # each batch's rows in the chunk

@@ -1,7 +1,7 @@
 """Writing output files (models, metrics, plots): strict JSON, checked paths, and no partial files.
 
-    >>> with atomic_write(Path("model.npz"), "--save path") as fh:   # doctest: +SKIP
-    ...     np.savez(fh, W=W)
+    with atomic_write(Path("model.npz"), "--save path") as fh:
+        np.savez(fh, W=W)
 
 The content goes to a temporary file beside the target, which is renamed over it only when the
 ``with`` block ends without an error; on any error, Ctrl-C or SIGTERM the temporary file is removed
@@ -25,12 +25,12 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from mnist_cli.errors import OutputError
-
 
 #: Suffix of the temporary files: a run that crashed may leave ``.NAME.mnist-softmax-PID-XXXX.part`` behind.
 PART_SUFFIX = ".part"
@@ -187,7 +187,7 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     target, in_place = output_target(path)
     if in_place:
         try:
-            fh = open(path, "ab")
+            fh = open(path, "ab")  # noqa: SIM115  (opened apart so that only its own OSError is worded as such)
         except OSError as exc:
             raise fail(exc) from None
         try:

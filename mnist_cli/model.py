@@ -38,7 +38,7 @@ class Model:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def init(cls, d: int, k: int, how: str, dtype, rng: np.random.Generator, std: float = 0.01) -> "Model":
+    def init(cls, d: int, k: int, how: str, dtype, rng: np.random.Generator, std: float = 0.01) -> Model:
         """``zeros`` (the tutorial's ``tf.zeros``) or ``normal``: ``W ~ N(0, std^2)``, ``b = 0``."""
         if how == "zeros":
             W = np.zeros((d, k), dtype=dtype)
@@ -70,7 +70,7 @@ class Model:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Model":
+    def load(cls, path: str | os.PathLike) -> Model:
         """Read a model saved by :meth:`save`, refusing anything else.
 
         Before any array is read: a size cap on the file and on its decompressed members, exactly

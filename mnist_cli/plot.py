@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.compare import CompareResult, to_document
-from mnist_cli.present import map_grid, number_text
 from mnist_cli.errors import MissingExtraError
 from mnist_cli.fileio import atomic_write
+from mnist_cli.present import map_grid, number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row

@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 WIDTH = 100  # wrap prose for an ordinary terminal
 SPARK = 16  # characters of the loss sparkline

@@ -16,9 +16,9 @@ atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.settings import TrainConfig

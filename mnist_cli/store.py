@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_cli.datasets import FileSpec
 from mnist_cli import fileio
+from mnist_cli.datasets import FileSpec
 from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError
 from mnist_cli.fileio import reason, sweep
 from mnist_cli.idx import Decoder

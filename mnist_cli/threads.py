@@ -26,8 +26,8 @@ import contextlib
 import os
 import platform
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Iterator
 
 from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV  # noqa: F401  (re-exported)
 

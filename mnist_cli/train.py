@@ -24,8 +24,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -558,7 +558,7 @@ def bench_contended(d, data_dir: Path, repeats: int) -> dict:
         "full batch x3, --threads 2": lambda: train(X, y, TrainConfig(full_batch=True, steps=3, threads=2)),
     }
     idle, busy = {k: [] for k in fns}, {k: [] for k in fns}
-    for name, fn in fns.items():
+    for fn in fns.values():
         fn()  # warm-up
     for _ in range(repeats):
         for times, neighbour in ((idle, None), (busy, Neighbour())):
@@ -641,7 +641,8 @@ def table(doc: dict) -> str:
     if c := doc.get("cli"):
         add("3. whole process: mnist-softmax train --loss fused --quiet (data cached)")
         if "wall" in c:
-            add(_row("wall", c["wall"]["median"], None, "<= 0.6 s", f"{_goal(c['goal'])} (fastest {c['wall']['min']:.2f} s)"))
+            add(_row("wall", c["wall"]["median"], None, "<= 0.6 s",
+                     f"{_goal(c['goal'])} (fastest {c['wall']['min']:.2f} s)"))
             add(_row("python -c pass", c["python_startup"]))
         add("   import: " + ", ".join(f"{k} {v:.0f} ms" for k, v in c["import_ms"].items())
             + f"; heavy modules at import: {', '.join(c['heavy_modules_at_import']) or 'none'}")
@@ -678,7 +679,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 9, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
-    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory", help="comma-separated figures to run (also: contended)")
+    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory",
+                    help="comma-separated figures to run (also: contended)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--contended", action="store_true",
                     help="also run our figures with one busy process beside them (contended / idle)")

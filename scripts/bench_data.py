@@ -25,7 +25,8 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-DEFAULT_SOURCE = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/mnist")
+DEFAULT_SOURCE = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA")
+                      or Path(__file__).resolve().parents[2] / "shared/datasets/mnist")
 
 # Run in a fresh process: the time of load_mnist alone, and of the whole process up to that point.
 _CACHED_LOAD = """

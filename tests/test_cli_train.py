@@ -137,6 +137,7 @@ def test_help_has_examples():
         assert r.exit_code == 0 and "Examples:" in r.output
 
 
+@pytest.mark.slow
 def test_preset_best_beats_the_converged_sklearn_figure(cli):
     r = cli("train", "--preset", "best", "--json")
     assert r.exit_code == 0, r.output

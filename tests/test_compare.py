@@ -15,10 +15,10 @@ from click.testing import CliRunner
 import mnist_cli.compare as compare_mod
 from mnist_cli.cli import main
 from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
-from mnist_cli.present import conclusion, format_report, number_text, sparkline
 from mnist_cli.errors import OutputError
-from mnist_cli.forensics import underflow_limit
 from mnist_cli.fileio import jsonable
+from mnist_cli.forensics import underflow_limit
+from mnist_cli.present import conclusion, format_report, number_text, sparkline
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
@@ -139,6 +139,7 @@ def scenario(doc, name):
     return next(s for s in doc["scenarios"] if s["name"] == name)
 
 
+@pytest.mark.slow
 def test_default_runs_the_scenario_table_with_both_losses(default):
     result, doc = default
     assert [s["name"] for s in doc["scenarios"]] == [s.name for s in SCENARIOS]
@@ -147,6 +148,7 @@ def test_default_runs_the_scenario_table_with_both_losses(default):
     assert doc["data"]["n_train"] == 60000 and doc["data"]["n_test"] == 10000
 
 
+@pytest.mark.slow
 def test_every_loss_starts_from_the_same_init_on_the_same_batches(default):
     result, doc = default
     for s in doc["scenarios"]:
@@ -170,6 +172,7 @@ def test_digests_change_with_the_seed_but_not_with_the_loss(mnist):
     assert s0["runs"]["naive"]["order_digest"] != s1["runs"]["naive"]["order_digest"]
 
 
+@pytest.mark.slow
 def test_default_reproduces_the_measured_nan_story(default):
     _, doc = default
     raw = scenario(doc, "raw-pixels")["runs"]
@@ -187,6 +190,7 @@ def test_default_reproduces_the_measured_nan_story(default):
     assert doc["ok"] and all(c["ok"] for c in doc["checks"])
 
 
+@pytest.mark.slow
 def test_stability_map_matches_the_runs(default):
     _, doc = default
     m = doc["stability_map"]
@@ -201,6 +205,7 @@ def test_stability_map_matches_the_runs(default):
                                    "-", "-"]
 
 
+@pytest.mark.slow
 def test_forensics_name_a_sample_past_the_float32_limit(default):
     _, doc = default
     f = next(f for f in doc["forensics"] if f["scenario"] == "raw-pixels")
@@ -250,6 +255,7 @@ def test_conclusion_is_computed_from_the_results():
     assert "did not see identical init and batches in f64" in conclusion(doc)
 
 
+@pytest.mark.slow
 def test_conclusion_of_the_real_default_run_names_every_failure(default):
     _, doc = default
     text = doc["conclusion"]
@@ -259,6 +265,7 @@ def test_conclusion_of_the_real_default_run_names_every_failure(default):
     assert "The fused loss stayed finite in all" in text
 
 
+@pytest.mark.slow
 def test_document_matches_the_documented_shape(default):
     _, doc = default
     doc = json.loads(json.dumps(jsonable({**doc, "data": {**doc["data"], "dir": "d", "verified": True}}),
@@ -270,6 +277,7 @@ def test_document_matches_the_documented_shape(default):
         validate(broken, DOCUMENT, doc["settings"]["losses"])
 
 
+@pytest.mark.slow
 def test_text_report_fits_and_holds_every_section(default):
     _, doc = default
     text = format_report(doc)
@@ -283,7 +291,8 @@ def test_config_cells_and_validation():
     cells = CompareConfig(lrs=(0.5, 5), input_scales=(1, 255), seeds=(3,)).cells()
     assert [c.label for c in cells] == ["tutorial", "raw-pixels", "lr-5", "lr-5-raw"]
     assert {c.seed for c in cells} == {3}
-    assert CompareConfig(lrs=(2,)).cells()[0].label == "lr=2 x1 float32" and CompareConfig(lrs=(2,)).cells()[0].scenario is None
+    cell = CompareConfig(lrs=(2,)).cells()[0]
+    assert cell.label == "lr=2 x1 float32" and cell.scenario is None
     for bad in (dict(losses=("hinge",)), dict(losses=()), dict(seeds=()), dict(lrs=(1, 1)), dict(lrs=(-1,)),
                 dict(dtypes=("float16",)), dict(steps=0)):
         with pytest.raises(ValueError):
@@ -411,6 +420,7 @@ def test_cli_sweep_with_three_losses(cli):
     assert lr5["naive"]["first_nonfinite_step"] is not None and lr5["clipped"]["first_nonfinite_step"] is None
 
 
+@pytest.mark.slow
 def test_cli_plot_writes_a_png_of_sane_size(cli, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "cmp.png"

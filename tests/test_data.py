@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_tiny
 
 import mnist_cli.data
 import mnist_cli.download
@@ -20,8 +21,6 @@ from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
 from mnist_cli.errors import DataNotFoundError, FormatError
 from mnist_cli.idx import encode_idx
 from mnist_cli.store import DATA_DIR_ENV, STATE_DIR, resolve_data_dir
-
-from conftest import make_tiny
 
 pytestmark = pytest.mark.usefixtures("download_env")
 
@@ -54,18 +53,17 @@ def test_real_mnist(mnist):
     assert mnist.train_images.max() == 255 and mnist.train_images.min() == 0
 
 
-def test_cached_load_is_fast_and_leaves_the_network_stack_alone(mnist_data_dir):
+def test_cached_load_leaves_the_network_stack_alone(mnist_data_dir):
+    """A cached load never imports requests, tqdm or the downloader (how fast it is: scripts/bench_data.py)."""
     code = (
-        "import json, sys, time\n"
-        "t = time.perf_counter()\n"
+        "import json, sys\n"
         "from mnist_cli.data import load_mnist\n"
         f"m = load_mnist({str(mnist_data_dir)!r})\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t, 'n': len(m.train_labels),\n"
+        "print(json.dumps({'n': len(m.train_labels),\n"
         "    'imported': [x for x in ('requests', 'tqdm', 'mnist_cli.download') if x in sys.modules]}))\n"
     )
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
     assert out["n"] == 60000 and out["imported"] == []
-    assert out["seconds"] < 1.0  # typically ~0.15 s including numpy's import; generous for busy CI
 
 
 # The tiny dataset: cache, stamps, repair ----------------------------------------------------------

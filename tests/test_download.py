@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _server import FaultServer, Reply
 from click.testing import CliRunner
+from conftest import make_tiny
 
 from mnist_cli import __version__
 from mnist_cli.cli import main
@@ -29,9 +31,6 @@ from mnist_cli.download import FetchSettings, ensure_mnist, offline_from_env, re
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError
 from mnist_cli.options import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV
 from mnist_cli.store import STATE_DIR, verify_file
-
-from _server import FaultServer, Reply
-from conftest import make_tiny
 
 pytestmark = pytest.mark.usefixtures("download_env")
 
@@ -188,6 +187,7 @@ SLOW_HEADS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SLOW_HEADS)
 def test_deadline_bounds_status_line_headers_and_1xx(case, tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("MNIST_SOFTMAX_DEADLINE", "1.5")  # the read timeout (0.5 s) never fires: bytes keep coming
@@ -196,7 +196,7 @@ def test_deadline_bounds_status_line_headers_and_1xx(case, tmp_path, tiny_mnist,
         result = download("--data-dir", tmp_path, "--mirror", server.url)
         elapsed = time.monotonic() - started
     assert result.exit_code == 1, result.output
-    assert elapsed < 1.5 + 10, elapsed  # not until the server gives up (60 s)
+    assert elapsed < 1.5 + 30, elapsed  # not until the server gives up (60 s); 30 s of slack for a loaded machine
     lines = result.output.splitlines()
     assert lines[1] == (f"  {server.url}: no complete response (status line and headers) within 1.5 s "
                         "(total deadline, MNIST_SOFTMAX_DEADLINE)")
@@ -379,7 +379,8 @@ def test_bad_scheme_is_refused_before_any_request(tmp_path, tiny_mnist, monkeypa
     assert from_env.exit_code == 1 and "'gopher'" in from_env.output
 
 
-@pytest.mark.parametrize("url, reason", [("http://[bad/", "Invalid IPv6 URL"), ("https://host:99999/", "Port out of range 0-65535")])
+@pytest.mark.parametrize("url, reason", [("http://[bad/", "Invalid IPv6 URL"),
+                                         ("https://host:99999/", "Port out of range 0-65535")])
 def test_malformed_mirror_url_is_one_line_naming_the_mirror(url, reason, tmp_path, tiny_mnist, monkeypatch):
     flag = download("--data-dir", tmp_path, "--mirror", url)
     monkeypatch.setenv(MIRRORS_ENV, url)
@@ -536,6 +537,7 @@ def _env(**extra) -> dict:
     return env | FAST_FETCH_ENV | extra
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lock", [True, False], ids=["with lock", "without lock"])
 def test_four_processes_download_into_one_directory(tmp_path, tiny, lock):
     data_dir = tmp_path / "data"
@@ -690,6 +692,7 @@ def _hold_lock(data_dir: Path, seconds: float) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_lock_wait_names_the_holder_then_gives_up_in_one_line(tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("MNIST_SOFTMAX_LOCK_TIMEOUT", "2")
     holder = _hold_lock(tmp_path, 60)
@@ -703,7 +706,7 @@ def test_lock_wait_names_the_holder_then_gives_up_in_one_line(tmp_path, tiny_mni
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert result.exit_code == 1 and elapsed < 2 + 10, (result.output, elapsed)
+    assert result.exit_code == 1 and elapsed < 2 + 30, (result.output, elapsed)  # the holder would hold 60 s
     lines = result.output.splitlines()
     assert lines[0] == (f"Waiting for {tmp_path}: process {holder.pid} holds its lock; giving up after 2 s "
                         "(MNIST_SOFTMAX_LOCK_TIMEOUT).")
@@ -712,6 +715,7 @@ def test_lock_wait_names_the_holder_then_gives_up_in_one_line(tmp_path, tiny_mni
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 def test_lock_wait_ends_when_the_holder_is_done(tmp_path, tiny_mnist):
     holder = _hold_lock(tmp_path, 1.5)
     try:

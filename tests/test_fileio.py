@@ -21,10 +21,9 @@ def test_success_replaces_the_target(tmp_path):
 def test_failure_mid_write_keeps_the_old_file_and_no_temp(tmp_path, error):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(error):
-        with atomic_write(target, "--x path") as fh:
-            fh.write(b"half")
-            raise error()
+    with pytest.raises(error), atomic_write(target, "--x path") as fh:
+        fh.write(b"half")
+        raise error()
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
@@ -32,9 +31,9 @@ def test_failure_mid_write_keeps_the_old_file_and_no_temp(tmp_path, error):
 def test_unwritable_place_is_a_one_line_error_naming_the_option(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match=r"cannot write .*/file/out.txt: .*; choose a writable --metrics-out path"):
-        with atomic_write(blocker / "out.txt", "--metrics-out path"):
-            pass
+    with (pytest.raises(OutputError, match=r"cannot write .*/file/out.txt: .*; choose a writable --metrics-out path"),
+          atomic_write(blocker / "out.txt", "--metrics-out path")):
+        pass
 
 
 # Full disks (issue 10) ---------------------------------------------------------------------------
@@ -44,9 +43,8 @@ def test_unwritable_place_is_a_one_line_error_naming_the_option(tmp_path):
 def test_full_disk_leaves_no_temp_file_and_names_path_and_option(tmp_path, full_disk, size):
     full_disk("out.bin")
     target = tmp_path / "out.bin"
-    with pytest.raises(OutputError) as info:
-        with atomic_write(target, "--x path") as fh:
-            fh.write(b"x" * size)
+    with pytest.raises(OutputError) as info, atomic_write(target, "--x path") as fh:
+        fh.write(b"x" * size)
     assert str(info.value) == f"cannot write {target}: No space left on device (free some space); choose a writable --x path"
     assert list(tmp_path.iterdir()) == []
 
@@ -55,10 +53,9 @@ def test_temp_file_is_removed_even_when_closing_it_fails_again(tmp_path, full_di
     from mnist_cli.fileio import PartFile
 
     full_disk("f")
-    with pytest.raises(RuntimeError):
-        with PartFile(tmp_path, "f", RuntimeError) as part:
-            part.file.write(b"unflushed")  # close() flushes this, and fails with ENOSPC once more
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), PartFile(tmp_path, "f", RuntimeError) as part:
+        part.file.write(b"unflushed")  # close() flushes this, and fails with ENOSPC once more
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
 

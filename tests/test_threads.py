@@ -107,6 +107,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_blas_environment_variables_change_nothing(mnist_data_dir):
     """What a user set for BLAS (threads via OpenBLAS or OpenMP variables) gives the same bits."""
     outputs = []

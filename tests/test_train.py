@@ -9,8 +9,17 @@ import pytest
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import softmax
 from mnist_cli.model import DTYPES
-from mnist_cli.train import (MAX_STEPS, PRESETS, UNDERFLOW_GAP, TrainConfig, batch_order, evaluate_accuracy,
-                              healthy_gap, rngs, train)
+from mnist_cli.train import (
+    MAX_STEPS,
+    PRESETS,
+    UNDERFLOW_GAP,
+    TrainConfig,
+    batch_order,
+    evaluate_accuracy,
+    healthy_gap,
+    rngs,
+    train,
+)
 
 
 def run(mnist, **kw):
@@ -168,5 +177,5 @@ def test_too_many_steps_from_epochs_are_refused_before_allocating():
 
 
 def test_presets_are_valid_configs():
-    for name, overrides in PRESETS.items():
+    for overrides in PRESETS.values():
         TrainConfig(**overrides).validate()

@@ -13,15 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import make_tiny
 
 from mnist_cli.cli import main
 from mnist_cli.data import load_mnist
 from mnist_cli.datasets import MNIST as MNIST_SPEC
-from mnist_cli.datasets import MNIST_TRAIN_CLASS_COUNTS
 from mnist_cli.idx import read_idx
 from mnist_cli.store import STATE_DIR, verify_file
-
-from conftest import make_tiny
 
 pytestmark = pytest.mark.usefixtures("download_env")
 
@@ -83,6 +81,7 @@ def test_download_rehashes_and_replaces_bit_rot_that_keeps_the_stat_facts(tmp_pa
     np.testing.assert_array_equal(data.train_labels, genuine["train-labels-idx1-ubyte.gz"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", ["labels shifted by one", "images cut to 1000"])
 def test_a_cache_that_fails_its_check_is_rebuilt_with_a_notice(tamper, tmp_path, shared_mnist_dir, genuine, caplog):
     data_dir = fill(tmp_path / "data", shared_mnist_dir)
@@ -125,6 +124,7 @@ def test_download_checks_caches_by_hash_and_force_clears_them(tmp_path, shared_m
     assert list((data_dir / STATE_DIR / "cache").glob("*.npy")) == []
 
 
+@pytest.mark.slow
 def test_damaged_stamps_are_rebuilt_not_a_traceback(tmp_path, shared_mnist_dir):
     data_dir = fill(tmp_path / "data", shared_mnist_dir)
     stamps = data_dir / STATE_DIR / "stamps.json"
