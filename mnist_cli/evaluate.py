@@ -11,8 +11,26 @@ import numpy as np
 
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model
-from mnist_cli.threads import DEFAULT_THREADS
-from mnist_cli.train import predict_logits
+from mnist_cli.threads import DEFAULT_THREADS, blas_pinned
+
+
+def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
+                   threads: int = DEFAULT_THREADS) -> np.ndarray:
+    """:meth:`Model.logits` with BLAS on one thread and the blocks shared out over ``threads`` threads:
+    bit-identical for any thread count."""
+    with blas_pinned():
+        if threads <= 1:
+            return model.logits(images, input_scale, block)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="mnist-softmax-eval") as pool:
+            return model.logits(images, input_scale, block, lanes=threads, map_blocks=pool.map)
+
+
+def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                      threads: int = DEFAULT_THREADS) -> float:
+    """Accuracy of ``argmax(x @ W + b)``."""
+    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale, threads=threads), axis=1))
 
 
 def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,

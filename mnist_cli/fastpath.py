@@ -41,8 +41,6 @@ thread throughout (:func:`mnist_cli.threads.blas_pinned`, entered by the trainer
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -158,75 +156,18 @@ def _aligned_rows(n: int, width: int, dtype, align: int = 64) -> np.ndarray:
 MIN_GROUPS_PER_LANE = 4
 
 
-class _Lane:
-    """One thread's share of a grouped step: its row groups (with their positions) and its own buffers."""
-
-    def __init__(self, groups, d: int, r: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
-        self.groups = groups  # [(g, start, m, w)]: g is the group's position in the batch
-        self.xa = _aligned_rows(max(m * w for _, _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
-        self.xa[:, d] = kappa
-        self.zt = {(m, w): np.empty((m, r, w), dtype) for _, _, m, w in groups}  # logits per group shape
-        self.parts = {m: np.empty((m, r, d + 1), dtype) for _, _, m, _ in groups}  # one group's products
-        self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
-
-    def run(self, sgd: FastSGD, j: int, t: np.ndarray, kcoef) -> bool:
-        """Forward, fused kernel and backward over this lane's groups; group ``g``'s gradient goes to
-        ``sgd.partials[g]``, its loss sum and gap to ``sgd.group_loss[g]``, ``sgd.group_gap[g]``.
-        False as soon as a group is not proved healthy."""
-        with np.errstate(all="ignore"):  # error state is per thread
-            for g, start, m, w in self.groups:
-                rows = m * w
-                x = sgd._load(j, start, rows, self.xa).reshape(m, w, -1)  # (m, w, d + 1)
-                zt = self.zt[m, w]
-                np.matmul(sgd.Va, x.transpose(0, 2, 1), out=zt)  # (m, r, w): one small product per w rows
-                gap, part, G = self.kernel(zt, t[start : start + rows], kcoef)
-                if part is None:
-                    return False
-                sgd.group_gap[g], sgd.group_loss[g] = gap, part
-                np.add.reduce(np.matmul(G, x, out=self.parts[m]), axis=0, out=sgd.partials[g])  # (r, d + 1)
-        return True
-
-
-class _Helper:
-    """A thread that runs one call at a time for the trainer (a pool without concurrent.futures'
-    30 ms import)."""
-
-    def __init__(self):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="mnist-softmax-lane", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args = job
-            try:
-                self._done.put((fn(*args), None))
-            except BaseException as exc:  # handed to the caller of result()
-                self._done.put((None, exc))
-
-    def submit(self, fn, *args) -> None:
-        self._jobs.put((fn, args))
-
-    def result(self):
-        value, exc = self._done.get()
-        if exc is not None:
-            raise exc
-        return value
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
+def fast_engine(images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
+    """The fast engine for ``config``, its mode chosen once: :class:`SingleProductSGD` when a batch is one
+    product (``batch_size <= MAX_SUB_ROWS``), else :class:`GroupedSGD`."""
+    single = row_groups(config.batch_size) == [(0, 1, config.batch_size)]
+    cls = SingleProductSGD if single else GroupedSGD
+    return cls(images, labels, model, config, loss_fn, kernel_cls, acct, kernel_name)
 
 
 class FastSGD:
-    """SGD steps in the fast layout (see the module docstring); same interface as ``train.PlainSGD``.
-
-    ``step(step, j, lr)`` runs batch ``j`` of the epoch given to ``begin_epoch`` and returns
-    ``(loss, bad)``; ``params`` is every parameter in one array (for averaging) and ``export`` turns
-    such an array into ``(W, b)``; ``consumed(done)`` gives the (index, label) pairs of the first
-    ``done`` batches of the epoch as this engine gathered and targeted them.
-    """
+    """What both fast modes share: the layout ``Va = [s * W.T | b / kappa]`` (r, d + 1), the step
+    factors, the reference step and the update. An engine of :class:`mnist_cli.train.Engine`'s
+    protocol; use :func:`fast_engine` to get the mode that fits the batch."""
 
     def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
         self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
@@ -235,7 +176,7 @@ class FastSGD:
         dtype = model.W.dtype.type
         B = config.batch_size
         r = class_rows(k, dtype, kernel_name) if kernel_cls is not None else k  # rows of Va (k + padding)
-        self.n, self.d, self.k, self.B, self.dtype = n, d, k, B, dtype
+        self.n, self.d, self.k, self.r, self.B, self.dtype = n, d, k, r, B, dtype
         s = config.input_scale / 255.0
         self.kappa = dtype(1.0 / s)  # the constant last column of every batch row
         self.s2 = s * s  # lr * s**2 turns a gradient in W-units into a step in pixel units
@@ -245,29 +186,10 @@ class FastSGD:
         self.V = self.Va[:, :d]  # (r, d) view: the weights in pixel units
         self.params = self.Va
         self.wd = config.weight_decay
-        self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
-        self.groups = row_groups(B)
-        self.single = self.groups == [(0, 1, B)]  # one product per step: the common mini-batch case
-        # A grouped full batch reads its rows in storage order (a sum does not depend on the order):
-        # its loads, targets ``t`` and reference call all follow that order. A batch of one product
-        # is gathered in the drawn order instead, even when it is every example (B == n <= 120): the
-        # single-product step knows only that order.
-        self.full = n == B and not self.single
-        n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
-        indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
-        cut = np.linspace(0, len(indexed), n_lanes + 1).astype(int)
-        self.lanes = [_Lane(indexed[a:b], d, r, k, dtype, self.kappa, kernel_cls, acct.gap_limit)
-                      for a, b in zip(cut[:-1], cut[1:])]
-        self.helpers = [_Helper() for _ in self.lanes[1:]]
-        self.partials = np.empty((len(self.groups), r, d + 1), dtype)  # each group's gradient, summed in order
-        self.group_loss = np.empty(len(self.groups))
-        self.group_gap = np.empty(len(self.groups))
-        self.xa = self.lanes[0].xa  # (rows, d + 1) [pixels | kappa], reused
-        self.kernel = self.lanes[0].kernel
-        self.zt = self.lanes[0].zt
-        self.z = np.empty((B, k), dtype)  # all logits, for the reference when a grouped step needs it
+        self.kernel_cls = kernel_cls
         self.gW = np.empty((r, d + 1), dtype)  # (r, d + 1) the step's update
         self.G = np.zeros((r, B), dtype)  # the reference's coef * dL/dz.T, rows past k zero
+        self.groups = row_groups(B)
         # the flat position of example p's target in its group's (m, r, w) logits: y_p * w + offset_p
         width, offset = np.empty(B, np.intp), np.empty(B, np.intp)
         for start, m, w in self.groups:
@@ -275,43 +197,36 @@ class FastSGD:
             width[start : start + m * w] = w
             offset[start : start + m * w] = (p // w) * r * w + p % w
         self.width, self.offset = width, offset
-        self.chunk = max(1, CHUNK_ROWS // B) if self.single and n != B else 1  # batches converted at once
-        self.xc = _aligned_rows(self.chunk * B, d + 1, dtype) if self.chunk > 1 else self.xa[:B]  # (chunk * B, d + 1)
-        self.xc[:, d] = self.kappa
-        self.xcs = [self.xc[c * B : (c + 1) * B] for c in range(self.chunk)]  # each batch's rows in the chunk
-        self.count = 0
-        self.zt1 = self.zt.get((1, B))  # (1, r, B) the logits of a single-product step
         # rows as opaque d-byte items, when the layout allows: NumPy gathers those with one memcpy per
         # row, ~30% faster than rows of a 2-D array (9 against 12 us for 100 rows)
         row_item = np.dtype((np.void, d * images.dtype.itemsize))
         self.items = images.view(row_item).reshape(n) if images.flags.c_contiguous else None
         self._lr = self._coef = self._kcoef = None  # the step factors of the last learning rate
         self.perm = self.batches = self.t = self.y = None
-        if self.full:
-            self.batches = np.arange(n)[None]  # (1, n): every step reads the rows in storage order
-            self.y = labels[None]  # (1, n) and their labels, the same every step
-            if self.kernel is not None:
-                self.t = self.y * width + offset
+        self.count = 0
 
     def begin_epoch(self, perm: np.ndarray, count: int) -> None:
         """Take the epoch's permutation: cut it into the batches the steps gather, and precompute
         each batch's labels and the target positions the fused kernel reads."""
         self.perm, self.count = perm, count
-        if not self.full:
-            self.batches = perm[: count * self.B].reshape(count, self.B)  # (count, B) rows to gather
-            self.y = self.labels[self.batches]  # (count, B)
-            if self.kernel is not None:
-                self.t = self.y * self.width + self.offset
+        self.batches = perm[: count * self.B].reshape(count, self.B)  # (count, B) rows to gather
+        self.y = self.labels[self.batches]  # (count, B)
+        if self.kernel_cls is not None:
+            self.t = self.y * self.width + self.offset
 
     def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, labels)`` (done, B) of the first ``done`` steps of this epoch: the rows the steps
         gathered, and the labels their targets came from (decoded from the fused kernel's target
         positions where it has them, which is what it subtracts the one-hot at)."""
-        rows = self.batches if self.full else self.batches[:done]
         labels = self.y if self.t is None else (self.t - self.offset) // self.width
-        if self.full:
-            return np.broadcast_to(rows, (done, self.n)), np.broadcast_to(labels, (done, self.n))
-        return rows, labels[:done]
+        return self.batches[:done], labels[:done]
+
+    def _factors(self, lr) -> None:
+        """The step factors of learning rate ``lr`` (recomputed only when it changes)."""
+        if lr != self._lr:
+            self._lr = lr
+            self._coef = self.dtype(lr * self.s2)  # d(pixel-unit params) = coef * dL/dz.T @ xa
+            self._kcoef = self.dtype(self._coef / self.B)  # the fused kernel's factor: dL/dz has the 1/B
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
         """``images[idx]``: through the row-item view when there is one (a memcpy per row)."""
@@ -319,106 +234,27 @@ class FastSGD:
             return self.images[idx]
         return self.items[idx].view(self.images.dtype).reshape(len(idx), self.d)
 
-    def _load(self, j: int, start: int, rows: int, xa: np.ndarray | None = None) -> np.ndarray:
-        """Convert rows [start, start + rows) of batch j (storage order for a grouped full batch) into xa."""
-        if self.full:
-            src = self.images[start : start + rows]
-        else:
-            src = self._gather(self.batches[j, start : start + rows])
-        xa = (self.xa if xa is None else xa)[:rows]
-        np.copyto(xa[:, : self.d], src, casting="unsafe")  # uint8 -> float, unscaled
-        return xa
+    def _storage_order(self) -> bool:
+        """Whether the logits of a step are laid out in storage order (a full batch read row by row)
+        rather than in the batch's drawn order."""
+        return False
 
-    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
-        if lr != self._lr:
-            self._lr = lr
-            self._coef = self.dtype(lr * self.s2)  # d(pixel-unit params) = coef * dL/dz.T @ xa
-            self._kcoef = self.dtype(self._coef / self.B)  # the fused kernel's factor: dL/dz has the 1/B
-        coef = self._coef
-        if not self.single:
-            return self._grouped_step(step, j, lr, coef)
-        # one product per step, the common mini-batch case: every call here is one the step needs
-        B, zt, gW, nan = self.B, self.zt1, self.gW, self.acct.nan
-        c = j % self.chunk
-        if c == 0:  # convert the rows of this batch and the next chunk - 1 (as many as the epoch has left)
-            rows = self.batches[j : j + self.chunk].reshape(-1)
-            np.copyto(self.xc[: len(rows), : self.d], self._gather(rows), casting="unsafe")  # uint8 -> float
-        xa = self.xcs[c]  # (B, d + 1) [pixels | kappa]
-        np.matmul(self.Va, xa.T, out=zt[0])  # (r, B) logits x @ W + b, transposed
-        if self.kernel is not None:
-            gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
-            if loss_sum is not None:
-                if gap > nan.max_logit_gap:
-                    nan.max_logit_gap = gap
-                np.matmul(G[0], xa, out=gW)  # (r, d + 1)
-                if self.wd:
-                    self._decay(lr)
-                self.Va -= gW
-                return loss_sum / B, False
-        loss, bad, G = self._reference(step, j, coef, zt[0, : self.k].T)
-        if bad and self.stop:
-            return loss, bad
-        np.matmul(G, xa, out=gW)
-        self._update(gW, lr)
-        return loss, bad
-
-    def _grouped_step(self, step: int, j: int, lr, coef) -> tuple[float, bool]:
-        """A large batch in row groups: each group is converted once and serves both products."""
-        if self.kernel is not None:
-            done = self._grouped_pass(j, self.t[0] if self.full else self.t[j], self._kcoef)
-            if done is not None:
-                loss_sum, gap = done
-                if gap > self.acct.nan.max_logit_gap:
-                    self.acct.nan.max_logit_gap = gap
-                self._update(self.gW, lr)
-                return loss_sum / self.B, False
-        z = self.z  # the reference takes the step: every logit first, then the gradient
-        Vk = self.Va[: self.k]
-        for start, m, w in self.groups:
-            rows = m * w
-            z[start : start + rows] = self._load(j, start, rows) @ Vk.T  # (rows, k)
-        loss, bad, G = self._reference(step, j, coef, z)
-        if bad and self.stop:
-            return loss, bad
-        self.gW.fill(0)
-        for start, m, w in self.groups:  # a second pass over the rows
-            rows = m * w
-            self.gW += G[:, start : start + rows] @ self._load(j, start, rows)
-        self._update(self.gW, lr)
-        return loss, bad
-
-    def _grouped_pass(self, j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
-        """Every lane's share of the groups (lane 0 here, the others on helper threads); the groups'
-        partial sums are then added in group order, whatever the lanes: ``(loss_sum, gap)`` with the
-        gradient in ``gW``, or None if a group is unhealthy."""
-        for lane, helper in zip(self.lanes[1:], self.helpers):
-            helper.submit(lane.run, self, j, t, kcoef)
-        healthy = [self.lanes[0].run(self, j, t, kcoef)] + [helper.result() for helper in self.helpers]
-        if not all(healthy):
-            return None
-        np.add.reduce(self.partials, axis=0, out=self.gW)  # (r, d + 1), group 0 first
-        return float(np.add.reduce(self.group_loss)), float(np.max(self.group_gap))
-
-    def close(self) -> None:
-        for helper in self.helpers:
-            helper.close()
-
-    def _reference(self, step: int, j: int, coef, z: np.ndarray) -> tuple[float, bool, np.ndarray]:
+    def _reference(self, step: int, j: int, z: np.ndarray) -> tuple[float, bool, np.ndarray]:
         """The step by the reference loss on logits ``z`` (B, k) and the exact accounting; returns
-        ``(loss, bad, coef * dL/dz.T)`` (r, B), zero in the padding rows."""
-        if self.full:  # logits in storage order; the reference sees the batch in its drawn order
-            idx = self.perm
+        ``(loss, bad, coef * dL/dz.T)`` (r, B), zero in the padding rows. The loss sees the batch in its
+        drawn order; logits laid out in storage order are reordered for it, and its gradient back."""
+        idx = self.batches[j]
+        stored = self._storage_order()
+        if stored:  # row i of z is example i
             z = z[idx]  # (B, k)
-        else:
-            idx = self.batches[j]
         y = self.labels[idx]
         loss, dz = self.loss_fn(z, y)
         bad = self.acct.record(step, loss, z, dz.sum(axis=0), idx, y)
-        if self.full:
-            unperm = np.empty_like(dz)
-            unperm[idx] = dz
-            dz = unperm
-        np.multiply(dz.T, coef, out=self.G[: self.k])
+        if stored:
+            laid = np.empty_like(dz)
+            laid[idx] = dz
+            dz = laid
+        np.multiply(dz.T, self._coef, out=self.G[: self.k])
         return loss, bad, self.G
 
     def _decay(self, lr) -> None:
@@ -436,3 +272,160 @@ class FastSGD:
         """``(W, b)`` (d, k) and (k,) from parameters in this layout."""
         W = np.ascontiguousarray((params[: self.k, : self.d] * self.kappa).T)
         return W, params[: self.k, self.d] * self.kappa
+
+    def close(self) -> None:
+        pass
+
+
+class SingleProductSGD(FastSGD):
+    """A batch of at most :data:`MAX_SUB_ROWS` rows: one forward and one backward product per step, the
+    rows converted :data:`CHUNK_ROWS` at a time."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        B, d = self.B, self.d
+        self.kernel = self.kernel_cls(self.k, self.dtype, self.acct.gap_limit) if self.kernel_cls else None
+        self.chunk = max(1, CHUNK_ROWS // B) if self.n != B else 1  # batches converted at once
+        self.xc = _aligned_rows(self.chunk * B, d + 1, self.dtype)  # (chunk * B, d + 1) [pixels | kappa]
+        self.xc[:, d] = self.kappa
+        self.xcs = [self.xc[c * B : (c + 1) * B] for c in range(self.chunk)]  # each batch's rows in the chunk
+        self.zt = np.empty((1, self.r, B), self.dtype)  # (1, r, B) the logits, transposed
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        self._factors(lr)
+        B, zt, gW = self.B, self.zt, self.gW
+        c = j % self.chunk
+        if c == 0:  # convert the rows of this batch and the next chunk - 1 (as many as the epoch has left)
+            rows = self.batches[j : j + self.chunk].reshape(-1)
+            np.copyto(self.xc[: len(rows), : self.d], self._gather(rows), casting="unsafe")  # uint8 -> float
+        xa = self.xcs[c]  # (B, d + 1) [pixels | kappa]
+        np.matmul(self.Va, xa.T, out=zt[0])  # (r, B) logits x @ W + b, transposed
+        if self.kernel is not None:
+            gap, loss_sum, G = self.kernel(zt, self.t[j], self._kcoef)
+            if loss_sum is not None:
+                self.acct.observe_gap(gap)
+                np.matmul(G[0], xa, out=gW)  # (r, d + 1)
+                self._update(gW, lr)
+                return loss_sum / B, False
+        loss, bad, G = self._reference(step, j, zt[0, : self.k].T)
+        if not self.acct.halts(bad):
+            np.matmul(G, xa, out=gW)
+            self._update(gW, lr)
+        return loss, bad
+
+
+class _Lane:
+    """One thread's share of a grouped step: its row groups (with their positions) and its own buffers."""
+
+    def __init__(self, groups, d: int, r: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
+        self.groups = groups  # [(g, start, m, w)]: g is the group's position in the batch
+        self.xa = _aligned_rows(max(m * w for _, _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
+        self.xa[:, d] = kappa
+        self.zt = {(m, w): np.empty((m, r, w), dtype) for _, _, m, w in groups}  # logits per group shape
+        self.parts = {m: np.empty((m, r, d + 1), dtype) for _, _, m, _ in groups}  # one group's products
+        self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
+
+    def run(self, sgd: GroupedSGD, j: int, t: np.ndarray, kcoef) -> bool:
+        """Forward, fused kernel and backward over this lane's groups; group ``g``'s gradient goes to
+        ``sgd.partials[g]``, its loss sum and gap to ``sgd.group_loss[g]``, ``sgd.group_gap[g]``.
+        False as soon as a group is not proved healthy."""
+        with np.errstate(all="ignore"):  # error state is per thread
+            for g, start, m, w in self.groups:
+                rows = m * w
+                x = sgd._load(j, start, rows, self.xa).reshape(m, w, -1)  # (m, w, d + 1)
+                zt = self.zt[m, w]
+                np.matmul(sgd.Va, x.transpose(0, 2, 1), out=zt)  # (m, r, w): one small product per w rows
+                gap, part, G = self.kernel(zt, t[start : start + rows], kcoef)
+                if part is None:
+                    return False
+                sgd.group_gap[g], sgd.group_loss[g] = gap, part
+                np.add.reduce(np.matmul(G, x, out=self.parts[m]), axis=0, out=sgd.partials[g])  # (r, d + 1)
+        return True
+
+
+class GroupedSGD(FastSGD):
+    """A large batch in row groups: each group is converted once and serves both products; with
+    ``threads > 1`` the groups are shared out over lanes and their partial sums added in group order.
+
+    A full batch (every example, B == n) reads its rows in storage order (a sum does not depend on
+    the order): its loads, targets and logits all follow that order; the reference loss and the
+    accounting still see the batch in its drawn order."""
+
+    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
+        super().__init__(images, labels, model, config, loss_fn, kernel_cls, acct, kernel_name)
+        self.full = self.n == self.B
+        n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
+        indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
+        cut = np.linspace(0, len(indexed), n_lanes + 1).astype(int)
+        self.lanes = [_Lane(indexed[a:b], self.d, self.r, self.k, self.dtype, self.kappa, kernel_cls, acct.gap_limit)
+                      for a, b in zip(cut[:-1], cut[1:])]
+        self.pool = None
+        if len(self.lanes) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # only when there are lanes to share out
+
+            self.pool = ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="mnist-softmax-lane")
+        self.partials = np.empty((len(self.groups), self.r, self.d + 1), self.dtype)  # each group's gradient
+        self.group_loss = np.empty(len(self.groups))
+        self.group_gap = np.empty(len(self.groups))
+        self.xa = self.lanes[0].xa  # (rows, d + 1) [pixels | kappa], reused by the reference step
+        self.z = np.empty((self.B, self.k), self.dtype)  # all logits, for the reference when a step needs it
+        self.storage = np.arange(self.n)  # a full batch's rows, in the order it reads them
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        super().begin_epoch(perm, count)
+        if self.full:  # every step reads every row, in storage order, with its own label
+            self.t = (self.labels * self.width + self.offset)[None] if self.kernel_cls is not None else None
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.full:
+            return super().consumed(done)
+        labels = self.labels if self.t is None else (self.t[0] - self.offset) // self.width
+        return np.broadcast_to(self.storage, (done, self.n)), np.broadcast_to(labels, (done, self.n))
+
+    def _storage_order(self) -> bool:
+        return self.full
+
+    def _load(self, j: int, start: int, rows: int, xa: np.ndarray | None = None) -> np.ndarray:
+        """Convert rows [start, start + rows) of batch j (storage order for a full batch) into xa."""
+        src = self.images[start : start + rows] if self.full else self._gather(self.batches[j, start : start + rows])
+        xa = (self.xa if xa is None else xa)[:rows]
+        np.copyto(xa[:, : self.d], src, casting="unsafe")  # uint8 -> float, unscaled
+        return xa
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        self._factors(lr)
+        if self.kernel_cls is not None:
+            done = self._grouped_pass(j, self.t[0] if self.full else self.t[j], self._kcoef)
+            if done is not None:
+                loss_sum, gap = done
+                self.acct.observe_gap(gap)
+                self._update(self.gW, lr)
+                return loss_sum / self.B, False
+        z = self.z  # the reference takes the step: every logit first, then the gradient
+        Vk = self.Va[: self.k]
+        for start, m, w in self.groups:
+            rows = m * w
+            z[start : start + rows] = self._load(j, start, rows) @ Vk.T  # (rows, k)
+        loss, bad, G = self._reference(step, j, z)
+        if not self.acct.halts(bad):
+            self.gW.fill(0)
+            for start, m, w in self.groups:  # a second pass over the rows
+                rows = m * w
+                self.gW += G[:, start : start + rows] @ self._load(j, start, rows)
+            self._update(self.gW, lr)
+        return loss, bad
+
+    def _grouped_pass(self, j: int, t: np.ndarray, kcoef) -> tuple[float, float] | None:
+        """Every lane's share of the groups (lane 0 here, the others in the pool); the groups' partial
+        sums are then added in group order, whatever the lanes: ``(loss_sum, gap)`` with the gradient
+        in ``gW``, or None if a group is unhealthy."""
+        others = [self.pool.submit(lane.run, self, j, t, kcoef) for lane in self.lanes[1:]]
+        healthy = [self.lanes[0].run(self, j, t, kcoef)] + [f.result() for f in others]
+        if not all(healthy):
+            return None
+        np.add.reduce(self.partials, axis=0, out=self.gW)  # (r, d + 1), group 0 first
+        return float(np.add.reduce(self.group_loss)), float(np.max(self.group_gap))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()

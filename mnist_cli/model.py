@@ -1,7 +1,7 @@
 """Softmax-regression parameters: ``logits = x @ W + b``, with safe ``.npz`` save and load.
 
     >>> m = Model.init(784, 10, "zeros", np.float32, np.random.default_rng(0))
-    >>> m.logits(np.zeros((2, 784), np.float32)).shape
+    >>> m.logits(np.zeros((2, 784), np.uint8), input_scale=1.0).shape
     (2, 10)
 """
 
@@ -48,10 +48,34 @@ class Model:
             raise ValueError(f"unknown init {how!r}; choose one of {', '.join(INITS)}")
         return cls(W, np.zeros(k, dtype=dtype))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """``z = x @ W + b``, shape (n, k)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            return x @ self.W + self.b
+    def logits(self, images: np.ndarray, input_scale: float, block: int = 2048, lanes: int = 1,
+               map_blocks=map) -> np.ndarray:
+        """Logits ``z = (images * input_scale / 255) @ W + b`` of uint8 ``images`` (n, d), shape (n, k), to rounding.
+
+        Block by block to bound memory: each block of ``block`` rows is converted (not scaled) into a
+        reused buffer that stays in cache, and the scale is applied to ``W`` once instead:
+        ``x @ (s * W)``. The blocks are dealt out to ``lanes`` lanes, which ``map_blocks(fn, range(lanes))``
+        runs (``map``, or a thread pool's ``map``): every block is computed alike whichever lane takes
+        it, so the logits do not depend on the lanes.
+        """
+        dtype = self.W.dtype
+        n, d = images.shape
+        W = self.W * dtype.type(input_scale / 255.0)  # (d, k) in pixel units
+        out = np.empty((n, self.b.shape[0]), dtype=dtype)  # (n, k)
+        starts = list(range(0, n, block))
+        lanes = max(1, min(lanes, len(starts)))
+
+        def lane(first: int) -> None:
+            x = np.empty((min(block, n), d), dtype=dtype)  # (block, d) reused by this lane
+            with np.errstate(over="ignore", invalid="ignore"):
+                for start in starts[first::lanes]:
+                    xb = x[: min(block, n - start)]
+                    np.copyto(xb, images[start : start + block], casting="unsafe")  # uint8 -> float
+                    np.matmul(xb, W, out=out[start : start + block])
+                    out[start : start + block] += self.b
+
+        list(map_blocks(lane, range(lanes)))
+        return out
 
     @property
     def finite(self) -> bool:

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mnist_cli.evaluate import evaluate_accuracy
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.settings import TrainConfig
-from mnist_cli.train import UNDERFLOW_GAP, TrainResult, evaluate_accuracy, train
+from mnist_cli.train import UNDERFLOW_GAP, TrainResult, train
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:

@@ -15,8 +15,9 @@ not applied: the run ends with the parameters of the last healthy step.
 
 :func:`train` runs the schedule (epochs, learning-rate decay, averaging, callbacks); a step is taken
 by an engine: :class:`PlainSGD` writes it as above, one NumPy call per formula, and
-:class:`mnist_cli.fastpath.FastSGD` (the default) computes the same in fewer calls. Both hand every
-step they cannot prove healthy to the same exact accounting (:class:`_Accounting`).
+:func:`mnist_cli.fastpath.fast_engine` (the default) computes the same in fewer calls. Both hand every
+step they cannot prove healthy to the same exact accounting (:class:`Accounting`), which alone
+decides whether a step halts the run. The contract between :func:`train` and an engine is :class:`Engine`.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
 from mnist_cli.errors import SettingsError
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import LOSSES, softmax
-from mnist_cli.metrics import accuracy
 from mnist_cli.model import DTYPES, N_CLASSES, Model
-from mnist_cli.settings import DEFAULT_THREADS, MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
+from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 
 #: -log(smallest subnormal / 2) (about 104.0 in float32, 745.1 in float64): past this gap to the row
@@ -156,48 +157,6 @@ def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
 
 
-def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
-                   threads: int = DEFAULT_THREADS) -> np.ndarray:
-    """Logits ``scale_pixels(images) @ W + b`` of uint8 ``images`` (n, 784), to rounding.
-
-    Block by block to bound memory; each block is converted (not scaled) into a reused buffer that
-    stays in cache, and the scale is applied to ``W`` once instead: ``x @ (s * W)``. With ``threads >
-    1`` the blocks are shared out over that many threads; each block's rows are computed alike
-    whichever thread takes it, so the logits are bit-identical for any thread count.
-    """
-    dtype = model.W.dtype
-    n, d = images.shape
-    W = model.W * dtype.type(input_scale / 255.0)  # (d, k) in pixel units
-    out = np.empty((n, model.b.shape[0]), dtype=dtype)  # (n, k)
-    starts = list(range(0, n, block))
-    lanes = max(1, min(threads, len(starts)))
-
-    def lane(first: int) -> None:
-        x = np.empty((min(block, n), d), dtype=dtype)  # (block, d) reused by this lane
-        with np.errstate(over="ignore", invalid="ignore"):
-            for start in starts[first::lanes]:
-                xb = x[: min(block, n - start)]
-                np.copyto(xb, images[start : start + block], casting="unsafe")  # uint8 -> float
-                np.matmul(xb, W, out=out[start : start + block])
-                out[start : start + block] += model.b
-
-    with blas_pinned():
-        if lanes == 1:
-            lane(0)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(lanes, thread_name_prefix="mnist-softmax-eval") as pool:
-                list(pool.map(lane, range(lanes)))
-    return out
-
-
-def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
-                      threads: int = DEFAULT_THREADS) -> float:
-    """Accuracy of ``argmax(x @ W + b)``."""
-    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale, threads=threads), axis=1))
-
-
 def consumed_digest(digest, indices: np.ndarray, labels: np.ndarray) -> None:
     """Add the steps ``indices``, ``labels`` (steps, B) to ``digest`` (a hashlib sha256): for each step
     the pairs ``(index, label)`` in index order, as int64 ``index * 256 + label``. The order within a
@@ -209,51 +168,110 @@ def consumed_digest(digest, indices: np.ndarray, labels: np.ndarray) -> None:
     digest.update(keys.tobytes())
 
 
-class _Accounting:
-    """The exact NaN accounting of one step, as issue 3 defines it; every engine calls it for each step
-    it has not proved healthy (the plain loop: every step)."""
+class Accounting:
+    """The exact NaN accounting of a run, as issue 3 defines it, and the one place that decides to stop.
 
-    def __init__(self, dtype_name: str, k: int):
+    Every engine calls :meth:`record` for each step it has not proved healthy (the plain loop: every
+    step) and :meth:`observe_gap` for each one it has; it asks :meth:`halts` whether to apply a step's
+    update. Only the accounting writes :attr:`nan`.
+    """
+
+    def __init__(self, dtype_name: str, k: int, stop_on_nan: bool = False):
         self.nan = NanReport()
         self.snapshot: Snapshot | None = None
         self.gap_limit = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
         self.bad_grad_step = 0  # the last step whose gradient was non-finite
+        self.stop_on_nan = stop_on_nan
+
+    def observe_gap(self, gap: float) -> None:
+        """A step proved healthy had this largest logit gap ``max(z) - min(z)``."""
+        if gap > self.nan.max_logit_gap:
+            self.nan.max_logit_gap = gap
+
+    def halts(self, bad: bool) -> bool:
+        """Whether a step whose loss or gradient was non-finite (``bad``) ends the run before its update:
+        with ``stop_on_nan`` it does; otherwise training goes on, as TensorFlow's does."""
+        return bad and self.stop_on_nan
 
     def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray) -> bool:
         """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
         has a non-finite entry); return True when the loss or the gradient is non-finite."""
-        nan = self.nan
         gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
-        if gap > nan.max_logit_gap:
-            nan.max_logit_gap = gap
+        self.observe_gap(gap)
         if not gap <= self.gap_limit:  # a probability may be exactly 0 (or z is nan): count them
-            n_zero = int(np.count_nonzero(softmax(z) == 0))
-            if n_zero:
-                nan.underflow_probs += n_zero
-                nan.steps_with_underflow += 1
-                nan.first_underflow_step = nan.first_underflow_step or step
-        bad_loss = not math.isfinite(loss)
-        bad_grad = not np.isfinite(gb).all()
-        if not (bad_loss or bad_grad):
-            return False
+            self._underflow(step, int(np.count_nonzero(softmax(z) == 0)))
+        bad_loss, bad_grad = not math.isfinite(loss), not np.isfinite(gb).all()
+        if bad_loss:
+            self._bad_loss(step, loss)
+        if bad_grad:
+            self._bad_grad(step)
+        if (bad_loss or bad_grad) and self.snapshot is None:
+            self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
+        return bad_loss or bad_grad
+
+    def _underflow(self, step: int, n_zero: int) -> None:
+        nan = self.nan
+        if n_zero:
+            nan.underflow_probs += n_zero
+            nan.steps_with_underflow += 1
+            nan.first_underflow_step = nan.first_underflow_step or step
+
+    def _bad_loss(self, step: int, loss: float) -> None:
+        nan = self.nan
         if loss != loss:
             nan.steps_nan_loss += 1
             nan.first_nan_loss_step = nan.first_nan_loss_step or step
-        elif bad_loss:
+        else:
             nan.steps_inf_loss += 1
             nan.first_inf_loss_step = nan.first_inf_loss_step or step
-        if bad_grad:
-            self.bad_grad_step = step
-            nan.steps_nonfinite_grad += 1
-            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
-        if self.snapshot is None:
-            self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
-        return True
+
+    def _bad_grad(self, step: int) -> None:
+        nan = self.nan
+        self.bad_grad_step = step
+        nan.steps_nonfinite_grad += 1
+        nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
 
     def check_params(self, step: int, finite: bool) -> None:
+        """The parameters after ``step`` are (not) all finite: keep the first step they were not."""
         if not finite and not self.nan.params_nonfinite:
             self.nan.params_nonfinite = True
             self.nan.first_nonfinite_params_step = step
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps so far with a non-finite loss or gradient, counted once per kind (for progress bars)."""
+        nan = self.nan
+        return nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad
+
+
+class Engine(Protocol):
+    """What :func:`train` asks of an engine (:class:`PlainSGD`, :func:`mnist_cli.fastpath.fast_engine`).
+
+    An engine owns the parameters in a layout of its own and takes SGD steps on them; it accounts for
+    every step through the :class:`Accounting` it was given and applies no update the accounting halts.
+    """
+
+    params: np.ndarray  #: every parameter in one array, in the engine's layout (averaged as one)
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        """A new epoch: ``perm`` is the permutation of the training set, ``count`` the steps it will take."""
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        """Run batch ``j`` of the epoch (global step number ``step``, from 1) at learning rate ``lr``;
+        return the batch's mean loss and whether its loss or gradient was non-finite."""
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B): the examples the first ``done`` steps of this epoch gathered
+        and the labels their targets came from (what :func:`consumed_digest` hashes)."""
+
+    def finite(self) -> bool:
+        """Whether every current parameter is finite."""
+
+    def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` (d, k) and (k,) from an array in the layout of :attr:`params`."""
+
+    def close(self) -> None:
+        """Release threads and buffers."""
 
 
 class PlainSGD:
@@ -271,7 +289,6 @@ class PlainSGD:
         self.dtype = model.W.dtype.type
         self.scale = self.dtype(config.input_scale / 255.0)
         self.wd = self.dtype(config.weight_decay)
-        self.stop = config.stop_on_nan  # a non-finite step is not applied: the run stops before it
         self.x = np.empty((self.B, images.shape[1]), dtype=self.dtype)  # (B, 784) reused
         self.perm = None
         self.taken: list[tuple[np.ndarray, np.ndarray]] = []  # this epoch's (indices, labels), step by step
@@ -296,7 +313,7 @@ class PlainSGD:
         loss, dz = self.loss_fn(z, y)
         gb = dz.sum(axis=0)  # (k,) dL/db
         bad = self.acct.record(step, loss, z, gb, idx, y)
-        if bad and self.stop:
+        if self.acct.halts(bad):
             return loss, bad
         gW = self.x.T @ dz  # (784, k)
         if self.wd:
@@ -315,19 +332,41 @@ class PlainSGD:
         pass
 
 
-def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int, order_rng, progress,
+class _Average:
+    """The average of the iterates after step ``start`` (Polyak-Ruppert), or none when not ``on``."""
+
+    def __init__(self, on: bool, start: int):
+        self.on, self.start = on, start
+        self.sum, self.n = None, 0
+
+    def add(self, step: int, params: np.ndarray) -> None:
+        if self.on and step > self.start:
+            self.n += 1
+            if self.sum is None:
+                self.sum = params.copy()
+            else:
+                self.sum += params
+
+    def result(self, last: np.ndarray) -> np.ndarray:
+        return self.sum / self.n if self.sum is not None else last
+
+
+def _record(step: int, loss: float, acct: Accounting) -> dict:
+    """The per-step record of ``--metrics-out``-style logs."""
+    return {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
+            "nonfinite_grad": acct.bad_grad_step == step}
+
+
+def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, steps: int, order_rng, progress,
               progress_every: int, on_log, log_every: int) -> tuple[np.ndarray, int, bool, np.ndarray, str]:
     """Run ``steps`` steps of ``engine`` over seeded epochs: learning-rate decay, averaging, callbacks,
     stop on NaN. Returns ``(losses, steps done, stopped, final params, digest of what the engine consumed)``."""
     per_epoch = n // config.batch_size
     losses = np.empty(steps, dtype=np.float64)
-    nan = acct.nan
     order_hash = hashlib.sha256()
-    avg, n_avg = None, 0
-    avg_from = steps - per_epoch * config.average_epochs  # average the iterates after this step
+    average = _Average(config.average, steps - per_epoch * config.average_epochs)
     lr = DTYPES[config.dtype](config.lr)
-    stopped = False
-    step = 0
+    stopped, step = False, 0
     for perm, count in _epochs(n, config.batch_size, steps, order_rng):
         engine.begin_epoch(perm, count)
         done = count
@@ -335,20 +374,15 @@ def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int
             step += 1
             loss, bad = engine.step(step, j, lr)
             losses[step - 1] = loss
-            halt = config.stop_on_nan and bad  # the engine did not apply this step's update
-            if bad and not nan.params_nonfinite:
+            if bad and not acct.nan.params_nonfinite:
                 acct.check_params(step, engine.finite())
-            if config.average and step > avg_from and not halt:
-                if avg is None:
-                    avg = engine.params.copy()
-                else:
-                    avg += engine.params
-                n_avg += 1
+            halt = acct.halts(bad)  # the engine did not apply this step's update: the run ends here
+            if not halt:
+                average.add(step, engine.params)
             if progress is not None and step % progress_every == 0:
-                progress(step, loss, nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad)
+                progress(step, loss, acct.nonfinite_steps)
             if on_log is not None and log_every and step % log_every == 0:
-                on_log(step, {"step": step, "loss": loss, "nan_loss": loss != loss,
-                              "inf_loss": loss in (math.inf, -math.inf), "nonfinite_grad": acct.bad_grad_step == step})
+                on_log(step, _record(step, loss, acct))
             if halt:
                 stopped, done = True, j + 1
                 break
@@ -358,8 +392,7 @@ def _schedule(engine, acct: _Accounting, config: TrainConfig, n: int, steps: int
         if step % per_epoch == 0 and config.lr_decay != 1.0:
             lr = lr.dtype.type(lr * config.lr_decay)
     acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
-    params = avg / n_avg if avg is not None else engine.params
-    return losses[:step], step, stopped, params, order_hash.hexdigest()
+    return losses[:step], step, stopped, average.result(engine.params), order_hash.hexdigest()
 
 
 def train(
@@ -394,14 +427,14 @@ def train(
     init_rng, order_rng = rngs(config.seed)
     model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)
     init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
-    acct = _Accounting(config.dtype, N_CLASSES)
+    acct = Accounting(config.dtype, N_CLASSES, config.stop_on_nan)
     loss_fn = LOSSES[config.loss]
     labels = train_labels.astype(np.intp)
     if config.fast:
-        from mnist_cli.fastpath import FAST_KERNELS, FastSGD
+        from mnist_cli.fastpath import FAST_KERNELS, fast_engine
 
-        engine = FastSGD(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct,
-                         kernel_name=blas_kernel())
+        engine = fast_engine(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct,
+                             kernel_name=blas_kernel())
     else:
         engine = PlainSGD(train_images, labels, model, config, loss_fn, acct)
 

@@ -56,8 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from mnist_cli.compare import CompareConfig, run_compare  # noqa: E402
 from mnist_cli.data import load_mnist  # noqa: E402
+from mnist_cli.evaluate import evaluate_accuracy  # noqa: E402
 from mnist_cli.threads import blas_pinned, provenance  # noqa: E402
-from mnist_cli.train import PRESETS, TrainConfig, evaluate_accuracy, rngs, train  # noqa: E402
+from mnist_cli.train import PRESETS, TrainConfig, rngs, train  # noqa: E402
 
 SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or ROOT.parent / "shared/datasets/mnist")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -445,7 +446,8 @@ def peak():
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 from mnist_cli.data import load_mnist
-from mnist_cli.train import TrainConfig, evaluate_accuracy, train
+from mnist_cli.evaluate import evaluate_accuracy
+from mnist_cli.train import TrainConfig, train
 base = peak()
 d = load_mnist(sys.argv[1], offline=True)
 r = train(d.train_images, d.train_labels, TrainConfig())

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from mnist_cli import fastpath
+from mnist_cli.evaluate import predict_logits
 from mnist_cli.fastpath import MAX_SUB_ROWS, FusedKernel, row_groups
 from mnist_cli.losses import fused
-from mnist_cli.train import TrainConfig, predict_logits, scale_pixels, train
+from mnist_cli.train import TrainConfig, scale_pixels, train
 
 FLOAT_RTOL = {"float32": 2e-5, "float64": 1e-12}
 
@@ -200,8 +201,8 @@ def test_threads_do_not_change_a_bit(mnist, monkeypatch, kw):
     """A full batch shared out over 1, 2 or 3 threads (13 row groups: room for 3 lanes) gives bit-identical
     losses, parameters and NaN report: each group's partial sum is added in group order."""
     lanes = []
-    close = fastpath.FastSGD.close
-    monkeypatch.setattr(fastpath.FastSGD, "close", lambda self: (lanes.append(len(self.lanes)), close(self))[1])
+    close = fastpath.GroupedSGD.close
+    monkeypatch.setattr(fastpath.GroupedSGD, "close", lambda self: (lanes.append(len(self.lanes)), close(self))[1])
     one, two, three = (train(mnist.train_images, mnist.train_labels, TrainConfig(threads=t, **kw)) for t in (1, 2, 3))
     assert lanes == [1, 2, 3]
     for other in (two, three):

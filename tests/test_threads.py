@@ -18,8 +18,9 @@ from click.testing import CliRunner
 
 from mnist_cli.cli import main
 from mnist_cli.compare import CompareConfig, run_compare, to_document
+from mnist_cli.evaluate import predict_logits
 from mnist_cli.threads import blas_pinned, provenance
-from mnist_cli.train import TrainConfig, predict_logits, train
+from mnist_cli.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from mnist_cli.evaluate import evaluate_accuracy
 from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import softmax
 from mnist_cli.model import DTYPES
@@ -15,7 +16,6 @@ from mnist_cli.train import (
     UNDERFLOW_GAP,
     TrainConfig,
     batch_order,
-    evaluate_accuracy,
     healthy_gap,
     rngs,
     train,
