@@ -56,8 +56,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SettingsError as exc:  # a setting that cannot work: worded with its flag, exit 2
             raise click.UsageError(exc.text(_flag)) from None
-        except MnistError as exc:
-            raise click.ClickException(str(exc)) from None
+        except MnistError as exc:  # worded with the flags of the settings it names
+            raise click.ClickException(exc.text(_flag)) from None
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
@@ -200,7 +200,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
     from mnist_cli.settings import train_config
 
     config = train_config(preset, **settings)
-    for path, what in ((save_path, "--save path"), (metrics_out, "--metrics-out path")):
+    for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
         if path:
             check_writable(path, what)  # fail now, not after training
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
@@ -224,7 +224,7 @@ def _outputs(*writes) -> list[str]:
             try:
                 write(path)
             except OutputError as exc:
-                failed.append(str(exc))
+                failed.append(exc.text(_flag))
     return failed
 
 

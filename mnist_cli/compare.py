@@ -68,10 +68,10 @@ SCENARIOS = (
              naive="fails", by_step=3),
 )
 
-#: Losses that must stay finite in every cell, whatever the setting (checked by ``--smoke``).
+#: Losses that must stay finite in every cell, whatever the setting (checked by smoke runs).
 ALWAYS_FINITE = ("fused",)
 
-#: ``--smoke``: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
+#: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
 SMOKE = {"steps": 200, "train_limit": 2000}
 
 #: Points in each run's downsampled loss curve (``loss_curve`` in the document, the sparkline).
@@ -102,7 +102,7 @@ class CompareConfig:
     steps: int = TUTORIAL.steps
     batch_size: int = TUTORIAL.batch_size
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
-    log_every: int = 0  # keep a per-step record every N steps for --metrics-out (0 = none)
+    log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
 
     @property
@@ -347,7 +347,7 @@ def metrics_paths(config: CompareConfig, directory: str | Path) -> dict[tuple[st
             if key in owner:
                 raise OutputError(
                     f"runs {' / '.join(owner[key])} and {cell.label} / {loss} would both write {path}; "
-                    "run them as separate compares with separate --metrics-out directories"
+                    "run them as separate compares with separate {metrics_out} directories", "metrics_out"
                 )
             owner[key] = (cell.label, loss)
             paths[cell.label, loss] = path
@@ -358,27 +358,29 @@ def _make_dir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable --metrics-out") from None
+        raise ConfigError(f"cannot create {directory}: {exc.strerror}; choose a writable {{metrics_out}}",
+                          "metrics_out") from None
 
 
 def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = None,
                   plot: str | Path | None = None) -> None:
-    """Check, before any run, that the outputs can be written: the ``--plot`` file's directory and the
-    ``--metrics-out`` directory (created here, as :func:`write_metrics` would) with every file it will
+    """Check, before any run, that the outputs can be written: the ``plot`` file's directory and the
+    ``metrics_out`` directory (created here, as :func:`write_metrics` would) with every file it will
     hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
     if plot is not None:
         from mnist_cli.plot import require_matplotlib
 
         require_matplotlib()  # fail before the runs, not after
-        check_writable(plot, "--plot path")
+        check_writable(plot, "{plot} path")
     if metrics_out is not None:
         directory = Path(metrics_out)
         paths = metrics_paths(config, directory)
         _make_dir(directory)
         for path in paths.values():
             if path.is_dir():
-                raise OutputError(f"cannot write {path}: it is a directory; choose another --metrics-out directory")
-        check_writable(next(iter(paths.values())), "--metrics-out directory")
+                raise OutputError(f"cannot write {path}: it is a directory; choose another {{metrics_out}} directory",
+                                  "metrics_out")
+        check_writable(next(iter(paths.values())), "{metrics_out} directory")
 
 
 def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
@@ -396,7 +398,7 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
                  "first_nonfinite_step": run.result.nan.first_nonfinite_step,
                  "provenance": run.result.model.meta["provenance"]}
         text = "".join(json.dumps(jsonable(r)) + "\n" for r in [*run.records, final])
-        with atomic_write(path, "--metrics-out directory") as fh:
+        with atomic_write(path, "{metrics_out} directory") as fh:
             fh.write(text.encode())
         paths.append(path)
     return paths

@@ -186,7 +186,7 @@ def _check_layout(dtype: np.dtype, shape: tuple[int, ...], role: str, path: Path
     if dtype != np.uint8 or not shape_ok or shape[0] == 0:
         raise FormatError(
             f"{path}: {kind} must be {want} with n >= 1, got {dtype} of shape {shape}; "
-            "supply MNIST-format files or choose another --data-dir."
+            "supply MNIST-format files or choose another {data_dir}."
         )
 
 

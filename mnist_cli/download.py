@@ -161,7 +161,7 @@ def _parse_mirror(text: str) -> Mirror:
         parts.port  # noqa: B018 - parsing the port is what checks it (e.g. "Port out of range")
     except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed "["
         raise ConfigError(
-            f"Mirror {redact(text)!r} is not a valid URL ({exc}); fix --mirror or {MIRRORS_ENV}."
+            f"Mirror {redact(text)!r} is not a valid URL ({exc}); fix {{mirror}} or {MIRRORS_ENV}."
         ) from None
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
@@ -175,11 +175,11 @@ def _parse_mirror(text: str) -> Mirror:
     else:
         raise ConfigError(
             f"Mirror {redact(text)!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
-            f"(--mirror or {MIRRORS_ENV})."
+            f"({{mirror}} or {MIRRORS_ENV})."
         )
-    path = expand_home(path, f"give a full path with --mirror or {MIRRORS_ENV}").absolute()
+    path = expand_home(path, f"give a full path with {{mirror}} or {MIRRORS_ENV}").absolute()
     if not path.is_dir():
-        raise ConfigError(f"Mirror directory {path} does not exist; fix --mirror or {MIRRORS_ENV}.")
+        raise ConfigError(f"Mirror directory {path} does not exist; fix {{mirror}} or {MIRRORS_ENV}.")
     return Mirror(str(path), directory=path)
 
 
@@ -270,7 +270,7 @@ class DownloadReport:
                 "present": "verified, already present",
                 "downloaded": f"verified, downloaded from {printable(f.source)}",
                 "foreign": f"NOT {self.dataset.upper()}: kept as your own data "
-                "(checked for IDX structure when loaded; --force replaces it)",
+                "(checked for IDX structure when loaded; a forced download replaces it)",
             }[f.status]
             lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
             lines += [f"    note: {printable(note)}" for note in f.notes]
@@ -286,10 +286,11 @@ def _mb(n: int) -> str:
 
 
 def manual_fix(spec: DatasetSpec) -> str:
-    """How to supply the files by hand: names, decompressed sizes and SHA-256, and ``--mirror DIR``."""
+    """How to supply the files by hand: names, decompressed sizes and SHA-256, and a mirror directory
+    (``{mirror}``: the error that carries this text spells it)."""
     lines = [
         "Fix: copy the files (.gz or decompressed) from any copy of the dataset into a directory and pass "
-        f"--mirror DIR (or set {MIRRORS_ENV}=DIR). Their decompressed content must be:"
+        f"{{mirror}} DIR (or set {MIRRORS_ENV}=DIR). Their decompressed content must be:"
     ]
     lines += [f"  {f.name:<28} {f.size:>9} bytes  sha256 {f.sha256}" for f in spec.files]
     return "\n".join(lines)
@@ -323,7 +324,7 @@ def ensure_mnist(
     settings = settings or FetchSettings.from_env()
     if root.exists() and not root.is_dir():
         raise DataDirError(f"The data directory {root} is not a directory; "
-                           f"choose another with --data-dir or {DATA_DIR_ENV}.")
+                           f"choose another with {{data_dir}} or {DATA_DIR_ENV}.")
     sweep_temps(root)  # what killed runs left (their processes are gone); never anyone else's files
     stamps = Stamps(root)
     reports: dict[str, FileReport] = {}
@@ -343,7 +344,7 @@ def ensure_mnist(
         raise DataNotFoundError(
             f"{root} holds files that are not {spec.name.upper()} ({', '.join(foreign)}) but lacks "
             f"{', '.join(f.name for f in todo)}: add the missing files of your dataset, or choose another "
-            f"directory with --data-dir."
+            "directory with {data_dir}."
         )
     if todo:
         usable = [m for m in sources if m.directory is not None or not offline]
@@ -378,9 +379,9 @@ def _unavailable(spec: DatasetSpec, root: Path, todo: list[FileSpec], corrupt: s
         what.append(f"{name} is missing from {root} ({', '.join(missing)})")
     if damaged:
         what.append(f"{root} holds corrupt copies of {', '.join(damaged)} (no longer the {name} files verified "
-                    "there earlier; fix: `mnist-softmax download` without --offline, or remove them and supply "
-                    "the files with --mirror DIR)")
-    return f"{' and '.join(what)}, and offline mode (--offline or {OFFLINE_ENV}) forbids downloading."
+                    "there earlier; fix: `mnist-softmax download` without {offline}, or remove them and supply "
+                    "the files with {mirror} DIR)")
+    return f"{' and '.join(what)}, and offline mode ({{offline}} or {OFFLINE_ENV}) forbids downloading."
 
 
 def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileReport | None:

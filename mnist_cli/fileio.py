@@ -1,6 +1,6 @@
 """Writing output files (models, metrics, plots): strict JSON, checked paths, and no partial files.
 
-    with atomic_write(Path("model.npz"), "--save path") as fh:
+    with atomic_write(Path("model.npz"), "{save} path") as fh:
         np.savez(fh, W=W)
 
 The content goes to a temporary file beside the target, which is renamed over it only when the
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mnist_cli.errors import OutputError
+from mnist_cli.errors import OutputError, placeholders
 
 #: Suffix of the temporary files: a run that crashed may leave ``.NAME.mnist-softmax-PID-XXXX.part`` behind.
 PART_SUFFIX = ".part"
@@ -140,7 +140,7 @@ class PartFile:
 
 
 def _output_error(path: Path, what: str) -> Callable[[OSError], OutputError]:
-    return lambda exc: OutputError(f"cannot write {path}: {reason(exc)}; choose a writable {what}")
+    return lambda exc: OutputError(f"cannot write {path}: {reason(exc)}; choose a writable {what}", placeholders(what))
 
 
 def _through_streams(path: Path) -> bool:
@@ -177,7 +177,8 @@ def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
 def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     """Yield a binary file handle whose content replaces ``path`` atomically on success.
 
-    ``what`` names the option that chose the path, for the error message (e.g. ``"--save path"``).
+    ``what`` names the setting that chose the path, for the error message (e.g. ``"{save} path"``: the
+    :class:`OutputError` refers to the setting as ``{save}``, which the CLI spells as its flag).
     Raises :class:`OutputError` (one line: the path, the reason, the fix) when it cannot be written.
     A symlink is written through; a device, FIFO or ``/dev/stdout`` is written in place (appended to,
     so ``/dev/stdout`` redirected to a file keeps what was printed before): see :func:`output_target`.
@@ -211,11 +212,11 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     (beside a symlink's target); a target written in place is checked for write permission only."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}")
+        raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}", placeholders(what))
     target, in_place = output_target(path)
     if in_place:
         if os.path.exists(path) and not os.access(path, os.W_OK):
-            raise OutputError(f"cannot write {path}: permission denied; choose a writable {what}")
+            raise OutputError(f"cannot write {path}: permission denied; choose a writable {what}", placeholders(what))
         return
     with PartFile(target.parent, target.name, _output_error(path, what)):
         pass  # creating a file is the real test (missing folder, read-only mount, ACLs)

@@ -89,7 +89,7 @@ class Model:
         if path.suffix != ".npz" and not output_target(path)[1]:  # a device or FIFO is written as named
             path = path.with_name(path.name + ".npz")  # what np.savez would do, made explicit
         meta = np.array(json.dumps(jsonable(self.meta), sort_keys=True, allow_nan=False, default=str))
-        with atomic_write(path, "--save path") as fh:
+        with atomic_write(path, "{save} path") as fh:
             np.savez(fh, W=self.W, b=self.b, meta=meta)
         return path
 
@@ -137,7 +137,7 @@ class Model:
         scale = config.get("input_scale", 1.0) if isinstance(config, dict) else None
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not _finite_positive(scale):
             raise ModelFileError(f"model {path} has metadata without a valid config.input_scale; {_FIX} "
-                                 "(or pass --input-scale)")
+                                 "(or give {input_scale})")
         return cls(W, b, meta)
 
     @property
@@ -147,7 +147,7 @@ class Model:
         return float(config.get("input_scale", 1.0)) if isinstance(config, dict) else 1.0
 
 
-_FIX = "pass a model written by `mnist-softmax train --save`"
+_FIX = "pass a model written by `mnist-softmax train {save}`"
 
 
 def _finite_positive(x: int | float) -> bool:

@@ -33,7 +33,7 @@ def require_matplotlib():
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MissingExtraError(f"--plot needs matplotlib: {INSTALL_HINT}") from None
+        raise MissingExtraError(f"{{plot}} needs matplotlib: {INSTALL_HINT}") from None
     return plt
 
 
@@ -133,7 +133,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
         _heatmap(ax, grid, loss, labels)
     sub_map.suptitle("Stability map: first non-finite step (green = never)")
     try:
-        with atomic_write(path, "--plot path") as fh:
+        with atomic_write(path, "{plot} path") as fh:
             fig.savefig(fh, dpi=100, format="png")
     finally:
         plt.close(fig)

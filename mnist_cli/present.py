@@ -161,7 +161,7 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
     if s["stopped_early"]:
-        rows.append(f"  stopped         at step {s['steps']} (--stop-on-nan)")
+        rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
     rows += data_lines(s)
     if explain:
         from mnist_cli.forensics import format_explanation

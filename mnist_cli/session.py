@@ -66,7 +66,7 @@ class Session:
         self.summary["saved"] = str(model.save(path))
         return Path(self.summary["saved"])
 
-    def write_metrics(self, path: str | Path, option: str = "--metrics-out path") -> Path:
+    def write_metrics(self, path: str | Path, option: str = "{metrics_out} path") -> Path:
         """The records as JSONL, then a final record (step, loss, accuracies, provenance), atomically."""
         s = self.summary
         final = {"step": self.result.steps, "final": True, "loss": self.result.final_loss,

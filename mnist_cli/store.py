@@ -61,7 +61,7 @@ def resolve_data_dir(data_dir=None) -> Path:
         from platformdirs import user_cache_path  # imported only when needed: start-up time counts
 
         return user_cache_path("mnist-softmax", appauthor=False) / "mnist"
-    return expand_home(Path(chosen), f"give a full path with --data-dir or {DATA_DIR_ENV}").absolute()
+    return expand_home(Path(chosen), f"give a full path with {{data_dir}} or {DATA_DIR_ENV}").absolute()
 
 
 def expand_home(path: Path, fix: str) -> Path:
@@ -86,7 +86,7 @@ def unwritable(root: Path, exc: OSError) -> DataDirError:
     """The error for a data directory that cannot be created or written."""
     return DataDirError(
         f"Cannot write to the data directory {root} ({reason(exc)}); "
-        f"choose another with --data-dir or {DATA_DIR_ENV}."
+        f"choose another with {{data_dir}} or {DATA_DIR_ENV}."
     )
 
 
@@ -270,7 +270,7 @@ class Stamps:
 
 
 class PartFile(fileio.PartFile):
-    """A :class:`mnist_cli.fileio.PartFile` in a data directory: failures name ``--data-dir``."""
+    """A :class:`mnist_cli.fileio.PartFile` in a data directory: failures name the data directory setting."""
 
     def __init__(self, root: Path, name: str):
         super().__init__(root, name, lambda exc: unwritable(root, exc))
@@ -332,7 +332,7 @@ def _acquire(handle, root: Path, timeout: float) -> None:
             raise LockTimeoutError(
                 f"Gave up after {timeout:g} s waiting for {root}: {_holder(handle)} holds its lock (another "
                 f"mnist-softmax fetching files, perhaps stopped with Ctrl-Z). Let it finish or end it, set "
-                f"{LOCK_TIMEOUT_ENV} to wait longer, or choose another --data-dir."
+                f"{LOCK_TIMEOUT_ENV} to wait longer, or choose another {{data_dir}}."
             )
         if not told and waited >= LOCK_NOTICE_AFTER:
             notices.warning(f"Waiting for {root}: {_holder(handle)} holds its lock; giving up after {timeout:g} s "

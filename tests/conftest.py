@@ -39,6 +39,13 @@ FAST_FETCH_ENV = {
 }
 
 
+def as_the_cli_says(exc) -> str:
+    """A library error's message with the settings it names spelt as the CLI's flags (``--data-dir``)."""
+    from mnist_cli.cli import _flag
+
+    return exc.text(_flag)
+
+
 @pytest.fixture(scope="session")
 def shared_mnist_dir() -> Path:
     """The read-only real MNIST files; a missing copy fails the test (it is required, not optional)."""

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from _server import FaultServer, Reply
 from click.testing import CliRunner
-from conftest import make_tiny
+from conftest import as_the_cli_says, make_tiny
 
 from mnist_cli import __version__
 from mnist_cli.cli import main
@@ -407,8 +407,9 @@ def test_unwritable_data_dir_names_the_option_and_variable(tmp_path, tiny_mnist)
     blocker.write_text("not a directory")
     with FaultServer(routes(tiny_mnist)) as server:
         result = download("--data-dir", blocker / "data", "--mirror", server.url)
-        with pytest.raises(DataDirError, match=f"is not a directory; choose another with --data-dir or {DATA_DIR_ENV}"):
+        with pytest.raises(DataDirError) as err:
             ensure_mnist(blocker, mirrors=[server.url])
+        assert f"is not a directory; choose another with --data-dir or {DATA_DIR_ENV}" in as_the_cli_says(err.value)
         assert download("--data-dir", blocker).exit_code == 2  # click refuses a file for --data-dir
         assert sum(server.hits.values()) == 0
     assert result.exit_code == 1

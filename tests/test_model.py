@@ -2,10 +2,12 @@
 
 import json
 import pickle
+import re
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import as_the_cli_says
 
 from mnist_cli.errors import ModelFileError, OutputError
 from mnist_cli.model import MAX_MODEL_BYTES, Model
@@ -101,8 +103,9 @@ def test_not_a_zip_and_missing_and_too_large(tmp_path):
 def test_save_to_unwritable_place_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot write .*choose a writable --save path"):
+    with pytest.raises(OutputError) as err:
         make_model().save(blocker / "m.npz")  # a directory that is a regular file: fails even for root
+    assert re.match(r"cannot write .*choose a writable --save path", as_the_cli_says(err.value))
 
 
 def test_meta_is_strict_json(tmp_path):
