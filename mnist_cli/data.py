@@ -31,7 +31,7 @@ from mnist_cli.errors import ChecksumError, DataDirError, FormatError
 from mnist_cli.idx import MAX_IDX_BYTES, read_header, read_idx
 from mnist_cli.present import describe_data
 from mnist_cli.store import (
-    PartFile,
+    DataDirPart,
     Stamps,
     cache_path,
     cache_problem,
@@ -71,7 +71,7 @@ class _Source:
 
 def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bool = False) -> MNIST:
     """Load MNIST from ``data_dir`` (see :func:`resolve_data_dir`), fetching missing files first."""
-    spec = datasets.MNIST
+    spec = datasets.MNIST_SPEC
     root = resolve_data_dir(data_dir)
     stamps = Stamps(root)
     sources = _stamped_sources(root, spec, stamps)
@@ -225,7 +225,7 @@ def _write_cache(stamps: Stamps, path: Path, array: np.ndarray, source_sha256: s
     cannot be written only costs speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with PartFile(path.parent, path.name) as part:
+        with DataDirPart(path.parent, path.name) as part:
             writer = _HashingWriter(part.file)
             np.save(writer, array, allow_pickle=False)
             part.commit(path)

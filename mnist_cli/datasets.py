@@ -1,7 +1,7 @@
 """What to download, as data: the files of a dataset, their pinned sizes and checksums, and its mirrors.
 
-    >>> from mnist_cli.datasets import MNIST
-    >>> [f.name for f in MNIST.files][:2]
+    >>> from mnist_cli.datasets import MNIST_SPEC
+    >>> [f.name for f in MNIST_SPEC.files][:2]
     ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz']
 
 A file counts as genuine when its *decompressed* content has the pinned ``size`` and ``sha256``: every
@@ -59,7 +59,7 @@ class DatasetSpec:
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
-MNIST = DatasetSpec(
+MNIST_SPEC = DatasetSpec(
     name="mnist",
     files=(
         FileSpec(

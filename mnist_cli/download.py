@@ -40,8 +40,8 @@ from mnist_cli.present import describe_data
 from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.store import (
     DATA_DIR_ENV,
+    DataDirPart,
     Digest,
-    PartFile,
     Stamps,
     Verifier,
     check_caches,
@@ -144,7 +144,7 @@ def resolve_mirrors(mirrors=(), spec: DatasetSpec | None = None, environ=None) -
     before any request is made.
     """
     environ = os.environ if environ is None else environ
-    spec = spec or datasets.MNIST
+    spec = spec or datasets.MNIST_SPEC
     candidates = [*mirrors, *environ.get(MIRRORS_ENV, "").split(), *spec.mirrors]
     resolved, seen = [], set()
     for text in candidates:
@@ -317,7 +317,7 @@ def ensure_mnist(
     ``offline`` (or ``$MNIST_SOFTMAX_OFFLINE``) allows local-directory mirrors only. ``progress`` draws a
     bar per download on stderr, only when stderr is a terminal (:func:`mnist_cli.progress.bars_enabled`).
     """
-    spec = spec or datasets.MNIST
+    spec = spec or datasets.MNIST_SPEC
     root = resolve_data_dir(data_dir)
     sources = resolve_mirrors(mirrors, spec)
     offline = offline or offline_from_env()
@@ -549,7 +549,7 @@ class _Fetcher:
             if str(mirror) in self.skipped:
                 continue
             try:
-                with PartFile(self.root, f.name) as part:
+                with DataDirPart(self.root, f.name) as part:
                     digest, fetched = self._from(mirror, f, part)
                     final = self.root / (f.name if digest.compressed else f.raw_name)
                     part.commit(final)
@@ -576,12 +576,12 @@ class _Fetcher:
             f"Could not download {f.name}{replacing}: every mirror failed.\n{listing}\n{manual_fix(self.spec)}"
         )
 
-    def _from(self, mirror: Mirror, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+    def _from(self, mirror: Mirror, f: FileSpec, part: DataDirPart) -> tuple[Digest, int]:
         if mirror.directory is not None:
             return _copy_local(mirror.directory, f, part)
         return self._download(mirror.location + f.name, f, part)
 
-    def _download(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+    def _download(self, url: str, f: FileSpec, part: DataDirPart) -> tuple[Digest, int]:
         """GET ``url`` with retries, back-off and Retry-After, all within the per-file deadline."""
         with self.watchdog.armed(self.settings.deadline):
             try:
@@ -602,7 +602,7 @@ class _Fetcher:
         return _MirrorFailed(
             f"too slow: {self._received} bytes in {s.deadline:g} s (total deadline, MNIST_SOFTMAX_DEADLINE)")
 
-    def _retrying(self, url: str, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+    def _retrying(self, url: str, f: FileSpec, part: DataDirPart) -> tuple[Digest, int]:
         s = self.settings
         deadline = time.monotonic() + s.deadline
         attempt = 0
@@ -621,7 +621,7 @@ class _Fetcher:
                     raise _MirrorFailed(f"{exc.reason}; retry in {wait:g} s would pass the deadline") from None
                 time.sleep(wait)
 
-    def _attempt(self, url: str, f: FileSpec, part: PartFile, deadline: float) -> tuple[Digest, int]:
+    def _attempt(self, url: str, f: FileSpec, part: DataDirPart, deadline: float) -> tuple[Digest, int]:
         s = self.settings
         self._received = None
         connect = min(s.connect_timeout, max(deadline - time.monotonic(), 0.01))
@@ -685,7 +685,7 @@ class _Fetcher:
             raise _MirrorFailed(f"connection broken after {received}{of} bytes ({_why(exc)})", retry=True) from None
 
 
-def _copy_local(directory: Path, f: FileSpec, part: PartFile) -> tuple[Digest, int]:
+def _copy_local(directory: Path, f: FileSpec, part: DataDirPart) -> tuple[Digest, int]:
     source = find_file(directory, f)
     if source is None:
         raise _MirrorFailed(f"neither {f.name} nor {f.raw_name} is there")

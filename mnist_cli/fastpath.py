@@ -80,8 +80,8 @@ class FusedKernel:
 
     reference = fused  # the loss this kernel computes, from LOSSES
 
-    def __init__(self, k: int, dtype, gap_limit: float):
-        self.k, self.dtype, self.gap_limit = k, dtype, gap_limit
+    def __init__(self, k: int, dtype, healthy_gap: float):
+        self.k, self.dtype, self.healthy_gap = k, dtype, healthy_gap
         self._buffers: dict[tuple, tuple] = {}  # shape -> (shifted, its class rows, row max, row sum, flat view)
 
     def _for_shape(self, shape: tuple) -> tuple:
@@ -104,7 +104,7 @@ class FusedKernel:
         np.maximum.reduce(zk, axis=1, keepdims=True, out=z_max)  # (m, 1, w) the max shift
         np.subtract(zk, z_max, out=shk)  # (m, k, w), <= 0
         gap = -float(np.minimum.reduce(shk, axis=None))  # max over examples of max(z) - min(z); nan if z is
-        if not gap <= self.gap_limit:  # nan, inf, or a probability may underflow: not proved healthy
+        if not gap <= self.healthy_gap:  # nan, inf, or a probability may underflow: not proved healthy
             return gap, None, sh
         z_y = flat[t]  # (m * w,) shifted target logits
         np.exp(shk, out=shk)  # (m, k, w) in (0, 1]
@@ -284,7 +284,7 @@ class SingleProductSGD(FastSGD):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         B, d = self.B, self.d
-        self.kernel = self.kernel_cls(self.k, self.dtype, self.acct.gap_limit) if self.kernel_cls else None
+        self.kernel = self.kernel_cls(self.k, self.dtype, self.acct.healthy_gap) if self.kernel_cls else None
         self.chunk = max(1, CHUNK_ROWS // B) if self.n != B else 1  # batches converted at once
         self.xc = _aligned_rows(self.chunk * B, d + 1, self.dtype)  # (chunk * B, d + 1) [pixels | kappa]
         self.xc[:, d] = self.kappa
@@ -317,13 +317,13 @@ class SingleProductSGD(FastSGD):
 class _Lane:
     """One thread's share of a grouped step: its row groups (with their positions) and its own buffers."""
 
-    def __init__(self, groups, d: int, r: int, k: int, dtype, kappa, kernel_cls, gap_limit: float):
+    def __init__(self, groups, d: int, r: int, k: int, dtype, kappa, kernel_cls, healthy_gap: float):
         self.groups = groups  # [(g, start, m, w)]: g is the group's position in the batch
         self.xa = _aligned_rows(max(m * w for _, _, m, w in groups), d + 1, dtype)  # (rows, d + 1) [pixels | kappa]
         self.xa[:, d] = kappa
         self.zt = {(m, w): np.empty((m, r, w), dtype) for _, _, m, w in groups}  # logits per group shape
         self.parts = {m: np.empty((m, r, d + 1), dtype) for _, _, m, _ in groups}  # one group's products
-        self.kernel = kernel_cls(k, dtype, gap_limit) if kernel_cls is not None else None
+        self.kernel = kernel_cls(k, dtype, healthy_gap) if kernel_cls is not None else None
 
     def run(self, sgd: GroupedSGD, j: int, t: np.ndarray, kcoef) -> bool:
         """Forward, fused kernel and backward over this lane's groups; group ``g``'s gradient goes to
@@ -357,7 +357,7 @@ class GroupedSGD(FastSGD):
         n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
         indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
         cut = np.linspace(0, len(indexed), n_lanes + 1).astype(int)
-        self.lanes = [_Lane(indexed[a:b], self.d, self.r, self.k, self.dtype, self.kappa, kernel_cls, acct.gap_limit)
+        self.lanes = [_Lane(indexed[a:b], self.d, self.r, self.k, self.dtype, self.kappa, kernel_cls, acct.healthy_gap)
                       for a, b in zip(cut[:-1], cut[1:])]
         self.pool = None
         if len(self.lanes) > 1:

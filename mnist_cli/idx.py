@@ -34,7 +34,7 @@ _OUT_CHUNK = 1 << 20  # most bytes one decompression step may produce
 MAX_GZIP_RATIO = 1032
 
 # IDX data type code -> dtype (big-endian on disk).
-DTYPES = {
+IDX_TYPES = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -42,7 +42,7 @@ DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_CODES = {dt.newbyteorder("="): code for code, dt in DTYPES.items()}
+_CODES = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
 
 
 class Decoder:
@@ -145,7 +145,7 @@ def parse_header(buf, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
             f"{name}: not an IDX file (magic number 0x{bytes(buf[:4]).hex()} does not start with two zero bytes)."
         )
     code, ndim = buf[2], buf[3]
-    if code not in DTYPES:
+    if code not in IDX_TYPES:
         raise FormatError(f"{name}: unknown IDX data type code 0x{code:02x} (known: 08, 09, 0b, 0c, 0d, 0e).")
     if ndim == 0:
         raise FormatError(f"{name}: the IDX header declares 0 dimensions.")
@@ -153,7 +153,7 @@ def parse_header(buf, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
     if len(buf) < header:
         raise FormatError(f"{name}: truncated IDX header ({ndim} dimensions need {header} bytes, got {len(buf)}).")
     dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
-    return DTYPES[code], dims, header
+    return IDX_TYPES[code], dims, header
 
 
 class _HeaderComplete(Exception):
@@ -251,7 +251,7 @@ def encode_idx(array: np.ndarray) -> bytes:
     if native not in _CODES or array.ndim == 0 or array.ndim > 255:
         raise FormatError(f"cannot write a {array.dtype} array of {array.ndim} dimensions as IDX.")
     header = struct.pack(f">BBBB{array.ndim}I", 0, 0, _CODES[native], array.ndim, *array.shape)
-    return header + array.astype(DTYPES[_CODES[native]], copy=False).tobytes()
+    return header + array.astype(IDX_TYPES[_CODES[native]], copy=False).tobytes()
 
 
 def write_idx(path, array: np.ndarray) -> None:

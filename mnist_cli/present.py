@@ -146,7 +146,7 @@ def format_train(s: dict, explain: bool = False) -> str:
     underflow = (
         f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {nan['steps_with_underflow']} steps"
         f"{_first(nan['first_underflow_step'])}; largest logit gap {nan['max_logit_gap']:.4g} "
-        f"({c['dtype']} exp underflows past {s['underflow_gap_limit']:.1f})"
+        f"({c['dtype']} exp underflows past {s['underflow_limit']:.1f})"
     )
     nl = nan_lines(nan, s["steps"])
     rows = [

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from mnist_cli.evaluate import evaluate_accuracy
 from mnist_cli.fileio import atomic_write, jsonable
+from mnist_cli.forensics import underflow_limit
+from mnist_cli.model import DTYPES
 from mnist_cli.settings import TrainConfig
-from mnist_cli.train import UNDERFLOW_GAP, TrainResult, train
+from mnist_cli.train import TrainResult, train
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:
@@ -39,7 +41,7 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "n_train": n_train,
         "final_loss": result.final_loss,
         "nan": result.nan.to_dict(),
-        "underflow_gap_limit": UNDERFLOW_GAP[result.config.dtype],
+        "underflow_limit": underflow_limit(DTYPES[result.config.dtype]),
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,
         "provenance": result.model.meta["provenance"],

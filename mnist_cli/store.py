@@ -262,23 +262,23 @@ class Stamps:
                 merged[name] = entry
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps({"version": _STAMPS_VERSION, "files": merged}, indent=1).encode())
+            write_in_data_dir(self.path, json.dumps({"version": _STAMPS_VERSION, "files": merged}, indent=1).encode())
         except (OSError, DataDirError):
             return False  # a read-only data directory still works; files are just re-verified next time
         self.entries, self._changed = merged, {}
         return True
 
 
-class PartFile(fileio.PartFile):
+class DataDirPart(fileio.PartFile):
     """A :class:`mnist_cli.fileio.PartFile` in a data directory: failures name the data directory setting."""
 
     def __init__(self, root: Path, name: str):
         super().__init__(root, name, lambda exc: unwritable(root, exc))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_in_data_dir(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    with PartFile(path.parent, path.name) as part:
+    with DataDirPart(path.parent, path.name) as part:
         part.file.write(data)
         part.commit(path)
 
@@ -290,7 +290,7 @@ def prepare(root: Path) -> Path:
         state.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise unwritable(root, exc) from None
-    with PartFile(root, "probe"):  # creating a file is the real test (read-only mounts, ACLs)
+    with DataDirPart(root, "probe"):  # creating a file is the real test (read-only mounts, ACLs)
         pass
     return state
 

@@ -32,21 +32,18 @@ from typing import Protocol
 import numpy as np
 
 from mnist_cli.errors import SettingsError
-from mnist_cli.forensics import underflow_limit
 from mnist_cli.losses import LOSSES, softmax
 from mnist_cli.model import DTYPES, N_CLASSES, Model
 from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 
-#: -log(smallest subnormal / 2) (about 104.0 in float32, 745.1 in float64): past this gap to the row
-#: maximum, exp() rounds to exactly 0 (see :func:`mnist_cli.forensics.underflow_limit`). Reported.
-UNDERFLOW_GAP = {name: underflow_limit(t) for name, t in DTYPES.items()}
 
 def healthy_gap(dtype_name: str, k: int) -> float:
     """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
     ``k = 10``): when an example's logit gap ``max(z) - min(z)`` is at most this, none of its ``k``
     softmax probabilities is 0. The accounting counts zero probabilities only past it, and the fast
-    kernel takes only steps within it. ``log(2 k)`` below :data:`UNDERFLOW_GAP`: conservative on purpose.
+    kernel takes only steps within it. ``log(2 k)`` below :func:`mnist_cli.forensics.underflow_limit`:
+    conservative on purpose.
 
     Proof, for ``p_j = fl(e_j / s)``, ``e_j = fl(exp(x_j))``, ``x_j = fl(z_j - max(z))``, ``s = fl(sum_j e_j)``
     (:func:`mnist_cli.losses.softmax`; the fused kernel shifts and sums the same way), assuming exp is
@@ -179,7 +176,7 @@ class Accounting:
     def __init__(self, dtype_name: str, k: int, stop_on_nan: bool = False):
         self.nan = NanReport()
         self.snapshot: Snapshot | None = None
-        self.gap_limit = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
+        self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
         self.bad_grad_step = 0  # the last step whose gradient was non-finite
         self.stop_on_nan = stop_on_nan
 
@@ -198,7 +195,7 @@ class Accounting:
         has a non-finite entry); return True when the loss or the gradient is non-finite."""
         gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
         self.observe_gap(gap)
-        if not gap <= self.gap_limit:  # a probability may be exactly 0 (or z is nan): count them
+        if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
             self._underflow(step, int(np.count_nonzero(softmax(z) == 0)))
         bad_loss, bad_grad = not math.isfinite(loss), not np.isfinite(gb).all()
         if bad_loss:

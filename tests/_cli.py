@@ -17,12 +17,12 @@ from mnist_cli.datasets import DatasetSpec, FileSpec
 
 spec_arg, *args = sys.argv[1:]
 if spec_arg == "mnist":
-    spec = datasets.MNIST
+    spec = datasets.MNIST_SPEC
 else:
     with open(spec_arg) as f:
         doc = json.load(f)
     spec = DatasetSpec(doc["name"], tuple(FileSpec(**entry) for entry in doc["files"]), ())
-datasets.MNIST = dataclasses.replace(spec, mirrors=())
+datasets.MNIST_SPEC = dataclasses.replace(spec, mirrors=())
 if os.environ.get("TEST_NO_LOCK"):
     store.fcntl = None
 

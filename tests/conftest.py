@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cli.datasets import MNIST as MNIST_SPEC
-from mnist_cli.datasets import ROLES, DatasetSpec, FileSpec
+from mnist_cli.datasets import MNIST_SPEC, ROLES, DatasetSpec, FileSpec
 from mnist_cli.idx import encode_idx
 
 SHARED_MNIST = Path(
@@ -133,7 +132,7 @@ def tiny_mnist(tiny, monkeypatch) -> Tiny:
     """Make the tiny dataset *the* dataset (for the CLI and load_mnist), without built-in mirrors."""
     import mnist_cli.datasets
 
-    monkeypatch.setattr(mnist_cli.datasets, "MNIST", tiny.spec)
+    monkeypatch.setattr(mnist_cli.datasets, "MNIST_SPEC", tiny.spec)
     return tiny
 
 

@@ -16,8 +16,7 @@ from conftest import as_the_cli_says, make_tiny
 import mnist_cli.data
 import mnist_cli.download
 from mnist_cli.data import MNIST, load_mnist
-from mnist_cli.datasets import MNIST as MNIST_SPEC
-from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
+from mnist_cli.datasets import MNIST_SPEC, MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
 from mnist_cli.errors import DataNotFoundError, FormatError
 from mnist_cli.idx import encode_idx
 from mnist_cli.store import DATA_DIR_ENV, STATE_DIR, resolve_data_dir

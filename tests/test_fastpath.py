@@ -166,7 +166,7 @@ def test_fused_kernel_equals_fused(dtype, spread):
     k, w, coef = 10, 37, 0.25
     z = (rng.standard_normal((w, k)) * spread).astype(dtype)  # (w, k)
     y = rng.integers(0, k, w)
-    kernel = FusedKernel(k, dtype, gap_limit=80.0)
+    kernel = FusedKernel(k, dtype, healthy_gap=80.0)
     gap, loss_sum, G = kernel(np.ascontiguousarray(z.T)[None], y * w + np.arange(w), dtype(coef))
     loss, dz = fused(z, y)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
@@ -182,7 +182,7 @@ def test_fused_kernel_refuses_steps_it_cannot_prove_healthy(bad):
     z = np.zeros((1, 10, 4), np.float32)
     z[0, 3, 2] = bad
     with np.errstate(invalid="ignore"):
-        gap, loss_sum, _ = FusedKernel(10, np.float32, gap_limit=100.0)(z, np.arange(4), np.float32(0.1))
+        gap, loss_sum, _ = FusedKernel(10, np.float32, healthy_gap=100.0)(z, np.arange(4), np.float32(0.1))
     assert loss_sum is None and not gap <= 100.0
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mnist_cli.errors import FormatError
-from mnist_cli.idx import DTYPES, GZIP_MAGIC, Decoder, encode_idx, parse_idx, read_idx, write_idx
+from mnist_cli.idx import GZIP_MAGIC, IDX_TYPES, Decoder, encode_idx, parse_idx, read_idx, write_idx
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -186,7 +186,7 @@ def test_random_bytes_parse_or_raise_format_error(data):
         array = parse_idx(data)
     except FormatError:
         return
-    assert data[:2] == b"\0\0" and data[2] in DTYPES  # only a well-formed file gets through
+    assert data[:2] == b"\0\0" and data[2] in IDX_TYPES  # only a well-formed file gets through
     assert len(encode_idx(array)) == len(data)
 
 

@@ -13,7 +13,6 @@ from mnist_cli.model import DTYPES
 from mnist_cli.train import (
     MAX_STEPS,
     PRESETS,
-    UNDERFLOW_GAP,
     TrainConfig,
     batch_order,
     healthy_gap,
@@ -133,11 +132,10 @@ def test_the_trainer_sees_the_batches_batch_order_yields(mnist, fast, kw):
 def test_underflow_gap_and_the_healthy_bound(name):
     """The report's limit is where exp() reaches 0; at gaps within the healthy bound no probability is 0."""
     dtype = DTYPES[name]
-    assert UNDERFLOW_GAP[name] == underflow_limit(dtype)
-    assert np.exp(dtype(-(UNDERFLOW_GAP[name] + 0.01))) == 0 < np.exp(dtype(-(UNDERFLOW_GAP[name] - 0.01)))
+    assert np.exp(dtype(-(underflow_limit(dtype) + 0.01))) == 0 < np.exp(dtype(-(underflow_limit(dtype) - 0.01)))
     k = 10
     bound = healthy_gap(name, k)
-    assert bound == pytest.approx(UNDERFLOW_GAP[name] - math.log(2 * k), abs=1e-9)  # p = e / s, s <= k
+    assert bound == pytest.approx(underflow_limit(dtype) - math.log(2 * k), abs=1e-9)  # p = e / s, s <= k
     g = dtype(bound)
     g = np.nextafter(g, dtype(0)) if g > bound else g  # the largest gap in the dtype within the bound
     worst = np.zeros((1, k), dtype)  # k - 1 logits at the max (the largest sum), one the whole gap below
