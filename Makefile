@@ -2,6 +2,7 @@
 #   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
 #   make test   -- create .venv, install with test extras, run the test suite
 #   make bench  -- scripts/bench.py: the performance figures of issue 5 (BENCH_FLAGS=--quick, --json)
+#   make crosscheck -- scripts/crosscheck.py: the losses against PyTorch autograd (issue 12)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test smoke bench clean
+.PHONY: demo test smoke bench crosscheck clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,11 @@ smoke: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]' 'torch==2.13.0'
 	$(PY) scripts/bench.py $(BENCH_FLAGS)
+
+# torch 2.13.0 only: its CPU build installs from this machine's disk; any other version pulls a CUDA build
+crosscheck: $(VENV)/.installed
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) scripts/crosscheck.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
