@@ -269,7 +269,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         "loss": loss_name,
         "dtype": dtype.name,
         "underflow_limit": limit,
-        "smallest_subnormal": float(np.finfo(dtype).smallest_subnormal),
+        "smallest_subnormal": float(finfo(dtype).smallest_subnormal),
         "batch_size": int(z.shape[0]),
         "batch_loss": float(batch_loss),
         "batch_loss_kind": _kind(float(batch_loss)),
