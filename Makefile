@@ -3,6 +3,7 @@
 #   make test   -- create .venv, install with test extras, run the test suite
 #   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
+#   make crosscheck -- scripts/crosscheck.py: the losses against PyTorch autograd
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test lint smoke bench clean
+.PHONY: demo test lint smoke bench crosscheck clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ smoke: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]' 'torch==2.13.0'
 	$(PY) scripts/bench.py $(BENCH_FLAGS)
+
+# torch 2.13.0 only: its CPU build installs from this machine's disk; any other version pulls a CUDA build
+crosscheck: $(VENV)/.installed
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) scripts/crosscheck.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

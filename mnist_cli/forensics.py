@@ -20,8 +20,9 @@ import textwrap
 import numpy as np
 
 from mnist_cli.losses import CLIP_MIN, LOSSES, log_softmax, softmax
+from mnist_cli.precision import DTYPES, finfo
 
-__all__ = ["underflow_limit", "explain", "format_explanation"]
+__all__ = ["underflow_limit", "gradient_overflow_limit", "explain", "format_explanation"]
 
 
 def underflow_limit(dtype) -> float:
@@ -29,11 +30,37 @@ def underflow_limit(dtype) -> float:
     ``exp(z - max)`` below half the smallest positive number of ``dtype``, which rounds to exactly 0
     (and so does its probability); a shade nearer, exp still rounds up to the smallest subnormal.
 
-    About 104.0 for float32 and 745.1 for float64. (``-log(smallest subnormal)``, 103.3 and 744.4,
-    is where the exact value drops below the smallest subnormal, not where the rounded one is 0.)
+    About 104.0 for float32, 745.1 for float64, 17.3 for float16 and 92.9 for bfloat16 (whose exponent
+    range is float32's, with 8 significand bits instead of 24). (``-log(smallest subnormal)``, 103.3
+    and 744.4, is where the exact value drops below the smallest subnormal, not where the rounded one
+    is 0.)
     """
     # log(2) - log(s), not -log(s / 2): half the float64 smallest subnormal is 0 in Python floats
-    return math.log(2) - math.log(float(np.finfo(dtype).smallest_subnormal))
+    return math.log(2) - math.log(float(finfo(dtype).smallest_subnormal))
+
+
+def _overflow_threshold(dtype) -> float:
+    """``max + ulp(max) / 2``: the smallest exact value that rounds to +inf (ties to even go up here)."""
+    f = finfo(dtype)
+    return float(f.max) * (1 + float(f.eps) / 4)  # ulp(max) = max * eps / (2 - eps) ~ max * eps / 2
+
+
+def gradient_overflow_limit(dtype, batch: int = 1, ties: float = 9) -> float:
+    """The gap ``max(z) - z[target]`` from which the naive gradient ``(-1/n) / p[target]`` overflows to -inf.
+
+    ``log(M / (r * ties))``, with ``M`` the smallest value that rounds to inf in ``dtype``
+    (:func:`_overflow_threshold`), ``r = 1/n`` rounded to the dtype (what ``mean``'s backward divides
+    by), and ``ties = sum over the other classes of exp(z_j - max)``, so ``p[target] ~ exp(-gap) / ties``:
+    ``r / p`` reaches ``M`` when ``exp(gap) = M / (r * ties)``.
+
+    The earliest case is the default: one example (``n = 1``) whose target is the low logit and whose 9
+    other logits tie at the maximum, 86.5 in float32 (bfloat16 too), 707.6 in float64, 8.9 in float16.
+    A batch of 100 moves it by ``log(100)``, to 91.1 / 712.2 / 13.5 (bfloat16 91.1), and a single
+    maximum (``ties = 1``) by ``log(9)`` more, to 93.3 / 714.4 / 15.7. Below :func:`underflow_limit`
+    the loss is still finite there: only the gradient breaks.
+    """
+    r = float(np.asarray(1.0 / batch).astype(np.dtype(dtype)))  # 1/n as the dtype holds it
+    return math.log(_overflow_threshold(dtype)) - math.log(r) - math.log(ties)
 
 
 def _kind(x: float) -> str:
@@ -49,15 +76,19 @@ def _kind(x: float) -> str:
 
 
 def _chain_nonfinite_logits(c: dict) -> dict:
+    if c["logit_overflow"]:  # +-inf among the logits: the product left the dtype's range
+        head = (f"the logits are already non-finite: a logit is {c['logit_overflow']}, z = x @ W + b exceeded the "
+                f"largest {c['dtype']} ({c['dtype_max']:.5g}) and rounded to infinity (overflow, not underflow)")
+    else:
+        head = "z = x @ W + b is already non-finite (NaN: W or b went non-finite at an earlier step)"
     return {
-        "loss": "z = x @ W + b is already non-finite (W or b overflowed at an earlier step) -> "
-        "z - max(z) = inf - inf = NaN -> every p in the row is NaN -> loss = NaN",
+        "loss": f"{head} -> z - max(z) = inf - inf = NaN -> every p in the row is NaN -> loss = NaN",
         "gradient": "p = NaN -> dL/dz = NaN for the whole row -> dL/dW = x.T @ dL/dz = NaN",
     }
 
 
 def _chain_naive(c: dict) -> dict:
-    """Reverse-mode autodiff through ``mean(-sum(y_ * log(softmax(z))))``, as TF computes it."""
+    """Reverse-mode autodiff through ``mean(-sum(y_ * log(softmax(z))))``, in PyTorch autograd's order."""
     j, t = c["underflowed_class"], c["label"]
     backward = (
         "softmax backward p * (g - sum(g * p)): sum(g * p) = NaN, so all "
@@ -68,19 +99,22 @@ def _chain_naive(c: dict) -> dict:
         return {
             "loss": f"p[{j}] = 0 -> log(p[{j}]) = -inf -> y_[{j}] * log(p[{j}]) = 0 * -inf = NaN "
             "-> loss = mean(-sum(y_ * log(p))) = NaN",
-            "gradient": f"dL/dp[{j}] = -y_[{j}] / p[{j}] / n = -0/0 = NaN (y_/p = 0/0) -> {backward}",
+            "gradient": f"dL/dp[{j}] = (-y_[{j}] / n) / p[{j}] = -0/0 = NaN (y_/p = 0/0) -> {backward}",
         }
     if c["target_prob_zero"]:  # only the target's probability is 0: -1 * log(0)
         return {
             "loss": f"p[{t}] = 0 (the target) -> log(p[{t}]) = -inf -> -y_[{t}] * log(p[{t}]) = -1 * -inf = +inf "
             "-> loss = inf",
-            "gradient": f"dL/dp[{t}] = -y_[{t}] / p[{t}] / n = -1/0 = -inf -> g[{t}] * p[{t}] = -inf * 0 = NaN "
-            f"-> {backward}",
+            "gradient": f"dL/dp[{t}] = (-y_[{t}] / n) / p[{t}] = -{c['inv_n']:.3g}/0 = -inf -> g[{t}] * p[{t}] = "
+            f"-inf * 0 = NaN -> {backward}",
         }
     return {  # the target's probability is tiny but not 0: the loss is finite, 1/p overflows
-        "loss": f"p[{t}] = {c['underflowed_p']:.3g} (the target, not 0) -> log(p[{t}]) is finite -> the loss is finite",
-        "gradient": f"dL/dp[{t}] = -y_[{t}] / p[{t}] / n overflows to -inf -> sum(g * p) = -inf -> softmax "
-        f"backward p * (g - sum(g * p)): dL/dz[{t}] = p[{t}] * (-inf - -inf) = NaN, the other entries "
+        "loss": f"p[{t}] = {c['underflowed_p']:.3g} (the target, not 0: the gap {c['gap_max_minus_target']:.1f} is "
+        f"below the underflow limit) -> log(p[{t}]) is finite -> the loss is finite",
+        "gradient": f"dL/dp[{t}] = (-y_[{t}] / n) / p[{t}] = -{c['inv_n']:.3g} / {c['underflowed_p']:.3g} overflows "
+        f"to -inf (1/p overflow: beyond the largest {c['dtype']}, {c['dtype_max']:.3g}; this row's gradient "
+        f"breaks from a gap of {c['row_gradient_limit']:.1f} at batch {c['batch_size']}) -> sum(g * p) = -inf -> "
+        f"softmax backward p * (g - sum(g * p)): dL/dz[{t}] = p[{t}] * (-inf - -inf) = NaN, the other entries "
         "p * (0 + inf) = +inf -> dL/dW = x.T @ dL/dz is NaN (0 * inf, inf - inf) -> W and b are non-finite "
         "after the update",
     }
@@ -88,16 +122,29 @@ def _chain_naive(c: dict) -> dict:
 
 def _chain_clipped(c: dict) -> dict:
     j = c["underflowed_class"]
+    if c["clip_floor"] == 0:  # the floor rounds to 0: clip(p, 0, 1) = p, and clipped is naive
+        floor = (f"clip(p, {CLIP_MIN:g}, 1) does nothing: {CLIP_MIN:g} rounds to 0 in {c['dtype']} (smallest "
+                 f"subnormal {c['smallest_subnormal']:.3g}), an unrepresentable clip floor, so clipped is exactly naive: ")
+        chain = _chain_naive(c)
+        return {"loss": floor + chain["loss"], "gradient": "clip passes every gradient (p >= 0): " + chain["gradient"]}
+    lo = f"{c['clip_floor']:.6g}"
     return {
-        "loss": f"p[{j}] = 0 -> clip(p[{j}], {CLIP_MIN:g}, 1) = {CLIP_MIN:g} -> log = {math.log(CLIP_MIN):.2f} "
+        "loss": f"p[{j}] = 0 -> clip(p[{j}], {lo}, 1) = {lo} -> log = {math.log(c['clip_floor']):.2f} "
         "-> the loss stays finite but is biased",
-        "gradient": f"clip passes no gradient below {CLIP_MIN:g}: dL/dp[{j}] = 0 -> this example stops "
+        "gradient": f"clip passes no gradient below {lo}: dL/dp[{j}] = 0 -> this example stops "
         "pulling its logits apart (a dead gradient, not a NaN)",
     }
 
 
 def _chain_fused(c: dict) -> dict:
-    j = c["underflowed_class"]
+    j, t = c["underflowed_class"], c["label"]
+    if c["target_shift_overflow"]:  # z[y] - max z itself overflowed: the loss is +inf, correctly rounded
+        return {
+            "loss": f"z[{t}] - max z = -inf: the gap {c['gap_max_minus_target']:.4g} exceeds the largest "
+            f"{c['dtype']} ({c['dtype_max']:.5g}) -> loss = log(sum(exp(z - max z))) - (z[y] - max z) = +inf "
+            "(its exact value is beyond the range too)",
+            "gradient": f"dL/dz = softmax(z) - y_: p[{t}] = 0 enters as 0 -> finite",
+        }
     return {
         "loss": f"p[{j}] = 0 is never logged: loss = log(sum(exp(z - max z))) - (z[y] - max z), "
         "the sum is >= 1 -> finite",
@@ -126,6 +173,7 @@ def _observe_rows(loss_fn, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndar
 def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndarray, index: int,
              row_loss: float, grad_ok: bool, loss_name: str) -> dict:
     """Everything about example ``i`` of the batch, and the chain its values take through the loss."""
+    dtype = z.dtype
     zi, t = z[i].astype(np.float64), int(y[i])
     finite = bool(np.isfinite(zi).all())
     zero = np.flatnonzero(p[i] == 0)  # classes whose probability rounded to exactly 0
@@ -159,8 +207,22 @@ def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndar
         "row_grad_finite": grad_ok,
         "logits_finite": finite,
     }
+    # what the chain writers need besides (not part of the JSON: its schema is fixed)
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = z[i] - np.amax(z[i])  # (k,) in the run's dtype: -inf where the gap overflows
+    others = np.delete(zi - np.max(zi), t)  # (k - 1,) exact shifts of the other classes
+    ties = float(np.sum(np.exp(others)))  # sum_{j != t} exp(z_j - max): p[t] ~ exp(-gap) / ties
+    facts = {
+        "dtype": dtype.name, "dtype_max": float(finfo(dtype).max), "batch_size": int(z.shape[0]),
+        "smallest_subnormal": float(finfo(dtype).smallest_subnormal),
+        "inv_n": float(np.asarray(1.0 / z.shape[0]).astype(dtype)),
+        "clip_floor": float(dtype.type(CLIP_MIN)),
+        "logit_overflow": ("+inf" if np.any(zi == np.inf) else "-inf" if np.any(zi == -np.inf) else None),
+        "target_shift_overflow": bool(finite and shifted[t] == -np.inf),
+        "row_gradient_limit": gradient_overflow_limit(dtype, z.shape[0], ties) if finite and ties > 0 else math.inf,
+    }
     writer = CHAINS.get(loss_name, _chain_naive) if finite else _chain_nonfinite_logits
-    c["chain"] = writer(c)
+    c["chain"] = writer({**c, **facts})
     return c
 
 
@@ -207,7 +269,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         "loss": loss_name,
         "dtype": dtype.name,
         "underflow_limit": limit,
-        "smallest_subnormal": float(np.finfo(dtype).smallest_subnormal),
+        "smallest_subnormal": float(finfo(dtype).smallest_subnormal),
         "batch_size": int(z.shape[0]),
         "batch_loss": float(batch_loss),
         "batch_loss_kind": _kind(float(batch_loss)),
@@ -229,24 +291,47 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
     return out
 
 
+def _breaks_like_naive(e: dict) -> bool:
+    """naive, or clipped where its floor rounds to 0 (float16): ``(-y_ / n) / p`` can overflow."""
+    return e["loss"] == "naive" or (e["loss"] == "clipped" and DTYPES[e["dtype"]].type(CLIP_MIN) == 0)
+
+
 def _summary(e: dict) -> str:
     """One sentence: what happened at this step and why."""
     head = f"At step {e['step']} ({e['loss']} loss, {e['dtype']})"
     if not e["culprits"]:
         return f"{head} no example of the batch has a zero probability or a non-finite loss or gradient."
     c = e["culprits"][0]
+    dtype = DTYPES[e["dtype"]]
     if not e["logits_finite"] and not c["logits_finite"]:
+        if np.isinf(c["logit_max"]) or np.isinf(c["logit_min"]):
+            return (f"{head} the logits themselves were already non-finite: a logit exceeded the largest "
+                    f"{e['dtype']} ({float(finfo(dtype).max):.5g}) and rounded to infinity (overflow, not underflow).")
         return f"{head} the logits themselves were already non-finite: the parameters had overflowed earlier."
+    if not c["zero_prob_classes"] and not c["row_grad_finite"]:  # no zero: (-y_ / n) / p overflowed
+        return (
+            f"{head} no probability rounded to 0, but the naive gradient (-y_ / n) / p overflowed: training example "
+            f"#{c['index']}'s target probability is {c['underflowed_p']:.3g} (gap {c['gap_max_minus_target']:.1f}, "
+            f"below the {e['dtype']} underflow limit of {e['underflow_limit']:.1f} but past the 1/p overflow limit, "
+            f"from {gradient_overflow_limit(dtype, e['batch_size']):.1f} at batch {e['batch_size']})."
+        )
+    if e["loss"] == "fused" and c["row_loss_kind"] == "inf":  # only z[y] - max z = -inf makes fused infinite
+        return (f"{head} training example #{c['index']}'s target is {_num(c['gap_max_minus_target'])} below the "
+                f"maximum, beyond the largest {e['dtype']} ({float(finfo(dtype).max):.5g}): z[y] - max z "
+                "overflowed to -inf and the loss is +inf, the correctly rounded value; the gradient stays finite.")
+    clip_zero = e["loss"] == "clipped" and _breaks_like_naive(e)
     turned = {
         "naive": "and log() turned each 0 into -inf, then 0 * -inf and 0/0 into NaN",
-        "clipped": "and clip() hid them: the loss stayed finite but those examples got no gradient",
+        "clipped": (f"and clip() could not help: its floor {CLIP_MIN:g} rounds to 0 in {e['dtype']}, so log() "
+                    "turned each 0 into -inf as in naive" if clip_zero else
+                    "and clip() hid them: the loss stayed finite but those examples got no gradient"),
         "fused": "but the fused loss never takes log(p), so they did no harm",
     }.get(e["loss"], "")
     return (
         f"{head} {e['rows_with_zero_prob']} of {e['batch_size']} examples had a softmax probability rounded to "
         f"exactly 0 because a logit gap exceeded the {e['dtype']} limit of {e['underflow_limit']:.1f} "
-        f"(training example #{c['index']}, label {c['label']}: gap {c['gap_max_minus_min']:.1f}; "
-        f"largest in the batch {e['max_gap_max_minus_min']:.1f}), "
+        f"(training example #{c['index']}, label {c['label']}: gap {_num(c['gap_max_minus_min'])}; "
+        f"largest in the batch {_num(e['max_gap_max_minus_min'])}), "
         f"{turned}."
     )
 
@@ -255,7 +340,10 @@ _WIDTH = 100  # wrap long chains for an ordinary terminal
 
 
 def _num(x) -> str:
-    return f"{x:.1f}" if isinstance(x, (int, float)) and math.isfinite(x) else str(x)
+    """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
+    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+        return str(x)
+    return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
 
 
 def _para(head: str, text: str, indent: int) -> str:
@@ -268,9 +356,21 @@ def _para(head: str, text: str, indent: int) -> str:
 def format_explanation(e: dict) -> str:
     """The readable form of :func:`explain`'s dict (several lines, no trailing newline)."""
     batch_loss = e["batch_loss_kind"] if e["batch_loss_kind"] != "finite" else _num(e["batch_loss"])
+    dtype = DTYPES[e["dtype"]]
     lines = [
         _para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
               f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0),
+    ]
+    if _breaks_like_naive(e):
+        n = e["batch_size"]
+        lines.append(_para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
+                           f"{e['dtype']} {float(finfo(dtype).max):.3g}) from a gap max - target of "
+                           f"{gradient_overflow_limit(dtype, n):.1f} (9 logits tied at the max) to "
+                           f"{gradient_overflow_limit(dtype, n, 1):.1f} (one) at batch {n}", 2))
+    if e["loss"] == "clipped" and _breaks_like_naive(e):
+        lines.append(_para("", f"clip floor: {CLIP_MIN:g} rounds to 0 in {e['dtype']} (unrepresentable), so "
+                           "clipped behaves exactly like naive", 2))
+    lines += [
         _para("batch: ", f"loss {batch_loss}, gradient {'finite' if e['batch_grad_finite'] else 'non-finite'}; "
               f"{e['rows_with_zero_prob']} of {e['batch_size']} examples have a probability of exactly 0 "
               f"({e['rows_nan_loss']} give a NaN loss, {e['rows_inf_loss']} an infinite one, "
@@ -288,12 +388,18 @@ def format_explanation(e: dict) -> str:
         f"    gap max - target {_num(c['gap_max_minus_target'])}, max - min {_num(c['gap_max_minus_min'])} "
         f"(limit {e['underflow_limit']:.1f})",
     ]
-    if c["logits_finite"]:
+    if c["logits_finite"] and c["underflowed_log_p"] < -1e6:  # too far for a power of ten
+        lines.append(f"    p[{j}] = exp({_num(c['underflowed_log_p'])}) -> exactly 0 in {e['dtype']}")
+    elif c["logits_finite"]:
         lines.append(
             f"    p[{j}] = exp({_num(c['underflowed_log_p'])}) ~ 1e{c['underflowed_log10_p']:.0f} -> "
             + ("rounds to exactly 0" if j in c["zero_prob_classes"] else f"rounds to {c['underflowed_p']:.3g}, not 0")
             + f" in {e['dtype']}"
         )
+        if j not in c["zero_prob_classes"] and not c["row_grad_finite"]:
+            lines.append(_para("", f"the gap {_num(c['gap_max_minus_target'])} is below the underflow limit "
+                               f"{e['underflow_limit']:.1f}: the loss is finite, the gradient breaks because "
+                               f"1/p overflows", 4))
     lines += [_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")]
     rest = e["culprits"][1:]
     if rest:

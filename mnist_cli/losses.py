@@ -13,37 +13,80 @@ looks inside.
     inf
     >>> naive(z, np.array([0]))[0]     # a non-target p underflowed: 0 * log(0) = 0 * -inf = nan
     nan
+
+**Precision.** Every function works in the dtype of ``z``: float64, float32, float16, or bfloat16
+(``ml_dtypes.bfloat16``). Each elementwise operation (``-``, ``*``, ``/``, ``exp``, ``log``,
+``maximum``...) rounds its result to that dtype: NumPy's float16 loops and ml_dtypes' bfloat16 loops
+compute in float32 and round once, which for ``+ - * /`` is the correctly rounded result (float32's 24
+bits are at least twice a half format's 11 or 8, plus 2, so the double rounding is harmless). A
+reduction (:func:`_row_sum`, :func:`_mean`) rounds once too: float16 and bfloat16 accumulate in
+float32 and round the total, as PyTorch's CPU reductions do (left to itself, ml_dtypes would round
+every bfloat16 addition). Division by the batch size goes through :func:`_div_n`, so ``n`` is exact
+even where the dtype cannot hold it (bfloat16 holds integers exactly only up to 256).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "LOSSES", "CLIP_MIN"]
+__all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs", "clipped_from_probs",
+           "LOSSES", "CLIP_MIN"]
 
 #: The lower bound of the popular ``log(clip(p, 1e-10, 1))`` workaround.
 CLIP_MIN = 1e-10
+
+
+def _is_low(dtype) -> bool:
+    """float16 and bfloat16: the formats whose reductions accumulate in float32."""
+    return np.dtype(dtype).itemsize < 4
+
+
+def _row_sum(x: np.ndarray) -> np.ndarray:
+    """``sum_j x_ij`` of an (n, k) array, kept (n, 1); float16/bfloat16 summed in float32, rounded once."""
+    if _is_low(x.dtype):
+        return np.sum(x, axis=1, keepdims=True, dtype=np.float32).astype(x.dtype)  # (n, 1)
+    return np.sum(x, axis=1, keepdims=True)  # (n, 1)
+
+
+def _mean(v: np.ndarray):
+    """``sum_i v_i / n`` of an (n,) array; float16/bfloat16 summed and divided in float32, rounded once."""
+    if _is_low(v.dtype):
+        return (np.sum(v, dtype=np.float32) / np.float32(v.shape[0])).astype(v.dtype)
+    return np.mean(v)
+
+
+def _div_n(x: np.ndarray, n: int) -> np.ndarray:
+    """``x / n``; float16/bfloat16 divided in float32 and rounded once, so ``n`` is never rounded."""
+    if _is_low(x.dtype):
+        return (x.astype(np.float32) / np.float32(n)).astype(x.dtype)
+    return x / n
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise ``softmax(z)_j = exp(z_j - m) / sum_i exp(z_i - m)`` with ``m = max_i z_i``.
 
     The max shift is what ``tf.nn.softmax`` does: it prevents overflow, but entries whose gap to the
-    row maximum exceeds about 104 (float32) or 745 (float64) still underflow to exactly 0 (a little
-    less after the division by the row sum).
+    row maximum exceeds about 104 (float32), 745 (float64), 17.3 (float16) or 92.9 (bfloat16) still
+    underflow to exactly 0 (a little less after the division by the row sum); see
+    :func:`mnist_cli.forensics.underflow_limit`. A gap beyond the largest float makes ``z - m`` itself
+    ``-inf``, whose exp is 0 as well.
     """
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         e = np.exp(z - z_max)  # (n, k), each in [0, 1]
-        return e / np.sum(e, axis=1, keepdims=True)  # (n, k)
+        return e / _row_sum(e)  # (n, k)
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise ``log_softmax(z)_j = (z_j - m) - log(sum_i exp(z_i - m))``, ``m = max_i z_i``: finite for finite z."""
+    """Row-wise ``log_softmax(z)_j = (z_j - m) - log(sum_i exp(z_i - m))``, ``m = max_i z_i``.
+
+    Finite for finite z, except where ``z_j - m`` itself overflows (a gap beyond the largest float):
+    that entry is ``-inf``, the correctly rounded value.
+    """
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
-    shifted = z - z_max  # (n, k), all <= 0
-    with np.errstate(under="ignore"):
-        return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    with np.errstate(under="ignore", over="ignore"):
+        shifted = z - z_max  # (n, k), all <= 0
+        return shifted - np.log(_row_sum(np.exp(shifted)))  # (n, k)
 
 
 def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
@@ -58,64 +101,96 @@ def fused(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 
     With ``m_i = max_j z_ij``, ``logsumexp(z_i) = m_i + log(sum_j exp(z_ij - m_i))``; the shifted
     exponentials are at most 1 and their sum is at least 1, so the log never sees 0 and the loss is
-    finite for any finite logits. Gradient: ``dL/dz = (softmax(z) - onehot(y)) / n``. Never forms
-    ``log(softmax(z))``.
+    finite for any finite logits whose spread ``max - min`` is within the float range. Gradient:
+    ``dL/dz = (softmax(z) - onehot(y)) / n``. Never forms ``log(softmax(z))``.
+
+    Where ``max - min`` exceeds the largest float (float32 logits ``[3e38, -3e38]``, float16
+    ``[6e4, -6e4]``), ``z - m`` rounds to ``-inf`` (silently) and its exp to 0: the row's loss is
+    ``+inf`` if the target is such a logit (its exact value exceeds the largest float too, so ``inf`` is
+    the correctly rounded loss) and finite otherwise; the gradient stays finite, that entry's
+    probability being 0. Non-finite logits give NaN (``inf - inf`` in the shift).
     """
     n = z.shape[0]
     rows = np.arange(n)
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1) the max shift
-    with np.errstate(under="ignore", invalid="ignore"):  # invalid: only for inf/nan logits
-        shifted = z - z_max  # (n, k), <= 0
+    with np.errstate(under="ignore", invalid="ignore", over="ignore"):  # invalid: inf/nan logits; over: max - min
+        shifted = z - z_max  # (n, k), <= 0; -inf where the gap exceeds the float range
         e = np.exp(shifted)  # (n, k), in [0, 1]; some may underflow to 0, harmlessly
-    s = np.sum(e, axis=1, keepdims=True)  # (n, 1), in [1, k]
-    loss = np.mean(np.log(s[:, 0]) - shifted[rows, y])  # logsumexp(z) - z[y], m cancels
+        s = _row_sum(e)  # (n, 1), in [1, k]
+        loss = _mean(np.log(s[:, 0]) - shifted[rows, y])  # logsumexp(z) - z[y], m cancels
     grad = e / s  # (n, k) softmax(z)
     grad[rows, y] -= 1  # softmax(z) - onehot(y)
-    grad /= n  # mean over the batch
+    grad = _div_n(grad, n)  # mean over the batch
     return float(loss), grad
 
 
 def _softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Reverse-mode softmax: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp`` (TF's SoftmaxGrad)."""
-    return p * (g - np.sum(g * p, axis=1, keepdims=True))
+    """Reverse-mode softmax: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp``.
+
+    PyTorch's CPU ``_softmax_backward_data`` computes ``(g - sum(g * p)) * p`` (TF's SoftmaxGrad the
+    same), bit for bit this product.
+    """
+    return p * (g - _row_sum(g * p))  # (n, k)
+
+
+def _log_backward(g_in: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log."""
+    return g_in / p  # (n, k): 0/0 = nan, -x/0 = -inf, and -inf where g_in/p overflows
 
 
 def naive(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """The tutorial's first version: ``p = softmax(z)``, ``L = mean_i(-sum_j(y_ij * log(p_ij)))``.
 
-    The gradient is what autodiff takes *through* that graph, with no shortcut:
-    ``dL/dp = -y_ / p / n`` (``0/0 = nan`` where a non-target p underflowed to 0, ``-inf`` where the
-    target's did), then the softmax Jacobian ``dL/dz = p * (g - sum(g * p))``. Where no probability
-    underflows it equals the fused gradient to rounding; where one does, the loss is nan
-    (``0 * log(0) = 0 * -inf``) and the NaN spreads through the whole row of the gradient.
+    The gradient is what autodiff takes *through* that graph, with no shortcut, in PyTorch autograd's
+    order: ``mean``, ``-`` and ``sum`` backward give ``-1/n`` per entry, ``*`` backward ``(-1/n) * y_``
+    (``= -y_ / n`` exactly), ``log`` backward ``g = dL/dp = (-y_ / n) / p`` (``0/0 = nan`` where a
+    non-target p underflowed to 0; ``-inf`` where the target's did, or where ``1/(n p)`` overflows), then
+    the softmax Jacobian ``dL/dz = p * (g - sum(g * p))``. Where no probability underflows it equals the
+    fused gradient to rounding; where one does, the loss is nan (``0 * log(0) = 0 * -inf``) and the NaN
+    spreads through the whole row of the gradient.
     """
-    n, k = z.shape
-    y_ = onehot(y, k, z.dtype)  # (n, k)
+    return naive_from_probs(softmax(z), y)
+
+
+def naive_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`naive` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k).
+
+    Split off so that a cross-check can replay this half on another framework's probabilities.
+    """
+    n, k = p.shape
+    y_ = onehot(y, k, p.dtype)  # (n, k)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        p = softmax(z)  # (n, k), may contain exact zeros
         log_p = np.log(p)  # -inf where p == 0
-        loss = np.mean(-np.sum(y_ * log_p, axis=1))  # 0 * -inf = nan
-        g = -y_ / p / n  # dL/dp: 0/0 = nan, 1/0 = inf
-        grad = _softmax_backward(p, g)
+        loss = _mean(-_row_sum(y_ * log_p)[:, 0])  # 0 * -inf = nan
+        g = _log_backward(_div_n(-y_, n), p)  # dL/dp = (-y_ / n) / p
+        grad = _softmax_backward(p, g)  # (n, k)
     return float(loss), grad
 
 
 def clipped(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """The common workaround ``L = mean_i(-sum_j(y_ij * log(clip(p_ij, 1e-10, 1))))``, ``p = softmax(z)``.
 
-    Always finite, but biased: a confidently wrong example costs at most ``-log(1e-10) ~ 23`` and its
-    gradient is dead, because ``clip`` passes no gradient where ``p < 1e-10`` (as ``tf.clip_by_value``):
-    ``dL/dp = -y_ / clip(p) / n`` where ``1e-10 <= p <= 1``, else 0, then the softmax Jacobian.
+    Finite in float32 and float64, but biased: a confidently wrong example costs at most
+    ``-log(1e-10) ~ 23`` and its gradient is dead, because clip passes no gradient outside
+    ``1e-10 <= p <= 1`` (bounds included, as ``torch.clamp``'s backward): ``dL/dp = (-y_ / n) / clip(p)``
+    there, else 0, then the softmax Jacobian. The bounds are rounded to the dtype: in float16 ``1e-10``
+    rounds to 0 (the smallest subnormal is 6e-8), the clip does nothing and ``clipped`` is exactly
+    ``naive``; in bfloat16 the floor is 1.00044e-10.
     """
-    n, k = z.shape
-    y_ = onehot(y, k, z.dtype)  # (n, k)
+    return clipped_from_probs(softmax(z), y)
+
+
+def clipped_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`clipped` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k)."""
+    n, k = p.shape
+    y_ = onehot(y, k, p.dtype)  # (n, k)
+    lo, hi = p.dtype.type(CLIP_MIN), p.dtype.type(1)  # the clip bounds, rounded to the dtype
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        p = softmax(z)  # (n, k)
-        p_c = np.clip(p, z.dtype.type(CLIP_MIN), z.dtype.type(1))  # (n, k)
-        loss = np.mean(-np.sum(y_ * np.log(p_c), axis=1))
-        live = (p >= z.dtype.type(CLIP_MIN)) & (p <= 1)  # where clip passes the gradient
-        g = np.where(live, -y_ / p_c / n, z.dtype.type(0))  # dL/dp
-        grad = _softmax_backward(p, g)
+        p_c = np.minimum(np.maximum(p, lo), hi)  # (n, k) clip(p); np.clip would promote bfloat16 to float32
+        loss = _mean(-_row_sum(y_ * np.log(p_c))[:, 0])
+        live = (p >= lo) & (p <= hi)  # (n, k) where clip passes the gradient
+        g = np.where(live, _log_backward(_div_n(-y_, n), p_c), p.dtype.type(0))  # dL/dp
+        grad = _softmax_backward(p, g)  # (n, k)
     return float(loss), grad
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_cli.forensics import explain, format_explanation, underflow_limit
-from mnist_cli.losses import naive
+from mnist_cli.losses import naive, softmax
 from mnist_cli.train import Snapshot, TrainConfig, train
 
 
@@ -142,3 +142,155 @@ def test_real_raw_pixels_failure_names_a_sample_past_the_float32_limit(mnist):
     for needle in (f"#{c['index']}", f"label {c['label']}", "limit 104.0", "= 0 * -inf = NaN", "0/0"):
         assert needle in text
     assert all(len(line) <= 100 for line in text.splitlines())
+
+
+# --- float16 / bfloat16, and the gradient's own threshold ---------------------------------------------
+
+from mnist_cli.forensics import gradient_overflow_limit  # noqa: E402
+from mnist_cli.precision import DTYPES, finfo  # noqa: E402
+
+F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
+
+
+@pytest.mark.parametrize("name, bits", [("float16", 25), ("bfloat16", 134)])
+def test_low_precision_underflow_limit(name, bits):
+    # the smallest subnormal is 2^-24 (float16) or 2^-133 (bfloat16): the limit is log(2^(bits))
+    dtype = DTYPES[name]
+    limit = underflow_limit(dtype)
+    assert limit == pytest.approx(bits * math.log(2), rel=1e-12)
+    # measured with the dtype's own exp, two spacings either side (the argument is rounded too)
+    step = 2 * float(np.spacing(dtype.type(limit)))
+    assert (np.exp(np.full(8, -(limit - step), dtype)) > 0).all()
+    assert (np.exp(np.full(8, -(limit + step), dtype)) == 0).all()
+
+
+def _sweep(dtype, n, layout, lo, hi):
+    """The representable gaps in [lo, hi], and for each: is the naive gradient finite, is p[target] 0."""
+    gaps = np.unique(np.linspace(lo, hi, 1601).astype(dtype)).astype(np.float64)  # (G,)
+    rows = np.zeros((len(gaps), 10))
+    if layout == "one max":  # the others halfway: p[target] ~ exp(-gap) / (1 + 8 exp(-gap / 2))
+        rows[:] = -gaps[:, None] / 2
+        rows[:, 0] = 0
+    rows[:, 3] = -gaps
+    z = rows.astype(dtype)
+    grad_ok, p_zero = np.empty(len(gaps), bool), np.empty(len(gaps), bool)
+    for start in range(0, len(gaps), n):  # n rows per call: each row's gradient has 1/n in it
+        zb = z[start : start + n]
+        if len(zb) < n:
+            zb = np.concatenate([zb, np.zeros((n - len(zb), 10), dtype)])
+        _, g = naive(zb, np.full(n, 3))
+        m = min(n, len(gaps) - start)
+        grad_ok[start : start + m] = np.isfinite(g[:m].astype(np.float64)).all(axis=1)
+    p = softmax(z)
+    p_zero[:] = p[:, 3] == 0
+    return gaps, grad_ok, p_zero
+
+
+def _first(gaps, broken):
+    """The first gap at which ``broken`` holds, checking it holds for every larger gap."""
+    i = int(np.argmax(broken))
+    assert broken[i] and broken[i:].all(), "the threshold must be a single step"
+    return gaps[i], gaps[i - 1]
+
+
+@pytest.mark.parametrize("layout", ["9 ties", "one max"])
+@pytest.mark.parametrize("n", [1, 100])
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_gradient_overflow_limit_is_where_the_naive_gradient_breaks(name, n, layout):
+    dtype = DTYPES[name]
+    eps, sub = float(finfo(dtype).eps), float(finfo(dtype).smallest_subnormal)
+    ties = 9.0
+    if layout == "one max":
+        g0 = gradient_overflow_limit(dtype, n, 1)
+        ties = 1 + 8 * math.exp(-g0 / 2)
+    predicted = gradient_overflow_limit(dtype, n, ties)
+    u = underflow_limit(dtype)
+    gaps, grad_ok, p_zero = _sweep(dtype, n, layout, min(predicted, u - math.log(ties)) - 1.5, u + 1)
+    broke, before = _first(gaps, ~grad_ok)
+    zero, _ = _first(gaps, p_zero)
+    # tolerances from the rounding of p (three roundings, or the subnormal spacing) and of the gap itself
+    p_star = math.exp(-predicted) / ties
+    tol = (broke - before) + math.log1p(3 * eps + 3 * sub / p_star)
+    # p[target] is 0 from u - log(ties): exp rounds to a subnormal multiple, the division by ties to 0
+    assert zero == pytest.approx(u - math.log(ties), abs=(broke - before) + math.log1p(4 / ties) + 3 * eps * u)
+    assert broke <= zero  # a zero target probability always breaks the gradient
+    if predicted < zero - tol:  # the gradient breaks first, where 1/p overflows ...
+        assert broke == pytest.approx(predicted, abs=tol)
+        assert not p_zero[gaps == broke].any()  # ... with p[target] not 0
+    else:  # bfloat16 at n = 100: the probability underflows first, the loss and gradient break together
+        assert broke == zero
+
+
+def test_threshold_numbers_of_the_issue():
+    # the earliest break (one example, 9 logits tied at the max) and the batch-100 window, per dtype
+    want = {"float32": (86.5, 91.1, 93.3), "float64": (707.6, 712.2, 714.4), "float16": (8.9, 13.5, 15.7),
+            "bfloat16": (86.5, 91.1, 93.3)}
+    for name, (n1, n100, n100_one) in want.items():
+        dtype = DTYPES[name]
+        assert gradient_overflow_limit(dtype) == pytest.approx(n1, abs=0.05)
+        assert gradient_overflow_limit(dtype, 100) == pytest.approx(n100, abs=0.05)
+        assert gradient_overflow_limit(dtype, 100, 1) == pytest.approx(n100_one, abs=0.05)
+
+
+def test_text_explains_a_gap_below_the_underflow_limit():
+    # gap 90.9 < 104: p[target] ~ 3.7e-41 is a subnormal, not 0; alone, (-1/1)/p overflows float32
+    row = [0.0] * 10
+    row[3] = -90.9
+    e = explain(snap([row], [3]), "float32", "naive")
+    c = e["culprits"][0]
+    assert c["zero_prob_classes"] == [] and c["row_loss_kind"] == "finite" and not c["row_grad_finite"]
+    text = format_explanation(e)
+    flat = " ".join(text.split())  # the paragraphs are wrapped to 100 columns
+    for needle in ("below the underflow limit 104.0", "1/p overflows", "from a gap max - target of 86.5",
+                   "breaks from a gap of 86.5 at batch 1", "overflows to -inf"):
+        assert needle in flat, needle
+    assert "no probability rounded to 0" in e["summary"] and "86.5" in e["summary"]
+    assert all(len(line) <= 100 for line in text.splitlines())
+    # in a batch of 100 the same row is finite: -0.01/p ~ -2.7e38 fits (the limit moves to 91.1)
+    batch = explain(snap([row] + [[0.0] * 10] * 99, [3] * 100), "float32", "naive")
+    assert batch["n_culprits"] == 0 and batch["batch_grad_finite"]
+    assert "91.1" in format_explanation(batch)
+
+
+def test_float16_clipped_names_the_unrepresentable_floor():
+    row = [0.0] * 10
+    row[2] = 20.0  # past the float16 limit of 17.3: every other p is 0
+    e = explain(snap([row], [2], F16), None, "clipped")
+    n = explain(snap([row], [2], F16), None, "naive")
+    assert e["dtype"] == "float16" and e["underflow_limit"] == pytest.approx(17.33, abs=0.01)
+    assert (e["rows_nan_loss"], e["batch_grad_finite"]) == (n["rows_nan_loss"], n["batch_grad_finite"]) == (1, False)
+    assert "unrepresentable clip floor" in e["chain"]["loss"] and "exactly naive" in e["chain"]["loss"]
+    assert n["chain"]["loss"] in e["chain"]["loss"]  # the rest of the chain is naive's
+    text = " ".join(format_explanation(e).split())
+    assert "rounds to 0 in float16" in text and "clipped behaves exactly like naive" in text
+    assert "could not help" in e["summary"]
+
+
+def test_bfloat16_clipped_keeps_its_floor():
+    row = [0.0] * 10
+    row[2] = 100.0  # past the bfloat16 limit of 92.9
+    e = explain(snap([row], [2], BF16), None, "clipped")
+    assert e["dtype"] == "bfloat16" and e["batch_loss_kind"] == "finite" and e["batch_grad_finite"]
+    assert "dead gradient" in e["chain"]["gradient"] and "1.00044e-10" in e["chain"]["loss"]
+
+
+def test_float16_logit_overflow_is_named_overflow():
+    row = np.zeros(10)
+    row[2] = 70000.0  # beyond 65504: rounds to +inf in float16
+    with np.errstate(over="ignore"):
+        z = row[None, :].astype(F16)
+    e = explain(snap(z, [2], F16), None, "fused")
+    c = e["culprits"][0]
+    assert not c["logits_finite"]
+    assert "overflow, not underflow" in c["chain"]["loss"] and "65504" in c["chain"]["loss"]
+    assert "overflow, not underflow" in e["summary"] and "65504" in e["summary"]
+
+
+def test_fused_beyond_the_float_range_is_explained_as_an_infinite_loss():
+    z = [[3e38, -3e38] + [0.0] * 8]
+    e = explain(snap(z, [1]), "float32", "fused")
+    c = e["culprits"][0]
+    assert e["batch_loss_kind"] == "inf" and e["batch_grad_finite"]
+    assert "exceeds the largest float32" in c["chain"]["loss"] and "+inf" in c["chain"]["loss"]
+    assert "loss is +inf" in e["summary"]
+    assert all(len(line) <= 100 for line in format_explanation(e).splitlines())

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 from mnist_cli.losses import CLIP_MIN, LOSSES, clipped, fused, log_softmax, naive, softmax
+from mnist_cli.precision import DTYPES as BY_NAME
+from mnist_cli.precision import finfo
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+F16, BF16 = BY_NAME["float16"], BY_NAME["bfloat16"]
+ALL = [F16, BF16, np.dtype(np.float32), np.dtype(np.float64)]
 
 
 def random_batch(seed, n=7, k=10, scale=3.0, dtype=np.float64):
@@ -114,8 +118,9 @@ def test_naive_equals_fused_where_finite(dtype, seed):
 
 
 def autodiff_replay(z_row, label, n, dtype):
-    """An independent element-by-element replay of the tutorial graph, with numpy scalars:
-    p = softmax(z); L_row = -sum(y_ * log p); g = dL/dp = -y_/p/n; dz = p * (g - sum(g*p))."""
+    """An independent element-by-element replay of the tutorial graph as PyTorch autograd computes it,
+    with numpy scalars: p = softmax(z); L_row = -sum(y_ * log p); mean/neg/sum/mul backward give
+    -y_/n, log backward g = dL/dp = (-y_/n) / p; softmax backward dz = (g - sum(g*p)) * p."""
     t = dtype
     k = len(z_row)
     m = max(z_row)
@@ -127,7 +132,7 @@ def autodiff_replay(z_row, label, n, dtype):
     yv = [t(1) if j == label else t(0) for j in range(k)]
     with np.errstate(all="ignore"):
         terms = [t(yv[j] * np.log(p[j])) for j in range(k)]
-        g = [t(t(-yv[j] / p[j]) / t(n)) for j in range(k)]
+        g = [t(t(-yv[j] / t(n)) / p[j]) for j in range(k)]
         dot = t(0)
         for j in range(k):
             dot = t(dot + t(g[j] * p[j]))
@@ -187,3 +192,156 @@ def test_losses_do_not_warn(name):
     z = np.array([[0.0, 1e4, -1e4]], np.float32)
     with np.errstate(all="raise"):
         LOSSES[name](z, np.array([0]))  # warnings are silenced inside, narrowly
+
+
+# --- the order of autograd's operations -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_issue_example_finite_in_a_batch_broken_alone(dtype):
+    # issue 12: logits [0,0,0,-88,0,...], label 3. In a batch of 100, mean's backward forms -1/100 before
+    # log's backward divides by p ~ exp(-88)/9: -0.01/p ~ -1.8e36 is finite; alone, -1/p ~ -1.5e39
+    # overflows float32 (and the float64 twin, -708, overflows float64 alone).
+    gap = 88.0 if dtype == np.float32 else 708.0
+    row = np.zeros(10, dtype)
+    row[3] = -gap
+    z = np.zeros((100, 10), dtype)
+    z[0] = row
+    y = np.full(100, 3)
+    loss, grad = naive(z, y)
+    assert math.isfinite(loss) and np.isfinite(grad).all()
+    _, alone = naive(row[None, :], y[:1])
+    assert not np.isfinite(alone).any()  # -inf at the target: NaN there, +inf elsewhere
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_naive_grad_matches_replay_bit_for_bit_in_the_window(dtype):
+    # gaps where (-y_/p)/n and (-y_/n)/p part ways at n = 100 (float32 86.5-93.3): the library follows the
+    # replay of autograd's order exactly, pattern and bits (same ops, same order, no sums of two non-zeros)
+    gaps = np.linspace(86.0, 94.0, 9) if dtype == np.float32 else np.linspace(707.0, 715.0, 9)
+    n = 100
+    for gap in gaps:
+        z = np.zeros((n, 10), dtype)
+        z[0, 3] = -gap
+        y = np.full(n, 3)
+        _, grad = naive(z, y)
+        _, want = autodiff_replay(z[0], 3, n, dtype)
+        np.testing.assert_array_equal(grad[0], want)
+
+
+# --- float16 and bfloat16 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ALL, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_dtype_in_every_loss(name, dtype):
+    # z = 0: p = 1/k, loss = log k, dL/dz = (1/k - onehot)/n, to a few eps of the dtype (each op rounds once)
+    eps = float(finfo(dtype).eps)
+    n, k = 4, 10
+    z = np.zeros((n, k), dtype)
+    y = np.array([0, 3, 9, 3])
+    loss, grad = LOSSES[name](z, y)
+    assert grad.dtype == dtype
+    assert loss == pytest.approx(math.log(k), rel=4 * eps)
+    expected = np.full((n, k), 1 / k)
+    expected[np.arange(n), y] -= 1
+    np.testing.assert_allclose(grad.astype(np.float64), expected / n, rtol=0, atol=8 * eps / n)
+
+
+def _round(x, dtype):
+    return np.asarray(x, np.float64).astype(dtype).astype(np.float64)
+
+
+def test_bfloat16_row_sum_rounds_once():
+    # e = [1, exp(-6.25) x 9]: summed in bfloat16 one addition at a time every 1 + 0.0019 rounds back to 1
+    # (half its spacing at 1 is 0.0039); summed in float32 and rounded once, s = bf16(1.0174) = 1.015625
+    z = np.full((1, 10), -6.25, BF16)
+    z[0, 0] = 0
+    e = _round(np.exp(np.float32(-6.25)), BF16)  # exp in float32, rounded: what ml_dtypes computes
+    s = _round(np.float32(1) + np.float32(e) * 9, BF16)
+    assert s == 1.015625
+    p = softmax(z)
+    assert p.dtype == BF16
+    assert float(p[0, 0]) == _round(1 / s, BF16) and float(p[0, 1]) == _round(e / s, BF16)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=lambda d: d.name)
+def test_low_precision_softmax_is_the_op_by_op_rounding(dtype):
+    # an independent replay: each op in float64 and rounded to the dtype; exp rounds from float32 in the
+    # library (float16 and ml_dtypes loops), so an exp may sit one spacing away where float64 and float32
+    # exp straddle a rounding boundary; the rest must be the same
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((50, 10)) * 4).astype(dtype)
+    z64 = z.astype(np.float64)
+    shifted = _round(z64 - z64.max(axis=1, keepdims=True), dtype)  # exact difference, rounded
+    e = _round(np.exp(shifted), dtype)
+    s = _round(e.sum(axis=1, keepdims=True), dtype)  # one rounding of the (float64) sum
+    want = _round(e / s, dtype)
+    got = softmax(z).astype(np.float64)
+    spacing = np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+    assert (np.abs(got - want) <= 2 * spacing).all()
+    assert np.mean(got == want) > 0.9
+
+
+def test_float16_clipped_is_exactly_naive():
+    # 1e-10 rounds to 0 in float16 (smallest subnormal 6e-8): clip(p, 0, 1) = p and passes every gradient
+    assert F16.type(CLIP_MIN) == 0
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((60, 10)) * 8).astype(F16)
+    y = rng.integers(0, 10, 60)
+    z[:5, 0] = 30  # past the float16 underflow limit of 17.3: zeros, 0 * log 0 = NaN
+    z[5:10, 1], y[5:10] = -12, 1  # the target at least 12 below the max: (-1/n)/p overflows for n = 1
+    for rows in (slice(None), slice(5, 6)):
+        ln, gn = naive(z[rows], y[rows])
+        lc, gc = clipped(z[rows], y[rows])
+        assert not np.isfinite(gn).all()  # both break ...
+        assert ln == lc or (math.isnan(ln) and math.isnan(lc))
+        np.testing.assert_array_equal(gn, gc)  # ... with NaNs in the same places and every other bit equal
+
+
+def test_bfloat16_clip_floor_is_representable():
+    lo = float(BF16.type(CLIP_MIN))
+    assert lo > 0 and lo == pytest.approx(CLIP_MIN, rel=2.0**-8)  # rounded to 8 significant bits
+    z = np.zeros((1, 10), BF16)
+    z[0, 0] = 100  # past the bfloat16 limit of 92.9: p[1] = 0, clipped to the floor
+    loss, grad = clipped(z, np.array([1]))
+    assert loss == pytest.approx(-math.log(lo), rel=2.0**-7)
+    assert (grad == 0).all()  # dead gradient: clip passes nothing below its floor
+
+
+@pytest.mark.parametrize("dtype", ALL, ids=lambda d: np.dtype(d).name)
+def test_fused_beyond_the_float_range_is_silent_and_infinite_only_at_the_target(dtype):
+    big = float(finfo(dtype).max) * 0.9
+    z = np.array([[big, -big], [big, -big]], np.float64).astype(dtype)  # max - min = 1.8 max: overflows
+    with np.errstate(all="raise"):
+        loss_min, grad_min = fused(z[:1], np.array([1]))  # the target is the far logit
+        loss_max, grad_max = fused(z[:1], np.array([0]))
+        LOSSES["naive"](z, np.array([0, 1]))
+        LOSSES["clipped"](z, np.array([0, 1]))
+        log_softmax(z)
+    assert loss_min == np.inf  # the exact loss, 1.8 max, is beyond the range too
+    assert loss_max == 0.0
+    np.testing.assert_array_equal(grad_min, [[1, -1]])  # p = [1, 0]: softmax - onehot, finite
+    np.testing.assert_array_equal(grad_max, [[0, 0]])
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=lambda d: d.name)
+@pytest.mark.parametrize("seed", range(3))
+def test_low_precision_naive_equals_fused_where_finite(dtype, seed):
+    # moderate logits: both are the same gradient (p - onehot)/n to a few eps at the scale 1/n
+    eps = float(finfo(dtype).eps)
+    z, y = random_batch(seed, n=50, scale=2.0, dtype=dtype)
+    ln, gn = naive(z, y)
+    lf, gf = fused(z, y)
+    assert ln == pytest.approx(lf, rel=8 * eps, abs=8 * eps)
+    np.testing.assert_allclose(gn.astype(np.float64), gf.astype(np.float64), rtol=0, atol=8 * eps / 50)
+
+
+def test_batch_size_is_exact_beyond_what_bfloat16_holds():
+    # bfloat16 holds integers exactly only up to 256: 1/257 must not become 1/256
+    n = 257
+    z = np.zeros((n, 10), BF16)
+    _, grad = fused(z, np.zeros(n, int))
+    p_minus_1 = _round(_round(0.1, BF16) - 1, BF16)  # softmax = bf16(1/10), minus 1, rounded
+    want = np.float32(p_minus_1) / np.float32(n)  # divided by the exact n in float32
+    assert float(grad[0, 0]) == _round(want, BF16) != _round(np.float32(p_minus_1) / 256, BF16)
