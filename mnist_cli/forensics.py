@@ -1,10 +1,10 @@
 """Explain the first non-finite step of a run: which example, which logit gap, which operation.
 
-    >>> r = train(images, labels, TrainConfig(loss="naive", input_scale=255))   # doctest: +SKIP
-    >>> print(format_explanation(explain(r.snapshot, "float32", "naive")))      # doctest: +SKIP
-    Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 104.0
-    ...
-      loss:     p[1] = 0 -> log(p[1]) = -inf -> y_[1] * log(p[1]) = 0 * -inf = NaN -> ...
+    r = train(images, labels, TrainConfig(loss="naive", input_scale=255))
+    print(format_explanation(explain(r.snapshot, "float32", "naive")))
+    # -> Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 104.0
+    # -> ...
+    # -> loss:     p[1] = 0 -> log(p[1]) = -inf -> y_[1] * log(p[1]) = 0 * -inf = NaN -> ...
 
 Pure NumPy on the batch the trainer kept (:class:`mnist_cli.train.Snapshot`): the logits as the
 loss saw them, the labels and their positions in the training set. Each example of the batch is
@@ -19,48 +19,10 @@ import textwrap
 
 import numpy as np
 
-from mnist_cli.losses import CLIP_MIN, LOSSES, log_softmax, softmax
+from mnist_cli.losses import CLIP_MIN, LOSSES, gradient_overflow_limit, log_softmax, softmax, underflow_limit
 from mnist_cli.precision import DTYPES, finfo
 
-__all__ = ["underflow_limit", "gradient_overflow_limit", "explain", "format_explanation"]
-
-
-def underflow_limit(dtype) -> float:
-    """``-log(smallest subnormal / 2)``: a logit farther than this below the row maximum has an exact
-    ``exp(z - max)`` below half the smallest positive number of ``dtype``, which rounds to exactly 0
-    (and so does its probability); a shade nearer, exp still rounds up to the smallest subnormal.
-
-    About 104.0 for float32, 745.1 for float64, 17.3 for float16 and 92.9 for bfloat16 (whose exponent
-    range is float32's, with 8 significand bits instead of 24). (``-log(smallest subnormal)``, 103.3
-    and 744.4, is where the exact value drops below the smallest subnormal, not where the rounded one
-    is 0.)
-    """
-    # log(2) - log(s), not -log(s / 2): half the float64 smallest subnormal is 0 in Python floats
-    return math.log(2) - math.log(float(finfo(dtype).smallest_subnormal))
-
-
-def _overflow_threshold(dtype) -> float:
-    """``max + ulp(max) / 2``: the smallest exact value that rounds to +inf (ties to even go up here)."""
-    f = finfo(dtype)
-    return float(f.max) * (1 + float(f.eps) / 4)  # ulp(max) = max * eps / (2 - eps) ~ max * eps / 2
-
-
-def gradient_overflow_limit(dtype, batch: int = 1, ties: float = 9) -> float:
-    """The gap ``max(z) - z[target]`` from which the naive gradient ``(-1/n) / p[target]`` overflows to -inf.
-
-    ``log(M / (r * ties))``, with ``M`` the smallest value that rounds to inf in ``dtype``
-    (:func:`_overflow_threshold`), ``r = 1/n`` rounded to the dtype (what ``mean``'s backward divides
-    by), and ``ties = sum over the other classes of exp(z_j - max)``, so ``p[target] ~ exp(-gap) / ties``:
-    ``r / p`` reaches ``M`` when ``exp(gap) = M / (r * ties)``.
-
-    The earliest case is the default: one example (``n = 1``) whose target is the low logit and whose 9
-    other logits tie at the maximum, 86.5 in float32 (bfloat16 too), 707.6 in float64, 8.9 in float16.
-    A batch of 100 moves it by ``log(100)``, to 91.1 / 712.2 / 13.5 (bfloat16 91.1), and a single
-    maximum (``ties = 1``) by ``log(9)`` more, to 93.3 / 714.4 / 15.7. Below :func:`underflow_limit`
-    the loss is still finite there: only the gradient breaks.
-    """
-    r = float(np.asarray(1.0 / batch).astype(np.dtype(dtype)))  # 1/n as the dtype holds it
-    return math.log(_overflow_threshold(dtype)) - math.log(r) - math.log(ties)
+__all__ = ["explain", "format_explanation"]
 
 
 def _kind(x: float) -> str:

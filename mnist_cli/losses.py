@@ -27,10 +27,14 @@ even where the dtype cannot hold it (bfloat16 holds integers exactly only up to 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from mnist_cli.precision import finfo
+
 __all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs", "clipped_from_probs",
-           "LOSSES", "CLIP_MIN"]
+           "LOSSES", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit", "healthy_gap"]
 
 #: The lower bound of the popular ``log(clip(p, 1e-10, 1))`` workaround.
 CLIP_MIN = 1e-10
@@ -75,6 +79,71 @@ def softmax(z: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         e = np.exp(z - z_max)  # (n, k), each in [0, 1]
         return e / _row_sum(e)  # (n, k)
+
+
+# --- where softmax breaks, per dtype --------------------------------------------------------------
+
+
+def underflow_limit(dtype) -> float:
+    """``-log(smallest subnormal / 2)``: a logit farther than this below the row maximum has an exact
+    ``exp(z - max)`` below half the smallest positive number of ``dtype``, which rounds to exactly 0
+    (and so does its probability); a shade nearer, exp still rounds up to the smallest subnormal.
+
+    About 104.0 for float32, 745.1 for float64, 17.3 for float16 and 92.9 for bfloat16 (whose exponent
+    range is float32's, with 8 significand bits instead of 24). (``-log(smallest subnormal)``, 103.3
+    and 744.4, is where the exact value drops below the smallest subnormal, not where the rounded one
+    is 0.)
+    """
+    # log(2) - log(s), not -log(s / 2): half the float64 smallest subnormal is 0 in Python floats
+    return math.log(2) - math.log(float(finfo(dtype).smallest_subnormal))
+
+
+def _overflow_threshold(dtype) -> float:
+    """``max + ulp(max) / 2``: the smallest exact value that rounds to +inf (ties to even go up here)."""
+    f = finfo(dtype)
+    return float(f.max) * (1 + float(f.eps) / 4)  # ulp(max) = max * eps / (2 - eps) ~ max * eps / 2
+
+
+def gradient_overflow_limit(dtype, batch: int = 1, ties: float = 9) -> float:
+    """The gap ``max(z) - z[target]`` from which the naive gradient ``(-1/n) / p[target]`` overflows to -inf.
+
+    ``log(M / (r * ties))``, with ``M`` the smallest value that rounds to inf in ``dtype``
+    (:func:`_overflow_threshold`), ``r = 1/n`` rounded to the dtype (what ``mean``'s backward divides
+    by), and ``ties = sum over the other classes of exp(z_j - max)``, so ``p[target] ~ exp(-gap) / ties``:
+    ``r / p`` reaches ``M`` when ``exp(gap) = M / (r * ties)``.
+
+    The earliest case is the default: one example (``n = 1``) whose target is the low logit and whose 9
+    other logits tie at the maximum, 86.5 in float32 (bfloat16 too), 707.6 in float64, 8.9 in float16.
+    A batch of 100 moves it by ``log(100)``, to 91.1 / 712.2 / 13.5 (bfloat16 91.1), and a single
+    maximum (``ties = 1``) by ``log(9)`` more, to 93.3 / 714.4 / 15.7. Below :func:`underflow_limit`
+    the loss is still finite there: only the gradient breaks.
+    """
+    r = float(np.asarray(1.0 / batch).astype(np.dtype(dtype)))  # 1/n as the dtype holds it
+    return math.log(_overflow_threshold(dtype)) - math.log(r) - math.log(ties)
+
+
+def healthy_gap(dtype_name: str, k: int) -> float:
+    """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
+    ``k = 10``): when an example's logit gap ``max(z) - min(z)`` is at most this, none of its ``k``
+    softmax probabilities is 0. The accounting counts zero probabilities only past it, and the fast
+    kernel takes only steps within it. ``log(2 k)`` below :func:`underflow_limit`:
+    conservative on purpose.
+
+    Proof, for ``p_j = fl(e_j / s)``, ``e_j = fl(exp(x_j))``, ``x_j = fl(z_j - max(z))``, ``s = fl(sum_j e_j)``
+    (:func:`mnist_cli.losses.softmax`; the fused kernel shifts and sums the same way), assuming exp is
+    within fewer than ``k / 2`` ulps of the exact value (NumPy's, measured near these limits: float32
+    < 2.5 ulps, float64 < 1 ulp) and rounding to nearest:
+
+    1. The computed gap ``g = fl(max - min) = -fl(min - max)`` is minus the smallest ``x_j``, so every
+       ``x_j`` is in ``[-g, 0]``, and the exact ``exp(x_j) >= exp(-g) >= k u``.
+    2. Below the smallest normal number the ulp is ``u``, so ``e_j > k u - (k / 2) u = (k / 2) u``
+       (above it, the relative error is far too small to matter).
+    3. Every ``e_j <= 1`` (``exp(0) = 1`` exactly) and the row maximum gives one ``e = 1``, so
+       ``1 <= s <= k``: rounding is monotone and a rounded sum of ``m`` terms of at most 1 is at most
+       ``m``, which is representable.
+    4. So ``e_j / s > (k / 2) u / k = u / 2``, which rounds to at least ``u > 0``. QED
+    """
+    return -math.log(k * float(finfo(dtype_name).smallest_subnormal))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mnist_cli.evaluate import evaluate_accuracy
 from mnist_cli.fileio import atomic_write, jsonable
-from mnist_cli.forensics import underflow_limit
+from mnist_cli.losses import underflow_limit
 from mnist_cli.model import DTYPES
 from mnist_cli.settings import TrainConfig
 from mnist_cli.train import TrainResult, train

@@ -32,34 +32,10 @@ from typing import Protocol
 import numpy as np
 
 from mnist_cli.errors import SettingsError
-from mnist_cli.losses import LOSSES, softmax
+from mnist_cli.losses import LOSSES, healthy_gap, softmax
 from mnist_cli.model import DTYPES, N_CLASSES, Model
 from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
-
-
-def healthy_gap(dtype_name: str, k: int) -> float:
-    """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
-    ``k = 10``): when an example's logit gap ``max(z) - min(z)`` is at most this, none of its ``k``
-    softmax probabilities is 0. The accounting counts zero probabilities only past it, and the fast
-    kernel takes only steps within it. ``log(2 k)`` below :func:`mnist_cli.forensics.underflow_limit`:
-    conservative on purpose.
-
-    Proof, for ``p_j = fl(e_j / s)``, ``e_j = fl(exp(x_j))``, ``x_j = fl(z_j - max(z))``, ``s = fl(sum_j e_j)``
-    (:func:`mnist_cli.losses.softmax`; the fused kernel shifts and sums the same way), assuming exp is
-    within fewer than ``k / 2`` ulps of the exact value (NumPy's, measured near these limits: float32
-    < 2.5 ulps, float64 < 1 ulp) and rounding to nearest:
-
-    1. The computed gap ``g = fl(max - min) = -fl(min - max)`` is minus the smallest ``x_j``, so every
-       ``x_j`` is in ``[-g, 0]``, and the exact ``exp(x_j) >= exp(-g) >= k u``.
-    2. Below the smallest normal number the ulp is ``u``, so ``e_j > k u - (k / 2) u = (k / 2) u``
-       (above it, the relative error is far too small to matter).
-    3. Every ``e_j <= 1`` (``exp(0) = 1`` exactly) and the row maximum gives one ``e = 1``, so
-       ``1 <= s <= k``: rounding is monotone and a rounded sum of ``m`` terms of at most 1 is at most
-       ``m``, which is representable.
-    4. So ``e_j / s > (k / 2) u / k = u / 2``, which rounds to at least ``u > 0``. QED
-    """
-    return -math.log(k * float(np.finfo(DTYPES[dtype_name]).smallest_subnormal))
 
 
 @dataclass

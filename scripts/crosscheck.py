@@ -67,8 +67,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_cli.forensics import gradient_overflow_limit, underflow_limit
-from mnist_cli.losses import LOSSES, clipped_from_probs, naive_from_probs, softmax
+from mnist_cli.losses import LOSSES, clipped_from_probs, gradient_overflow_limit, naive_from_probs, softmax, underflow_limit
 from mnist_cli.precision import DTYPES, LOW_PRECISION, finfo
 
 EXIT_DISAGREE, EXIT_NO_TORCH = 1, 3

@@ -17,7 +17,7 @@ from mnist_cli.cli import main
 from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
 from mnist_cli.errors import OutputError
 from mnist_cli.fileio import jsonable
-from mnist_cli.forensics import underflow_limit
+from mnist_cli.losses import underflow_limit
 from mnist_cli.present import conclusion, format_report, number_text, sparkline
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mnist_cli.forensics import explain, format_explanation, underflow_limit
-from mnist_cli.losses import naive, softmax
+from mnist_cli.forensics import explain, format_explanation
+from mnist_cli.losses import naive, softmax, underflow_limit
 from mnist_cli.train import Snapshot, TrainConfig, train
 
 
@@ -146,7 +146,7 @@ def test_real_raw_pixels_failure_names_a_sample_past_the_float32_limit(mnist):
 
 # --- float16 / bfloat16, and the gradient's own threshold ---------------------------------------------
 
-from mnist_cli.forensics import gradient_overflow_limit  # noqa: E402
+from mnist_cli.losses import gradient_overflow_limit  # noqa: E402
 from mnist_cli.precision import DTYPES, finfo  # noqa: E402
 
 F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_cli.evaluate import evaluate_accuracy
-from mnist_cli.forensics import underflow_limit
-from mnist_cli.losses import softmax
+from mnist_cli.losses import softmax, underflow_limit
 from mnist_cli.model import DTYPES
 from mnist_cli.train import (
     MAX_STEPS,
