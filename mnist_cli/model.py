@@ -159,8 +159,9 @@ _MEMBERS = ("W.npy", "b.npy", "meta.npy")
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
-    """Refuse an archive whose members are not exactly a model's, before reading any array data."""
+def _member_headers(zf: zipfile.ZipFile, path: Path) -> dict:
+    """``{"W" | "b" | "meta": (shape, dtype)}`` from the ``.npy`` headers of exactly a model's members,
+    plainly stored or deflated, within :data:`MAX_MODEL_BYTES` unpacked, without objects."""
     infos = zf.infolist()
     names = sorted(info.filename for info in infos)
     if names != sorted(_MEMBERS):
@@ -181,6 +182,12 @@ def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
         if dtype.hasobject:
             raise ModelFileError(f"cannot load model {path}: it holds pickled objects; {_FIX}")
         headers[info.filename.removesuffix(".npy")] = (shape, dtype)
+    return headers
+
+
+def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuse an archive whose members are not exactly a model's, before reading any array data."""
+    headers = _member_headers(zf, path)
     (w_shape, w_dtype), (b_shape, b_dtype), (m_shape, m_dtype) = headers["W"], headers["b"], headers["meta"]
     if w_shape != (N_FEATURES, N_CLASSES) or b_shape != (N_CLASSES,):
         raise ModelFileError(f"model {path} has W{w_shape} and b{b_shape}, expected W(784, 10) and b(10,); {_FIX}")

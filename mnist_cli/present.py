@@ -344,6 +344,16 @@ def format_report(doc: dict) -> str:
 # --- the conclusion, computed from a compare document --------------------------------------------
 
 
+def _cause(why: list[dict]) -> str:
+    """Why the failures of one loss happened, when every one was a probability underflowing to 0."""
+    if not (why and all(f["rows_with_zero_prob"] for f in why)):
+        return ""
+    gap = max((f["max_gap_max_minus_min"] for f in why if math.isfinite(f["max_gap_max_minus_min"])), default=None)
+    limits = ", ".join(sorted({f"{f['underflow_limit']:.0f} in {f['dtype']}" for f in why}))
+    return (f": each time a softmax probability underflowed to exactly 0 (logit gaps up to {value_text(gap, '.3g')}, "
+            f"past the limit of {limits})")
+
+
 def _loss_sentence(doc: dict, loss: str) -> str:
     """Where ``loss`` went non-finite (and why, from the forensics), or that it never did."""
     scen = doc["scenarios"]
@@ -351,16 +361,10 @@ def _loss_sentence(doc: dict, loss: str) -> str:
     if not failed:
         return f"The {loss} loss stayed finite in all {plural(len(scen), 'setting')}."
     where = ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
-    why = [f for f in doc["forensics"] if f["loss"] == loss]
-    cause = ""
-    if why and all(f["rows_with_zero_prob"] for f in why):
-        gap = max((f["max_gap_max_minus_min"] for f in why if math.isfinite(f["max_gap_max_minus_min"])), default=None)
-        limits = ", ".join(sorted({f"{f['underflow_limit']:.0f} in {f['dtype']}" for f in why}))
-        cause = (f": each time a softmax probability underflowed to exactly 0 (logit gaps up to {value_text(gap, '.3g')}, "
-                 f"past the limit of {limits})")
+    cause = _cause([f for f in doc["forensics"] if f["loss"] == loss])
     acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
-    after = (f"; the weights ended non-finite in {len(acc)} of them (test accuracy {min(acc):.4f}"
-             + (f"-{max(acc):.4f}" if max(acc) != min(acc) else "") + ")") if acc else ""
+    span = f"{min(acc):.4f}" + (f"-{max(acc):.4f}" if acc and max(acc) != min(acc) else "") if acc else ""
+    after = f"; the weights ended non-finite in {len(acc)} of them (test accuracy {span})" if acc else ""
     return f"The {loss} loss went non-finite in {len(failed)} of {plural(len(scen), 'setting')}: {where}{cause}{after}."
 
 
