@@ -20,24 +20,24 @@ password never appears in a message. This module knows nothing of training.
 from __future__ import annotations
 
 import email.utils
-import os
 import re
 import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError, DownloadError, MnistError
+from mnist_cli.errors import DataDirError, DataNotFoundError, DownloadError, MnistError
 from mnist_cli.present import describe_data
 from mnist_cli.progress import bars_enabled, make_bar
+from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
+from mnist_cli.sources import FetchSettings, Mirror, offline_from_env, resolve_mirrors
 from mnist_cli.store import (
     DATA_DIR_ENV,
     DataDirPart,
@@ -45,7 +45,6 @@ from mnist_cli.store import (
     Stamps,
     Verifier,
     check_caches,
-    expand_home,
     find_file,
     locked,
     printable,
@@ -55,151 +54,9 @@ from mnist_cli.store import (
     verify_file,
 )
 
-__all__ = ["DownloadReport", "FetchSettings", "FileReport", "ensure_mnist", "resolve_data_dir", "resolve_mirrors"]
+__all__ = ["DownloadReport", "FileReport", "ensure_mnist"]
 
-MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
-OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 USER_AGENT = f"mnist-softmax/{__version__}"
-
-
-MAX_SECONDS = 86400.0  # a day: longer waits are mistakes, and sockets overflow near 1e10 s
-MAX_RETRIES = 100
-
-
-@dataclass(frozen=True)
-class FetchSettings:
-    """How patient a download is. Each field can be set by ``MNIST_SOFTMAX_<FIELD>`` (upper case).
-
-    Durations are seconds, finite and at most :data:`MAX_SECONDS`; the timeouts and the deadline must be
-    above 0 (0 would fail every request), the back-offs may be 0. ``retries`` is a whole number from 0
-    to :data:`MAX_RETRIES`. Anything else is a :class:`ConfigError`.
-    """
-
-    connect_timeout: float = 10.0  # seconds to open a connection
-    read_timeout: float = 30.0  # seconds without a byte before a response counts as stalled
-    deadline: float = 300.0  # seconds per file and mirror, retries included: stops a server dripping bytes
-    retries: int = 3  # extra attempts after a connection error, 429 or 5xx (never after 403/404)
-    backoff: float = 0.5  # first wait between attempts; doubles each time
-    backoff_max: float = 30.0  # longest wait; a longer Retry-After gives up on the mirror instead
-    lock_timeout: float = 600.0  # seconds to wait for another process fetching into the same directory
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            problem = _setting_problem(f.name, getattr(self, f.name))
-            if problem:
-                raise ConfigError(f"FetchSettings({f.name}={getattr(self, f.name)!r}): {problem}.")
-
-    @classmethod
-    def from_env(cls, environ=None) -> FetchSettings:
-        """The defaults, overridden by the ``MNIST_SOFTMAX_*`` variables that are set and not blank.
-
-        :class:`ConfigError` naming the variable for a value that is not a number or out of range.
-        """
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            var = f"MNIST_SOFTMAX_{f.name.upper()}"
-            text = environ.get(var, "").strip()
-            if not text:
-                continue
-            try:
-                value = int(text) if f.name == "retries" else float(text)
-            except ValueError:
-                value = None
-            problem = _setting_problem(f.name, value)
-            if problem:
-                raise ConfigError(f"{var}={text!r}: {problem}; fix or unset it.")
-            values[f.name] = value
-        return cls(**values)
-
-
-def _setting_problem(name: str, value) -> str | None:
-    """Why ``value`` cannot work for the :class:`FetchSettings` field ``name``; None if it can."""
-    if name == "retries":
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RETRIES
-        return None if ok else f"must be a whole number from 0 to {MAX_RETRIES}"
-    may_be_zero = name in ("backoff", "backoff_max")  # a timeout or deadline of 0 would fail every request
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and (value >= 0 if may_be_zero else value > 0) and value <= MAX_SECONDS:  # refuses nan and inf too
-        return None
-    least = "0 or more" if may_be_zero else "more than 0"
-    return f"must be a number of seconds, {least} and at most {MAX_SECONDS:g}"
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """Where files can come from: an http(s) base URL ending in ``/``, or a local directory."""
-
-    location: str
-    directory: Path | None = None  # set for a local directory
-
-    def __str__(self) -> str:  # what messages show: never the password
-        return redact(self.location)
-
-
-def resolve_mirrors(mirrors=(), spec: DatasetSpec | None = None, environ=None) -> list[Mirror]:
-    """The caller's mirrors, then ``$MNIST_SOFTMAX_MIRRORS`` (space-separated), then the dataset's own.
-
-    :class:`ConfigError` for a scheme other than http(s) or a local directory that does not exist,
-    before any request is made.
-    """
-    environ = os.environ if environ is None else environ
-    spec = spec or datasets.MNIST_SPEC
-    candidates = [*mirrors, *environ.get(MIRRORS_ENV, "").split(), *spec.mirrors]
-    resolved, seen = [], set()
-    for text in candidates:
-        mirror = _parse_mirror(str(text))
-        if mirror.location not in seen:
-            seen.add(mirror.location)
-            resolved.append(mirror)
-    return resolved
-
-
-def _parse_mirror(text: str) -> Mirror:
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - parsing the port is what checks it (e.g. "Port out of range")
-    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed "["
-        raise ConfigError(
-            f"Mirror {redact(text)!r} is not a valid URL ({exc}); fix {{mirror}} or {MIRRORS_ENV}."
-        ) from None
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        if not parts.netloc:
-            raise ConfigError(f"Mirror {redact(text)!r} has no host; give a URL like https://host/path/.")
-        return Mirror(text if text.endswith("/") else text + "/")
-    if scheme == "file":
-        path = Path(parts.path)
-    elif len(scheme) <= 1:  # no scheme, or a Windows drive letter
-        path = Path(text)
-    else:
-        raise ConfigError(
-            f"Mirror {redact(text)!r} uses the unsupported scheme {scheme!r}: give an http(s) URL or a local directory "
-            f"({{mirror}} or {MIRRORS_ENV})."
-        )
-    path = expand_home(path, f"give a full path with {{mirror}} or {MIRRORS_ENV}").absolute()
-    if not path.is_dir():
-        raise ConfigError(f"Mirror directory {path} does not exist; fix {{mirror}} or {MIRRORS_ENV}.")
-    return Mirror(str(path), directory=path)
-
-
-def offline_from_env(environ=None) -> bool:
-    """Whether ``$MNIST_SOFTMAX_OFFLINE`` forbids network access.
-
-    The value is read by click's BOOL, the very parser of ``--offline``'s variable, so the library and
-    the command line agree: 1/0, true/false, yes/no, y/n, t/f, on/off in any case; empty means unset.
-    """
-    text = (os.environ if environ is None else environ).get(OFFLINE_ENV, "")
-    if not text:  # click, too, treats an empty variable as unset
-        return False
-    import click  # the command line's own dependency; imported here only when the variable is set
-
-    try:
-        return click.BOOL.convert(text, None, None)
-    except click.BadParameter:
-        raise ConfigError(
-            f"{OFFLINE_ENV}={text!r} is not a boolean; use 1 or 0 (also true/false, yes/no, on/off), or unset it."
-        ) from None
 
 
 @dataclass
@@ -327,46 +184,74 @@ def ensure_mnist(
                            f"choose another with {{data_dir}} or {DATA_DIR_ENV}.")
     sweep_temps(root)  # what killed runs left (their processes are gone); never anyone else's files
     stamps = Stamps(root)
-    reports: dict[str, FileReport] = {}
-    todo: list[FileSpec] = []
-    notes: dict[str, list[str]] = {}  # why a file is fetched again
-    for f in spec.files:
-        report = None if force else _inspect(root, f, stamps, rehash)
-        if report is None or report.status == "corrupt":
-            todo.append(f)
-            notes[f.name] = report.notes if report is not None else []
-        else:
-            reports[f.name] = report
-    corrupt = {f.name for f in todo if notes[f.name]}
+    plan = _Plan.of(root, spec, stamps, force=force, rehash=rehash)
     found = check_caches(root, stamps, clear=force) if rehash or force else []
-    foreign = [r.name for r in reports.values() if r.status == "foreign"]
-    if todo and foreign:
-        raise DataNotFoundError(
-            f"{root} holds files that are not {spec.name.upper()} ({', '.join(foreign)}) but lacks "
-            f"{', '.join(f.name for f in todo)}: add the missing files of your dataset, or choose another "
-            "directory with {data_dir}."
-        )
-    if todo:
-        usable = [m for m in sources if m.directory is not None or not offline]
-        if not usable:
-            stamps.save()  # a corrupt file stays distrusted
-            raise DataNotFoundError(f"{_unavailable(spec, root, todo, corrupt)}\n{manual_fix(spec)}")
-        skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
-        stamps.save()
+    if plan.todo:
+        usable = plan.usable(sources, offline)
+        stamps.save()  # a corrupt file stays distrusted
         with locked(root, settings.lock_timeout), requests.Session() as session:
             session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-            fetcher = _Fetcher(root, spec, usable, skipped, session, settings, progress)
-            stamps = Stamps(root)  # what other processes recorded while this one waited for the lock
-            for f in todo:
-                # A corrupt file is hashed again: its unchanged stat facts prove nothing (bit rot keeps them).
-                again = None if force else _inspect(root, f, stamps, rehash=f.name in corrupt)
-                if again is not None and again.status == "present":  # another process fetched it meanwhile
-                    reports[f.name] = again
-                    continue
-                reports[f.name] = fetcher.fetch(f, stamps, notes[f.name])
-                stamps.save()
-    stamps.save()
-    return DownloadReport(spec.name, root, [reports[f.name] for f in spec.files], found)
+            skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
+            plan.fetch(_Fetcher(root, spec, usable, skipped, session, settings, progress), force)
+    plan.stamps.save()
+    return DownloadReport(spec.name, root, [plan.reports[f.name] for f in spec.files], found)
+
+
+@dataclass
+class _Plan:
+    """What a data directory holds of a dataset and what must be fetched: one inspection of each file."""
+
+    root: Path
+    spec: DatasetSpec
+    stamps: Stamps
+    reports: dict[str, FileReport]  # the files that can stay, by name
+    todo: list[FileSpec]  # the files to fetch (missing or corrupt)
+    notes: dict[str, list[str]]  # why each of them is fetched again
+    corrupt: set[str]  # those that were there but no longer match their verification
+
+    @classmethod
+    def of(cls, root: Path, spec: DatasetSpec, stamps: Stamps, *, force: bool, rehash: bool) -> _Plan:
+        reports, todo, notes = {}, [], {}
+        for f in spec.files:
+            report = None if force else _inspect(root, f, stamps, rehash)
+            if report is None or report.status == "corrupt":
+                todo.append(f)
+                notes[f.name] = report.notes if report is not None else []
+            else:
+                reports[f.name] = report
+        plan = cls(root, spec, stamps, reports, todo, notes, {f.name for f in todo if notes[f.name]})
+        plan._refuse_a_mixed_directory()
+        return plan
+
+    def _refuse_a_mixed_directory(self) -> None:
+        foreign = [r.name for r in self.reports.values() if r.status == "foreign"]
+        if self.todo and foreign:
+            raise DataNotFoundError(
+                f"{self.root} holds files that are not {self.spec.name.upper()} ({', '.join(foreign)}) but lacks "
+                f"{', '.join(f.name for f in self.todo)}: add the missing files of your dataset, or choose another "
+                "directory with {data_dir}."
+            )
+
+    def usable(self, sources: list[Mirror], offline: bool) -> list[Mirror]:
+        """The mirrors that may be asked (offline: local directories only); DataNotFoundError if none."""
+        usable = [m for m in sources if m.directory is not None or not offline]
+        if not usable:
+            self.stamps.save()  # a corrupt file stays distrusted
+            raise DataNotFoundError(f"{_unavailable(self.spec, self.root, self.todo, self.corrupt)}\n"
+                                    f"{manual_fix(self.spec)}")
+        return usable
+
+    def fetch(self, fetcher: _Fetcher, force: bool) -> None:
+        """Fetch what is to fetch, under the lock: first see what other processes did meanwhile."""
+        self.stamps = Stamps(self.root)  # what other processes recorded while this one waited for the lock
+        for f in self.todo:
+            # A corrupt file is hashed again: its unchanged stat facts prove nothing (bit rot keeps them).
+            again = None if force else _inspect(self.root, f, self.stamps, rehash=f.name in self.corrupt)
+            if again is not None and again.status == "present":  # another process fetched it meanwhile
+                self.reports[f.name] = again
+                continue
+            self.reports[f.name] = fetcher.fetch(f, self.stamps, self.notes[f.name])
+            self.stamps.save()
 
 
 def _unavailable(spec: DatasetSpec, root: Path, todo: list[FileSpec], corrupt: set[str]) -> str:

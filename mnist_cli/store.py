@@ -36,14 +36,13 @@ from mnist_cli.datasets import FileSpec
 from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError
 from mnist_cli.fileio import reason, sweep
 from mnist_cli.idx import Decoder
+from mnist_cli.settings import DATA_DIR_ENV, LOCK_TIMEOUT_ENV
 
 try:  # POSIX advisory locks; elsewhere concurrent runs stay safe (atomic renames) but may fetch twice
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
-LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
 STATE_DIR = ".mnist-softmax"
 CACHE_DIR = "cache"  # inside STATE_DIR
 _STAMPS_VERSION = 1

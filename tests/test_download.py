@@ -27,9 +27,10 @@ from mnist_cli import __version__
 from mnist_cli.cli import main
 from mnist_cli.data import load_mnist
 from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
-from mnist_cli.download import FetchSettings, ensure_mnist, offline_from_env, resolve_mirrors
+from mnist_cli.download import ensure_mnist
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError
 from mnist_cli.options import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV
+from mnist_cli.sources import FetchSettings, offline_from_env, resolve_mirrors
 from mnist_cli.store import STATE_DIR, verify_file
 
 pytestmark = pytest.mark.usefixtures("download_env")
