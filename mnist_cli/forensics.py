@@ -1,7 +1,7 @@
 """Explain the first non-finite step of a run: which example, which logit gap, which operation.
 
     r = train(images, labels, TrainConfig(loss="naive", input_scale=255))
-    print(format_explanation(explain(r.snapshot, "float32", "naive")))
+    print(format_explanation(explain(r.snapshot, "float32", "naive")))   # mnist_cli.present
     # -> Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 104.0
     # -> ...
     # -> loss:     p[1] = 0 -> log(p[1]) = -inf -> y_[1] * log(p[1]) = 0 * -inf = NaN -> ...
@@ -15,14 +15,14 @@ chain of operations is *derived* independently, from which softmax probabilities
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 
 from mnist_cli.losses import CLIP_MIN, LOSSES, gradient_overflow_limit, log_softmax, softmax, underflow_limit
 from mnist_cli.precision import DTYPES, finfo
+from mnist_cli.present import short_number
 
-__all__ = ["explain", "format_explanation"]
+__all__ = ["explain", "breaks_like_naive"]
 
 
 def _kind(x: float) -> str:
@@ -253,7 +253,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
     return out
 
 
-def _breaks_like_naive(e: dict) -> bool:
+def breaks_like_naive(e: dict) -> bool:
     """naive, or clipped where its floor rounds to 0 (float16): ``(-y_ / n) / p`` can overflow."""
     return e["loss"] == "naive" or (e["loss"] == "clipped" and DTYPES[e["dtype"]].type(CLIP_MIN) == 0)
 
@@ -278,10 +278,10 @@ def _summary(e: dict) -> str:
             f"from {gradient_overflow_limit(dtype, e['batch_size']):.1f} at batch {e['batch_size']})."
         )
     if e["loss"] == "fused" and c["row_loss_kind"] == "inf":  # only z[y] - max z = -inf makes fused infinite
-        return (f"{head} training example #{c['index']}'s target is {_num(c['gap_max_minus_target'])} below the "
+        return (f"{head} training example #{c['index']}'s target is {short_number(c['gap_max_minus_target'])} below the "
                 f"maximum, beyond the largest {e['dtype']} ({float(finfo(dtype).max):.5g}): z[y] - max z "
                 "overflowed to -inf and the loss is +inf, the correctly rounded value; the gradient stays finite.")
-    clip_zero = e["loss"] == "clipped" and _breaks_like_naive(e)
+    clip_zero = e["loss"] == "clipped" and breaks_like_naive(e)
     turned = {
         "naive": "and log() turned each 0 into -inf, then 0 * -inf and 0/0 into NaN",
         "clipped": (f"and clip() could not help: its floor {CLIP_MIN:g} rounds to 0 in {e['dtype']}, so log() "
@@ -292,82 +292,7 @@ def _summary(e: dict) -> str:
     return (
         f"{head} {e['rows_with_zero_prob']} of {e['batch_size']} examples had a softmax probability rounded to "
         f"exactly 0 because a logit gap exceeded the {e['dtype']} limit of {e['underflow_limit']:.1f} "
-        f"(training example #{c['index']}, label {c['label']}: gap {_num(c['gap_max_minus_min'])}; "
-        f"largest in the batch {_num(e['max_gap_max_minus_min'])}), "
+        f"(training example #{c['index']}, label {c['label']}: gap {short_number(c['gap_max_minus_min'])}; "
+        f"largest in the batch {short_number(e['max_gap_max_minus_min'])}), "
         f"{turned}."
     )
-
-
-_WIDTH = 100  # wrap long chains for an ordinary terminal
-
-
-def _num(x) -> str:
-    """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
-    if not (isinstance(x, (int, float)) and math.isfinite(x)):
-        return str(x)
-    return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
-
-
-def _para(head: str, text: str, indent: int) -> str:
-    """``head`` + ``text`` wrapped to the terminal width, continuation lines under the text."""
-    first = " " * indent + head
-    return textwrap.fill(text, width=_WIDTH, initial_indent=first, subsequent_indent=" " * len(first),
-                         break_on_hyphens=False)
-
-
-def format_explanation(e: dict) -> str:
-    """The readable form of :func:`explain`'s dict (several lines, no trailing newline)."""
-    batch_loss = e["batch_loss_kind"] if e["batch_loss_kind"] != "finite" else _num(e["batch_loss"])
-    dtype = DTYPES[e["dtype"]]
-    lines = [
-        _para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
-              f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0),
-    ]
-    if _breaks_like_naive(e):
-        n = e["batch_size"]
-        lines.append(_para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
-                           f"{e['dtype']} {float(finfo(dtype).max):.3g}) from a gap max - target of "
-                           f"{gradient_overflow_limit(dtype, n):.1f} (9 logits tied at the max) to "
-                           f"{gradient_overflow_limit(dtype, n, 1):.1f} (one) at batch {n}", 2))
-    if e["loss"] == "clipped" and _breaks_like_naive(e):
-        lines.append(_para("", f"clip floor: {CLIP_MIN:g} rounds to 0 in {e['dtype']} (unrepresentable), so "
-                           "clipped behaves exactly like naive", 2))
-    lines += [
-        _para("batch: ", f"loss {batch_loss}, gradient {'finite' if e['batch_grad_finite'] else 'non-finite'}; "
-              f"{e['rows_with_zero_prob']} of {e['batch_size']} examples have a probability of exactly 0 "
-              f"({e['rows_nan_loss']} give a NaN loss, {e['rows_inf_loss']} an infinite one, "
-              f"{e['rows_nonfinite_grad']} a non-finite gradient row)", 2),
-    ]
-    if not e["culprits"]:
-        lines.append("  no example in this batch explains it")
-        return "\n".join(lines)
-    c = e["culprits"][0]
-    j = c["underflowed_class"]
-    lines += [
-        f"  culprit: training example #{c['index']} (batch row {c['batch_row']}), label {c['label']}, "
-        f"predicted {c['predicted']}",
-        f"    logits: max {_num(c['logit_max'])}, target {_num(c['logit_target'])}, min {_num(c['logit_min'])}",
-        f"    gap max - target {_num(c['gap_max_minus_target'])}, max - min {_num(c['gap_max_minus_min'])} "
-        f"(limit {e['underflow_limit']:.1f})",
-    ]
-    if c["logits_finite"] and c["underflowed_log_p"] < -1e6:  # too far for a power of ten
-        lines.append(f"    p[{j}] = exp({_num(c['underflowed_log_p'])}) -> exactly 0 in {e['dtype']}")
-    elif c["logits_finite"]:
-        lines.append(
-            f"    p[{j}] = exp({_num(c['underflowed_log_p'])}) ~ 1e{c['underflowed_log10_p']:.0f} -> "
-            + ("rounds to exactly 0" if j in c["zero_prob_classes"] else f"rounds to {c['underflowed_p']:.3g}, not 0")
-            + f" in {e['dtype']}"
-        )
-        if j not in c["zero_prob_classes"] and not c["row_grad_finite"]:
-            lines.append(_para("", f"the gap {_num(c['gap_max_minus_target'])} is below the underflow limit "
-                               f"{e['underflow_limit']:.1f}: the loss is finite, the gradient breaks because "
-                               f"1/p overflows", 4))
-    lines += [_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")]
-    rest = e["culprits"][1:]
-    if rest:
-        more = ", ".join(f"#{r['index']} (label {r['label']}, gap {_num(r['gap_max_minus_min'])})" for r in rest)
-        extra = e["n_culprits"] - len(e["culprits"])
-        lines.append(_para("also: ", more + (f" and {extra} more" if extra > 0 else ""), 2))
-    if e["loss"] == "naive":
-        lines.append("  fix: the fused loss (softmax_cross_entropy_with_logits) never forms log(p)")
-    return "\n".join(lines)

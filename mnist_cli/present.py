@@ -164,8 +164,6 @@ def format_train(s: dict, explain: bool = False) -> str:
         rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
     rows += data_lines(s)
     if explain:
-        from mnist_cli.forensics import format_explanation
-
         rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
     if "saved" in s:
         rows.append(f"  saved           {s['saved']}")
@@ -279,8 +277,6 @@ def _map(m: dict) -> list[str]:
 
 def _forensics(doc: dict) -> list[str]:
     """The full explanation for the first failing run of each loss; one line for each other one."""
-    from mnist_cli.forensics import format_explanation
-
     out, shown = [], set()
     brief = []
     for f in doc["forensics"]:
@@ -409,3 +405,89 @@ def conclusion(doc: dict) -> str:
     if len(losses) > 1:
         parts += _accuracy_sentences(doc)
     return " ".join(parts + _argmax_sentence(doc))
+
+
+# --- forensics: the explanation of a first non-finite step -------------------------------------------
+
+
+def short_number(x) -> str:
+    """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
+    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+        return str(x)
+    return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
+
+
+def _para(head: str, text: str, indent: int) -> str:
+    """``head`` + ``text`` wrapped to the terminal width, continuation lines under the text."""
+    first = " " * indent + head
+    return textwrap.fill(text, width=WIDTH, initial_indent=first, subsequent_indent=" " * len(first),
+                         break_on_hyphens=False)
+
+
+def _explanation_head(e: dict) -> list[str]:
+    """Which limits the dtype sets, and what the whole batch did."""
+    from mnist_cli.forensics import breaks_like_naive
+    from mnist_cli.losses import CLIP_MIN, gradient_overflow_limit
+    from mnist_cli.precision import DTYPES, finfo
+
+    dtype = DTYPES[e["dtype"]]
+    lines = [_para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
+                   f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0)]
+    if breaks_like_naive(e):
+        n = e["batch_size"]
+        lines.append(_para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
+                           f"{e['dtype']} {float(finfo(dtype).max):.3g}) from a gap max - target of "
+                           f"{gradient_overflow_limit(dtype, n):.1f} (9 logits tied at the max) to "
+                           f"{gradient_overflow_limit(dtype, n, 1):.1f} (one) at batch {n}", 2))
+        if e["loss"] == "clipped":
+            lines.append(_para("", f"clip floor: {CLIP_MIN:g} rounds to 0 in {e['dtype']} (unrepresentable), so "
+                               "clipped behaves exactly like naive", 2))
+    batch_loss = e["batch_loss_kind"] if e["batch_loss_kind"] != "finite" else short_number(e["batch_loss"])
+    lines.append(_para("batch: ", f"loss {batch_loss}, gradient {'finite' if e['batch_grad_finite'] else 'non-finite'}; "
+                       f"{e['rows_with_zero_prob']} of {e['batch_size']} examples have a probability of exactly 0 "
+                       f"({e['rows_nan_loss']} give a NaN loss, {e['rows_inf_loss']} an infinite one, "
+                       f"{e['rows_nonfinite_grad']} a non-finite gradient row)", 2))
+    return lines
+
+
+def _probability_lines(e: dict, c: dict) -> list[str]:
+    """What became of the culprit's probability that broke the step."""
+    j = c["underflowed_class"]
+    if not c["logits_finite"]:
+        return []
+    if c["underflowed_log_p"] < -1e6:  # too far for a power of ten
+        return [f"    p[{j}] = exp({short_number(c['underflowed_log_p'])}) -> exactly 0 in {e['dtype']}"]
+    zero = j in c["zero_prob_classes"]
+    lines = [f"    p[{j}] = exp({short_number(c['underflowed_log_p'])}) ~ 1e{c['underflowed_log10_p']:.0f} -> "
+             + ("rounds to exactly 0" if zero else f"rounds to {c['underflowed_p']:.3g}, not 0") + f" in {e['dtype']}"]
+    if not zero and not c["row_grad_finite"]:
+        lines.append(_para("", f"the gap {short_number(c['gap_max_minus_target'])} is below the underflow limit "
+                           f"{e['underflow_limit']:.1f}: the loss is finite, the gradient breaks because "
+                           f"1/p overflows", 4))
+    return lines
+
+
+def format_explanation(e: dict) -> str:
+    """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline)."""
+    lines = _explanation_head(e)
+    if not e["culprits"]:
+        return "\n".join([*lines, "  no example in this batch explains it"])
+    c = e["culprits"][0]
+    lines += [
+        f"  culprit: training example #{c['index']} (batch row {c['batch_row']}), label {c['label']}, "
+        f"predicted {c['predicted']}",
+        f"    logits: max {short_number(c['logit_max'])}, target {short_number(c['logit_target'])}, "
+        f"min {short_number(c['logit_min'])}",
+        f"    gap max - target {short_number(c['gap_max_minus_target'])}, max - min "
+        f"{short_number(c['gap_max_minus_min'])} (limit {e['underflow_limit']:.1f})",
+        *_probability_lines(e, c),
+        *(_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")),
+    ]
+    rest = e["culprits"][1:]
+    if rest:
+        more = ", ".join(f"#{r['index']} (label {r['label']}, gap {short_number(r['gap_max_minus_min'])})" for r in rest)
+        extra = e["n_culprits"] - len(e["culprits"])
+        lines.append(_para("also: ", more + (f" and {extra} more" if extra > 0 else ""), 2))
+    if e["loss"] == "naive":
+        lines.append("  fix: the fused loss (softmax_cross_entropy_with_logits) never forms log(p)")
+    return "\n".join(lines)

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from mnist_cli.forensics import explain, format_explanation
+from mnist_cli.forensics import explain
 from mnist_cli.losses import naive, softmax, underflow_limit
+from mnist_cli.present import format_explanation
 from mnist_cli.train import Snapshot, TrainConfig, train
 
 
