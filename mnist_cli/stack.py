@@ -12,11 +12,15 @@ a *stack* gathers and converts each batch once, and its runs are laid out side b
 of :data:`SLOTS` runs of one loss:
 
 - **The input scale folds into the weights** (``(s x) W = x (s W)``): a block keeps the transposed
-  weights of its runs in pixel units, ``At = [s_1 W_1.T; ...; s_S W_S.T]`` (S k, d), and their biases
-  ``bt`` (S k, 1). One product ``zt = At @ x.T + bt`` (S k, B) is every run's logits (transposed);
-  the block's loss takes them as ``(S, k, B)`` and returns each run's mean loss and ``dL/dz``; one
-  product ``G @ x`` (S k, d), with ``G = dL/dz * lr_r s_r**2`` row by row, is every run's update
-  ``W_r -= lr_r x_r.T @ dL/dz_r`` in pixel units; ``b_r -= lr_r sum(dL/dz_r)``.
+  weights of its runs in pixel units, ``At[i] = s_i W_i.T`` (S, r, d) (``r``: the k classes and the
+  rows of zeros :func:`mnist_cli.fastpath.class_rows` pads them to for the BLAS kernel), and their
+  biases ``bt`` (S, k, 1). One batched product ``zt = At @ x.T`` (S, r, B) is every run's logits; the
+  block's loss takes them as ``(S, k, B)`` and returns each run's mean loss and ``dL/dz``; one batched
+  product ``G @ x`` (S, r, d), ``G_i = dL/dz_i * lr_i s_i**2``, is every run's update
+  ``W_i -= lr_i x_i.T @ dL/dz_i`` in pixel units; ``b_i -= lr_i sum(dL/dz_i)``. A batched product is
+  one BLAS call per run, of the same shape for every run: one wide product of all the runs' rows
+  would be faster still, but OpenBLAS rounds a row of a float32 product differently depending on its
+  position in the matrix (measured on the Haswell kernel), which would tie a run's numbers to its slot.
 - **Losses** (:data:`STACK_LOSSES`, the same names as :data:`mnist_cli.losses.LOSSES`) follow the
   reference formulas term by term on the ``(S, k, B)`` layout; each run keeps its own NaN accounting
   (:class:`mnist_cli.train.NanReport`, exactly as issue 3 defines it), first-step
@@ -27,10 +31,10 @@ of :data:`SLOTS` runs of one loss:
   counted as 0). Its remaining steps are accounted in that closed form, its slot is emptied, and the
   blocks of its loss are compacted when their live runs fit in fewer. Other runs are never touched.
 
-**What is exact.** Every array and product of a block has the same shape whatever the number of
-runs (a block not full has *empty slots*: zero parameters and zero learning rate), and no arithmetic
-mixes two slots: each output element of a product, each element-wise operation and each reduction
-over the classes or the batch sees only its own run's numbers, in the same order. So a run's losses,
+**What is exact.** Every product is one run's own BLAS call, of one shape; every other array of a
+block has the same shape whatever the number of runs (a block not full has *empty slots*: zero
+logits, zero learning rate), and no arithmetic mixes two slots: each element-wise operation and each
+reduction over the classes or the batch sees only its own run's numbers, in the same order. So a run's losses,
 parameters and NaN report are **bit-identical** however many runs share its stack and whichever slot
 it has (``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs). Against
 :func:`mnist_cli.train.train` (``PlainSGD``, ``FastSGD``) the results are equal **to rounding** only:
@@ -38,8 +42,7 @@ their products have other shapes and their sums run in another order; the NaN st
 
 Only what ``compare`` uses is supported: constant learning rate, mini-batches, no weight decay,
 averaging or stop on NaN (:func:`check_stackable`). BLAS runs on one thread
-(:func:`mnist_cli.threads.blas_pinned`); ``threads > 1`` trains that many stacks at a time, which
-changes no number.
+(:func:`mnist_cli.threads.blas_pinned`), and so does the stack: ``threads`` changes nothing here.
 """
 
 from __future__ import annotations
@@ -53,17 +56,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mnist_cli.errors import SettingsError
+from mnist_cli.fastpath import class_rows
 from mnist_cli.losses import CLIP_MIN
 from mnist_cli.model import DTYPES, N_CLASSES, Model
-from mnist_cli.threads import blas_pinned, provenance
+from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 from mnist_cli.train import NanReport, Snapshot, TrainConfig, TrainResult, _epochs, consumed_digest, healthy_gap, rngs
 
-#: Runs per block. 4 runs of 10 classes make 40-column products over 784 pixels: the block's weights
-#: (125 KB in float32, 250 KB in float64) and the batch (313 KB / 627 KB) stay in the L2/L3 caches, and
-#: the stack's memory is a few blocks, whatever the number of runs. Every block has this width, full or
-#: not: that is what makes a run's numbers independent of the number of runs (module docstring).
-#: Measured (Zen 3, OpenBLAS Haswell kernel, 1000 steps): the default compare's 16 runs take 1.5 s with
-#: 4 slots and 3.4 s with 8 (half-empty blocks: 4 runs per loss and dtype); the 180-run map ~5% longer.
+#: Runs per block: the width of the element-wise loss and accounting arrays (4 x 12 x 100), which stay
+#: in cache with the batch (313 KB in float32); the stack's memory is a few blocks whatever the number
+#: of runs. Measured (Zen 3, OpenBLAS Haswell kernel, 1000 steps): the default compare's 16 runs take
+#: 1.5 s with 4 slots and 3.4 s with 8 (half-empty blocks: 4 runs per loss and dtype); the 180-run map
+#: about the same with either.
 SLOTS = 4
 
 
@@ -145,38 +148,35 @@ class _Run:
 
 
 class _Block:
-    """S runs of one loss: their parameters in pixel units and each run's step factors, row by row."""
+    """S runs of one loss: their parameters in pixel units and each run's step factors, slot by slot.
+    The live runs are always the first slots (:meth:`_Stack._compact` keeps them so)."""
 
-    def __init__(self, d: int, k: int, B: int, dtype, loss: str):
+    def __init__(self, d: int, k: int, r: int, B: int, dtype, loss: str):
         S = SLOTS
         self.k, self.dtype, self.loss_fn = k, dtype, STACK_LOSSES[loss]
-        self.At = np.zeros((S * k, d), dtype)  # (S k, d) [s_r W_r.T], rows of empty slots zero
-        self.bt = np.zeros((S * k, 1), dtype)  # (S k, 1) biases
-        self.coef = np.zeros((S * k, 1), dtype)  # lr_r * s_r**2: dL/dz row -> update in pixel units
-        self.lr = np.zeros((S * k, 1), dtype)  # lr_r: the bias step
+        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) and empty slots zero
+        self.bt = np.zeros((S, k, 1), dtype)  # (S, k, 1) biases
+        self.coef = np.zeros((S, 1, 1), dtype)  # lr_i * s_i**2: dL/dz -> update in pixel units
+        self.lr = np.zeros((S, 1, 1), dtype)  # lr_i: the bias step
         self.max_gap = np.zeros(S)  # each run's largest logit gap so far
         self.runs: list[_Run | None] = [None] * S
-        self.zt = np.empty((S * k, B), dtype)  # (S k, B) logits, transposed
-        self.G = np.empty((S * k, B), dtype)
-        self.gA = np.empty((S * k, d), dtype)
+        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed; zero in empty slots
+        self.G = np.zeros((S, r, B), dtype)  # (S, r, B) lr_i s_i**2 dL/dz, zero in the padding rows
+        self.gA = np.empty((S, r, d), dtype)
+        self.n = 0  # live runs: slots [0, n)
 
-    def rows(self, i: int) -> slice:
-        return slice(i * self.k, (i + 1) * self.k)
-
-    def put(self, i: int, run: _Run, At: np.ndarray, bt: np.ndarray, max_gap: float) -> None:
-        """Seat ``run`` in slot ``i`` with parameters ``At`` (k, d), ``bt`` (k, 1)."""
-        rows, dt = self.rows(i), self.dtype
-        self.At[rows], self.bt[rows] = At, bt
-        self.coef[rows] = dt(run.config.lr * run.scale * run.scale)
-        self.lr[rows] = dt(run.config.lr)
+    def put(self, run: _Run, At: np.ndarray, bt: np.ndarray, max_gap: float) -> None:
+        """Seat ``run`` in the first free slot with parameters ``At`` (r, d), ``bt`` (k, 1)."""
+        i, dt = self.n, self.dtype
+        self.At[i], self.bt[i] = At, bt
+        self.coef[i] = dt(run.config.lr * run.scale * run.scale)
+        self.lr[i] = dt(run.config.lr)
         self.max_gap[i] = max_gap
         self.runs[i] = run
+        self.n += 1
 
-    def empty(self, i: int) -> None:
-        rows = self.rows(i)
-        self.At[rows], self.bt[rows], self.coef[rows], self.lr[rows] = 0, 0, 0, 0
-        self.max_gap[i] = 0.0
-        self.runs[i] = None
+    def full(self) -> bool:
+        return self.n == SLOTS
 
     def live(self) -> list[int]:
         return [i for i, r in enumerate(self.runs) if r is not None]
@@ -199,17 +199,21 @@ class _Stack:
         self.init = model
         self.runs = [_Run(c, NanReport(), np.empty(self.steps), np.zeros(self.steps, bool), scale=c.input_scale / 255.0)
                      for c in configs]
+        self.r = class_rows(self.k, self.dtype, blas_kernel())  # rows per run's product (k + padding)
         self.blocks: dict[str, list[_Block]] = {}
+        At = np.zeros((self.r, self.d), self.dtype)
         for run in self.runs:
-            blocks = self.blocks.setdefault(run.config.loss, [])
-            if not blocks or all(r is not None for r in blocks[-1].runs):
-                blocks.append(_Block(self.d, self.k, self.B, self.dtype, run.config.loss))
-            block = blocks[-1]
-            s = self.dtype(run.scale)
-            block.put(block.runs.index(None), run, model.W.T * s, model.b[:, None], 0.0)
+            At[: self.k] = model.W.T * self.dtype(run.scale)
+            self._seat(run, At, model.b[:, None], 0.0)
         self.x = np.empty((self.B, self.d), self.dtype)  # (B, d) the batch in pixels, unscaled
         self.rows_k = np.arange(self.k)[:, None]  # (k, 1)
         self.cols = np.arange(self.B)  # (B,)
+
+    def _seat(self, run: _Run, At, bt, max_gap: float) -> None:
+        blocks = self.blocks.setdefault(run.config.loss, [])
+        if not blocks or blocks[-1].full():
+            blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype, run.config.loss))
+        blocks[-1].put(run, At, bt, max_gap)
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -225,20 +229,19 @@ class _Stack:
             self._compact()
 
     def _block_step(self, block: _Block, step: int, idx, y, t, Y) -> bool:
-        S, k, B = SLOTS, self.k, self.B
+        n, k = block.n, self.k
         zt = block.zt
-        np.matmul(block.At, self.x.T, out=zt)  # (S k, B) every run's logits x @ W + b, transposed
-        zt += block.bt
-        z = zt.reshape(S, k, B)
+        np.matmul(block.At[:n], self.x.T, out=zt[:n])  # (n, r, B) each live run's x @ W, transposed: one product each
+        z = zt[:, :k]  # (S, k, B) the classes (empty slots: zeros)
+        z[:n] += block.bt[:n]
         z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (S, 1, B) the max shift
         gap = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (S,) max(z) - min(z), nan if z is
         np.copyto(block.max_gap, gap, where=gap > block.max_gap)
         loss, dz, p = block.loss_fn(z, z_max, t, Y)
-        gb = np.add.reduce(dz, axis=2)  # (S, k) dL/db
-        runs = list(block.runs)  # retiring a run below empties its slot in block.runs
+        gb = np.add.reduce(dz, axis=2, keepdims=True)  # (S, k, 1) dL/db
+        runs = block.runs[:n]
         for i, run in enumerate(runs):
-            if run is not None:
-                run.losses[step - 1] = loss[i]
+            run.losses[step - 1] = loss[i]
         if not (gap <= self.gap_limit).all():  # a probability may be exactly 0 (or z is nan): count them
             zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (S,)
             for i in np.flatnonzero(~(gap <= self.gap_limit) & (zeros > 0)):
@@ -246,21 +249,19 @@ class _Stack:
                 nan.underflow_probs += int(zeros[i])
                 nan.steps_with_underflow += 1
                 nan.first_underflow_step = nan.first_underflow_step or step
-        np.multiply(dz.reshape(S * k, B), block.coef, out=block.G)  # (S k, B) lr_r s_r**2 dL/dz
-        np.matmul(block.G, self.x, out=block.gA)  # (S k, d)
-        block.At -= block.gA
-        block.bt -= block.lr * gb.reshape(S * k, 1)
+        np.multiply(dz[:n], block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
+        np.matmul(block.G[:n], self.x, out=block.gA[:n])  # (n, r, d) one product each
+        block.At[:n] -= block.gA[:n]
+        block.bt[:n] -= block.lr[:n] * gb[:n]
         if np.isfinite(loss).all() and np.isfinite(gb).all():  # empty slots are always finite
             return False
         retired = False
-        for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=1)):
+        for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=(1, 2))):
             run = runs[i]
             self._account(run, step, float(loss[i]), bool(np.isfinite(gb[i]).all()), idx, y, z[i].T)
-            rows = block.rows(i)
-            if not run.nan.params_nonfinite and not (np.isfinite(block.At[rows]).all()
-                                                     and np.isfinite(block.bt[rows]).all()):
+            if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all() and np.isfinite(block.bt[i]).all()):
                 run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
-            if np.isnan(block.At[rows]).all() and np.isnan(block.bt[rows]).all():
+            if np.isnan(block.At[i, :k]).all() and np.isnan(block.bt[i]).all():
                 self._retire(block, i, step)
                 retired = True
         return retired
@@ -295,25 +296,21 @@ class _Stack:
             run.losses[step:] = np.nan
             run.bad_grad[step:] = True
         self._finish(block, i)
-        block.empty(i)
+        block.runs[i] = None
 
     def _finish(self, block: _Block, i: int) -> None:
-        run, rows = block.runs[i], block.rows(i)
-        run.final = (block.At[rows].copy(), block.bt[rows].copy())
+        run = block.runs[i]
+        run.final = (block.At[i, : self.k].copy(), block.bt[i].copy())
         run.nan.max_logit_gap = max(run.nan.max_logit_gap, float(block.max_gap[i]))
 
     def _compact(self) -> None:
-        """Seat the live runs of each loss in as few blocks as hold them, in their order."""
+        """Seat the live runs of each loss again, in their order, in the first slots of as few blocks as
+        hold them (a run's numbers do not depend on its slot: each has products of its own)."""
         for loss, blocks in self.blocks.items():
-            seated = [(b, i) for b in blocks for i in b.live()]
-            need = -(-len(seated) // SLOTS)
-            if need == len(blocks):
-                continue
-            fresh = [_Block(self.d, self.k, self.B, self.dtype, loss) for _ in range(need)]
-            for j, (b, i) in enumerate(seated):
-                rows = b.rows(i)
-                fresh[j // SLOTS].put(j % SLOTS, b.runs[i], b.At[rows], b.bt[rows], float(b.max_gap[i]))
-            self.blocks[loss] = fresh
+            self.blocks[loss] = []
+            for b in blocks:
+                for i in b.live():
+                    self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -332,9 +329,9 @@ class _Stack:
             for blocks in self.blocks.values():
                 for block in blocks:
                     for i in block.live():
-                        run, rows = block.runs[i], block.rows(i)
-                        if not run.nan.params_nonfinite and not (np.isfinite(block.At[rows]).all()
-                                                                 and np.isfinite(block.bt[rows]).all()):
+                        run = block.runs[i]
+                        if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
+                                                                 and np.isfinite(block.bt[i]).all()):
                             run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
                         self._finish(block, i)
         return order_hash.hexdigest()
@@ -405,41 +402,38 @@ def _result(stack: _Stack, run: _Run, digest: str, seconds: float, size: int) ->
                        extras={"nonfinite_grad_steps": run.bad_grad, "stack": size})
 
 
-#: Test rows converted at once by :func:`evaluate_stack` (2048 x 784 float64 is 12.8 MB: one block).
+#: Test rows converted at once by :func:`evaluate_stack` (2048 x 784 float64 is 12.8 MB), and models
+#: evaluated per conversion (their logits, 32 x 10000 x 10 float64, are 25 MB).
 EVAL_ROWS = 2048
+EVAL_MODELS = 32
 
 
 def evaluate_stack(results: list[TrainResult], images: np.ndarray, labels: np.ndarray) -> list[dict]:
     """:func:`mnist_cli.evaluate.evaluate_model` of every result's model on uint8 ``images`` at its own
-    input scale, with the images converted once per dtype and the logits of :data:`SLOTS` models
-    computed by one product (of the same shape for any number of models, as in training: a model's
-    logits, and so its evaluation, do not depend on the others)."""
+    input scale, with each block of images converted once for :data:`EVAL_MODELS` models of a dtype.
+    Each model's logits are products of its own, of the same shapes whatever the other models: its
+    evaluation does not depend on them (and equals ``evaluate_model``'s to rounding)."""
     from mnist_cli.evaluate import evaluate_logits
 
     n, d = images.shape
-    k = N_CLASSES
     out: list[dict | None] = [None] * len(results)
     by_dtype: dict[np.dtype, list[int]] = {}
     for pos, r in enumerate(results):
         by_dtype.setdefault(r.model.W.dtype, []).append(pos)
     with np.errstate(over="ignore", invalid="ignore"), blas_pinned():
         for dtype, positions in by_dtype.items():
-            for g in range(0, len(positions), SLOTS):
-                group = positions[g : g + SLOTS]
-                V = np.zeros((d, SLOTS * k), dtype)  # (d, S k) each model's W in pixel units
-                bias = np.zeros(SLOTS * k, dtype)
-                for i, pos in enumerate(group):
-                    model = results[pos].model
-                    V[:, i * k : (i + 1) * k] = model.W * dtype.type(results[pos].config.input_scale / 255.0)
-                    bias[i * k : (i + 1) * k] = model.b
-                z = np.empty((n, SLOTS * k), dtype)  # (n, S k)
-                x = np.empty((min(EVAL_ROWS, n), d), dtype)
+            x = np.empty((min(EVAL_ROWS, n), d), dtype)  # (rows, d) one block of images, converted
+            for g in range(0, len(positions), EVAL_MODELS):
+                group = positions[g : g + EVAL_MODELS]
+                models = [results[pos].model for pos in group]
+                V = [m.W * dtype.type(results[pos].config.input_scale / 255.0) for m, pos in zip(models, group)]
+                z = [np.empty((n, m.b.shape[0]), dtype) for m in models]  # (n, k) each
                 for start in range(0, n, EVAL_ROWS):
                     xb = x[: min(EVAL_ROWS, n - start)]
                     np.copyto(xb, images[start : start + EVAL_ROWS], casting="unsafe")  # uint8 -> float
-                    np.matmul(xb, V, out=z[start : start + EVAL_ROWS])
-                z += bias
-                for i, pos in enumerate(group):
-                    out[pos] = evaluate_logits(results[pos].model, np.ascontiguousarray(z[:, i * k : (i + 1) * k]),
-                                               labels)
+                    for Vm, zm in zip(V, z):
+                        np.matmul(xb, Vm, out=zm[start : start + EVAL_ROWS])  # (rows, k) x @ (s W)
+                for pos, m, zm in zip(group, models, z):
+                    zm += m.b
+                    out[pos] = evaluate_logits(m, zm, labels)
     return out
