@@ -457,7 +457,9 @@ def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
     """Draw the figure to ``path`` (:func:`mnist_cli.plot.plot_compare`) and name it in ``doc``."""
     from mnist_cli.plot import plot_compare
 
+    t0 = time.perf_counter()
     doc["plot"] = str(plot_compare(result, path, doc))
+    doc["plot_seconds"] = time.perf_counter() - t0
 
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
