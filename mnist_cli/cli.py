@@ -306,6 +306,52 @@ def _comma_list(convert, what: str, choices=None):
     return callback
 
 
+#: Significant digits a range's values are rounded to, so labels and file names stay short.
+RANGE_DIGITS = 4
+
+
+def _sweep(what: str):
+    """A click callback for ``--lr`` / ``--input-scale``: a comma-separated list whose items are numbers or
+    ranges ``a:b:N`` (N evenly spaced values from a to b) or ``a:b:logN`` (N log-spaced values)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        out: list[float] = []
+        for item in (v.strip() for v in value.split(",")):
+            try:
+                out += _range(item) if ":" in item else [_positive(item)]
+            except ValueError as exc:
+                raise click.BadParameter(str(exc) or f"{item!r} is not a positive number; {what}") from None
+        if len(set(out)) != len(out):
+            raise click.BadParameter(f"{value!r} gives a value twice ({', '.join(map(repr, out))}): "
+                                     "drop the repeat or use fewer values")
+        return tuple(out)
+
+    return callback
+
+
+def _range(item: str) -> list[float]:
+    fix = "write a:b:N or a:b:logN with positive numbers a, b and N >= 2, e.g. 0.1:10:log8"
+    parts = item.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"{item!r} is not a range: {fix}")
+    try:
+        a, b = _positive(parts[0]), _positive(parts[1])
+    except ValueError:
+        raise ValueError(f"{item!r}: the ends of a range must be positive numbers; {fix}") from None
+    log = parts[2].startswith("log")
+    count = parts[2][3:] if log else parts[2]
+    if not count.isdigit() or int(count) < 2:
+        raise ValueError(f"{item!r}: a range needs a whole number of values N >= 2 after the last colon; {fix}")
+    n = int(count)
+    if log:
+        values = [a * (b / a) ** (i / (n - 1)) for i in range(n)]
+    else:
+        values = [a + (b - a) * i / (n - 1) for i in range(n)]
+    return [a] + [float(f"{v:.{RANGE_DIGITS}g}") for v in values[1:-1]] + [b]
+
+
 def _positive(text: str) -> float:
     x = float(text)
     if not (x > 0 and x != float("inf")):
@@ -324,11 +370,12 @@ def _seed(text: str) -> int:
 @click.option("--losses", default="naive,fused", show_default=True, metavar="LIST",
               callback=_comma_list(str, "losses", LOSS_NAMES),
               help="Losses to compare (naive, fused, clipped), each trained from the same init on the same batches.")
-@click.option("--lr", "lrs", default=None, metavar="LIST", callback=_comma_list(_positive, "positive numbers"),
-              help="Learning rates to sweep, e.g. 0.5,2,5. Any of --lr/--input-scale/--dtype runs their grid "
-              "instead of the default scenarios.")
+@click.option("--lr", "lrs", default=None, metavar="LIST", callback=_sweep("e.g. 0.5,2,5 or 0.1:10:log8"),
+              help="Learning rates to sweep: a list (0.5,2,5), a range of N values a:b:N, or N log-spaced values "
+              f"a:b:logN (0.1:10:log8; inner values rounded to {RANGE_DIGITS} digits). Any of "
+              "--lr/--input-scale/--dtype runs their grid instead of the default scenarios.")
 @click.option("--input-scale", "input_scales", default=None, metavar="LIST",
-              callback=_comma_list(_positive, "positive numbers"), help="Pixel scales to sweep, e.g. 1,255.")
+              callback=_sweep("e.g. 1,16,255 or 1:255:log3"), help="Pixel scales to sweep, e.g. 1,255 or 1:255:log3.")
 @click.option("--dtype", "dtypes", default=None, metavar="LIST",
               callback=_comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
@@ -351,11 +398,16 @@ def _seed(text: str) -> int:
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Steps between --metrics-out records.")
+@click.option("--all-runs", is_flag=True,
+              help="Print the per-run table even for a dense sweep (more than 16 cells: by default its map and a "
+              "summary only).")
+@click.option("--format", "table_format", type=click.Choice(["text", "markdown", "csv"]), default="text",
+              show_default=True, help="markdown or csv: print only the per-run table, every run, in that format.")
 @threads_option
 @data_options
 @output_options
 def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_limit, smoke, check, plot_path,
-            metrics_out, log_every, threads, data_dir, mirrors, offline, as_json, quiet):
+            metrics_out, log_every, all_runs, table_format, threads, data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -374,6 +426,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
     Examples:
       mnist-softmax compare
       mnist-softmax compare --lr 0.5,2,5 --seeds 0,1,2,3 --plot map.png
+      mnist-softmax compare --lr 0.1:10:log5 --input-scale 1,16,255 --dtype float32,float64 --seeds 0,1,2 --plot map.png
       mnist-softmax compare --losses naive,fused,clipped --input-scale 1,255 --dtype float32,float64
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
@@ -388,7 +441,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
         run_compare,
     )
     from mnist_cli.fileio import jsonable
-    from mnist_cli.present import format_report
+    from mnist_cli.present import format_report, format_table
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
@@ -404,7 +457,10 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
                              on_run=on_run)
     doc = publish(result, data)
     failed = _outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
-    click.echo(json.dumps(jsonable(doc), indent=2, allow_nan=False) if as_json else format_report(doc))
+    if as_json:
+        click.echo(json.dumps(jsonable(doc), indent=2, allow_nan=False))
+    else:
+        click.echo(format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format))
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:

@@ -74,6 +74,10 @@ ALWAYS_FINITE = ("fused",)
 #: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
 SMOKE = {"steps": 200, "train_limit": 2000}
 
+#: How compare trains its runs: stacked (the default, :mod:`mnist_cli.stack`) or one by one with
+#: :func:`mnist_cli.train.train` (the reference the stack is measured against in ``scripts/bench.py``).
+ENGINES = ("stack", "alone")
+
 #: Points in each run's downsampled loss curve (``loss_curve`` in the document, the sparkline).
 CURVE_POINTS = 40
 
@@ -104,6 +108,7 @@ class CompareConfig:
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
+    engine: str = "stack"  # "stack": runs sharing a seed and dtype trained as one (mnist_cli.stack); "alone": one by one
 
     @property
     def sweep(self) -> bool:
@@ -139,6 +144,8 @@ class CompareConfig:
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
+        if self.engine not in ENGINES:
+            raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():
@@ -194,8 +201,15 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
         raise SettingsError(("batch_size", "train_limit"),
                             f"batch size {config.batch_size} is larger than the {n_train} training examples")
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
-    runs = []
     t0 = time.perf_counter()
+    train_one = _train_stacked if config.engine == "stack" else _train_alone
+    runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, on_run)
+    return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
+
+
+def _train_alone(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
+    """Every run by :func:`mnist_cli.train.train`, one after the other."""
+    runs = []
     for done, (cell, loss) in enumerate(jobs, start=1):
         tc = config.train_config(cell, loss)
         records: list[dict] = []
@@ -206,7 +220,32 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
         if on_run is not None:
             on_run(done, len(jobs), f"{cell.label} / {loss}")
-    return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
+    return runs
+
+
+def _train_stacked(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
+    """Every run by :func:`mnist_cli.stack.train_stack` (runs sharing a seed and dtype as one), then
+    evaluated together (:func:`mnist_cli.stack.evaluate_stack`)."""
+    from mnist_cli.stack import evaluate_stack, log_records, train_stack
+
+    configs = [config.train_config(cell, loss) for cell, loss in jobs]
+    done = 0
+
+    def on_stack(positions):
+        nonlocal done
+        for pos in positions:
+            done += 1
+            if on_run is not None:
+                on_run(done, len(jobs), f"{jobs[pos][0].label} / {jobs[pos][1]}")
+
+    results = train_stack(train_images, train_labels, configs, on_stack=on_stack)
+    evaluations = evaluate_stack(results, test_images, test_labels)
+    runs = []
+    for (cell, loss), result, evaluation in zip(jobs, results, evaluations):
+        explanation = explain(result.snapshot, cell.dtype, loss) if result.snapshot is not None else None
+        records = log_records(result, config.log_every) if config.log_every else []
+        runs.append(Run(cell, loss, result, evaluation, explanation, records))
+    return runs
 
 
 # --- the document ----------------------------------------------------------------------------------
@@ -420,7 +459,9 @@ def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
     """Draw the figure to ``path`` (:func:`mnist_cli.plot.plot_compare`) and name it in ``doc``."""
     from mnist_cli.plot import plot_compare
 
+    t0 = time.perf_counter()
     doc["plot"] = str(plot_compare(result, path, doc))
+    doc["plot_seconds"] = time.perf_counter() - t0
 
 
 __all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",

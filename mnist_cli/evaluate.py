@@ -42,8 +42,13 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
     non-finite weights is evaluated, not refused: its non-finite logits are counted. ``threads``
     share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
+    return evaluate_logits(model, predict_logits(model, images, input_scale, threads=threads), labels)
+
+
+def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
+    """:func:`evaluate_model` from the logits ``z`` (n, k) of ``model`` already computed (e.g. for many
+    models at once, :func:`mnist_cli.stack.evaluate_stack`)."""
     k = model.b.shape[0]
-    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
     agree = argmax_agreement(z)
     y = labels.astype(np.int64)
     cm = confusion_matrix(y, agree["pred_logits"], k)  # (k, k)

@@ -1,6 +1,13 @@
-"""Pictures of a comparison: loss curves per scenario (non-finite steps marked) and the stability map.
+"""Pictures of a comparison: the stability map as heat maps, and loss curves of a chosen few cells.
 
     plot_compare(result, "compare.png")
+
+The map has one panel per (dtype, loss): learning rate down, input scale across; a cell's colour is
+the earliest first non-finite step over its seeds (dark red = step 1-3, light = late, green =
+never), its text how many seeds broke ("2/3") and that step. Loss curves are drawn for the named
+scenarios (or, in a sweep without any, at most :data:`MAX_CURVES` cells: the earliest breaks and a
+healthy one), on a log step axis so a break at step 2 is as visible as one at step 900; where the
+losses coincide, the first is drawn solid and the next ones dashed on top.
 
 matplotlib is an optional extra (``pip install 'mnist-softmax[plot]'``) imported only here, only
 when a plot is asked for; without it :func:`require_matplotlib` raises
@@ -17,12 +24,14 @@ import numpy as np
 from mnist_cli.compare import CompareResult, to_document
 from mnist_cli.errors import MissingExtraError
 from mnist_cli.fileio import atomic_write
-from mnist_cli.present import map_grid, number_text
+from mnist_cli.present import number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row
+MAX_CURVES = 4  # loss-curve panels of a sweep without named scenarios
 NEVER = "#d9f0d3"  # heat-map colour of a cell that never went non-finite
 NOT_RUN = "#eeeeee"
+STYLES = ("-", "--", ":", "-.")  # one per loss, in order: later losses dashed over earlier ones
 
 
 def require_matplotlib():
@@ -37,101 +46,145 @@ def require_matplotlib():
     return plt
 
 
+def title(s: dict) -> str:
+    """The one title format of a cell: its label, then its settings."""
+    return f"{s['label']}\nlr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {s['dtype']}, seed {s['seed']}"
+
+
 def _curves(ax, runs: list, colors: dict) -> None:
-    """Training loss of each run against the step, log scale; non-finite steps as ticks on top."""
+    """Training loss of each run against the step (both axes log); non-finite steps as ticks on top."""
     for k, run in enumerate(runs):
         losses = run.result.losses
         steps = np.arange(1, losses.size + 1)
         bad = ~np.isfinite(losses)
-        color = colors[run.loss]
+        color, style = colors[run.loss], STYLES[k % len(STYLES)]
         shown = np.where(bad | (losses <= 0), np.nan, losses)  # log scale: breaks the line where undefined
         few = np.isfinite(shown).sum() < 20  # a run that broke at once: show its few points
-        ax.plot(steps, shown, color=color, lw=1.0, marker="o" if few else None, ms=3, label=f"{run.loss}")
+        ax.plot(steps, shown, color=color, ls=style, lw=1.6 if k == 0 else 1.0, marker="o" if few else None, ms=3,
+                label=run.loss, zorder=2 + k)
         if bad.any():
             first = int(steps[bad][0])
             y = 0.96 - 0.06 * k  # one row of ticks per loss, in axes coordinates
             ax.plot(steps[bad], np.full(bad.sum(), y), "|", color=color, ms=6, mew=0.6,
-                    transform=ax.get_xaxis_transform(), label=f"{run.loss}: non-finite ({bad.sum()} steps)")
+                    transform=ax.get_xaxis_transform())
             ax.axvline(first, color=color, ls="--", lw=0.8)
-            ax.annotate(f"{run.loss} NaN from step {first}", xy=(first, y - 0.05), xycoords=("data", "axes fraction"),
-                        xytext=(4, 0), textcoords="offset points", fontsize=7, color=color, va="top")
+            ax.annotate(f"{run.loss} non-finite from step {first}", xy=(first, y - 0.05),
+                        xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                        color=color, va="top")
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
+    ax.set_xlabel("step (log scale)")
     ax.set_ylabel("training loss (log scale)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
 
 
-def _heatmap(ax, grid: dict, loss: str, labels: dict) -> None:
-    """First non-finite step per cell: red, darker = earlier; green = never; grey = not run."""
+def _agreement(doc: dict) -> dict:
+    """(dtype, loss) -> 2-D arrays over (lr, input scale): seeds that broke, seeds run, earliest first step."""
+    m = doc["stability_map"]
+    lrs, scales = m["values"]["lr"], m["values"]["input_scale"]
+    out = {}
+    for dtype in m["values"]["dtype"]:
+        for loss in m["losses"]:
+            broke = np.zeros((len(lrs), len(scales)), int)
+            ran = np.zeros_like(broke)
+            first = np.full(broke.shape, np.nan)
+            for c in m["cells"]:
+                if c["dtype"] != dtype:
+                    continue
+                i, j = lrs.index(c["lr"]), scales.index(c["input_scale"])
+                ran[i, j] += 1
+                step = c["first_nonfinite"][loss]
+                if step is not None:
+                    broke[i, j] += 1
+                    first[i, j] = np.fmin(first[i, j], step)
+            out[dtype, loss] = (broke, ran, first)
+    return out
+
+
+def _heatmap(ax, broke, ran, first, lrs, scales, steps: int, name: str):
     import matplotlib.colors as mcolors
     from matplotlib.patches import Rectangle
 
-    steps = grid["steps"][loss]
-    values = np.array([[math.log10(s) if s is not None else np.nan for s in row] for row in steps], dtype=float)
-    values = values.reshape(len(grid["rows"]) or 1, len(grid["cols"]))
     cmap = mcolors.LinearSegmentedColormap.from_list("fail", ["#67000d", "#fcbba1"]).with_extremes(bad=NEVER)
-    ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=3, aspect="auto")
-    for i, row in enumerate(steps):
-        for j, s in enumerate(row):
-            ran = grid["ran"][i][j]
-            if not ran:
+    image = ax.imshow(np.ma.masked_invalid(np.log10(first)), cmap=cmap, vmin=0, vmax=math.log10(max(steps, 10)),
+                      aspect="auto", origin="lower")
+    n_cells = broke.size
+    font = 9 if n_cells <= 30 else (7 if n_cells <= 80 else 5)
+    for i in range(broke.shape[0]):
+        for j in range(broke.shape[1]):
+            if not ran[i, j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=NOT_RUN))
-            text = ("never" if s is None else f"step {s}") if ran else "not run"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if s is not None and s < 30 else "black")
-    ax.set_xticks(range(len(grid["cols"])), [labels["col"](v) for v in grid["cols"]])
-    ax.set_yticks(range(len(grid["rows"]) or 1), [labels["row"](r) for r in grid["rows"]] or [""])
-    ax.set_xlabel(labels["col_name"])
-    ax.set_ylabel(labels["row_name"])
-    ax.set_title(f"{loss}: first non-finite step", fontsize=10)
+                continue
+            text = (f"{broke[i, j]}/{ran[i, j]}\nstep {int(first[i, j])}" if broke[i, j]
+                    else ("never" if ran[i, j] == 1 else f"0/{ran[i, j]}"))
+            dark = broke[i, j] and first[i, j] < 30
+            ax.text(j, i, text, ha="center", va="center", fontsize=font, color="white" if dark else "black")
+    ax.set_xticks(range(len(scales)), [f"x{number_text(v)}" for v in scales], fontsize=8)
+    ax.set_yticks(range(len(lrs)), [number_text(v) for v in lrs], fontsize=8)
+    ax.set_xlabel("input scale")
+    ax.set_ylabel("learning rate")
+    ax.set_title(name, fontsize=10)
+    return image
 
 
-_NAMES = {"dtype": "dtype", "lr": "learning rate", "input_scale": "input scale", "seed": "seed"}
-
-
-def _value(axis: str, v) -> str:
-    return f"x{number_text(v)}" if axis == "input_scale" else (number_text(v) if axis == "lr" else str(v))
+def _chosen(doc: dict) -> list[dict]:
+    """The cells whose loss curves are drawn: the named scenarios, else a few (earliest breaks, one healthy)."""
+    named = [s for s in doc["scenarios"] if s["name"]]
+    if named:
+        return named[: 2 * NCOLS]
+    first = lambda s: min((r["first_nonfinite_step"] for r in s["runs"].values() if r["first_nonfinite_step"]),
+                          default=math.inf)
+    ranked = sorted(doc["scenarios"], key=first)
+    broken = [s for s in ranked if first(s) < math.inf][: MAX_CURVES - 1]
+    healthy = [s for s in ranked if first(s) == math.inf][:1]
+    return (broken + healthy)[:MAX_CURVES] or ranked[:MAX_CURVES]
 
 
 def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = None) -> Path:
-    """Write the figure to ``path`` (PNG): one loss-curve panel per scenario, one heat map per loss."""
+    """Write the figure to ``path`` (PNG): loss curves of the chosen cells over the heat maps."""
     plt = require_matplotlib()
     doc = doc if doc is not None else to_document(result)
     path = Path(path)
-    scenarios = doc["scenarios"]
     losses = doc["settings"]["losses"]
     runs_by_label: dict[str, list] = {}
     for run in result.runs:
         runs_by_label.setdefault(run.cell.label, []).append(run)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {loss: palette[i % len(palette)] for i, loss in enumerate(losses)}
+    chosen = _chosen(doc)
+    maps = _agreement(doc)
+    m = doc["stability_map"]
+    lrs, scales, dtypes = m["values"]["lr"], m["values"]["input_scale"], m["values"]["dtype"]
 
-    ncols = min(NCOLS, len(scenarios))
-    nrows = math.ceil(len(scenarios) / ncols)
-    grid = map_grid(doc["stability_map"])
-    fig = plt.figure(figsize=(4.2 * ncols, 3.4 * nrows + 3.6), layout="constrained")
-    sub_curves, sub_map = fig.subfigures(2, 1, height_ratios=[3.4 * nrows, 3.6])
+    ncols = min(NCOLS, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    panel_w = max(3.2, 0.9 * len(scales) + 1.6)
+    panel_h = max(2.6, 0.35 * len(lrs) + 1.4)
+    fig_w = max(4.2 * ncols, panel_w * len(losses) + 1.5)
+    fig = plt.figure(figsize=(fig_w, 3.4 * nrows + panel_h * len(dtypes) + 1.2), layout="constrained")
+    sub_curves, sub_map = fig.subfigures(2, 1, height_ratios=[3.4 * nrows, panel_h * len(dtypes) + 0.6])
     axes = np.atleast_1d(sub_curves.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, s in zip(axes, scenarios):
+    for ax, s in zip(axes, chosen):
         _curves(ax, runs_by_label[s["label"]], colors)
-        about = f"lr {s['lr']:g}, input x{s['input_scale']:g}, {s['dtype']}, seed {s['seed']}"
-        ax.set_title(f"{s['label']}\n{about}" if s["name"] else s["label"], fontsize=9)  # else the label says it
-    for ax in axes[len(scenarios):]:
+        ax.set_title(title(s), fontsize=9)
+    for ax in axes[len(chosen):]:
         ax.set_visible(False)
     st = doc["settings"]
-    sub_curves.suptitle(f"Training loss per scenario ({st['steps']} steps of {st['batch_size']}, "
-                        f"{doc['data']['n_train']} training images); ticks on top = non-finite steps")
-
-    labels = {
-        "col": lambda v: _value(grid["col_axis"], v),
-        "row": lambda r: ", ".join(_value(a, v) for a, v in zip(grid["row_axes"], r)),
-        "col_name": _NAMES[grid["col_axis"]],
-        "row_name": ", ".join(_NAMES[a] for a in grid["row_axes"]),
-    }
-    map_axes = np.atleast_1d(sub_map.subplots(1, len(losses), squeeze=False)).ravel()
-    for ax, loss in zip(map_axes, losses):
-        _heatmap(ax, grid, loss, labels)
-    sub_map.suptitle("Stability map: first non-finite step (green = never)")
+    sub_curves.suptitle(f"Training loss ({st['steps']} steps of {st['batch_size']}, {doc['data']['n_train']} "
+                        "training images); ticks on top = non-finite steps")
+    map_axes = np.atleast_2d(sub_map.subplots(len(dtypes), len(losses), squeeze=False))
+    image = None
+    for r, dtype in enumerate(dtypes):
+        for c, loss in enumerate(losses):
+            image = _heatmap(map_axes[r, c], *maps[dtype, loss], lrs, scales, st["steps"], f"{loss}, {dtype}")
+    seeds = len(m["values"]["seed"])
+    sub_map.suptitle(f"Stability map: seeds that went non-finite (of {seeds}) and the earliest first "
+                     "non-finite step (colour; green = never)")
+    if image is not None:
+        bar = sub_map.colorbar(image, ax=map_axes, shrink=0.8, label="first non-finite step")
+        ticks = [t for t in (1, 2, 3, 10, 30, 100, 300, 1000, 3000, 10000) if t <= max(st["steps"], 10)]
+        bar.set_ticks([math.log10(t) for t in ticks], labels=[str(t) for t in ticks])
     try:
         with atomic_write(path, "{plot} path") as fh:
             fig.savefig(fh, dpi=100, format="png")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
 import textwrap
 from collections.abc import Sequence
 
 WIDTH = 100  # wrap prose for an ordinary terminal
 SPARK = 16  # characters of the loss sparkline
 NONFINITE = "×"  # a NaN or infinite value in a sparkline
+FORENSICS_BRIEF = 6  # failing runs named one line each after the first explained in full
 
 
 def value_text(x, fmt: str = "g") -> str:
@@ -201,41 +203,95 @@ def format_evaluate(r: dict, split: str) -> str:
 
 
 def _settings(s: dict) -> str:
-    return f"lr {s['lr']:g} x{s['input_scale']:g} " + s["dtype"].replace("float", "f")
+    return f"lr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {s['dtype']}, seed {s['seed']}"
 
 
-def _table(doc: dict) -> list[str]:
-    """One row per (scenario, loss); the scenario's settings under its name."""
-    head = ["scenario", "loss", "acc", "final loss", "NaN", "inf", "grad", "first", "weights", "argmax!=", "time",
-            "loss curve"]
+def terminal_width() -> int:
+    """The width to lay the report out in: the terminal's (``COLUMNS`` first), at most :data:`WIDTH`."""
+    return min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+#: (header, text column?, droppable?) of the per-run table, in order; columns marked droppable go,
+#: from the right, when the terminal is too narrow (the legend says which).
+_COLUMNS = (("loss", True, False), ("acc", False, False), ("final loss", False, False), ("NaN", False, False),
+            ("inf", False, False), ("grad", False, False), ("first", False, False), ("weights", True, True),
+            ("argmax!=", False, True), ("time", False, True), ("loss curve", True, True))
+
+
+_DROP_ORDER = ("time", "argmax!=", "weights", "loss curve")
+
+
+def run_rows(doc: dict) -> list[dict]:
+    """One flat record per (cell, loss): the table's cells, for text, markdown and CSV alike."""
     rows = []
     for s in doc["scenarios"]:
-        names = [s["label"]] + ([_settings(s)] if s["name"] else [])  # a generated label holds the settings
-        for i, (loss, r) in enumerate(s["runs"].items()):
+        for loss, r in s["runs"].items():
             nan = r["nan"]
-            rows.append([
-                names[i] if i < len(names) else "", loss, value_text(r["test_accuracy"], ".4f"),
-                value_text(r["final_loss"], ".4g"), str(nan["steps_nan_loss"]), str(nan["steps_inf_loss"]),
-                str(nan["steps_nonfinite_grad"]), value_text(r["first_nonfinite_step"], "d"),
-                "finite" if r["weights_finite"] else "NaN",
-                str(r["argmax"]["differ"]) if r["weights_finite"] else "-",
-                f"{r['seconds']:.2f}s", sparkline(r["loss_curve"], SPARK),
-            ])
-        if len(s["runs"]) < len(names):  # one loss and a named scenario: still show the settings
-            rows.append([names[1]] + [""] * (len(head) - 1))
-    widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
-    left = {0, 1, 8, 11}  # text columns; numbers are right-aligned
+            rows.append({
+                "label": s["label"], "lr": s["lr"], "input_scale": s["input_scale"], "dtype": s["dtype"],
+                "seed": s["seed"], "loss": loss, "acc": value_text(r["test_accuracy"], ".4f"),
+                "final loss": value_text(r["final_loss"], ".4g"), "NaN": str(nan["steps_nan_loss"]),
+                "inf": str(nan["steps_inf_loss"]), "grad": str(nan["steps_nonfinite_grad"]),
+                "first": value_text(r["first_nonfinite_step"], "d"), "weights": "finite" if r["weights_finite"] else "NaN",
+                "argmax!=": str(r["argmax"]["differ"]) if r["weights_finite"] else "-", "time": f"{r['seconds']:.2f}s",
+                "loss curve": sparkline(r["loss_curve"], SPARK),
+            })
+    return rows
+
+
+def _table(doc: dict, width: int) -> list[str]:
+    """One line per run under a line naming its scenario and settings; as many columns as ``width`` holds."""
+    rows = run_rows(doc)
+    cols = list(_COLUMNS)
+
+    def widths(cols):
+        return [max(len(h), *(len(r[h]) for r in rows)) for h, _, _ in cols]
+
+    dropped = []
+    for name in _DROP_ORDER:
+        if 2 + sum(widths(cols)) + 2 * (len(cols) - 1) <= width:
+            break
+        cols = [c for c in cols if c[0] != name]
+        dropped.append(name)
+    w = widths(cols)
 
     def line(cells):
-        return "  ".join(str(v).ljust(w) if c in left else str(v).rjust(w)
-                         for c, (v, w) in enumerate(zip(cells, widths))).rstrip()
+        return ("  " + "  ".join(v.ljust(n) if text else v.rjust(n)
+                                 for v, n, (_, text, _) in zip(cells, w, cols))).rstrip()
 
+    out = [line([h for h, _, _ in cols])]
+    for s in doc["scenarios"]:
+        about = f" ({_settings(s)})" if s["name"] else (f" (seed {s['seed']})" if "seed=" not in s["label"] else "")
+        out.append(_clip(s["label"] + about, width))
+        out += [line([r[h] for h, _, _ in cols]) for r in rows if r["label"] == s["label"]]
     legend = _wrap(
         "acc: test accuracy; NaN / inf / grad: steps with a NaN loss / an infinite loss / a non-finite gradient; "
         "first: the first such step; weights: after the last step; argmax!=: test predictions where "
         "argmax(logits) != argmax(softmax(logits)); loss curve: the training loss over the steps, x = non-finite."
-    )
-    return [line(head), *[line(r) for r in rows], *legend]
+        + (f" Not shown at this width: {', '.join(dropped)} (see --format csv or --json)." if dropped else ""), width)
+    return [*out, *legend]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(doc: dict, fmt: str) -> str:
+    """Every run of ``doc`` as a ``markdown`` or ``csv`` table (all columns but the sparkline)."""
+    import csv
+    import io
+
+    rows = run_rows(doc)
+    keys = [k for k in rows[0] if k != "loss curve"] if rows else []
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "time": r["time"].rstrip("s")} for r in rows)
+        return buf.getvalue().rstrip("\n")
+    head = "| " + " | ".join(keys) + " |"
+    rule = "|" + "|".join("---" for _ in keys) + "|"
+    return "\n".join([head, rule, *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows)])
 
 
 _AXIS = {"dtype": "dtype", "lr": "lr", "input_scale": "scale", "seed": "seed"}
@@ -275,14 +331,24 @@ def _map(m: dict) -> list[str]:
     return lines
 
 
-def _forensics(doc: dict) -> list[str]:
+def _rewrap(lines: list[str], width: int) -> list[str]:
+    """Indent ``lines`` by two and wrap each to ``width``, continuation lines under its own indent."""
+    out = []
+    for line in lines:
+        indent = " " * (2 + len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  ",
+                             break_on_hyphens=False) or [""]
+    return out
+
+
+def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
     """The full explanation for the first failing run of each loss; one line for each other one."""
     out, shown = [], set()
     brief = []
     for f in doc["forensics"]:
         if f["loss"] not in shown:
             shown.add(f["loss"])
-            out += [f"{f['scenario']} / {f['loss']}:", *("  " + ln for ln in format_explanation(f).splitlines()), ""]
+            out += [f"{f['scenario']} / {f['loss']}:", *_rewrap(format_explanation(f).splitlines(), width), ""]
             continue
         c = f["culprits"][0] if f["culprits"] else None
         what = (f"example #{c['index']} (label {c['label']}), gap max-min {value_text(c['gap_max_minus_min'], '.1f')} "
@@ -290,19 +356,54 @@ def _forensics(doc: dict) -> list[str]:
                 if c and c["logits_finite"] else "the logits were already non-finite")
         brief.append(textwrap.fill(
             f"{f['scenario']} / {f['loss']}, step {f['step']}: {what}; {f['rows_with_zero_prob']}/{f['batch_size']} "
-            "examples with a zero probability", WIDTH, initial_indent="  ", subsequent_indent="    ",
+            "examples with a zero probability", width, initial_indent="  ", subsequent_indent="    ",
             break_on_hyphens=False))
     if brief:
-        out += ["other runs:", *brief]
+        more = len(brief) - FORENSICS_BRIEF
+        out += ["other runs:", *brief[:FORENSICS_BRIEF]]
+        out += [f"  ... and {more} more (--json has them all)"] if more > 0 else []
     return out
 
 
-def _wrap(text: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
+def _wrap(text: str, width: int = WIDTH) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False)
 
 
-def format_report(doc: dict) -> str:
-    """Tables, stability map, forensics, conclusion and checks, as the terminal shows them."""
+#: More cells than this make a dense sweep: the report prints the map and a summary, not every run.
+DENSE_CELLS = 16
+
+
+def _agreement_map(doc: dict, width: int) -> list[str]:
+    """Seed agreement per (dtype, lr, input scale) and loss: ``k/n sS`` = broke in k of n seeds, the
+    earliest at step S; ``-`` = never."""
+    cells = doc["stability_map"]["cells"]
+    losses, values = doc["stability_map"]["losses"], doc["stability_map"]["values"]
+    seeds = len(values["seed"])
+    out = []
+    for dtype in values["dtype"]:
+        table = [[dtype, *(f"{loss} x{number_text(v)}" for loss in losses for v in values["input_scale"])]]
+        for lr in values["lr"]:
+            row = [f"lr {number_text(lr)}"]
+            for loss in losses:
+                for scale in values["input_scale"]:
+                    steps = [c["first_nonfinite"][loss] for c in cells
+                             if (c["dtype"], c["lr"], c["input_scale"]) == (dtype, lr, scale)]
+                    broke = [t for t in steps if t is not None]
+                    row.append(f"{len(broke)}/{len(steps)} s{min(broke)}" if broke else ("-" if steps else ""))
+            table.append(row)
+        w = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+        lines = ["  ".join(v.ljust(n) if c == 0 else v.rjust(n) for c, (v, n) in enumerate(zip(r, w))).rstrip()
+                 for r in table]
+        out += [_clip(line, width) for line in lines] + [""]
+    return [*_wrap(f"Stability map: runs that went non-finite, of {seeds} seed{'s' if seeds != 1 else ''} per "
+                   "cell ('2/3 s5': in 2 of 3 seeds, the earliest at step 5; '-': never)", width), *out[:-1]]
+
+
+def format_report(doc: dict, *, width: int | None = None, all_runs: bool = False) -> str:
+    """Tables, stability map, forensics, conclusion and checks, as the terminal shows them, laid out in
+    ``width`` columns (default: the terminal's, :func:`terminal_width`). A dense sweep (more than
+    :data:`DENSE_CELLS` cells) prints its map and summary without the per-run table unless ``all_runs``."""
+    width = width or terminal_width()
     st, data = doc["settings"], doc["data"]
     same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
     seeds = ",".join(str(s) for s in st["seeds"])
@@ -311,19 +412,29 @@ def format_report(doc: dict) -> str:
         f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
         "scenario every loss starts from the same parameters and sees the same batches ("
         + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
-           if same else "NOT the case here: the digests of the init or of the examples consumed differ).")
-    )
-    lines += [*data_lines(doc), "", *_table(doc), ""]
-    g = map_grid(doc["stability_map"])
-    across = ", ".join(_AXIS[a] for a in g["row_axes"])
-    lines += [f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: {_AXIS[g['col_axis']]}"
-              + (f", rows: {across}" if across else ""), *_map(doc["stability_map"]), ""]
+           if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width)
+    lines += [*data_lines(doc), ""]
+    n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
+    if len(doc["scenarios"]) <= DENSE_CELLS or all_runs:
+        lines += [*_table(doc, width), ""]
+    else:
+        lines += _wrap(f"{n_runs} runs: the per-run table is left out (--all-runs prints it; --format csv or "
+                       "--format markdown prints it for a spreadsheet or a report).", width) + [""]
+    if len(st["seeds"]) > 1:
+        lines += [*_agreement_map(doc, width), ""]
+    else:
+        g = map_grid(doc["stability_map"])
+        across = ", ".join(_AXIS[a] for a in g["row_axes"])
+        lines += [_clip(f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: "
+                        f"{_AXIS[g['col_axis']]}" + (f", rows: {across}" if across else ""), width),
+                  *(_clip(line, width) for line in _map(doc["stability_map"])), ""]
     if doc["forensics"]:
-        lines += ["Forensics: the first non-finite step of each failing run", *_forensics(doc), ""]
-    lines += ["Conclusion:", *_wrap(doc["conclusion"]), ""]
+        lines += ["Forensics: the first non-finite step of each failing run", *_forensics(doc, width), ""]
+    lines += ["Conclusion:", *_wrap(doc["conclusion"], width), ""]
     bad = [c for c in doc["checks"] if not c["ok"]]
     if not doc["checks"]:
-        lines.append("Expectations: none apply here (fused is checked in every setting, naive in the named scenarios).")
+        lines += _wrap("Expectations: none apply here (fused is checked in every setting, naive in the named "
+                       "scenarios).", width)
     else:
         lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
                      + ("." if not bad else ":"))
@@ -332,8 +443,8 @@ def format_report(doc: dict) -> str:
         lines.append(f"Wrote per-run curves: {os.path.dirname(doc['metrics_files'][0])}")
     if "plot" in doc:
         lines.append(f"Wrote plot: {doc['plot']}")
-    n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
-    lines.append(f"{plural(n_runs, 'run')} in {doc['seconds']:.1f} s.")
+    drawing = f", drawing {doc['plot_seconds']:.1f} s" if "plot_seconds" in doc else ""
+    lines.append(f"{plural(n_runs, 'run')}: training {doc['seconds']:.1f} s{drawing}.")
     return "\n".join(lines)
 
 
@@ -350,13 +461,21 @@ def _cause(why: list[dict]) -> str:
             f"past the limit of {limits})")
 
 
+def _where(failed: list[dict], loss: str) -> str:
+    """The settings where ``loss`` failed and at which step; for a dense sweep (the map shows where) how early."""
+    if len(failed) > DENSE_CELLS:
+        first = [s["runs"][loss]["first_nonfinite_step"] for s in failed]
+        return f"first at step {min(first)}" + (f" to {max(first)}" if max(first) != min(first) else "")
+    return ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
+
+
 def _loss_sentence(doc: dict, loss: str) -> str:
     """Where ``loss`` went non-finite (and why, from the forensics), or that it never did."""
     scen = doc["scenarios"]
     failed = [s for s in scen if s["runs"][loss]["first_nonfinite_step"] is not None]
     if not failed:
         return f"The {loss} loss stayed finite in all {plural(len(scen), 'setting')}."
-    where = ", ".join(f"{s['label']} (step {s['runs'][loss]['first_nonfinite_step']})" for s in failed)
+    where = _where(failed, loss)
     cause = _cause([f for f in doc["forensics"] if f["loss"] == loss])
     acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
     span = f"{min(acc):.4f}" + (f"-{max(acc):.4f}" if acc and max(acc) != min(acc) else "") if acc else ""

@@ -26,6 +26,10 @@ The five figures of issue 5, each a ratio measured in this run (medians over int
 5. memory     peak RSS of a process that loads MNIST, trains the tutorial and evaluates, over the
               float32 size of the images it holds. Goal: <= 2.
 
+7. compare    ``run_compare`` stacked (the default) / the same runs one by one (``engine="alone"``),
+              interleaved: the default compare (16 runs; goal <= 0.4) and the 180-run map of issue 13
+              (5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses, 1000 steps of 100; goals <= 0.2,
+              <= 30 s), and the time to draw that map (goal <= 5 s).
 6. contended  (``--contended``) ours again with one CPU-bound process beside it (started here, bounded,
               stopped after): the tutorial run, ``--preset best``, the default ``compare`` (16 runs),
               the whole process and the full-batch step with 1 and 2 threads, each as contended / idle.
@@ -63,7 +67,8 @@ from mnist_cli.train import PRESETS, TrainConfig, rngs, train  # noqa: E402
 SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or ROOT.parent / "shared/datasets/mnist")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 ACC_TOL = 0.002  # implementations on the same batches must agree on test accuracy within this
-GOALS = {"tutorial_vs_numpy": 0.75, "tutorial_vs_torch": 0.25, "full_batch_vs_numpy": 0.6, "cli_seconds": 0.6,
+GOALS = {"compare_vs_alone": 0.4, "map_vs_alone": 0.2, "map_seconds": 30.0, "map_plot_seconds": 5.0,
+         "tutorial_vs_numpy": 0.75, "tutorial_vs_torch": 0.25, "full_batch_vs_numpy": 0.6, "cli_seconds": 0.6,
          "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0, "contended_vs_idle": 1.3}
 
 
@@ -583,6 +588,43 @@ def bench_contended(d, data_dir: Path, repeats: int) -> dict:
     return {"figures": out, "repeats": repeats}
 
 
+# ----------------------------------------------------------------------------- compare, stacked
+
+#: The dense map of issue 13: 5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses = 180 runs.
+MAP = dict(lrs=(0.1, 0.3162, 1.0, 3.162, 10.0), input_scales=(1.0, 16.0, 255.0), dtypes=("float32", "float64"),
+           seeds=(0, 1, 2))
+
+
+def bench_compare(d, repeats: int, map_repeats: int) -> dict:
+    """``run_compare`` stacked (the default engine) against the same runs one by one (``engine="alone"``,
+    ``train`` + ``evaluate_model`` per run), interleaved: the default compare (16 runs) and the 180-run
+    map (trained and evaluated, then drawn: the drawing is timed apart)."""
+    from dataclasses import replace
+
+    from mnist_cli.compare import add_plot, to_document
+
+    X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
+    out = {}
+    for name, config, n in (("default compare (16 runs)", CompareConfig(), repeats),
+                            ("180-run map (1000 steps of 100)", CompareConfig(**MAP), map_repeats)):
+        times = interleaved({"stack": lambda c=config: run_compare(X, y, Xt, yt, c),
+                             "alone": lambda c=config: run_compare(X, y, Xt, yt, replace(c, engine="alone"))},
+                            n, warmup=0)
+        stack, alone = times["stack"]["median"], times["alone"]["median"]
+        out[name] = {"stack": stack, "alone": alone, "ratio": stack / alone}
+    m = out["180-run map (1000 steps of 100)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_compare(X, y, Xt, yt, CompareConfig(**MAP))
+        doc = to_document(result)
+        add_plot(doc, result, Path(tmp) / "map.png")
+    m["plot_seconds"] = doc["plot_seconds"]
+    out["default compare (16 runs)"]["goal"] = out["default compare (16 runs)"]["ratio"] <= GOALS["compare_vs_alone"]
+    m["goal"] = m["ratio"] <= GOALS["map_vs_alone"]
+    m["goal_seconds"] = m["stack"] <= GOALS["map_seconds"]
+    m["goal_plot"] = m["plot_seconds"] <= GOALS["map_plot_seconds"]
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 def _goal(ok) -> str:
@@ -660,6 +702,14 @@ def table(doc: dict) -> str:
                      f"{'' if s['converged'] else ', not converged'}"))
         for note in bst["notes"]:
             add(f"   note: {note}")
+    if cmp := doc.get("compare"):
+        add("7. compare stacked (runs sharing a seed and dtype as one) / the same runs one by one")
+        for name, f in cmp.items():
+            add(_row(f"{name}, stacked", f["stack"], f["ratio"], "<= 0.4" if "16" in name else "<= 0.2",
+                     f"{_goal(f['goal'])}; one by one {f['alone']:.2f} s"))
+            if "plot_seconds" in f:
+                add(_row("180-run map, training + evaluation", f["stack"], None, "<= 30 s", _goal(f["goal_seconds"])))
+                add(_row("180-run map, drawing the PNG", f["plot_seconds"], None, "<= 5 s", _goal(f["goal_plot"])))
     if c := doc.get("contended"):
         add(f"6. one busy process beside us (idle / contended medians of {c['repeats']} alternating rounds)")
         add(f"   {'figure':44s} {'idle':>12s} {'contended':>12s} {'ratio':>8s} {'goal':>9s}  result")
@@ -681,7 +731,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 9, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
-    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory",
+    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory,compare",
                     help="comma-separated figures to run (also: contended)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--contended", action="store_true",
@@ -710,11 +760,13 @@ def main(argv=None) -> int:
             doc["full_batch"] = bench_full_batch(d, repeats, steps=3 if args.quick else 10)
         if "tutorial" in only:
             doc["tutorial"] = bench_tutorial(d, data_dir, repeats, with_torch=not args.no_torch)
+        if "compare" in only:
+            doc["compare"] = bench_compare(d, 1 if args.quick else 3, 1)
         if args.contended or "contended" in only:
             doc["contended"] = bench_contended(d, data_dir, 2 if args.quick else 3)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
-                               "contended", "load_average_at_end") if k in doc}  # in the order of the issue
+                               "compare", "contended", "load_average_at_end") if k in doc}  # in the order of the issue
     report = table(doc)
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:

@@ -77,7 +77,7 @@ DOCUMENT = {
     "seconds": NUM,
     "conclusion": str,
 }
-OPTIONAL = {"metrics_files": [str], "plot": str}
+OPTIONAL = {"metrics_files": [str], "plot": str, "plot_seconds": NUM}
 
 
 def validate(value, shape, losses, path="$"):
@@ -281,9 +281,10 @@ def test_document_matches_the_documented_shape(default):
 def test_text_report_fits_and_holds_every_section(default):
     _, doc = default
     text = format_report(doc)
-    for heading in ("scenario", "Stability map", "Forensics", "Conclusion:", "Expectations: 16 of 16 hold."):
+    for heading in ("tutorial (lr 0.5, input x1, float32, seed 0)", "Stability map", "Forensics", "Conclusion:",
+                    "Expectations: 16 of 16 hold."):
         assert heading in text
-    long = [line for line in text.splitlines() if len(line) > 110]
+    long = [line for line in text.splitlines() if len(line) > 100]
     assert not long, long
 
 
@@ -487,3 +488,61 @@ def test_matplotlib_and_tqdm_are_imported_lazily():
     code = ("import sys, mnist_cli.cli, mnist_cli.compare, mnist_cli.plot; "
             "assert 'matplotlib' not in sys.modules and 'tqdm' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- ranges, widths, formats, dense sweeps -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, values", [("0.1:10:log3", (0.1, 1.0, 10.0)), ("1:2:3", (1.0, 1.5, 2.0)),
+                                          ("0.5,1:255:log3", (0.5, 1.0, 15.97, 255.0))])
+def test_cli_ranges_expand(spec, values, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(compare_mod, "compare_config", lambda **kw: seen.update(kw) or (_ for _ in ()).throw(SystemExit(0)))
+    CliRunner().invoke(main, ["compare", "--lr", spec, "--offline", "--quiet"])
+    assert seen["lrs"] == values
+
+
+@pytest.mark.parametrize("spec, words", [("0.1:10:log0", "N >= 2"), ("0.1:10", "not a range"), ("0:10:3", "positive"),
+                                         ("1:1:2", "twice"), ("1:2:x", "whole number")])
+def test_cli_bad_ranges_exit_2_naming_the_fix(spec, words, tmp_path):
+    r = CliRunner().invoke(main, ["compare", "--input-scale", spec, "--data-dir", str(tmp_path), "--offline", "--quiet"])
+    assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
+
+
+def _dense_doc(mnist, **kw):
+    cfg = CompareConfig(lrs=(0.5, 5.0), input_scales=(1, 255), dtypes=("float32", "float64"), seeds=(0, 1, 2), steps=6,
+                        train_limit=1000, **kw)
+    return to_document(run_compare(mnist.train_images, mnist.train_labels, mnist.test_images[:200],
+                                   mnist.test_labels[:200], cfg))
+
+
+def test_dense_sweep_report_fits_80_columns_and_shows_seed_agreement(mnist):
+    doc = _dense_doc(mnist)
+    assert len(doc["scenarios"]) == 24
+    text = format_report(doc, width=80)
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "the per-run table is left out" in text and "  naive  " not in text
+    raw = sum(s["runs"]["naive"]["first_nonfinite_step"] is not None for s in doc["scenarios"]
+              if s["dtype"] == "float32" and s["lr"] == 0.5 and s["input_scale"] == 255)
+    row = next(line for line in text.splitlines() if line.startswith("lr 0.5"))
+    assert row.split()[3] == f"{raw}/3"  # naive x255 at lr 0.5, float32: broke in raw of 3 seeds
+    full = format_report(doc, width=80, all_runs=True)
+    assert full.count("  naive  ") == 24 and all(len(line) <= 80 for line in full.splitlines())
+    narrow = format_report(doc, width=60, all_runs=True)
+    assert "Not shown at this width: time" in narrow and "  acc  final loss" in narrow  # whole headers, never split
+
+
+def test_table_formats_list_every_run(mnist):
+    from mnist_cli.present import format_table
+
+    doc = _dense_doc(mnist)
+    csv_text = format_table(doc, "csv").splitlines()
+    assert csv_text[0].startswith("label,lr,input_scale,dtype,seed,loss,acc") and len(csv_text) == 1 + 48
+    md = format_table(doc, "markdown").splitlines()
+    assert md[0].startswith("| label | lr |") and md[1].startswith("|---|") and len(md) == 2 + 48
+
+
+def test_report_width_follows_the_terminal(mnist, monkeypatch):
+    doc = _dense_doc(mnist)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert max(len(line) for line in format_report(doc, all_runs=True).splitlines()) <= 80

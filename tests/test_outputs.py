@@ -68,7 +68,7 @@ def test_compare_prints_its_report_when_only_plot_failed(tmp_path, tiny_mnist, f
                                        "--batch-size", "5", "--plot", str(plot),
                                        "--data-dir", str(data_dir), "--offline", "--quiet"])
     assert result.exit_code == 1
-    assert "Conclusion:" in result.output and "1 run in " in result.output  # the whole report, then the error
+    assert "Conclusion:" in result.output and "1 run: training " in result.output  # the whole report, then the error
     assert result.output.splitlines()[-1] == (f"Error: cannot write {plot}: No space left on device (free some "
                                               "space); choose a writable --plot path")
     assert not plot.exists() and temp_files(tmp_path) == []

@@ -1,0 +1,439 @@
+"""Many runs as one computation: runs that share a seed and a dtype, stepped together.
+
+    results = train_stack(d.train_images, d.train_labels,
+                          [TrainConfig(loss=loss, lr=lr, input_scale=s) for loss in ("naive", "fused")
+                           for lr in (0.5, 5) for s in (1, 255)])
+    results[1].nan.first_nonfinite_step                        # naive, lr 0.5, raw pixels
+    # -> 2
+
+Runs with the same seed, dtype, batch size, steps and training set draw the same initial parameters
+and the same batches (:func:`mnist_cli.train.rngs`): they differ only in lr, input scale and loss. Such
+a *stack* gathers and converts each batch once, and its runs are laid out side by side in **blocks**
+of :data:`SLOTS` runs of one loss:
+
+- **The input scale folds into the weights** (``(s x) W = x (s W)``): a block keeps the transposed
+  weights of its runs in pixel units, ``At[i] = s_i W_i.T`` (S, r, d) (``r``: the k classes and the
+  rows of zeros :func:`mnist_cli.fastpath.class_rows` pads them to for the BLAS kernel), and their
+  biases ``bt`` (S, k, 1). One batched product ``zt = At @ x.T`` (S, r, B) is every run's logits; the
+  block's loss takes them as ``(S, k, B)`` and returns each run's mean loss and ``dL/dz``; one batched
+  product ``G @ x`` (S, r, d), ``G_i = dL/dz_i * lr_i s_i**2``, is every run's update
+  ``W_i -= lr_i x_i.T @ dL/dz_i`` in pixel units; ``b_i -= lr_i sum(dL/dz_i)``. A batched product is
+  one BLAS call per run, of the same shape for every run: one wide product of all the runs' rows
+  would be faster still, but OpenBLAS rounds a row of a float32 product differently depending on its
+  position in the matrix (measured on the Haswell kernel), which would tie a run's numbers to its slot.
+- **Losses** (:data:`STACK_LOSSES`, the same names as :data:`mnist_cli.losses.LOSSES`) follow the
+  reference formulas term by term on the ``(S, k, B)`` layout; each run keeps its own NaN accounting
+  (:class:`mnist_cli.train.NanReport`, exactly as issue 3 defines it), first-step
+  :class:`mnist_cli.train.Snapshot` and per-step losses.
+- **A run that goes NaN keeps its story and stops costing.** Once every parameter of a run is NaN it
+  stays NaN (every operation of a step propagates NaN: the logits, any of the three losses and its
+  gradient are NaN, so each later step is a NaN loss and a non-finite gradient, and no probability is
+  counted as 0). Its remaining steps are accounted in that closed form, its slot is emptied, and the
+  blocks of its loss are compacted when their live runs fit in fewer. Other runs are never touched.
+
+**What is exact.** Every product is one run's own BLAS call, of one shape; every other array of a
+block has the same shape whatever the number of runs (a block not full has *empty slots*: zero
+logits, zero learning rate), and no arithmetic mixes two slots: each element-wise operation and each
+reduction over the classes or the batch sees only its own run's numbers, in the same order. So a run's losses,
+parameters and NaN report are **bit-identical** however many runs share its stack and whichever slot
+it has (``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs). Against
+:func:`mnist_cli.train.train` (``PlainSGD``, ``FastSGD``) the results are equal **to rounding** only:
+their products have other shapes and their sums run in another order; the NaN stories are the same.
+
+Only what ``compare`` uses is supported: constant learning rate, mini-batches, no weight decay,
+averaging or stop on NaN (:func:`check_stackable`). BLAS runs on one thread
+(:func:`mnist_cli.threads.blas_pinned`), and so does the stack: ``threads`` changes nothing here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mnist_cli.errors import SettingsError
+from mnist_cli.fastpath import class_rows
+from mnist_cli.losses import CLIP_MIN
+from mnist_cli.model import DTYPES, N_CLASSES, Model
+from mnist_cli.threads import blas_kernel, blas_pinned, provenance
+from mnist_cli.train import NanReport, Snapshot, TrainConfig, TrainResult, _epochs, consumed_digest, healthy_gap, rngs
+
+#: Runs per block: the width of the element-wise loss and accounting arrays (4 x 12 x 100), which stay
+#: in cache with the batch (313 KB in float32); the stack's memory is a few blocks whatever the number
+#: of runs. Measured (Zen 3, OpenBLAS Haswell kernel, 1000 steps): the default compare's 16 runs take
+#: 1.5 s with 4 slots and 3.4 s with 8 (half-empty blocks: 4 runs per loss and dtype); the 180-run map
+#: about the same with either.
+SLOTS = 4
+
+
+def stack_fused(z, z_max, t, Y):
+    """:func:`mnist_cli.losses.fused` for S runs: ``L_r = mean_i(logsumexp(z_ri) - z_ri[y_i])``.
+
+    ``z`` (S, k, B) logits, ``z_max`` their max over the classes (S, 1, B), ``t`` the index of the target
+    logits (``z[t]`` is (S, B)), ``Y`` (k, B) the one-hot labels. Returns ``(L (S,), dL/dz (S, k, B),
+    softmax(z) (S, k, B))``; ``dL/dz = (softmax(z) - onehot(y)) / B``.
+    """
+    B = z.shape[2]
+    shifted = z - z_max  # (S, k, B), <= 0
+    e = np.exp(shifted)  # (S, k, B) in [0, 1]
+    s = np.add.reduce(e, axis=1, keepdims=True)  # (S, 1, B) in [1, k]
+    loss = np.add.reduce(np.log(s[:, 0]) - shifted[t], axis=1) / B  # (S,) mean of logsumexp(z) - z[y]
+    p = e / s  # (S, k, B) softmax(z)
+    dz = p - Y  # softmax(z) - onehot(y)
+    dz /= B  # mean over the batch
+    return loss, dz, p
+
+
+def _softmax(z, z_max):
+    e = np.exp(z - z_max)  # (S, k, B), each in [0, 1]
+    return e / np.add.reduce(e, axis=1, keepdims=True)
+
+
+def _softmax_backward(p, g):
+    """``dL/dz = p * (g - sum_j(g_j * p_j))`` (TF's SoftmaxGrad), over the classes (axis 1)."""
+    return p * (g - np.add.reduce(g * p, axis=1, keepdims=True))
+
+
+def stack_naive(z, z_max, t, Y):
+    """:func:`mnist_cli.losses.naive` for S runs: ``p = softmax(z)``, ``L_r = mean_i(-sum_j(y_ij log p_rij))``,
+    ``dL/dp = -y_ / p / B`` through the softmax Jacobian (same arguments and returns as :func:`stack_fused`)."""
+    B = z.shape[2]
+    p = _softmax(z, z_max)  # (S, k, B), may contain exact zeros
+    log_p = np.log(p)  # -inf where p == 0
+    loss = np.add.reduce(-np.add.reduce(Y * log_p, axis=1), axis=1) / B  # (S,); 0 * -inf = nan
+    g = -Y / p / B  # dL/dp: 0/0 = nan, 1/0 = inf
+    return loss, _softmax_backward(p, g), p
+
+
+def stack_clipped(z, z_max, t, Y):
+    """:func:`mnist_cli.losses.clipped` for S runs: ``L_r = mean_i(-sum_j(y_ij log(clip(p_rij, 1e-10, 1))))``,
+    no gradient where ``clip`` is active (same arguments and returns as :func:`stack_fused`)."""
+    B = z.shape[2]
+    lo, one = z.dtype.type(CLIP_MIN), z.dtype.type(1)
+    p = _softmax(z, z_max)  # (S, k, B)
+    p_c = np.clip(p, lo, one)
+    loss = np.add.reduce(-np.add.reduce(Y * np.log(p_c), axis=1), axis=1) / B  # (S,)
+    live = (p >= lo) & (p <= 1)  # where clip passes the gradient
+    g = np.where(live, -Y / p_c / B, z.dtype.type(0))  # dL/dp
+    return loss, _softmax_backward(p, g), p
+
+
+#: loss name (a key of mnist_cli.losses.LOSSES) -> its stacked form.
+STACK_LOSSES: dict[str, Callable] = {"fused": stack_fused, "naive": stack_naive, "clipped": stack_clipped}
+
+
+def check_stackable(config: TrainConfig) -> None:
+    """:class:`SettingsError` for a setting the stack does not implement (compare never sets them)."""
+    for name, plain in (("weight_decay", 0.0), ("lr_decay", 1.0), ("average", False), ("full_batch", False),
+                        ("stop_on_nan", False), ("epochs", None)):
+        if getattr(config, name) != plain:
+            raise SettingsError(name, f"stacked training does not implement {{{name}}}; train such runs one by one")
+
+
+@dataclass
+class _Run:
+    """One run's own state while its stack trains: its accounting, and where it sits."""
+
+    config: TrainConfig
+    nan: NanReport
+    losses: np.ndarray  # (steps,) float64
+    bad_grad: np.ndarray  # (steps,) bool: steps whose gradient was non-finite (for the per-step records)
+    snapshot: Snapshot | None = None
+    final: tuple | None = None  # (At rows, bt rows) once retired or finished
+    scale: float = 1.0  # input_scale / 255
+
+
+class _Block:
+    """S runs of one loss: their parameters in pixel units and each run's step factors, slot by slot.
+    The live runs are always the first slots (:meth:`_Stack._compact` keeps them so)."""
+
+    def __init__(self, d: int, k: int, r: int, B: int, dtype, loss: str):
+        S = SLOTS
+        self.k, self.dtype, self.loss_fn = k, dtype, STACK_LOSSES[loss]
+        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) and empty slots zero
+        self.bt = np.zeros((S, k, 1), dtype)  # (S, k, 1) biases
+        self.coef = np.zeros((S, 1, 1), dtype)  # lr_i * s_i**2: dL/dz -> update in pixel units
+        self.lr = np.zeros((S, 1, 1), dtype)  # lr_i: the bias step
+        self.max_gap = np.zeros(S)  # each run's largest logit gap so far
+        self.runs: list[_Run | None] = [None] * S
+        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed; zero in empty slots
+        self.G = np.zeros((S, r, B), dtype)  # (S, r, B) lr_i s_i**2 dL/dz, zero in the padding rows
+        self.gA = np.empty((S, r, d), dtype)
+        self.n = 0  # live runs: slots [0, n)
+
+    def put(self, run: _Run, At: np.ndarray, bt: np.ndarray, max_gap: float) -> None:
+        """Seat ``run`` in the first free slot with parameters ``At`` (r, d), ``bt`` (k, 1)."""
+        i, dt = self.n, self.dtype
+        self.At[i], self.bt[i] = At, bt
+        self.coef[i] = dt(run.config.lr * run.scale * run.scale)
+        self.lr[i] = dt(run.config.lr)
+        self.max_gap[i] = max_gap
+        self.runs[i] = run
+        self.n += 1
+
+    def full(self) -> bool:
+        return self.n == SLOTS
+
+    def live(self) -> list[int]:
+        return [i for i, r in enumerate(self.runs) if r is not None]
+
+
+class _Stack:
+    """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks per loss."""
+
+    def __init__(self, images, labels, configs: list[TrainConfig]):
+        first = configs[0]
+        self.images, self.labels = images, labels
+        self.n, self.d = images.shape
+        self.k, self.B, self.steps = N_CLASSES, first.batch_size, first.steps
+        self.dtype = DTYPES[first.dtype]
+        self.seed = first.seed
+        self.gap_limit = healthy_gap(first.dtype, self.k)
+        init_rng, self.order_rng = rngs(first.seed)
+        model = Model.init(self.d, self.k, first.init, self.dtype, init_rng, first.init_std)
+        self.init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
+        self.init = model
+        self.runs = [_Run(c, NanReport(), np.empty(self.steps), np.zeros(self.steps, bool), scale=c.input_scale / 255.0)
+                     for c in configs]
+        self.r = class_rows(self.k, self.dtype, blas_kernel())  # rows per run's product (k + padding)
+        self.blocks: dict[str, list[_Block]] = {}
+        At = np.zeros((self.r, self.d), self.dtype)
+        for run in self.runs:
+            At[: self.k] = model.W.T * self.dtype(run.scale)
+            self._seat(run, At, model.b[:, None], 0.0)
+        self.x = np.empty((self.B, self.d), self.dtype)  # (B, d) the batch in pixels, unscaled
+        self.rows_k = np.arange(self.k)[:, None]  # (k, 1)
+        self.cols = np.arange(self.B)  # (B,)
+
+    def _seat(self, run: _Run, At, bt, max_gap: float) -> None:
+        blocks = self.blocks.setdefault(run.config.loss, [])
+        if not blocks or blocks[-1].full():
+            blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype, run.config.loss))
+        blocks[-1].put(run, At, bt, max_gap)
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def step(self, step: int, idx: np.ndarray, y: np.ndarray) -> None:
+        np.copyto(self.x, self.images[idx], casting="unsafe")  # (B, d) gather + uint8 -> float, once for all runs
+        Y = (self.rows_k == y).astype(self.dtype)  # (k, B) one-hot, transposed
+        t = (slice(None), y, self.cols)  # z[t] (S, B): each example's target logit
+        retired = False
+        for blocks in self.blocks.values():
+            for block in blocks:
+                retired |= self._block_step(block, step, idx, y, t, Y)
+        if retired:
+            self._compact()
+
+    def _block_step(self, block: _Block, step: int, idx, y, t, Y) -> bool:
+        n, k = block.n, self.k
+        zt = block.zt
+        np.matmul(block.At[:n], self.x.T, out=zt[:n])  # (n, r, B) each live run's x @ W, transposed: one product each
+        z = zt[:, :k]  # (S, k, B) the classes (empty slots: zeros)
+        z[:n] += block.bt[:n]
+        z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (S, 1, B) the max shift
+        gap = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (S,) max(z) - min(z), nan if z is
+        np.copyto(block.max_gap, gap, where=gap > block.max_gap)
+        loss, dz, p = block.loss_fn(z, z_max, t, Y)
+        gb = np.add.reduce(dz, axis=2, keepdims=True)  # (S, k, 1) dL/db
+        runs = block.runs[:n]
+        for i, run in enumerate(runs):
+            run.losses[step - 1] = loss[i]
+        if not (gap <= self.gap_limit).all():  # a probability may be exactly 0 (or z is nan): count them
+            zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (S,)
+            for i in np.flatnonzero(~(gap <= self.gap_limit) & (zeros > 0)):
+                nan = runs[i].nan
+                nan.underflow_probs += int(zeros[i])
+                nan.steps_with_underflow += 1
+                nan.first_underflow_step = nan.first_underflow_step or step
+        np.multiply(dz[:n], block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
+        np.matmul(block.G[:n], self.x, out=block.gA[:n])  # (n, r, d) one product each
+        block.At[:n] -= block.gA[:n]
+        block.bt[:n] -= block.lr[:n] * gb[:n]
+        if np.isfinite(loss).all() and np.isfinite(gb).all():  # empty slots are always finite
+            return False
+        retired = False
+        for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=(1, 2))):
+            run = runs[i]
+            self._account(run, step, float(loss[i]), bool(np.isfinite(gb[i]).all()), idx, y, z[i].T)
+            if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all() and np.isfinite(block.bt[i]).all()):
+                run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+            if np.isnan(block.At[i, :k]).all() and np.isnan(block.bt[i]).all():
+                self._retire(block, i, step)
+                retired = True
+        return retired
+
+    @staticmethod
+    def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
+        """:meth:`mnist_cli.train._Accounting.record` for a step whose loss or gradient is non-finite."""
+        nan = run.nan
+        if loss != loss:
+            nan.steps_nan_loss += 1
+            nan.first_nan_loss_step = nan.first_nan_loss_step or step
+        elif not math.isfinite(loss):
+            nan.steps_inf_loss += 1
+            nan.first_inf_loss_step = nan.first_inf_loss_step or step
+        if not grad_finite:
+            run.bad_grad[step - 1] = True
+            nan.steps_nonfinite_grad += 1
+            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
+        if run.snapshot is None:
+            run.snapshot = Snapshot(step, np.array(idx), np.array(y), np.ascontiguousarray(z))
+
+    def _retire(self, block: _Block, i: int, step: int) -> None:
+        """Every parameter of slot ``i`` is NaN after ``step``: account the rest in closed form, free the slot."""
+        run = block.runs[i]
+        rest = self.steps - step
+        if rest:
+            nan = run.nan
+            nan.steps_nan_loss += rest
+            nan.first_nan_loss_step = nan.first_nan_loss_step or step + 1
+            nan.steps_nonfinite_grad += rest
+            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step + 1
+            run.losses[step:] = np.nan
+            run.bad_grad[step:] = True
+        self._finish(block, i)
+        block.runs[i] = None
+
+    def _finish(self, block: _Block, i: int) -> None:
+        run = block.runs[i]
+        run.final = (block.At[i, : self.k].copy(), block.bt[i].copy())
+        run.nan.max_logit_gap = max(run.nan.max_logit_gap, float(block.max_gap[i]))
+
+    def _compact(self) -> None:
+        """Seat the live runs of each loss again, in their order, in the first slots of as few blocks as
+        hold them (a run's numbers do not depend on its slot: each has products of its own)."""
+        for loss, blocks in self.blocks.items():
+            self.blocks[loss] = []
+            for b in blocks:
+                for i in b.live():
+                    self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def train(self) -> str:
+        """Every step; returns the digest of the examples consumed (the same for every run)."""
+        order_hash = hashlib.sha256()
+        step = 0
+        with np.errstate(all="ignore"), blas_pinned():
+            for perm, count in _epochs(self.n, self.B, self.steps, self.order_rng):
+                batches = perm[: count * self.B].reshape(count, self.B)  # (count, B)
+                labels = self.labels[batches]  # (count, B)
+                for j in range(count):
+                    step += 1
+                    self.step(step, batches[j], labels[j])
+                consumed_digest(order_hash, batches, labels)
+            for blocks in self.blocks.values():
+                for block in blocks:
+                    for i in block.live():
+                        run = block.runs[i]
+                        if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
+                                                                 and np.isfinite(block.bt[i]).all()):
+                            run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+                        self._finish(block, i)
+        return order_hash.hexdigest()
+
+
+def log_records(result: TrainResult, every: int) -> list[dict]:
+    """The per-step records ``train(on_log=..., log_every=every)`` would have made for ``result``."""
+    bad_grad = result.extras["nonfinite_grad_steps"]
+    out = []
+    for step in range(every, result.steps + 1, every):
+        loss = float(result.losses[step - 1])
+        out.append({"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
+                    "nonfinite_grad": bool(bad_grad[step - 1])})
+    return out
+
+
+def stack_key(config: TrainConfig) -> tuple:
+    """Runs with equal keys share a stack: same batches, same init, same dtype."""
+    return (config.seed, config.dtype, config.batch_size, config.steps, config.train_limit, config.init,
+            config.init_std)
+
+
+def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: list[TrainConfig], *,
+                on_stack: Callable[[list[int]], None] | None = None) -> list[TrainResult]:
+    """Train every config of ``configs``, stacked (see the module docstring); results in their order.
+
+    Configs are grouped into stacks by :func:`stack_key`; ``on_stack(positions)`` is called as each
+    stack finishes, with the positions in ``configs`` of its runs. A run's ``seconds`` is its share of
+    its stack's time; ``extras["nonfinite_grad_steps"]`` (steps,) flags the steps with a non-finite
+    gradient (for :func:`log_records`); ``extras["stack"]`` is the number of runs it was trained with.
+    """
+    for config in configs:
+        config.validate()
+        check_stackable(config)
+    stacks: dict[tuple, list[int]] = {}
+    for pos, config in enumerate(configs):
+        stacks.setdefault(stack_key(config), []).append(pos)
+    results: list[TrainResult | None] = [None] * len(configs)
+    for positions in stacks.values():
+        group = [configs[p] for p in positions]
+        first = group[0]
+        images, labels = train_images, train_labels
+        if first.train_limit is not None:
+            images, labels = images[: first.train_limit], labels[: first.train_limit]
+        if images.shape[0] < first.batch_size:
+            raise SettingsError(("batch_size", "train_limit"),
+                                f"batch size {first.batch_size} is larger than the {images.shape[0]} training examples")
+        t0 = time.perf_counter()
+        stack = _Stack(images, labels.astype(np.intp), group)
+        digest = stack.train()
+        share = (time.perf_counter() - t0) / len(group)
+        for pos, run in zip(positions, stack.runs):
+            results[pos] = _result(stack, run, digest, share, len(group))
+        if on_stack is not None:
+            on_stack(positions)
+    return results
+
+
+def _result(stack: _Stack, run: _Run, digest: str, seconds: float, size: int) -> TrainResult:
+    At, bt = run.final
+    kappa = stack.dtype(1.0 / run.scale)
+    W = np.ascontiguousarray((At * kappa).T)  # (d, k)
+    model = Model(W, bt[:, 0].copy())
+    model.meta = {"config": asdict(run.config), "steps": stack.steps, "nan": run.nan.to_dict(),
+                  "provenance": provenance(run.config.threads), "engine": "stack"}
+    return TrainResult(config=run.config, model=model, nan=run.nan, losses=run.losses, steps=stack.steps,
+                       seconds=seconds, order_digest=digest, init_digest=stack.init_digest, snapshot=run.snapshot,
+                       extras={"nonfinite_grad_steps": run.bad_grad, "stack": size})
+
+
+#: Test rows converted at once by :func:`evaluate_stack` (2048 x 784 float64 is 12.8 MB), and models
+#: evaluated per conversion (their logits, 32 x 10000 x 10 float64, are 25 MB).
+EVAL_ROWS = 2048
+EVAL_MODELS = 32
+
+
+def evaluate_stack(results: list[TrainResult], images: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """:func:`mnist_cli.evaluate.evaluate_model` of every result's model on uint8 ``images`` at its own
+    input scale, with each block of images converted once for :data:`EVAL_MODELS` models of a dtype.
+    Each model's logits are products of its own, of the same shapes whatever the other models: its
+    evaluation does not depend on them (and equals ``evaluate_model``'s to rounding)."""
+    from mnist_cli.evaluate import evaluate_logits
+
+    n, d = images.shape
+    out: list[dict | None] = [None] * len(results)
+    by_dtype: dict[np.dtype, list[int]] = {}
+    for pos, r in enumerate(results):
+        by_dtype.setdefault(r.model.W.dtype, []).append(pos)
+    with np.errstate(over="ignore", invalid="ignore"), blas_pinned():
+        for dtype, positions in by_dtype.items():
+            x = np.empty((min(EVAL_ROWS, n), d), dtype)  # (rows, d) one block of images, converted
+            for g in range(0, len(positions), EVAL_MODELS):
+                group = positions[g : g + EVAL_MODELS]
+                models = [results[pos].model for pos in group]
+                V = [m.W * dtype.type(results[pos].config.input_scale / 255.0) for m, pos in zip(models, group)]
+                z = [np.empty((n, m.b.shape[0]), dtype) for m in models]  # (n, k) each
+                for start in range(0, n, EVAL_ROWS):
+                    xb = x[: min(EVAL_ROWS, n - start)]
+                    np.copyto(xb, images[start : start + EVAL_ROWS], casting="unsafe")  # uint8 -> float
+                    for Vm, zm in zip(V, z):
+                        np.matmul(xb, Vm, out=zm[start : start + EVAL_ROWS])  # (rows, k) x @ (s W)
+                for pos, m, zm in zip(group, models, z):
+                    zm += m.b
+                    out[pos] = evaluate_logits(m, zm, labels)
+    return out
