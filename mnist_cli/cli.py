@@ -431,17 +431,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
-    from mnist_cli.compare import (
-        add_metrics,
-        add_plot,
-        compare_config,
-        planned_checks,
-        probe_outputs,
-        publish,
-        run_compare,
-    )
-    from mnist_cli.fileio import jsonable
-    from mnist_cli.present import format_report, format_table
+    from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
@@ -457,14 +447,21 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
                              on_run=on_run)
     doc = publish(result, data)
     failed = _outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
-    if as_json:
-        click.echo(json.dumps(jsonable(doc), indent=2, allow_nan=False))
-    else:
-        click.echo(format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format))
+    click.echo(_compare_text(doc, as_json, table_format, all_runs))
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
         sys.exit(EXIT_EXPECTATION)
+
+
+def _compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
+    """The compare document as JSON, as the readable report, or as a markdown or csv table."""
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.present import format_report, format_table
+
+    if as_json:
+        return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+    return format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format)
 
 
 def _exit(code: int, message: str) -> click.ClickException:

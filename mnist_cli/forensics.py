@@ -18,11 +18,19 @@ import math
 
 import numpy as np
 
-from mnist_cli.losses import CLIP_MIN, LOSSES, gradient_overflow_limit, log_softmax, softmax, underflow_limit
+from mnist_cli.losses import (
+    CLIP_MIN,
+    LOSSES,
+    breaks_like_naive,
+    gradient_overflow_limit,
+    log_softmax,
+    softmax,
+    underflow_limit,
+)
 from mnist_cli.precision import DTYPES, finfo
 from mnist_cli.present import short_number
 
-__all__ = ["explain", "breaks_like_naive"]
+__all__ = ["explain"]
 
 
 def _kind(x: float) -> str:
@@ -253,11 +261,6 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
     return out
 
 
-def breaks_like_naive(e: dict) -> bool:
-    """naive, or clipped where its floor rounds to 0 (float16): ``(-y_ / n) / p`` can overflow."""
-    return e["loss"] == "naive" or (e["loss"] == "clipped" and DTYPES[e["dtype"]].type(CLIP_MIN) == 0)
-
-
 def _summary(e: dict) -> str:
     """One sentence: what happened at this step and why."""
     head = f"At step {e['step']} ({e['loss']} loss, {e['dtype']})"
@@ -281,7 +284,7 @@ def _summary(e: dict) -> str:
         return (f"{head} training example #{c['index']}'s target is {short_number(c['gap_max_minus_target'])} below the "
                 f"maximum, beyond the largest {e['dtype']} ({float(finfo(dtype).max):.5g}): z[y] - max z "
                 "overflowed to -inf and the loss is +inf, the correctly rounded value; the gradient stays finite.")
-    clip_zero = e["loss"] == "clipped" and breaks_like_naive(e)
+    clip_zero = e["loss"] == "clipped" and breaks_like_naive(e["loss"], e["dtype"])
     turned = {
         "naive": "and log() turned each 0 into -inf, then 0 * -inf and 0/0 into NaN",
         "clipped": (f"and clip() could not help: its floor {CLIP_MIN:g} rounds to 0 in {e['dtype']}, so log() "

@@ -34,7 +34,8 @@ import numpy as np
 from mnist_cli.precision import finfo
 
 __all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs", "clipped_from_probs",
-           "LOSSES", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit", "healthy_gap"]
+           "LOSSES", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit", "healthy_gap",
+           "breaks_like_naive"]
 
 #: The lower bound of the popular ``log(clip(p, 1e-10, 1))`` workaround.
 CLIP_MIN = 1e-10
@@ -144,6 +145,12 @@ def healthy_gap(dtype_name: str, k: int) -> float:
     4. So ``e_j / s > (k / 2) u / k = u / 2``, which rounds to at least ``u > 0``. QED
     """
     return -math.log(k * float(finfo(dtype_name).smallest_subnormal))
+
+
+def breaks_like_naive(loss: str, dtype) -> bool:
+    """Whether ``loss``'s gradient ``(-y_ / n) / p`` can overflow in ``dtype``: naive always, clipped where
+    its floor :data:`CLIP_MIN` rounds to 0 (float16), fused never."""
+    return loss == "naive" or (loss == "clipped" and bool(np.dtype(dtype).type(CLIP_MIN) == 0))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

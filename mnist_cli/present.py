@@ -268,7 +268,8 @@ def _table(doc: dict, width: int) -> list[str]:
         "acc: test accuracy; NaN / inf / grad: steps with a NaN loss / an infinite loss / a non-finite gradient; "
         "first: the first such step; weights: after the last step; argmax!=: test predictions where "
         "argmax(logits) != argmax(softmax(logits)); loss curve: the training loss over the steps, x = non-finite."
-        + (f" Not shown at this width: {', '.join(dropped)} (see --format csv or --json)." if dropped else ""), width)
+        + (f" Not shown at this width: {', '.join(dropped)} (the csv format and the JSON document have them)."
+           if dropped else ""), width)
     return [*out, *legend]
 
 
@@ -361,7 +362,7 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
     if brief:
         more = len(brief) - FORENSICS_BRIEF
         out += ["other runs:", *brief[:FORENSICS_BRIEF]]
-        out += [f"  ... and {more} more (--json has them all)"] if more > 0 else []
+        out += [f"  ... and {more} more (the JSON document has them all)"] if more > 0 else []
     return out
 
 
@@ -371,6 +372,13 @@ def _wrap(text: str, width: int = WIDTH) -> list[str]:
 
 #: More cells than this make a dense sweep: the report prints the map and a summary, not every run.
 DENSE_CELLS = 16
+
+
+def _agreement(cells: list[dict], loss: str, where: tuple) -> str:
+    """``k/n sS`` for the seeds of one (dtype, lr, input scale): broke in k of n, the earliest at step S."""
+    steps = [c["first_nonfinite"][loss] for c in cells if (c["dtype"], c["lr"], c["input_scale"]) == where]
+    broke = [t for t in steps if t is not None]
+    return f"{len(broke)}/{len(steps)} s{min(broke)}" if broke else ("-" if steps else "")
 
 
 def _agreement_map(doc: dict, width: int) -> list[str]:
@@ -384,12 +392,7 @@ def _agreement_map(doc: dict, width: int) -> list[str]:
         table = [[dtype, *(f"{loss} x{number_text(v)}" for loss in losses for v in values["input_scale"])]]
         for lr in values["lr"]:
             row = [f"lr {number_text(lr)}"]
-            for loss in losses:
-                for scale in values["input_scale"]:
-                    steps = [c["first_nonfinite"][loss] for c in cells
-                             if (c["dtype"], c["lr"], c["input_scale"]) == (dtype, lr, scale)]
-                    broke = [t for t in steps if t is not None]
-                    row.append(f"{len(broke)}/{len(steps)} s{min(broke)}" if broke else ("-" if steps else ""))
+            row += [_agreement(cells, loss, (dtype, lr, scale)) for loss in losses for scale in values["input_scale"]]
             table.append(row)
         w = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
         lines = ["  ".join(v.ljust(n) if c == 0 else v.rjust(n) for c, (v, n) in enumerate(zip(r, w))).rstrip()
@@ -399,52 +402,69 @@ def _agreement_map(doc: dict, width: int) -> list[str]:
                    "cell ('2/3 s5': in 2 of 3 seeds, the earliest at step 5; '-': never)", width), *out[:-1]]
 
 
+def _report_head(doc: dict, width: int) -> list[str]:
+    """What was compared, on what data, and whether the runs of a cell saw the same init and batches."""
+    st, data = doc["settings"], doc["data"]
+    same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
+    seeds = ",".join(str(s) for s in st["seeds"])
+    return [*_wrap(
+        f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
+        f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
+        "scenario every loss starts from the same parameters and sees the same batches ("
+        + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
+           if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width),
+        *data_lines(doc), ""]
+
+
+def _report_map(doc: dict, width: int) -> list[str]:
+    """The stability map: seed agreement with several seeds, else the first non-finite step per cell."""
+    if len(doc["settings"]["seeds"]) > 1:
+        return [*_agreement_map(doc, width), ""]
+    g = map_grid(doc["stability_map"])
+    across = ", ".join(_AXIS[a] for a in g["row_axes"])
+    return [_clip(f"Stability map: first non-finite step of {doc['settings']['steps']} ('-' = never); columns: "
+                  f"{_AXIS[g['col_axis']]}" + (f", rows: {across}" if across else ""), width),
+            *(_clip(line, width) for line in _map(doc["stability_map"])), ""]
+
+
+def _report_checks(doc: dict, width: int) -> list[str]:
+    """How many expectations hold, and each that does not."""
+    bad = [c for c in doc["checks"] if not c["ok"]]
+    if not doc["checks"]:
+        return _wrap("Expectations: none apply here (fused is checked in every setting, naive in the named "
+                     "scenarios).", width)
+    return [f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold" + ("." if not bad else ":"),
+            *(f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad)]
+
+
+def _report_tail(doc: dict) -> list[str]:
+    """What was written, and how long training and drawing took."""
+    lines = []
+    if doc.get("metrics_files"):
+        lines.append(f"Wrote per-run curves: {os.path.dirname(doc['metrics_files'][0])}")
+    if "plot" in doc:
+        lines.append(f"Wrote plot: {doc['plot']}")
+    n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
+    drawing = f", drawing {doc['plot_seconds']:.1f} s" if "plot_seconds" in doc else ""
+    return [*lines, f"{plural(n_runs, 'run')}: training {doc['seconds']:.1f} s{drawing}."]
+
+
 def format_report(doc: dict, *, width: int | None = None, all_runs: bool = False) -> str:
     """Tables, stability map, forensics, conclusion and checks, as the terminal shows them, laid out in
     ``width`` columns (default: the terminal's, :func:`terminal_width`). A dense sweep (more than
     :data:`DENSE_CELLS` cells) prints its map and summary without the per-run table unless ``all_runs``."""
     width = width or terminal_width()
-    st, data = doc["settings"], doc["data"]
-    same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
-    seeds = ",".join(str(s) for s in st["seeds"])
-    lines = _wrap(
-        f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
-        f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
-        "scenario every loss starts from the same parameters and sees the same batches ("
-        + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
-           if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width)
-    lines += [*data_lines(doc), ""]
-    n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
+    lines = _report_head(doc, width)
     if len(doc["scenarios"]) <= DENSE_CELLS or all_runs:
         lines += [*_table(doc, width), ""]
     else:
-        lines += _wrap(f"{n_runs} runs: the per-run table is left out (--all-runs prints it; --format csv or "
-                       "--format markdown prints it for a spreadsheet or a report).", width) + [""]
-    if len(st["seeds"]) > 1:
-        lines += [*_agreement_map(doc, width), ""]
-    else:
-        g = map_grid(doc["stability_map"])
-        across = ", ".join(_AXIS[a] for a in g["row_axes"])
-        lines += [_clip(f"Stability map: first non-finite step of {st['steps']} ('-' = never); columns: "
-                        f"{_AXIS[g['col_axis']]}" + (f", rows: {across}" if across else ""), width),
-                  *(_clip(line, width) for line in _map(doc["stability_map"])), ""]
+        n_runs = sum(len(s["runs"]) for s in doc["scenarios"])
+        lines += _wrap(f"{n_runs} runs: the per-run table is left out (ask for all runs to print it, or for the csv "
+                       "or markdown format to have it for a spreadsheet or a report).", width) + [""]
+    lines += _report_map(doc, width)
     if doc["forensics"]:
         lines += ["Forensics: the first non-finite step of each failing run", *_forensics(doc, width), ""]
-    lines += ["Conclusion:", *_wrap(doc["conclusion"], width), ""]
-    bad = [c for c in doc["checks"] if not c["ok"]]
-    if not doc["checks"]:
-        lines += _wrap("Expectations: none apply here (fused is checked in every setting, naive in the named "
-                       "scenarios).", width)
-    else:
-        lines.append(f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
-                     + ("." if not bad else ":"))
-    lines += [f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad]
-    if doc.get("metrics_files"):
-        lines.append(f"Wrote per-run curves: {os.path.dirname(doc['metrics_files'][0])}")
-    if "plot" in doc:
-        lines.append(f"Wrote plot: {doc['plot']}")
-    drawing = f", drawing {doc['plot_seconds']:.1f} s" if "plot_seconds" in doc else ""
-    lines.append(f"{plural(n_runs, 'run')}: training {doc['seconds']:.1f} s{drawing}.")
+    lines += ["Conclusion:", *_wrap(doc["conclusion"], width), "", *_report_checks(doc, width), *_report_tail(doc)]
     return "\n".join(lines)
 
 
@@ -545,14 +565,13 @@ def _para(head: str, text: str, indent: int) -> str:
 
 def _explanation_head(e: dict) -> list[str]:
     """Which limits the dtype sets, and what the whole batch did."""
-    from mnist_cli.forensics import breaks_like_naive
-    from mnist_cli.losses import CLIP_MIN, gradient_overflow_limit
+    from mnist_cli.losses import CLIP_MIN, breaks_like_naive, gradient_overflow_limit
     from mnist_cli.precision import DTYPES, finfo
 
     dtype = DTYPES[e["dtype"]]
     lines = [_para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
                    f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0)]
-    if breaks_like_naive(e):
+    if breaks_like_naive(e["loss"], e["dtype"]):
         n = e["batch_size"]
         lines.append(_para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
                            f"{e['dtype']} {float(finfo(dtype).max):.3g}) from a gap max - target of "
