@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from mnist_cli.precision import finfo
+from mnist_cli.precision import as_dtype, finfo
 
 __all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs", "clipped_from_probs",
            "LOSSES", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit", "healthy_gap",
@@ -43,7 +43,7 @@ CLIP_MIN = 1e-10
 
 def _is_low(dtype) -> bool:
     """float16 and bfloat16: the formats whose reductions accumulate in float32."""
-    return np.dtype(dtype).itemsize < 4
+    return as_dtype(dtype).itemsize < 4
 
 
 def _row_sum(x: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def gradient_overflow_limit(dtype, batch: int = 1, ties: float = 9) -> float:
     maximum (``ties = 1``) by ``log(9)`` more, to 93.3 / 714.4 / 15.7. Below :func:`underflow_limit`
     the loss is still finite there: only the gradient breaks.
     """
-    r = float(np.asarray(1.0 / batch).astype(np.dtype(dtype)))  # 1/n as the dtype holds it
+    r = float(np.asarray(1.0 / batch).astype(as_dtype(dtype)))  # 1/n as the dtype holds it
     return math.log(_overflow_threshold(dtype)) - math.log(r) - math.log(ties)
 
 
@@ -150,7 +150,7 @@ def healthy_gap(dtype_name: str, k: int) -> float:
 def breaks_like_naive(loss: str, dtype) -> bool:
     """Whether ``loss``'s gradient ``(-y_ / n) / p`` can overflow in ``dtype``: naive always, clipped where
     its floor :data:`CLIP_MIN` rounds to 0 (float16), fused never."""
-    return loss == "naive" or (loss == "clipped" and bool(np.dtype(dtype).type(CLIP_MIN) == 0))
+    return loss == "naive" or (loss == "clipped" and bool(as_dtype(dtype).type(CLIP_MIN) == 0))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -25,25 +25,59 @@ Rounding in :func:`matmul_lowp`, as a tensor core or a bf16 FMA unit does it:
 
 from __future__ import annotations
 
-import ml_dtypes
+from collections.abc import Iterator, Mapping
+from functools import cache
+
 import numpy as np
 
-__all__ = ["DTYPES", "LOW_PRECISION", "finfo", "matmul_lowp"]
+__all__ = ["DTYPES", "LOW_PRECISION", "as_dtype", "finfo", "matmul_lowp"]
 
-#: name -> NumPy dtype; the only place a dtype is chosen by name.
-DTYPES = {
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-}
+#: The dtype names, in the order the lab lists them.
+NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+@cache
+def _dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # ~0.6 s of import: only for a run that asks for bfloat16
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if name not in NAMES:
+        raise KeyError(name)
+    return np.dtype(name)
+
+
+class _Dtypes(Mapping):
+    """name -> NumPy dtype, the only place a dtype is chosen by name; bfloat16 loads ml_dtypes when asked for."""
+
+    def __getitem__(self, name: str) -> np.dtype:
+        return _dtype(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(NAMES)
+
+    def __len__(self) -> int:
+        return len(NAMES)
+
+
+DTYPES = _Dtypes()
 #: the half formats: reductions and products accumulate in float32 (see :func:`matmul_lowp`).
 LOW_PRECISION = ("float16", "bfloat16")
 
 
-def finfo(dtype) -> np.finfo:
+def as_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)``, where a name may also be ``"bfloat16"`` before ml_dtypes is loaded."""
+    return _dtype(dtype) if isinstance(dtype, str) and dtype in NAMES else np.dtype(dtype)
+
+
+def finfo(dtype):
     """``np.finfo`` that also knows bfloat16 (``ml_dtypes.finfo``): ``max``, ``eps``, ``smallest_subnormal``..."""
-    return ml_dtypes.finfo(np.dtype(dtype))
+    dtype = as_dtype(dtype)
+    if dtype.name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
 
 
 def matmul_lowp(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
