@@ -26,6 +26,18 @@ from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRESETS, TUT
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports when the reader of a pipe left early
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not raise again on the broken pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class _Terminated(KeyboardInterrupt):
@@ -47,7 +59,12 @@ logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
 
 
 class _Group(click.Group):
-    """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes."""
+    """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes,
+    and lists its commands in the order of the work (download, train, evaluate, compare)."""
+
+    def list_commands(self, ctx):
+        return list(self.commands)  # in the order they are defined: the workflow, not the alphabet
+
 
     def invoke(self, ctx):
         main_thread = threading.current_thread() is threading.main_thread()
@@ -62,6 +79,9 @@ class _Group(click.Group):
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
             ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `mnist-softmax compare --json | head -1`: the reader left; say nothing
+            _quiet_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except OSError as exc:  # disk full, permission denied, ... outside what the library wrapped
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{exc.strerror or exc}{name}: check the path and free space.") from None
@@ -92,12 +112,23 @@ def main():
       mnist-softmax download
       mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
+      mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax compare
-      mnist-softmax evaluate model.npz --json
+
+    \b
+    Exit codes: 0 done; 1 an error (one line saying what and how to fix it); 2 a bad flag or setting;
+    3 train --fail-on-nan saw a non-finite value; 4 compare --smoke/--check: an expectation failed
+    or none applies; 130 Ctrl-C; 141 the reader of a pipe left; 143 SIGTERM.
+
+    \b
+    Environment: MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated), MNIST_SOFTMAX_OFFLINE,
+    MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
+    _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (seconds; see the README).
+    Shell completion: eval "$(_MNIST_SOFTMAX_COMPLETE=bash_source mnist-softmax)" (zsh_source, fish_source).
     """
 
 
-@main.command()
+@main.command(short_help="Fetch the four MNIST files and verify them.")
 @click.option("--force", is_flag=True,
               help="Fetch every file again, even when present and valid (replaces your own files too).")
 @data_options
@@ -133,7 +164,7 @@ def _load_data(data_dir, mirrors, offline, quiet):
     return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
 
 
-@main.command()
+@main.command(short_help="Train with one loss; report accuracy and every NaN.")
 @click.option("--loss", type=click.Choice(LOSS_NAMES), default=None,
               help="fused = softmax_cross_entropy_with_logits; naive = -sum(y_*log(softmax(z))); "
               f"clipped = log(clip(p, 1e-10, 1)).  [default: {TUTORIAL.loss}]")
@@ -248,7 +279,7 @@ class _step_bar:
             self.bar.close()
 
 
-@main.command()
+@main.command(short_help="Score a saved model; answer the argmax question.")
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Which MNIST split to score.")
@@ -366,7 +397,7 @@ def _seed(text: str) -> int:
     return x
 
 
-@main.command()
+@main.command(short_help="Naive vs fused side by side: when, where, why naive breaks.")
 @click.option("--losses", default="naive,fused", show_default=True, metavar="LIST",
               callback=_comma_list(str, "losses", LOSS_NAMES),
               help="Losses to compare (naive, fused, clipped), each trained from the same init on the same batches.")
@@ -391,9 +422,9 @@ def _seed(text: str) -> int:
 @click.option("--check", is_flag=True,
               help=f"Exit {EXIT_EXPECTATION} unless every expectation holds: fused finite everywhere, naive "
               "failing or finite where its named scenario says (and at once if none applies).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
-              help="Also draw loss curves and the stability map to this PNG (needs the plot extra: "
-              "pip install 'mnist-softmax[plot]').")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Also draw loss curves and the stability map to this file, in the format its ending names "
+              "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,

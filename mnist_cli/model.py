@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
-from mnist_cli.fileio import atomic_write, jsonable, output_target
+from mnist_cli.fileio import atomic_write, jsonable
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
@@ -85,9 +85,7 @@ class Model:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``W``, ``b`` and ``meta`` (JSON text) to an ``.npz``, atomically (temp file + rename);
         raises :class:`~mnist_cli.errors.OutputError` when the path cannot be written."""
-        path = Path(path)
-        if path.suffix != ".npz" and not output_target(path)[1]:  # a device or FIFO is written as named
-            path = path.with_name(path.name + ".npz")  # what np.savez would do, made explicit
+        path = Path(path)  # written exactly as named (np.savez would append .npz to a file object's name: none here)
         meta = np.array(json.dumps(jsonable(self.meta), sort_keys=True, allow_nan=False, default=str))
         with atomic_write(path, "{save} path") as fh:
             np.savez(fh, W=self.W, b=self.b, meta=meta)

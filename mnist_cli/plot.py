@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.compare import CompareResult, to_document
-from mnist_cli.errors import MissingExtraError
+from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
 from mnist_cli.present import number_text
 
@@ -32,6 +32,20 @@ MAX_CURVES = 4  # loss-curve panels of a sweep without named scenarios
 NEVER = "#d9f0d3"  # heat-map colour of a cell that never went non-finite
 NOT_RUN = "#eeeeee"
 STYLES = ("-", "--", ":", "-.")  # one per loss, in order: later losses dashed over earlier ones
+
+
+#: file name ending -> the image format written (matplotlib's name for it)
+IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def image_format(path) -> str:
+    """The format the file at ``path`` is written in, chosen by its ending; :class:`SettingsError` for
+    any other ending (writing PNG bytes into ``map.jpg`` would only mislead)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise SettingsError("plot", f"{Path(path).name!r}: the file name must end in "
+                            f"{', '.join(IMAGE_FORMATS)} (the image format is chosen by it)")
+    return IMAGE_FORMATS[suffix]
 
 
 def require_matplotlib():
@@ -187,7 +201,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
         bar.set_ticks([math.log10(t) for t in ticks], labels=[str(t) for t in ticks])
     try:
         with atomic_write(path, "{plot} path") as fh:
-            fig.savefig(fh, dpi=100, format="png")
+            fig.savefig(fh, dpi=100, format=image_format(path))
     finally:
         plt.close(fig)
     return path

@@ -124,12 +124,13 @@ def nan_lines(nan: dict, steps: int) -> list[str]:
         return ["none: every loss, gradient and parameter stayed finite"]
     lines = []
     if nan["steps_nan_loss"]:
-        lines.append(f"NaN loss in {nan['steps_nan_loss']} of {steps} steps{_first(nan['first_nan_loss_step'])}")
+        lines.append(f"NaN loss in {nan['steps_nan_loss']} of {plural(steps, 'step')}{_first(nan['first_nan_loss_step'])}")
     if nan["steps_inf_loss"]:
-        lines.append(f"infinite loss in {nan['steps_inf_loss']} of {steps} steps{_first(nan['first_inf_loss_step'])}")
+        lines.append(f"infinite loss in {nan['steps_inf_loss']} of {plural(steps, 'step')}"
+                     f"{_first(nan['first_inf_loss_step'])}")
     if nan["steps_nonfinite_grad"]:
         lines.append(
-            f"non-finite gradient in {nan['steps_nonfinite_grad']} steps{_first(nan['first_nonfinite_grad_step'])}"
+            f"non-finite gradient in {plural(nan['steps_nonfinite_grad'], 'step')}{_first(nan['first_nonfinite_grad_step'])}"
         )
     if nan["params_nonfinite"]:
         lines.append(f"parameters non-finite from step {nan['first_nonfinite_params_step']} on")
@@ -146,7 +147,7 @@ def format_train(s: dict, explain: bool = False) -> str:
     )
     rate = f", {s['steps_per_second']:,.0f} steps/s" if s["steps_per_second"] else ""
     underflow = (
-        f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {nan['steps_with_underflow']} steps"
+        f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {plural(nan['steps_with_underflow'], 'step')}"
         f"{_first(nan['first_underflow_step'])}; largest logit gap {nan['max_logit_gap']:.4g} "
         f"({c['dtype']} exp underflows past {s['underflow_limit']:.1f})"
     )
@@ -409,7 +410,7 @@ def _report_head(doc: dict, width: int) -> list[str]:
     seeds = ",".join(str(s) for s in st["seeds"])
     return [*_wrap(
         f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
-        f"images, {st['steps']} SGD steps of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
+        f"images, {plural(st['steps'], 'SGD step')} of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
         "scenario every loss starts from the same parameters and sees the same batches ("
         + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
            if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width),

@@ -149,7 +149,9 @@ def _parse_mirror(text: str) -> Mirror:
         )
     path = expand_home(path, f"give a full path with {{mirror}} or {MIRRORS_ENV}").absolute()
     if not path.is_dir():
-        raise ConfigError(f"Mirror directory {path} does not exist; fix {{mirror}} or {MIRRORS_ENV}.")
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"Mirror directory {path} {what}; give a directory holding the files with {{mirror}} "
+                          f"or {MIRRORS_ENV}.")
     return Mirror(str(path), directory=path)
 
 

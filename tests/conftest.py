@@ -19,9 +19,26 @@ import pytest
 from mnist_cli.datasets import MNIST_SPEC, ROLES, DatasetSpec, FileSpec
 from mnist_cli.idx import encode_idx
 
-SHARED_MNIST = Path(
-    os.environ.get("MNIST_SOFTMAX_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
-)
+
+def _real_mnist() -> Path:
+    """Where the tests read real MNIST: ``$MNIST_SOFTMAX_TEST_DATA``, else ``../shared/datasets/mnist``
+    beside the checkout, else the user's data directory (where ``make demo`` put it), if it holds the files."""
+    if os.environ.get("MNIST_SOFTMAX_TEST_DATA"):
+        return Path(os.environ["MNIST_SOFTMAX_TEST_DATA"])
+    shared = Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+    if shared.is_dir():
+        return shared
+    from mnist_cli.errors import MnistError
+    from mnist_cli.store import resolve_data_dir
+
+    try:
+        mine = resolve_data_dir()
+    except MnistError:  # no usable default: the fixture below says what to do
+        return shared
+    return mine if all((mine / f.name).is_file() for f in MNIST_SPEC.files) else shared
+
+
+SHARED_MNIST = _real_mnist()
 
 # Loopback test servers must never be reached through a proxy from the environment.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(
@@ -52,7 +69,7 @@ def shared_mnist_dir() -> Path:
     if missing:
         pytest.fail(
             f"Real MNIST not found in {SHARED_MNIST} (missing {', '.join(missing)}): put the four .gz files "
-            "there or set MNIST_SOFTMAX_TEST_DATA to their directory.",
+            "there, set MNIST_SOFTMAX_TEST_DATA to their directory, or run `make demo` (it downloads them).",
             pytrace=False,
         )
     return SHARED_MNIST

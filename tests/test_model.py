@@ -37,8 +37,11 @@ def test_nan_weights_round_trip(tmp_path):
     assert np.isnan(back.W[3, 4]) and not back.finite
 
 
-def test_save_adds_suffix_like_numpy(tmp_path):
-    assert make_model().save(tmp_path / "model").name == "model.npz"
+def test_save_writes_exactly_the_name_given(tmp_path):
+    """Issue 14: `--save model` writes `model`, not `model.npz` (NumPy's habit): the path a user gave."""
+    saved = make_model().save(tmp_path / "model")
+    assert saved == tmp_path / "model" and saved.is_file() and not (tmp_path / "model.npz").exists()
+    assert Model.load(saved).W.shape == (784, 10)
 
 
 class Boom:

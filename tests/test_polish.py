@@ -1,0 +1,86 @@
+"""What a user trips over: broken pipes, grammar, exact output paths, image formats, help text."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnist_cli.cli import main
+from mnist_cli.present import nan_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cli(mnist_data_dir):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"])
+
+    return invoke
+
+
+@pytest.mark.parametrize("flags", [["--json"], []], ids=["json", "text"])
+def test_a_reader_that_leaves_early_gets_a_quiet_exit(mnist_data_dir, flags):
+    """`mnist-softmax compare --json | head -1`: no 'Broken pipe' error, no traceback, exit 0 or 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_cli", "compare", "--smoke", "--quiet", "--offline",
+                             "--data-dir", str(mnist_data_dir), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # the reader is gone before the first byte
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode in (0, 141) and err == "", (proc.returncode, err)
+
+
+def test_counts_of_one_are_singular():
+    nan = {"any_nonfinite": True, "steps_nan_loss": 1, "first_nan_loss_step": 1, "steps_inf_loss": 0,
+           "first_inf_loss_step": None, "steps_nonfinite_grad": 1, "first_nonfinite_grad_step": 1,
+           "params_nonfinite": False}
+    assert nan_lines(nan, 1) == ["NaN loss in 1 of 1 step (first at step 1)",
+                                 "non-finite gradient in 1 step (first at step 1)"]
+
+
+def test_save_writes_exactly_the_path_given(cli, tmp_path):
+    target = tmp_path / "model.txt"
+    r = cli("train", "--steps", "5", "--save", str(target))
+    assert r.exit_code == 0, r.output
+    assert target.is_file() and not (tmp_path / "model.txt.npz").exists()
+    with np.load(target) as npz:  # an .npz archive under the name the user chose
+        assert set(npz.files) == {"W", "b", "meta"}
+    assert cli("evaluate", str(target)).exit_code == 0
+
+
+def test_plot_format_follows_the_file_name(cli, tmp_path):
+    r = cli("compare", "--smoke", "--plot", str(tmp_path / "map.jpg"))
+    assert r.exit_code == 2 and "must end in .png, .svg, .pdf" in r.output and "--plot" in r.output
+    assert not (tmp_path / "map.jpg").exists()
+    r = cli("compare", "--smoke", "--plot", str(tmp_path / "map.svg"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "map.svg").read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+
+
+def test_a_mirror_that_is_a_file_is_called_a_file(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a directory")
+    r = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path / "d"), "--mirror", str(notes), "--offline"])
+    assert r.exit_code == 1 and "is a file, not a directory" in r.output and "--mirror" in r.output
+
+
+def test_top_level_help_lists_the_workflow_with_whole_summaries_and_exit_codes():
+    out = CliRunner().invoke(main, ["--help"], env={"COLUMNS": "100"}).output
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == ["download", "train", "evaluate", "compare"]
+    assert "..." not in out.split("Commands:")[1]  # no summary cut mid-sentence
+    assert "Exit codes:" in out and "143" in out and "MNIST_SOFTMAX_MIRRORS" in out and "_COMPLETE" in out
+
+
+def test_shell_completion_works():
+    env = {**os.environ, "_MNIST_SOFTMAX_COMPLETE": "bash_source"}
+    script = Path(sys.executable).with_name("mnist-softmax")  # the console script the README's line names
+    out = subprocess.run([str(script)], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert "complete" in out.stdout and "_mnist_softmax_completion" in out.stdout
