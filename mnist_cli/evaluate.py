@@ -11,7 +11,8 @@ import numpy as np
 
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model
-from mnist_cli.threads import DEFAULT_THREADS, blas_pinned
+from mnist_cli.settings import DEFAULT_THREADS
+from mnist_cli.threads import blas_pinned
 
 
 def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,

@@ -29,8 +29,6 @@ import threading
 from collections.abc import Iterator
 from functools import lru_cache
 
-from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV  # noqa: F401  (re-exported)
-
 _lock = threading.Lock()
 _depth = 0  # blas_pinned() nesting: only the outermost call changes the BLAS thread count
 _limiter = None
@@ -61,11 +59,6 @@ def blas_pinned() -> Iterator[None]:
             if _depth == 0:
                 _limiter.restore_original_limits()
                 _limiter = None
-
-
-def resolve_threads(threads: int | None) -> int:
-    """``threads`` if given, else :data:`DEFAULT_THREADS` (the CLI reads ``MNIST_SOFTMAX_THREADS``)."""
-    return DEFAULT_THREADS if threads is None else int(threads)
 
 
 def cpu_model() -> str:
