@@ -67,6 +67,7 @@ def free_port() -> int:
 # Real MNIST ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_mnist_from_a_loopback_server(tmp_path, shared_mnist_dir):
     with FaultServer(directory=shared_mnist_dir) as server:
         first = download("--data-dir", tmp_path, "--mirror", server.url, "--json")
@@ -205,6 +206,7 @@ def test_deadline_bounds_status_line_headers_and_1xx(case, tmp_path, tiny_mnist,
     assert_clean(tmp_path, tiny_mnist.spec)
 
 
+@pytest.mark.slow
 def test_silent_mirror_is_skipped_for_later_files_after_a_timeout(tmp_path, tiny_mnist):
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
         silent.bind(("127.0.0.1", 0))

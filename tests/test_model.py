@@ -123,6 +123,7 @@ def test_meta_is_strict_json(tmp_path):
     assert back.meta["nan"] == {"max_logit_gap": "NaN", "gap": "Infinity"}  # float() reads them back
 
 
+@pytest.mark.slow
 def test_decompression_bomb_refused_before_reading(tmp_path):
     import tracemalloc
 

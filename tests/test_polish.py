@@ -25,6 +25,7 @@ def cli(mnist_data_dir):
     return invoke
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--json"], []], ids=["json", "text"])
 def test_a_reader_that_leaves_early_gets_a_quiet_exit(mnist_data_dir, flags):
     """`mnist-softmax compare --json | head -1`: no 'Broken pipe' error, no traceback, exit 0 or 141."""
@@ -55,6 +56,7 @@ def test_save_writes_exactly_the_path_given(cli, tmp_path):
     assert cli("evaluate", str(target)).exit_code == 0
 
 
+@pytest.mark.slow
 def test_plot_format_follows_the_file_name(cli, tmp_path):
     r = cli("compare", "--smoke", "--plot", str(tmp_path / "map.jpg"))
     assert r.exit_code == 2 and "must end in .png, .svg, .pdf" in r.output and "--plot" in r.output

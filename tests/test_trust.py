@@ -64,6 +64,7 @@ def genuine(shared_mnist_dir) -> dict:
     return {name: read_idx(shared_mnist_dir / name) for name in RAW_LABELS}
 
 
+@pytest.mark.slow
 def test_download_rehashes_and_replaces_bit_rot_that_keeps_the_stat_facts(tmp_path, shared_mnist_dir, genuine):
     data_dir = fill(tmp_path / "data", shared_mnist_dir)
     labels = data_dir / "train-labels-idx1-ubyte"
@@ -103,6 +104,7 @@ def test_a_cache_that_fails_its_check_is_rebuilt_with_a_notice(tamper, tmp_path,
     assert caplog.records == []  # and trusted again
 
 
+@pytest.mark.slow
 def test_download_checks_caches_by_hash_and_force_clears_them(tmp_path, shared_mnist_dir, genuine):
     data_dir = fill(tmp_path / "data", shared_mnist_dir)
     cached = cache_file(data_dir, "train-labels")
