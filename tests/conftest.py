@@ -62,6 +62,23 @@ def as_the_cli_says(exc) -> str:
     return exc.text(_flag)
 
 
+@pytest.fixture()
+def cli(mnist_data_dir, monkeypatch):
+    """``cli(*args, env=None)``: ``mnist-softmax *args`` through click's CliRunner on the real data, offline,
+    quiet, with no ``MNIST_SOFTMAX_THREADS`` from the caller's environment."""
+    from click.testing import CliRunner
+
+    from mnist_cli.cli import main
+
+    monkeypatch.delenv("MNIST_SOFTMAX_THREADS", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args, env=None):
+        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"], env=env)
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def shared_mnist_dir() -> Path:
     """The read-only real MNIST files; a missing copy fails the test (it is required, not optional)."""

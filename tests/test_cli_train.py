@@ -9,16 +9,6 @@ from click.testing import CliRunner
 from mnist_cli.cli import main
 
 
-@pytest.fixture()
-def cli(mnist_data_dir):
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"])
-
-    return invoke
-
-
 def test_train_tutorial_json(cli):
     r = cli("train", "--loss", "fused", "--json")
     assert r.exit_code == 0, r.output

@@ -15,16 +15,6 @@ from mnist_cli.present import nan_lines
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def cli(mnist_data_dir):
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"])
-
-    return invoke
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--json"], []], ids=["json", "text"])
 def test_a_reader_that_leaves_early_gets_a_quiet_exit(mnist_data_dir, flags):

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from mnist_cli.cli import main
 from mnist_cli.compare import CompareConfig, run_compare, to_document
 from mnist_cli.evaluate import predict_logits
 from mnist_cli.threads import blas_pinned, provenance
@@ -127,17 +125,6 @@ def test_provenance_names_threads_blas_numpy_and_cpu():
     assert p["threads"] == 2 and p["blas_threads"] == 1
     assert p["numpy"] == np.__version__ and p["cpu"] and p["python"]
     assert p["blas"] and all(b["library"] and b["version"] for b in p["blas"])
-
-
-@pytest.fixture()
-def cli(mnist_data_dir, monkeypatch):
-    monkeypatch.delenv("MNIST_SOFTMAX_THREADS", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args, env=None):
-        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"], env=env)
-
-    return invoke
 
 
 def test_train_records_provenance_in_json_metrics_and_model_and_evaluate_shows_it(cli, tmp_path):
