@@ -73,7 +73,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     The max shift is what ``tf.nn.softmax`` does: it prevents overflow, but entries whose gap to the
     row maximum exceeds about 104 (float32), 745 (float64), 17.3 (float16) or 92.9 (bfloat16) still
     underflow to exactly 0 (a little less after the division by the row sum); see
-    :func:`mnist_cli.forensics.underflow_limit`. A gap beyond the largest float makes ``z - m`` itself
+    :func:`underflow_limit`. A gap beyond the largest float makes ``z - m`` itself
     ``-inf``, whose exp is 0 as well.
     """
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)

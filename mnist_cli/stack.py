@@ -192,7 +192,7 @@ class _Stack:
         self.k, self.B, self.steps = N_CLASSES, first.batch_size, first.steps
         self.dtype = DTYPES[first.dtype]
         self.seed = first.seed
-        self.gap_limit = healthy_gap(first.dtype, self.k)
+        self.healthy_gap = healthy_gap(first.dtype, self.k)
         init_rng, self.order_rng = rngs(first.seed)
         model = Model.init(self.d, self.k, first.init, self.dtype, init_rng, first.init_std)
         self.init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
@@ -242,13 +242,10 @@ class _Stack:
         runs = block.runs[:n]
         for i, run in enumerate(runs):
             run.losses[step - 1] = loss[i]
-        if not (gap <= self.gap_limit).all():  # a probability may be exactly 0 (or z is nan): count them
+        if not (gap <= self.healthy_gap).all():  # a probability may be exactly 0 (or z is nan): count them
             zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (S,)
-            for i in np.flatnonzero(~(gap <= self.gap_limit) & (zeros > 0)):
-                nan = runs[i].nan
-                nan.underflow_probs += int(zeros[i])
-                nan.steps_with_underflow += 1
-                nan.first_underflow_step = nan.first_underflow_step or step
+            for i in np.flatnonzero(~(gap <= self.healthy_gap) & (zeros > 0)):
+                runs[i].nan.count_underflow(step, int(zeros[i]))
         np.multiply(dz[:n], block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
         np.matmul(block.G[:n], self.x, out=block.gA[:n])  # (n, r, d) one product each
         block.At[:n] -= block.gA[:n]
@@ -268,18 +265,12 @@ class _Stack:
 
     @staticmethod
     def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
-        """:meth:`mnist_cli.train._Accounting.record` for a step whose loss or gradient is non-finite."""
-        nan = run.nan
-        if loss != loss:
-            nan.steps_nan_loss += 1
-            nan.first_nan_loss_step = nan.first_nan_loss_step or step
-        elif not math.isfinite(loss):
-            nan.steps_inf_loss += 1
-            nan.first_inf_loss_step = nan.first_inf_loss_step or step
+        """:meth:`mnist_cli.train.Accounting.record` for a step whose loss or gradient is non-finite."""
+        if not math.isfinite(loss):
+            run.nan.count_loss(step, loss)
         if not grad_finite:
             run.bad_grad[step - 1] = True
-            nan.steps_nonfinite_grad += 1
-            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
+            run.nan.count_grad(step)
         if run.snapshot is None:
             run.snapshot = Snapshot(step, np.array(idx), np.array(y), np.ascontiguousarray(z))
 

@@ -55,6 +55,27 @@ class NanReport:
     first_underflow_step: int | None = None
     max_logit_gap: float = 0.0  # largest max(z) - min(z) within one example seen in training
 
+    def count_underflow(self, step: int, n_zero: int) -> None:
+        """``n_zero`` softmax probabilities were exactly 0 at ``step``."""
+        if n_zero:
+            self.underflow_probs += n_zero
+            self.steps_with_underflow += 1
+            self.first_underflow_step = self.first_underflow_step or step
+
+    def count_loss(self, step: int, loss: float) -> None:
+        """The loss of ``step`` was non-finite: NaN or infinite."""
+        if loss != loss:
+            self.steps_nan_loss += 1
+            self.first_nan_loss_step = self.first_nan_loss_step or step
+        else:
+            self.steps_inf_loss += 1
+            self.first_inf_loss_step = self.first_inf_loss_step or step
+
+    def count_grad(self, step: int) -> None:
+        """The gradient of ``step`` had a non-finite entry."""
+        self.steps_nonfinite_grad += 1
+        self.first_nonfinite_grad_step = self.first_nonfinite_grad_step or step
+
     @property
     def any_nonfinite(self) -> bool:
         return bool(self.steps_nan_loss or self.steps_inf_loss or self.steps_nonfinite_grad or self.params_nonfinite)
@@ -172,37 +193,16 @@ class Accounting:
         gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
         self.observe_gap(gap)
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
-            self._underflow(step, int(np.count_nonzero(softmax(z) == 0)))
+            self.nan.count_underflow(step, int(np.count_nonzero(softmax(z) == 0)))
         bad_loss, bad_grad = not math.isfinite(loss), not np.isfinite(gb).all()
         if bad_loss:
-            self._bad_loss(step, loss)
+            self.nan.count_loss(step, loss)
         if bad_grad:
-            self._bad_grad(step)
+            self.bad_grad_step = step
+            self.nan.count_grad(step)
         if (bad_loss or bad_grad) and self.snapshot is None:
             self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
         return bad_loss or bad_grad
-
-    def _underflow(self, step: int, n_zero: int) -> None:
-        nan = self.nan
-        if n_zero:
-            nan.underflow_probs += n_zero
-            nan.steps_with_underflow += 1
-            nan.first_underflow_step = nan.first_underflow_step or step
-
-    def _bad_loss(self, step: int, loss: float) -> None:
-        nan = self.nan
-        if loss != loss:
-            nan.steps_nan_loss += 1
-            nan.first_nan_loss_step = nan.first_nan_loss_step or step
-        else:
-            nan.steps_inf_loss += 1
-            nan.first_inf_loss_step = nan.first_inf_loss_step or step
-
-    def _bad_grad(self, step: int) -> None:
-        nan = self.nan
-        self.bad_grad_step = step
-        nan.steps_nonfinite_grad += 1
-        nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step
 
     def check_params(self, step: int, finite: bool) -> None:
         """The parameters after ``step`` are (not) all finite: keep the first step they were not."""
