@@ -268,6 +268,7 @@ def _run_doc(run: Run) -> dict:
         "loss": run.loss,
         "test_accuracy": ev["accuracy"],
         "test_accuracy_softmax": ev["accuracy_softmax"],
+        "accuracy_meaningful": ev["accuracy_meaningful"],
         "final_loss": r.final_loss,
         "steps": r.steps,
         "first_nonfinite_step": r.nan.first_nonfinite_step,

@@ -30,7 +30,16 @@ def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: 
 def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
                       threads: int = DEFAULT_THREADS) -> float:
     """Accuracy of ``argmax(x @ W + b)``."""
-    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale, threads=threads), axis=1))
+    return scored_accuracy(model, images, labels, input_scale, threads)[0]
+
+
+def scored_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                    threads: int = DEFAULT_THREADS) -> tuple[float, bool]:
+    """The accuracy of ``argmax(x @ W + b)`` and whether it means anything: False when a logit is
+    non-finite (``argmax`` of a NaN row is 0, so a broken model "predicts" class 0 and scores the share
+    of zeros in the labels)."""
+    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
+    return accuracy(labels, np.argmax(z, axis=1)), bool(np.isfinite(z).all())
 
 
 def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
@@ -39,7 +48,8 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
 
     ``accuracy`` is from ``argmax(logits)`` (what the tutorial does after dropping softmax);
     ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did before). A model with
-    non-finite weights is evaluated, not refused: its non-finite logits are counted. ``threads``
+    non-finite weights is evaluated, not refused: its non-finite logits are counted, and
+    ``accuracy_meaningful`` is False (the accuracies stay, for the record, but only count zeros). ``threads``
     share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
     return evaluate_logits(model, predict_logits(model, images, input_scale, threads=threads), labels)
@@ -57,6 +67,7 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
         "n": int(labels.shape[0]),
         "accuracy": accuracy(y, agree["pred_logits"]),
         "accuracy_softmax": accuracy(y, agree["pred_probs"]),
+        "accuracy_meaningful": agree["nonfinite_logits"] == 0,  # argmax of a NaN row is 0: a count of zeros
         "per_class_accuracy": [float(a) for a in per_class],
         "confusion_matrix": cm.tolist(),
         "argmax": {key: agree[key] for key in ("differ", "ties_in_probs", "zero_probs")},

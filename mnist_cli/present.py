@@ -36,6 +36,14 @@ def value_text(x, fmt: str = "g") -> str:
     return format(x, fmt)
 
 
+def accuracy_text(acc: float, meaningful: bool = True, weights_finite: bool = False) -> str:
+    """An accuracy to 4 places, or ``n/a`` with the reason when a logit was non-finite (argmax of a NaN
+    row is 0, so the number would only count the zeros among the labels)."""
+    if meaningful:
+        return f"{acc:.4f}"
+    return f"n/a (non-finite {'logits' if weights_finite else 'weights'})"
+
+
 def plural(n: int, word: str) -> str:
     """``1 step``, ``2 steps``."""
     return f"{n} {word}" + ("" if n == 1 else "s")
@@ -152,10 +160,11 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"({c['dtype']} exp underflows past {s['underflow_limit']:.1f})"
     )
     nl = nan_lines(nan, s["steps"])
+    ok, finite = s.get("accuracy_meaningful", True), not nan["params_nonfinite"]
     rows = [
         head,
-        f"  test accuracy   {s['test_accuracy']:.4f}  ({s['n_test']} examples)",
-        f"  train accuracy  {s['train_accuracy']:.4f}  ({s['n_train']} examples)",
+        f"  test accuracy   {accuracy_text(s['test_accuracy'], ok, finite)}  ({s['n_test']} examples)",
+        f"  train accuracy  {accuracy_text(s['train_accuracy'], ok, finite)}  ({s['n_train']} examples)",
         f"  final loss      {value_text(s['final_loss'], '.6g')}",
         f"  NaN / inf       {nl[0]}",
         *[f"                  {line}" for line in nl[1:]],
@@ -177,10 +186,11 @@ def format_evaluate(r: dict, split: str) -> str:
     """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
     a = r["argmax"]
     k = len(r["per_class_accuracy"])
+    ok, finite = r.get("accuracy_meaningful", True), r["nonfinite_params"] == 0
     lines = [
         f"split {split}: {r['n']} examples",
-        f"  accuracy, argmax(logits)           {r['accuracy']:.4f}",
-        f"  accuracy, argmax(softmax(logits))  {r['accuracy_softmax']:.4f}",
+        f"  accuracy, argmax(logits)           {accuracy_text(r['accuracy'], ok, finite)}",
+        f"  accuracy, argmax(softmax(logits))  {accuracy_text(r['accuracy_softmax'], ok, finite)}",
         f"  predictions that differ            {a['differ']}"
         + ("  (softmax is strictly increasing: only floating-point ties can do this)" if a["differ"] else ""),
         f"  rows where softmax made a tie      {a['ties_in_probs']}",
@@ -189,9 +199,11 @@ def format_evaluate(r: dict, split: str) -> str:
         "",
         "per-class accuracy:",
         "  " + " ".join(f"{d:>6}" for d in range(k)),
-        "  " + " ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]),
+        "  " + (" ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]) if ok
+                else accuracy_text(0, ok, finite) + ": argmax of a NaN row is 0, so every such row 'predicts' 0"),
         "",
-        "confusion matrix (rows: true class, columns: predicted):",
+        "confusion matrix (rows: true class, columns: predicted)" + (":" if ok else
+                                                                      ", non-finite rows counted as predicting 0:"),
         "     " + " ".join(f"{d:>5}" for d in range(k)),
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
@@ -230,7 +242,9 @@ def run_rows(doc: dict) -> list[dict]:
             nan = r["nan"]
             rows.append({
                 "label": s["label"], "lr": s["lr"], "input_scale": s["input_scale"], "dtype": s["dtype"],
-                "seed": s["seed"], "loss": loss, "acc": value_text(r["test_accuracy"], ".4f"),
+                "seed": s["seed"], "loss": loss,
+                "acc": accuracy_text(r["test_accuracy"], r.get("accuracy_meaningful", r["weights_finite"]),
+                                     r["weights_finite"]),
                 "final loss": value_text(r["final_loss"], ".4g"), "NaN": str(nan["steps_nan_loss"]),
                 "inf": str(nan["steps_inf_loss"]), "grad": str(nan["steps_nonfinite_grad"]),
                 "first": value_text(r["first_nonfinite_step"], "d"), "weights": "finite" if r["weights_finite"] else "NaN",
@@ -498,9 +512,9 @@ def _loss_sentence(doc: dict, loss: str) -> str:
         return f"The {loss} loss stayed finite in all {plural(len(scen), 'setting')}."
     where = _where(failed, loss)
     cause = _cause([f for f in doc["forensics"] if f["loss"] == loss])
-    acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
-    span = f"{min(acc):.4f}" + (f"-{max(acc):.4f}" if acc and max(acc) != min(acc) else "") if acc else ""
-    after = f"; the weights ended non-finite in {len(acc)} of them (test accuracy {span})" if acc else ""
+    broken = [s for s in failed if not s["runs"][loss]["weights_finite"]]
+    after = (f"; the weights ended non-finite in {len(broken)} of them (test accuracy n/a: argmax of a NaN row is "
+             "0, so it only counts the zeros)" if broken else "")
     return f"The {loss} loss went non-finite in {len(failed)} of {plural(len(scen), 'setting')}: {where}{cause}{after}."
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mnist_cli.evaluate import evaluate_accuracy
+from mnist_cli.evaluate import scored_accuracy
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.model import DTYPES
@@ -28,8 +28,10 @@ from mnist_cli.settings import TrainConfig
 from mnist_cli.train import TrainResult, train
 
 
-def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:
-    """The report of one training run (``train --json``)."""
+def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
+                  accuracy_meaningful: bool = True) -> dict:
+    """The report of one training run (``train --json``); ``accuracy_meaningful`` is False when a logit
+    was non-finite (the accuracies then only count the labels that are 0)."""
     steps_per_s = result.steps / result.seconds if result.seconds > 0 else None
     return {
         "config": asdict(result.config),
@@ -37,6 +39,7 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "stopped_early": result.stopped_early,
         "test_accuracy": test_accuracy,
         "train_accuracy": train_accuracy,
+        "accuracy_meaningful": accuracy_meaningful,
         "n_test": n_test,
         "n_train": n_train,
         "final_loss": result.final_loss,
@@ -73,7 +76,7 @@ class Session:
         s = self.summary
         final = {"step": self.result.steps, "final": True, "loss": self.result.final_loss,
                  "test_accuracy": s["test_accuracy"], "train_accuracy": s["train_accuracy"],
-                 "provenance": s["provenance"]}
+                 "accuracy_meaningful": s["accuracy_meaningful"], "provenance": s["provenance"]}
         with atomic_write(path, option) as fh:
             fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in [*self.records, final]).encode())
         return Path(path)
@@ -92,15 +95,12 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     result = train(data.train_images, data.train_labels, config, progress=progress,
                    on_log=lambda step, record: records.append(record), log_every=log_every)
     n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
-    summary = train_summary(
-        result,
-        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
-                                        threads=config.threads),
-        train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
-                                         config.input_scale, threads=config.threads),
-        n_test=len(data.test_labels),
-        n_train=n_train,
-    )
+    test_acc, test_ok = scored_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
+                                        threads=config.threads)
+    train_acc, train_ok = scored_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
+                                          config.input_scale, threads=config.threads)
+    summary = train_summary(result, test_accuracy=test_acc, train_accuracy=train_acc, n_test=len(data.test_labels),
+                            n_train=n_train, accuracy_meaningful=test_ok and train_ok)
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
         from mnist_cli.forensics import explain as explain_step

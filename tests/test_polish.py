@@ -1,5 +1,6 @@
 """What a user trips over: broken pipes, grammar, exact output paths, image formats, help text."""
 
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,34 @@ def test_shell_completion_works():
     script = Path(sys.executable).with_name("mnist-softmax")  # the console script the README's line names
     out = subprocess.run([str(script)], env=env, capture_output=True, text=True, cwd=ROOT)
     assert "complete" in out.stdout and "_mnist_softmax_completion" in out.stdout
+
+
+# --- defect 2: accuracies of a model with non-finite logits are not reported as if they meant something ---
+
+
+def test_a_nan_model_has_no_accuracy_in_text_and_a_flag_in_json(cli, tmp_path):
+    model = tmp_path / "nan.npz"
+    r = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--save", str(model))
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if "test accuracy" in x)
+    assert "n/a (non-finite weights)" in line and "0.0" not in line
+    trained = json.loads(cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--json").output)
+    assert trained["accuracy_meaningful"] is False and 0 <= trained["test_accuracy"] <= 1  # the number stays
+    ev = json.loads(cli("evaluate", str(model), "--json").output)
+    assert ev["accuracy_meaningful"] is False and isinstance(ev["accuracy"], float)
+    text = cli("evaluate", str(model)).output
+    assert text.count("n/a (non-finite weights)") >= 2 and f"{ev['accuracy']:.4f}" not in text
+    healthy = json.loads(cli("train", "--steps", "5", "--json").output)
+    assert healthy["accuracy_meaningful"] is True
+
+
+def test_compare_table_and_conclusion_say_na_for_nan_weights(cli):
+    args = ("compare", "--input-scale", "255", "--steps", "20", "--train-limit", "2000")
+    doc = json.loads(cli(*args, "--json").output)
+    naive = next(s for s in doc["scenarios"])["runs"]["naive"]
+    assert not naive["weights_finite"] and naive["accuracy_meaningful"] is False
+    assert doc["scenarios"][0]["runs"]["fused"]["accuracy_meaningful"] is True
+    text = cli(*args).output
+    assert "n/a (non-finite weights)" in text
+    assert f"{naive['test_accuracy']:.4f}" not in text
+    assert "test accuracy n/a" in doc["conclusion"]
