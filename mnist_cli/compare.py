@@ -30,7 +30,7 @@ import numpy as np
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
-from mnist_cli.forensics import explain
+from mnist_cli.forensics import explain_result
 from mnist_cli.present import conclusion, number_text
 from mnist_cli.threads import provenance
 from mnist_cli.train import TrainConfig, TrainResult, train
@@ -216,7 +216,7 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, j
         result = train(train_images, train_labels, tc, on_log=lambda step, rec, records=records: records.append(rec),
                        log_every=config.log_every)
         evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
-        explanation = explain(result.snapshot, tc.dtype, loss) if result.snapshot is not None else None
+        explanation = explain_result(result, tc.dtype, loss)
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
         if on_run is not None:
             on_run(done, len(jobs), f"{cell.label} / {loss}")
@@ -242,7 +242,7 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
     evaluations = evaluate_stack(results, test_images, test_labels)
     runs = []
     for (cell, loss), result, evaluation in zip(jobs, results, evaluations):
-        explanation = explain(result.snapshot, cell.dtype, loss) if result.snapshot is not None else None
+        explanation = explain_result(result, cell.dtype, loss)
         records = log_records(result, config.log_every) if config.log_every else []
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
     return runs

@@ -87,11 +87,13 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
     (directory, whether verified MNIST)."""
+    from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
     model = Model.load(path)
-    data = load_data()
     scale = model.input_scale if input_scale is None else input_scale
+    check_input_scale(scale, model.W.dtype.name)
+    data = load_data()
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     report = evaluate_model(model, images, labels, scale, threads=threads)
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),

@@ -566,7 +566,9 @@ def conclusion(doc: dict) -> str:
 
 def short_number(x) -> str:
     """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
-    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+    if isinstance(x, float) and not math.isfinite(x):
+        return value_text(x)
+    if not isinstance(x, (int, float)):
         return str(x)
     return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
 

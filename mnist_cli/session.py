@@ -103,10 +103,9 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                             n_train=n_train, accuracy_meaningful=test_ok and train_ok)
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
-        from mnist_cli.forensics import explain as explain_step
+        from mnist_cli.forensics import explain_result
 
-        summary["explanation"] = (explain_step(result.snapshot, config.dtype, config.loss)
-                                  if result.snapshot is not None else None)
+        summary["explanation"] = explain_result(result, config.dtype, config.loss)
     return Session(result, summary, records, data.checksums)
 
 

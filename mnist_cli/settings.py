@@ -30,6 +30,9 @@ LOSS_NAMES = ("fused", "naive", "clipped")
 DTYPE_NAMES = ("float32", "float64")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
+#: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):
+#: the brightest pixel becomes ``input_scale`` itself, which must be representable.
+DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 
 #: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
 #: their per-step losses 80 MB; far more would only fail to allocate them.
@@ -45,6 +48,17 @@ MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 THREADS_ENV = "MNIST_SOFTMAX_THREADS"
 LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
+
+
+def check_input_scale(input_scale: float, dtype: str) -> None:
+    """:class:`SettingsError` when the brightest pixel, ``255 * (input_scale / 255) = input_scale``, is past
+    the largest finite ``dtype`` (it would be +inf before the first step, and every logit NaN)."""
+    limit = DTYPE_MAX.get(dtype)
+    if limit is not None and not input_scale <= limit:
+        raise SettingsError(("input_scale", "dtype"),
+                            f"an input scale of {input_scale:g} makes the brightest pixel {input_scale:g}, past the "
+                            f"largest {dtype} ({limit:.5g}): the inputs would overflow to inf; lower {{input_scale}} "
+                            f"below {limit:.5g}" + (" or use {dtype} float64" if dtype != "float64" else ""))
 
 
 def check_steps(steps: int) -> None:
@@ -84,6 +98,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise SettingsError(name, f"{what}, got {value!r}" if isinstance(value, str) else f"{what}, got {value:g}")
+        check_input_scale(self.input_scale, self.dtype)
         if self.epochs is None and self.steps is None:
             raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}")
         if self.epochs is None:

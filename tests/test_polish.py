@@ -116,3 +116,51 @@ def test_compare_table_and_conclusion_say_na_for_nan_weights(cli):
     assert "n/a (non-finite weights)" in text
     assert f"{naive['test_accuracy']:.4f}" not in text
     assert "test accuracy n/a" in doc["conclusion"]
+
+
+# --- defect 3: values the dtype cannot hold are refused; overflow is explained as overflow ---
+
+
+def test_dtype_max_is_numpys():
+    from mnist_cli.settings import DTYPE_MAX, DTYPE_NAMES
+
+    assert set(DTYPE_MAX) == set(DTYPE_NAMES)
+    assert all(DTYPE_MAX[name] == float(np.finfo(name).max) for name in DTYPE_NAMES)
+
+
+@pytest.mark.parametrize("scale, dtype, ok", [(1e300, "float32", False), (3.5e38, "float32", False),
+                                              (3e38, "float32", True), (1e300, "float64", True)])
+def test_input_scales_the_dtype_cannot_hold_are_refused(scale, dtype, ok):
+    from mnist_cli.errors import SettingsError
+    from mnist_cli.settings import train_config
+
+    if ok:
+        assert train_config(input_scale=scale, dtype=dtype).input_scale == scale
+    else:
+        with pytest.raises(SettingsError) as info:
+            train_config(input_scale=scale, dtype=dtype)
+        assert "input_scale" in info.value.settings and f"largest {dtype}" in str(info.value)
+
+
+def test_train_refuses_an_overflowing_scale_with_exit_2_and_no_numpy_warning(mnist_data_dir):
+    proc = subprocess.run([sys.executable, "-m", "mnist_cli", "train", "--input-scale", "1e300", "--steps", "5",
+                           "--quiet", "--offline", "--data-dir", str(mnist_data_dir)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--input-scale" in proc.stderr and "3.4028e+38" in proc.stderr and "RuntimeWarning" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_overflowing_product_is_explained_as_overflow(mnist):
+    import warnings
+
+    from mnist_cli.session import run_session
+    from mnist_cli.settings import train_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw NumPy RuntimeWarning
+        s = run_session(mnist, train_config(input_scale=1e30, steps=3), explain=True).summary
+    e = s["explanation"]
+    assert e["params_finite"] is True and not e["logits_finite"]
+    assert "overflow, not underflow" in e["summary"] and "overflowed earlier" not in e["summary"]
+    assert "earlier step" not in e["chain"]["loss"] and "overflowed inside the product" in e["chain"]["loss"]
