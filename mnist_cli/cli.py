@@ -237,7 +237,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
-                              log_every=log_every if metrics_out else 0)
+                              log_every=log_every if metrics_out else 0, preset=preset)
     failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_cli.losses import log_softmax
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model
 from mnist_cli.threads import DEFAULT_THREADS, blas_pinned
@@ -38,8 +39,26 @@ def scored_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_
     """The accuracy of ``argmax(x @ W + b)`` and whether it means anything: False when a logit is
     non-finite (``argmax`` of a NaN row is 0, so a broken model "predicts" class 0 and scores the share
     of zeros in the labels)."""
+    s = score(model, images, labels, input_scale, threads)
+    return s["accuracy"], s["meaningful"]
+
+
+def cross_entropy(z: np.ndarray, labels: np.ndarray) -> float:
+    """``mean(-log_softmax(z)[i, y_i])`` over all rows, computed in float64 (NaN if a logit is NaN)."""
+    if not labels.size:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        log_p = log_softmax(z.astype(np.float64))  # (n, k)
+        return float(-np.mean(log_p[np.arange(labels.size), labels.astype(np.intp)]))
+
+
+def score(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+          threads: int = DEFAULT_THREADS) -> dict:
+    """``accuracy`` of ``argmax(x @ W + b)``, whether it is ``meaningful`` (every logit finite, see
+    :func:`scored_accuracy`) and the mean cross-entropy ``loss`` over all the examples."""
     z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
-    return accuracy(labels, np.argmax(z, axis=1)), bool(np.isfinite(z).all())
+    return {"accuracy": accuracy(labels, np.argmax(z, axis=1)), "meaningful": bool(np.isfinite(z).all()),
+            "loss": cross_entropy(z, labels)}
 
 
 def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,

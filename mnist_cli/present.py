@@ -145,6 +145,23 @@ def nan_lines(nan: dict, steps: int) -> list[str]:
     return lines
 
 
+#: How the report words a setting that differs from the tutorial (default: ``name value``).
+_CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the plain reference loop",
+            "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
+            "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
+            "batch_size": "batch {}", "init_std": "init std {}"}
+
+
+def changed_text(changed: dict, preset: str = "tutorial") -> str:
+    """``preset best: epochs 12, lr 1, averaged over the last 8 epochs``; ``as the tutorial`` if nothing changed."""
+    parts = [_CHANGED.get(k, k.replace("_", " ") + " {}").format(v if not isinstance(v, float) else f"{v:g}")
+             for k, v in changed.items()]
+    head = f"preset {preset}" if preset != "tutorial" else ""
+    if not parts:
+        return head or "as the tutorial"
+    return (f"{head}: " if head else "") + ", ".join(parts)
+
+
 def format_train(s: dict, explain: bool = False) -> str:
     """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
     c = s["config"]
@@ -163,9 +180,13 @@ def format_train(s: dict, explain: bool = False) -> str:
     ok, finite = s.get("accuracy_meaningful", True), not nan["params_nonfinite"]
     rows = [
         head,
+        f"  settings        {changed_text(s.get('changed', {}), s.get('preset', 'tutorial'))}",
         f"  test accuracy   {accuracy_text(s['test_accuracy'], ok, finite)}  ({s['n_test']} examples)",
         f"  train accuracy  {accuracy_text(s['train_accuracy'], ok, finite)}  ({s['n_train']} examples)",
-        f"  final loss      {value_text(s['final_loss'], '.6g')}",
+        f"  last batch loss {value_text(s['final_loss'], '.6g')}  (step {s['steps']}'s mini-batch of "
+        f"{c['batch_size']})",
+        *([f"  training loss   {value_text(s['train_loss'], '.6g')}  (mean cross-entropy over the {s['n_train']} "
+           "training examples, final model)"] if "train_loss" in s else []),
         f"  NaN / inf       {nl[0]}",
         *[f"                  {line}" for line in nl[1:]],
         f"  underflow       {underflow}",

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mnist_cli.evaluate import scored_accuracy
+from mnist_cli.evaluate import score
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.model import DTYPES
-from mnist_cli.settings import TrainConfig
+from mnist_cli.settings import TrainConfig, changed_settings
 from mnist_cli.train import TrainResult, train
 
 
@@ -75,6 +75,7 @@ class Session:
         """The records as JSONL, then a final record (step, loss, accuracies, provenance), atomically."""
         s = self.summary
         final = {"step": self.result.steps, "final": True, "loss": self.result.final_loss,
+                 "train_loss": s.get("train_loss"),
                  "test_accuracy": s["test_accuracy"], "train_accuracy": s["train_accuracy"],
                  "accuracy_meaningful": s["accuracy_meaningful"], "provenance": s["provenance"]}
         with atomic_write(path, option) as fh:
@@ -83,24 +84,29 @@ class Session:
 
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
-                progress: Callable[[int, float, int], None] | None = None) -> Session:
+                progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial") -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
     ``progress(step, loss, nonfinite_steps)`` is called every 10 steps; a record is kept every
-    ``log_every`` steps (0 = none). Raises :class:`mnist_cli.errors.SettingsError` for settings that
-    cannot work with this data (e.g. a batch larger than the training set).
+    ``log_every`` steps (0 = none); ``preset`` is the name the settings started from (for the report).
+    The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
+    cross-entropy of the final parameters over all the training examples used and the test set.
+    Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot work with this data (e.g. a
+    batch larger than the training set).
     """
     records: list[dict] = []
     result = train(data.train_images, data.train_labels, config, progress=progress,
                    on_log=lambda step, record: records.append(record), log_every=log_every)
     n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
-    test_acc, test_ok = scored_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
-                                        threads=config.threads)
-    train_acc, train_ok = scored_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
-                                          config.input_scale, threads=config.threads)
-    summary = train_summary(result, test_accuracy=test_acc, train_accuracy=train_acc, n_test=len(data.test_labels),
-                            n_train=n_train, accuracy_meaningful=test_ok and train_ok)
+    test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
+    fit = score(result.model, data.train_images[:n_train], data.train_labels[:n_train], config.input_scale,
+                threads=config.threads)
+    summary = train_summary(result, test_accuracy=test["accuracy"], train_accuracy=fit["accuracy"],
+                            n_test=len(data.test_labels), n_train=n_train,
+                            accuracy_meaningful=test["meaningful"] and fit["meaningful"])
+    summary.update(train_loss=fit["loss"], test_loss=test["loss"], preset=preset,
+                   changed=changed_settings(result.config, preset))
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
         from mnist_cli.forensics import explain_result

@@ -99,6 +99,10 @@ class TrainConfig:
             if value is not None and not ok(value):
                 raise SettingsError(name, f"{what}, got {value!r}" if isinstance(value, str) else f"{what}, got {value:g}")
         check_input_scale(self.input_scale, self.dtype)
+        if self.average and self.epochs is not None and self.average_epochs > self.epochs:
+            raise SettingsError(("average_epochs", "epochs"),
+                                f"averaging over the last {self.average_epochs} epochs needs at least that many, "
+                                f"but the run has {self.epochs}: lower {{average_epochs}} or raise {{epochs}}")
         if self.epochs is None and self.steps is None:
             raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}")
         if self.epochs is None:
@@ -138,6 +142,26 @@ PRESETS: dict[str, dict] = {
 
 TUTORIAL = TrainConfig()  # the value of every setting nothing overrides
 _FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+#: Settings that never change a number (left out of the report of what differs from the tutorial).
+_NO_EFFECT = ("threads",)
+
+
+def changed_settings(config: TrainConfig, preset: str = "tutorial") -> dict:
+    """``{setting: value}`` for every setting of ``config`` that differs from the tutorial's and can change
+    a result (``steps`` when ``epochs`` decide is left out; ``average_epochs`` only when averaging)."""
+    out = {}
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name in _NO_EFFECT or value == getattr(TUTORIAL, f.name):
+            continue
+        if f.name in ("average", "average_epochs") or (f.name == "steps" and config.epochs is not None):
+            continue
+        out[f.name] = value
+    if config.average and "average_epochs" not in out:
+        out["average_epochs"] = config.average_epochs
+    return out
 
 
 def train_config(preset: str = "tutorial", **overrides) -> TrainConfig:

@@ -396,6 +396,11 @@ def train(
                             f"batch size {config.batch_size} is larger than the {n} training examples")
     steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
     check_steps(steps)
+    if config.average and config.average_epochs * (n // config.batch_size) > steps:
+        raise SettingsError(("average_epochs", "steps"),
+                            f"averaging over the last {config.average_epochs} epochs takes "
+                            f"{config.average_epochs * (n // config.batch_size):,} steps of {n // config.batch_size} "
+                            f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
     init_rng, order_rng = rngs(config.seed)
     model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)

@@ -1,6 +1,7 @@
 """What a user trips over: broken pipes, grammar, exact output paths, image formats, help text."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -164,3 +165,40 @@ def test_an_overflowing_product_is_explained_as_overflow(mnist):
     assert e["params_finite"] is True and not e["logits_finite"]
     assert "overflow, not underflow" in e["summary"] and "overflowed earlier" not in e["summary"]
     assert "earlier step" not in e["chain"]["loss"] and "overflowed inside the product" in e["chain"]["loss"]
+
+
+# --- defect 4: the report shows what changed the result and refuses contradictions ---
+
+
+def test_the_report_names_every_changed_setting_and_both_losses(cli):
+    text = cli("train", "--average-epochs", "2", "--epochs", "3", "--train-limit", "1000").output
+    settings = next(x for x in text.splitlines() if x.strip().startswith("settings"))
+    assert "averaged over the last 2 epochs" in settings and "epochs 3" in settings
+    assert "first 1000 examples" in settings
+    assert "last batch loss" in text and "final loss" not in text
+    assert "training loss" in text and "1000 training examples" in text
+    plain = cli("train", "--steps", "5").output
+    assert "  settings        steps 5\n" in plain
+
+
+def test_train_loss_is_the_mean_cross_entropy_over_the_training_set(cli):
+    report = json.loads(cli("train", "--steps", "30", "--train-limit", "500", "--json").output)
+    assert report["changed"] == {"steps": 30, "train_limit": 500} and report["preset"] == "tutorial"
+    assert math.isfinite(report["train_loss"]) and 0 < report["train_loss"] < math.log(10)  # better than uniform
+    assert report["train_loss"] != report["final_loss"]
+
+
+def test_preset_best_is_named_in_the_report():
+    from mnist_cli.present import changed_text
+    from mnist_cli.settings import changed_settings, train_config
+
+    changed = changed_settings(train_config("best"), "best")
+    assert changed == {"lr": 1.0, "epochs": 12, "average_epochs": 8}
+    assert changed_text(changed, "best") == "preset best: lr 1, epochs 12, averaged over the last 8 epochs"
+
+
+@pytest.mark.parametrize("flags, names", [(["--average-epochs", "50", "--epochs", "2"], "--average-epochs / --epochs"),
+                                          (["--average-epochs", "2", "--steps", "500"], "--average-epochs / --steps")])
+def test_contradictory_settings_are_refused(cli, flags, names):
+    r = cli("train", *flags)
+    assert r.exit_code == 2 and names in r.output and "Traceback" not in r.output
