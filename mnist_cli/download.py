@@ -33,7 +33,8 @@ import urllib3
 
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import DataDirError, DataNotFoundError, DownloadError, MnistError
+from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
+from mnist_cli.idx import check_idx
 from mnist_cli.present import describe_data
 from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
@@ -284,12 +285,23 @@ def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileRepor
         if earlier is not None and earlier.get("pinned"):
             stamps.distrust(path)  # until it is replaced, no load may trust its stat facts
             return FileReport(f.name, "corrupt", str(path), notes=[f"replaced a corrupt file: {exc}"])
+        _check_foreign(path, root)
         return FileReport(f.name, "foreign", str(path), size=path.stat().st_size)
     except OSError as exc:
         raise DataDirError(f"Cannot read {path} ({exc.strerror}); fix its permissions or delete it.") from None
     earlier = stamps.get(path.name) or {}
     entry = _stamp(stamps, path, digest, f, origin=earlier.get("origin", "found"), source=earlier.get("source"))
     return _present(f, path, entry)
+
+
+def _check_foreign(path: Path, root: Path) -> None:
+    """A file that is not the pinned one may be the user's own dataset, but only if it is valid IDX:
+    anything else (garbage, a truncated gzip) is refused now, with the fix, not kept to fail at load."""
+    try:
+        check_idx(path)
+    except FormatError as exc:
+        raise FormatError(f"{exc} It is neither the MNIST file nor a valid IDX file of your own. " + DATA_FIX,
+                          ("force", "data_dir")) from None
 
 
 def _stamp(stamps: Stamps, path: Path, digest: Digest, f: FileSpec, *, origin: str, source) -> dict:

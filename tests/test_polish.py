@@ -1,8 +1,10 @@
 """What a user trips over: broken pipes, grammar, exact output paths, image formats, help text."""
 
+import gzip
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mnist_cli.cli import main
+from mnist_cli.idx import encode_idx
 from mnist_cli.present import nan_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +205,48 @@ def test_preset_best_is_named_in_the_report():
 def test_contradictory_settings_are_refused(cli, flags, names):
     r = cli("train", *flags)
     assert r.exit_code == 2 and names in r.output and "Traceback" not in r.output
+
+
+# --- defect 6: a file that is not even IDX is an error at download time; every data error names the fix ---
+
+
+def _replaced(tmp_path, tiny, name: str, content: bytes) -> Path:
+    d = tiny.write(tmp_path / "data")
+    (d / name).write_bytes(content)
+    return d
+
+
+@pytest.mark.parametrize("content, problem", [
+    (gzip.compress(b"garbage, not an IDX file at all"), "not an IDX file"),
+    ("truncated", "the gzip stream ends early"),
+], ids=["garbage", "truncated"])
+def test_download_refuses_a_file_that_is_not_idx_with_the_fix(tmp_path, tiny_mnist, download_env, content, problem):
+    name = tiny_mnist.spec.files[3].name
+    if content == "truncated":
+        own = encode_idx(np.arange(100, dtype=np.uint8) % 10)  # a valid IDX, cut short
+        content = gzip.compress(own)[:-12]
+    d = _replaced(tmp_path, tiny_mnist, name, content)
+    r = CliRunner().invoke(main, ["download", "--data-dir", str(d), "--offline"])
+    assert r.exit_code == 1 and "kept as your own data" not in r.output
+    assert problem in r.output and "mnist-softmax download --force" in r.output and "remove the file" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_valid_idx_file_of_your_own_is_still_kept(tmp_path, tiny_mnist, download_env):
+    name = tiny_mnist.spec.files[3].name
+    d = _replaced(tmp_path, tiny_mnist, name, gzip.compress(encode_idx(np.zeros(10, np.uint8))))
+    r = CliRunner().invoke(main, ["download", "--data-dir", str(d), "--offline"])
+    assert r.exit_code == 0 and "kept as your own data" in r.output
+
+
+def test_every_error_about_your_own_data_names_the_fix(tmp_path, tiny_mnist, download_env):
+    name = tiny_mnist.spec.files[0].name  # images of the wrong shape: valid IDX, not MNIST's layout
+    d = _replaced(tmp_path, tiny_mnist, name, gzip.compress(encode_idx(np.zeros((20, 32, 32), np.uint8))))
+    r = CliRunner().invoke(main, ["train", "--data-dir", str(d), "--offline", "--quiet", "--steps", "1"])
+    assert r.exit_code == 1 and "(n, 28, 28)" in r.output
+    assert "mnist-softmax download --force" in r.output and "remove the file" in r.output
+
+
+def test_nan_is_spelt_one_way_in_train(cli):
+    text = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan").output
+    assert "NaN" in text and not re.search(r"\bnan\b", text), text
