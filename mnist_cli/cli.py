@@ -76,8 +76,12 @@ class _Group(click.Group):
         except MnistError as exc:  # worded with the flags of the settings it names
             raise click.ClickException(exc.text(_flag)) from None
         except KeyboardInterrupt as exc:
+            from mnist_cli.present import interrupted_text
+
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            if getattr(exc, "done", None):
+                click.echo(interrupted_text(exc.done), err=True)
             ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except BrokenPipeError:  # `mnist-softmax compare --json | head -1`: the reader left; say nothing
             _quiet_stdout()

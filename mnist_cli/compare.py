@@ -203,7 +203,18 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     t0 = time.perf_counter()
     train_one = _train_stacked if config.engine == "stack" else _train_alone
-    runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, on_run)
+    finished: list[str] = []
+
+    def track(done: int, total: int, label: str) -> None:
+        finished.append(label)
+        if on_run is not None:
+            on_run(done, total, label)
+
+    try:
+        runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, track)
+    except KeyboardInterrupt as exc:  # Ctrl-C: say which runs had finished (the CLI prints it)
+        exc.done = {"command": "compare", "finished": finished, "runs": len(jobs)}
+        raise
     return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
 
 

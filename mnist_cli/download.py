@@ -35,7 +35,7 @@ from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
 from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
 from mnist_cli.idx import check_idx
-from mnist_cli.present import describe_data
+from mnist_cli.present import describe_data, plural
 from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
 from mnist_cli.sources import FetchSettings, Mirror, offline_from_env, resolve_mirrors
@@ -48,6 +48,7 @@ from mnist_cli.store import (
     check_caches,
     find_file,
     locked,
+    notices,
     printable,
     redact,
     resolve_data_dir,
@@ -193,9 +194,20 @@ def ensure_mnist(
         with locked(root, settings.lock_timeout), requests.Session() as session:
             session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
             skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
+            if progress and not bars_enabled(quiet=False):  # no bar on a log: one line says what happens
+                notices.warning(_fetching(spec, plan.todo, root, usable))
             plan.fetch(_Fetcher(root, spec, usable, skipped, session, settings, progress), force)
     plan.stamps.save()
     return DownloadReport(spec.name, root, [plan.reports[f.name] for f in spec.files], found)
+
+
+def _fetching(spec: DatasetSpec, todo: list[FileSpec], root: Path, mirrors: list[Mirror]) -> str:
+    """The one line an automatic download prints where no progress bar can be drawn."""
+    size = sum(f.gz_size or f.size for f in todo)
+    others = len(mirrors) - 1
+    more = f" (then {plural(others, 'other mirror')} if it fails)" if others else ""
+    return (f"Downloading {spec.name.upper()} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {_mb(size)}) into "
+            f"{root} from {printable(str(mirrors[0]))}{more}.")
 
 
 @dataclass

@@ -203,6 +203,19 @@ def format_train(s: dict, explain: bool = False) -> str:
     return "\n".join(rows)
 
 
+def interrupted_text(done: dict | None) -> str:
+    """What an interrupted ``train`` or ``compare`` had done (``exc.done`` of the KeyboardInterrupt)."""
+    if not done:
+        return ""
+    if done["command"] == "train":
+        lines = nan_lines(done["nan"], max(done["steps"], 1))
+        return (f"Done before the interrupt: {plural(done['steps'], 'step')} of {done['of']}; NaN / inf so far: "
+                + "; ".join(lines))
+    finished = done["finished"]
+    return (f"Done before the interrupt: {len(finished)} of {plural(done['runs'], 'run')}"
+            + (f" finished: {', '.join(finished)}." if finished else ", none finished."))
+
+
 def format_evaluate(r: dict, split: str) -> str:
     """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
     a = r["argmax"]

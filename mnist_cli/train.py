@@ -155,6 +155,7 @@ class Accounting:
         self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
         self.bad_grad_step = 0  # the last step whose gradient was non-finite
         self.stop_on_nan = stop_on_nan
+        self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
 
     def observe_gap(self, gap: float) -> None:
         """A step proved healthy had this largest logit gap ``max(z) - min(z)``."""
@@ -346,6 +347,7 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
         for j in range(count):
             step += 1
             loss, bad = engine.step(step, j, lr)
+            acct.steps_done = step  # what an interrupted run reports
             losses[step - 1] = loss
             if bad and not acct.nan.params_nonfinite:
                 acct.check_params(step, engine.finite())
@@ -421,6 +423,9 @@ def train(
         with np.errstate(all="ignore"), blas_pinned():
             losses, step, stopped, params, order_digest = _schedule(
                 engine, acct, config, n, steps, order_rng, progress, progress_every, on_log, log_every)
+    except KeyboardInterrupt as exc:  # Ctrl-C: say what was done (the CLI prints it)
+        exc.done = {"command": "train", "steps": acct.steps_done, "of": steps, "nan": acct.nan.to_dict()}
+        raise
     finally:
         engine.close()
     seconds = time.perf_counter() - t0

@@ -250,3 +250,51 @@ def test_every_error_about_your_own_data_names_the_fix(tmp_path, tiny_mnist, dow
 def test_nan_is_spelt_one_way_in_train(cli):
     text = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan").output
     assert "NaN" in text and not re.search(r"\bnan\b", text), text
+
+
+# --- defect 8: no silent work, and an interrupt says what was done ---
+
+
+def test_an_automatic_download_says_what_and_from_where_in_one_line(tmp_path, tiny_mnist, download_env):
+    mirror = tiny_mnist.write(tmp_path / "mirror")
+    data = tmp_path / "data"
+    r = CliRunner().invoke(main, ["train", "--data-dir", str(data), "--mirror", str(mirror), "--steps", "1",
+                                  "--batch-size", "5"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stderr.splitlines() if x.startswith("Downloading")]
+    assert len(lines) == 1 and f"into {data}" in lines[0] and str(mirror) in lines[0] and "4 files" in lines[0]
+    again = CliRunner().invoke(main, ["train", "--data-dir", str(data), "--mirror", str(mirror), "--steps", "1",
+                                      "--batch-size", "5"])
+    assert "Downloading" not in again.stderr  # nothing to fetch, nothing said
+    quiet = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path / "q"), "--mirror", str(mirror), "--quiet"])
+    assert quiet.exit_code == 0 and "Downloading" not in quiet.stderr
+
+
+def test_ctrl_c_in_train_says_how_far_it_got(cli, monkeypatch):
+    import mnist_cli.train as train_mod
+
+    record = train_mod._record
+
+    def interrupt(step, loss, acct):
+        if step == 50:
+            raise KeyboardInterrupt
+        return record(step, loss, acct)
+
+    monkeypatch.setattr(train_mod, "_record", interrupt)
+    r = cli("train", "--loss", "naive", "--input-scale", "255", "--metrics-out", "/dev/null", "--log-every", "10")
+    assert r.exit_code == 130
+    assert "Interrupted." in r.stderr and "50 steps of 1000" in r.stderr
+    assert "NaN loss in 49 of 50 steps (first at step 2)" in r.stderr
+
+
+def test_ctrl_c_in_compare_names_the_finished_runs(cli, monkeypatch):
+    import mnist_cli.stack as stack_mod
+
+    def train_stack(images, labels, configs, *, on_stack=None):
+        on_stack([0])  # one run done, then the user presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stack_mod, "train_stack", train_stack)
+    r = cli("compare", "--smoke")
+    assert r.exit_code == 130 and "Interrupted." in r.stderr
+    assert "Done before the interrupt: 1 of " in r.stderr and "tutorial / " in r.stderr
