@@ -103,7 +103,7 @@ def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, 
         report = ensure_mnist(root, mirrors=mirrors, offline=offline, progress=progress, spec=spec)
         stamps = Stamps(root)
         sources = {
-            f.role: _Source(Path(r.path), r.sha256, r.verified) for f, r in zip(spec.files, report.files)
+            f.role: _Source(Path(r.path), r.content_sha256, r.verified) for f, r in zip(spec.files, report.files)
         }
     if not all(s.pinned for s in sources.values()):
         _check_headers(sources)  # before decoding: a lying header must not cost memory or a cache file

@@ -68,9 +68,11 @@ class FileReport:
     name: str
     status: str  # "present" (already verified), "downloaded", or "foreign" (not MNIST, kept as the user's data)
     #              (_inspect also says "corrupt": once verified, no longer matching, to be fetched again)
-    path: str | None = None
-    size: int | None = None  # bytes on disk
-    sha256: str | None = None  # of the decompressed content
+    path: str | None = None  # absolute and normalised
+    file_size: int | None = None  # bytes of the file on disk (the .gz when compressed)
+    file_sha256: str | None = None  # SHA-256 of the file on disk, when known
+    content_size: int | None = None  # bytes of the decompressed content, when verified
+    content_sha256: str | None = None  # SHA-256 of the decompressed content (what is pinned), when verified
     compressed: bool | None = None
     byte_identical: bool | None = None  # the .gz equals the one the public mirrors serve (None: unknown)
     source: str | None = None  # the mirror a download came from
@@ -131,7 +133,7 @@ class DownloadReport:
                 "foreign": f"NOT {self.dataset.upper()}: kept as your own data "
                 "(checked for IDX structure when loaded; a forced download replaces it)",
             }[f.status]
-            lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
+            lines.append(f"  {f.name:<28} {_mb(f.file_size or 0):>9}  {what}")
             lines += [f"    note: {printable(note)}" for note in f.notes]
         lines += [f"  note: {printable(note)}" for note in self.notices]
         lines.append(describe_data(self.data_dir, self.verified))
@@ -298,7 +300,7 @@ def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileRepor
             stamps.distrust(path)  # until it is replaced, no load may trust its stat facts
             return FileReport(f.name, "corrupt", str(path), notes=[f"replaced a corrupt file: {exc}"])
         _check_foreign(path, root)
-        return FileReport(f.name, "foreign", str(path), size=path.stat().st_size)
+        return FileReport(f.name, "foreign", str(path), file_size=path.stat().st_size)
     except OSError as exc:
         raise DataDirError(f"Cannot read {path} ({exc.strerror}); fix its permissions or delete it.") from None
     earlier = stamps.get(path.name) or {}
@@ -334,8 +336,10 @@ def _present(f: FileSpec, path: Path, entry: dict) -> FileReport:
         f.name,
         "present",
         str(path),
-        size=entry["size"],
-        sha256=entry["sha256"],
+        file_size=entry["size"],
+        file_sha256=entry.get("file_sha256"),
+        content_size=f.size,
+        content_sha256=entry["sha256"],
         compressed=entry.get("compressed"),
         byte_identical=_identical(f, entry.get("file_sha256"), entry.get("compressed")),
         source=entry.get("source"),

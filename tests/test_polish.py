@@ -298,3 +298,24 @@ def test_ctrl_c_in_compare_names_the_finished_runs(cli, monkeypatch):
     r = cli("compare", "--smoke")
     assert r.exit_code == 130 and "Interrupted." in r.stderr
     assert "Done before the interrupt: 1 of " in r.stderr and "tutorial / " in r.stderr
+
+
+# --- defect 10: download --json names fields by what they measure, paths normalised ---
+
+
+def test_download_json_names_sizes_and_hashes_by_what_they_measure(tmp_path, tiny_mnist, download_env, monkeypatch):
+    import hashlib
+
+    d = tiny_mnist.write(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["download", "--data-dir", "./data/../data/", "--offline", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["data_dir"] == str(d)
+    for spec, f in zip(tiny_mnist.spec.files, report["files"]):
+        on_disk = (d / spec.name).read_bytes()
+        assert f["path"] == str(d / spec.name)
+        assert f["file_size"] == len(on_disk) and f["file_sha256"] == hashlib.sha256(on_disk).hexdigest()
+        assert f["content_size"] == len(gzip.decompress(on_disk))
+        assert f["content_sha256"] == hashlib.sha256(gzip.decompress(on_disk)).hexdigest()
+        assert "size" not in f and "sha256" not in f
