@@ -149,7 +149,8 @@ def nan_lines(nan: dict, steps: int) -> list[str]:
 _CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the plain reference loop",
             "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
             "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
-            "batch_size": "batch {}", "init_std": "init std {}"}
+            "batch_size": "batch {}", "init_std": "init std {}",
+            "val_split": "the last {} training images held out for validation"}
 
 
 def changed_text(changed: dict, preset: str = "tutorial") -> str:
@@ -195,6 +196,8 @@ def format_train(s: dict, explain: bool = False) -> str:
     ]
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
+    if s.get("validation"):
+        rows += validation_lines(s["validation"], s.get("accuracy_meaningful", True))
     rows += data_lines(s)
     if explain:
         rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
@@ -214,6 +217,21 @@ def interrupted_text(done: dict | None) -> str:
     finished = done["finished"]
     return (f"Done before the interrupt: {len(finished)} of {plural(done['runs'], 'run')}"
             + (f" finished: {', '.join(finished)}." if finished else ", none finished."))
+
+
+def validation_lines(v: dict, meaningful: bool = True) -> list[str]:
+    """The held-out score of the final model, and train vs validation per epoch (else per logged step)."""
+    acc = accuracy_text(v["accuracy"], meaningful)
+    lines = [f"  validation      accuracy {acc}, loss {value_text(v['loss'], '.4f')}  (final model, {v['n']} held-out "
+             "examples)"]
+    history = v["history"]
+    epochs = [r for r in history if float(r["epoch"]).is_integer()] or history
+    if epochs:
+        lines.append("    epoch     step  train loss  train acc  val loss  val acc")
+        lines += [f"    {r['epoch']:5.4g} {r['step']:8d}  {value_text(r['train_loss'], '10.4f')}  "
+                  f"{value_text(r['train_accuracy'], '9.4f')}  {value_text(r['val_loss'], '8.4f')}  "
+                  f"{value_text(r['val_accuracy'], '7.4f')}" for r in epochs]
+    return lines
 
 
 def format_evaluate(r: dict, split: str) -> str:

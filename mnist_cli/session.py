@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mnist_cli.errors import SettingsError
 from mnist_cli.evaluate import score
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
@@ -96,17 +97,22 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     batch larger than the training set).
     """
     records: list[dict] = []
-    result = train(data.train_images, data.train_labels, config, progress=progress,
-                   on_log=lambda step, record: records.append(record), log_every=log_every)
-    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
+    images, labels, val = split_validation(data, config)
+    n_train = min(len(images), config.train_limit or len(images))
+    monitor = _monitor(images[:n_train], labels[:n_train], *val, config) if val else None
+    result = train(images, labels, config, progress=progress, on_log=lambda step, record: records.append(record),
+                   log_every=log_every, monitor=monitor)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
-    fit = score(result.model, data.train_images[:n_train], data.train_labels[:n_train], config.input_scale,
-                threads=config.threads)
+    fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
     summary = train_summary(result, test_accuracy=test["accuracy"], train_accuracy=fit["accuracy"],
                             n_test=len(data.test_labels), n_train=n_train,
                             accuracy_meaningful=test["meaningful"] and fit["meaningful"])
     summary.update(train_loss=fit["loss"], test_loss=test["loss"], preset=preset,
                    changed=changed_settings(result.config, preset))
+    if val:
+        held = score(result.model, *val, config.input_scale, threads=config.threads)
+        summary["validation"] = {"n": len(val[1]), "loss": held["loss"], "accuracy": held["accuracy"],
+                                 "history": [r for r in records if "val_loss" in r]}
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
         from mnist_cli.forensics import explain_result
@@ -115,8 +121,37 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     return Session(result, summary, records, data.checksums)
 
 
+def split_validation(data, config: TrainConfig):
+    """``(train images, train labels, (validation images, labels) or ())``: the last ``config.val_split``
+    training images held out (as TF's ``input_data`` held out 5,000 of 60,000), the rest to train on."""
+    n = len(data.train_images)
+    if not config.val_split:
+        return data.train_images, data.train_labels, ()
+    if config.val_split >= n:
+        raise SettingsError("val_split", f"holding out {config.val_split} of the {n} training images leaves none "
+                            "to train on: lower {val_split}")
+    cut = n - config.val_split
+    return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
+
+
+def _monitor(train_images, train_labels, val_images, val_labels, config: TrainConfig):
+    """The ``monitor`` of :func:`mnist_cli.train.train`: loss and accuracy of the current parameters on
+    the training examples used and on the held-out ones."""
+    from mnist_cli.model import Model
+
+    def monitor(step: int, W, b) -> dict:
+        model = Model(W, b)
+        fit = score(model, train_images, train_labels, config.input_scale, threads=config.threads)
+        held = score(model, val_images, val_labels, config.input_scale, threads=config.threads)
+        return {"train_loss": fit["loss"], "train_accuracy": fit["accuracy"],
+                "val_loss": held["loss"], "val_accuracy": held["accuracy"]}
+
+    return monitor
+
+
 def total_steps(config: TrainConfig, n_examples: int) -> int:
     """How many steps ``config`` takes on ``n_examples`` training examples (for a progress bar)."""
+    n_examples = max(n_examples - config.val_split, 1)
     n = min(n_examples, config.train_limit or n_examples)
     per_epoch = 1 if config.full_batch else n // config.batch_size
     return config.epochs * per_epoch if config.epochs else config.steps

@@ -91,6 +91,7 @@ class TrainConfig:
     fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
+    val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none
 
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work (see :data:`_RULES`)."""
@@ -128,6 +129,7 @@ _RULES = (
     ("average_epochs", lambda v: v >= 1, "the number of averaged epochs must be at least 1"),
     ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "the weight decay must be a finite number >= 0"),
     ("threads", lambda v: 1 <= v <= MAX_THREADS, f"threads must be from 1 to {MAX_THREADS}"),
+    ("val_split", lambda v: v >= 0, "the validation split must be a number of images >= 0"),
 )
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.

@@ -319,3 +319,41 @@ def test_download_json_names_sizes_and_hashes_by_what_they_measure(tmp_path, tin
         assert f["content_size"] == len(gzip.decompress(on_disk))
         assert f["content_sha256"] == hashlib.sha256(gzip.decompress(on_disk)).hexdigest()
         assert "size" not in f and "sha256" not in f
+
+
+# --- feature 1: --val-split ---
+
+
+def test_val_split_holds_out_the_last_images_and_reports_both_curves(cli, tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000", "--log-every", "4",
+            "--metrics-out", str(metrics), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    v = s["validation"]
+    assert v["n"] == 5000 and s["n_train"] == 1000 and 0 < v["accuracy"] <= 1 and v["loss"] > 0
+    steps = [h["step"] for h in v["history"]]
+    assert steps == sorted(set(range(4, 21, 4)) | {10, 20})  # every 4 steps and at each epoch's end (10 steps)
+    assert all({"train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch"} <= set(h) for h in v["history"])
+    assert [h["epoch"] for h in v["history"] if h["step"] in (10, 20)] == [1, 2]
+    logged = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [x["step"] for x in logged if "val_loss" in x] == steps
+    text = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000").output
+    assert "validation      accuracy" in text and "train loss  train acc  val loss  val acc" in text
+    assert "the last 5000 training images held out for validation" in text
+
+
+def test_validation_images_are_never_trained_on(mnist):
+    from mnist_cli.session import run_session, split_validation
+    from mnist_cli.settings import train_config
+
+    config = train_config(val_split=10000, steps=50)
+    images, labels, (val_images, val_labels) = split_validation(mnist, config)
+    assert len(images) == 50000 and np.array_equal(val_images, mnist.train_images[50000:])
+    s = run_session(mnist, config).summary
+    assert s["n_train"] == 50000 and s["validation"]["n"] == 10000
+
+
+def test_a_val_split_that_leaves_nothing_to_train_on_is_refused(cli):
+    r = cli("train", "--val-split", "60000")
+    assert r.exit_code == 2 and "--val-split" in r.output
