@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -212,7 +213,8 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None,
               help="Write a JSONL record every --log-every steps.")
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Steps between --metrics-out records (and validation scores with --val-split).")
+              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
+              "not a terminal, progress lines.")
 @threads_option
 @data_options
 @output_options
@@ -243,9 +245,11 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
         if path:
             check_writable(path, what)  # fail now, not after training
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json) as progress:
+    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
+                   every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
-                              log_every=log_every if metrics_out or config.val_split else 0, preset=preset)
+                              log_every=log_every if metrics_out or config.val_split else 0, preset=preset,
+                              progress_every=math.gcd(10, log_every))
     failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
@@ -270,13 +274,23 @@ def _outputs(*writes) -> list[str]:
 class _step_bar:
     """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
 
-    def __init__(self, total: int, desc: str, unit: str, quiet: bool):
+    def __init__(self, total: int, desc: str, unit: str, quiet: bool, every: int = 0):
         from mnist_cli.progress import bars_enabled, make_bar
 
         self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
+        self.total, self.every = total, every if not quiet else 0  # lines instead, where no bar can be drawn
 
     def __enter__(self):
+        if self.bar is None and self.every:
+            return self.line
         return self.update if self.bar is not None else None
+
+    def line(self, step, loss_value, n_bad):
+        """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
+        from mnist_cli.present import progress_line
+
+        if step % self.every == 0 or step == self.total:
+            click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)
 
     def update(self, step, loss_value, n_bad):
         self.bar.update(step - self.bar.n)
@@ -436,7 +450,8 @@ def _seed(text: str) -> int:
 @click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Steps between --metrics-out records (and validation scores with --val-split).")
+              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
+              "not a terminal, progress lines.")
 @click.option("--all-runs", is_flag=True,
               help="Print the per-run table even for a dense sweep (more than 16 cells: by default its map and a "
               "summary only).")

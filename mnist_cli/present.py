@@ -206,6 +206,12 @@ def format_train(s: dict, explain: bool = False) -> str:
     return "\n".join(rows)
 
 
+def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
+    """``train: step 300/1000, batch loss 0.3707, 0 non-finite steps``: progress where no bar can be drawn."""
+    return (f"train: step {step}/{total}, batch loss {value_text(loss, '.4g')}, "
+            f"{plural(nonfinite, 'non-finite step')}")
+
+
 def interrupted_text(done: dict | None) -> str:
     """What an interrupted ``train`` or ``compare`` had done (``exc.done`` of the KeyboardInterrupt)."""
     if not done:

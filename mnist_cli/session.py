@@ -85,11 +85,12 @@ class Session:
 
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
-                progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial") -> Session:
+                progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial",
+                progress_every: int = 10) -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
-    ``progress(step, loss, nonfinite_steps)`` is called every 10 steps; a record is kept every
+    ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps; a record is kept every
     ``log_every`` steps (0 = none); ``preset`` is the name the settings started from (for the report).
     The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
     cross-entropy of the final parameters over all the training examples used and the test set.
@@ -100,7 +101,8 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     images, labels, val = split_validation(data, config)
     n_train = min(len(images), config.train_limit or len(images))
     monitor = _monitor(images[:n_train], labels[:n_train], *val, config) if val else None
-    result = train(images, labels, config, progress=progress, on_log=lambda step, record: records.append(record),
+    result = train(images, labels, config, progress=progress, progress_every=progress_every,
+                   on_log=lambda step, record: records.append(record),
                    log_every=log_every, monitor=monitor)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
     fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)

@@ -357,3 +357,18 @@ def test_validation_images_are_never_trained_on(mnist):
 def test_a_val_split_that_leaves_nothing_to_train_on_is_refused(cli):
     r = cli("train", "--val-split", "60000")
     assert r.exit_code == 2 and "--val-split" in r.output
+
+
+# --- feature 2: progress you can read in a CI log ---
+
+
+def test_train_prints_a_progress_line_every_log_every_steps_without_a_terminal(mnist_data_dir):
+    r = CliRunner().invoke(main, ["train", "--steps", "100", "--log-every", "25", "--loss", "naive", "--input-scale",
+                                  "255", "--data-dir", str(mnist_data_dir), "--offline"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stderr.splitlines() if x.startswith("train: step")]
+    assert [x.split(",")[0] for x in lines] == [f"train: step {n}/100" for n in (25, 50, 75, 100)]
+    assert "NaN" in lines[-1] and "non-finite steps" in lines[-1]
+    quiet = CliRunner().invoke(main, ["train", "--steps", "100", "--log-every", "25", "--quiet",
+                                      "--data-dir", str(mnist_data_dir), "--offline"])
+    assert "train: step" not in quiet.stderr
