@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_cli.losses import log_softmax
-from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
+from mnist_cli.metrics import (
+    accuracy,
+    argmax_agreement,
+    calibration,
+    confusion_matrix,
+    per_class_accuracy,
+    precision_recall_f1,
+    top_confusions,
+)
 from mnist_cli.model import Model
 from mnist_cli.threads import DEFAULT_THREADS, blas_pinned
 
@@ -114,8 +122,37 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     check_input_scale(scale, model.W.dtype.name)
     data = load_data()
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
-    report = evaluate_model(model, images, labels, scale, threads=threads)
+    z = predict_logits(model, images, scale, threads=threads)  # (n, k)
+    report = evaluate_logits(model, z, labels)
+    report.update(details(z, labels, report["confusion_matrix"]))
+    meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
-                  training_provenance=model.meta.get("provenance"),
+                  training_provenance=meta.get("provenance"),
+                  training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
+                                                          "numpy_version", "dataset_checksums")},
                   data={"dir": str(data.data_dir), "verified": data.verified})
     return report
+
+
+def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10) -> dict:
+    """What ``evaluate`` adds to the accuracies: the mean cross-entropy ``loss``, scikit-learn's
+    ``classification_report``, the most frequent ``confusions``, the ``mistakes`` most confident
+    wrong predictions (index, label, prediction, its probability) and the ``calibration``."""
+    from mnist_cli.losses import softmax
+
+    with np.errstate(all="ignore"):
+        p = softmax(z.astype(np.float64))  # (n, k)
+    pred = np.argmax(z, axis=1)  # (n,)
+    conf = p[np.arange(len(pred)), pred]  # (n,) the probability of the prediction
+    y = labels.astype(np.int64)
+    wrong = np.flatnonzero((pred != y) & np.isfinite(conf))
+    worst = wrong[np.argsort(-conf[wrong], kind="stable")[:mistakes]]
+    cm = np.asarray(cm)
+    return {
+        "loss": cross_entropy(z, labels),
+        "classification_report": precision_recall_f1(cm),
+        "confusions": top_confusions(cm),
+        "confident_mistakes": [{"index": int(i), "label": int(y[i]), "predicted": int(pred[i]),
+                                "probability": float(conf[i])} for i in worst],
+        "calibration": calibration(conf, pred == y, bins),
+    }

@@ -265,9 +265,57 @@ def format_evaluate(r: dict, split: str) -> str:
         "     " + " ".join(f"{d:>5}" for d in range(k)),
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
+    if "classification_report" in r:
+        lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
+    if r.get("training") and r["training"].get("config"):
+        lines += ["", f"model settings       {_training_text(r['training'])}"]
     lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
               f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
     return "\n".join(lines)
+
+
+def classification_report_text(cr: dict) -> list[str]:
+    """scikit-learn's ``classification_report`` layout (2 decimals, support as a count)."""
+    def row(name, m):
+        return f"{name:>12}  {m['precision']:9.2f} {m['recall']:9.2f} {m['f1']:9.2f} {m['support']:9d}"
+
+    total = cr["macro"]["support"]
+    return [f"{'':>12}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", "",
+            *(row(str(c["class"]), c) for c in cr["classes"]), "",
+            f"{'accuracy':>12}  {'':>9} {'':>9} {cr['accuracy']:9.2f} {total:9d}",
+            row("macro avg", cr["macro"]), row("weighted avg", cr["weighted"])]
+
+
+def _details(r: dict) -> list[str]:
+    """Test loss, the classification report, frequent confusions, confident mistakes and calibration."""
+    cal = r["calibration"]
+    lines = [f"cross-entropy (mean over the {r['n']} examples)  {value_text(r['loss'], '.4f')}", "",
+             *classification_report_text(r["classification_report"]), "",
+             "most frequent confusions:  " + ", ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
+                                                       for c in r["confusions"]),
+             "most confident mistakes (index: label -> predicted, probability):",
+             *(f"  #{m['index']:<6} {m['label']} -> {m['predicted']}  p = {m['probability']:.4f}"
+               for m in r["confident_mistakes"]),
+             "", f"calibration: expected calibration error {value_text(cal['ece'], '.4f')} "
+             f"({len(cal['bins'])} bins of the top probability; accuracy vs mean confidence per bin)",
+             "  bin            count  confidence  accuracy"]
+    lines += [f"  ({b['lo']:.1f}, {b['hi']:.1f}]  {b['count']:>8}  {value_text(b['confidence'], '10.4f')}  "
+              f"{value_text(b['accuracy'], '8.4f')}" for b in cal["bins"] if b["count"]]
+    return lines
+
+
+def _training_text(t: dict) -> str:
+    """The model's training settings from its metadata: what differs from the tutorial, steps, version."""
+    from mnist_cli.settings import TUTORIAL, TrainConfig, changed_settings
+
+    known = {k: v for k, v in t["config"].items() if k in TUTORIAL.__dataclass_fields__}
+    try:
+        changed = changed_text(changed_settings(TrainConfig(**known)))
+    except TypeError:
+        changed = "unreadable"
+    steps = f"; {plural(t['steps'], 'step')} taken" if isinstance(t.get("steps"), int) else ""
+    version = f"; mnist-softmax {t['mnist_softmax_version']}" if t.get("mnist_softmax_version") else ""
+    return changed + steps + version
 
 
 # --- compare ------------------------------------------------------------------------------------

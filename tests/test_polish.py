@@ -372,3 +372,56 @@ def test_train_prints_a_progress_line_every_log_every_steps_without_a_terminal(m
     quiet = CliRunner().invoke(main, ["train", "--steps", "100", "--log-every", "25", "--quiet",
                                       "--data-dir", str(mnist_data_dir), "--offline"])
     assert "train: step" not in quiet.stderr
+
+
+# --- feature 3: a richer evaluate ---
+
+
+def test_precision_recall_f1_follow_their_definitions():
+    from mnist_cli.metrics import precision_recall_f1
+
+    cm = np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0]])  # class 2: never true, never predicted
+    r = precision_recall_f1(cm)
+    c0, c1, c2 = r["classes"]
+    assert (c0["precision"], c0["recall"], c0["support"]) == (3 / 5, 3 / 4, 4)
+    assert (c1["precision"], c1["recall"]) == (2 / 3, 2 / 4)
+    assert c0["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
+    assert (c2["precision"], c2["recall"], c2["f1"], c2["support"]) == (0.0, 0.0, 0.0, 0)  # zero_division=0
+    assert r["accuracy"] == 5 / 8
+    assert r["macro"]["recall"] == pytest.approx((0.75 + 0.5 + 0) / 3)
+    assert r["weighted"]["recall"] == pytest.approx(r["accuracy"])  # support-weighted recall is accuracy
+
+
+def test_calibration_error_closed_forms():
+    from mnist_cli.metrics import calibration
+
+    conf = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    hit = np.array([1, 1, 1, 0, 1, 0], bool)
+    c = calibration(conf, hit, bins=10)
+    assert sum(b["count"] for b in c["bins"]) == 6 == c["n"]
+    assert c["ece"] == pytest.approx(4 / 6 * abs(0.75 - 0.95) + 2 / 6 * abs(0.5 - 0.55))
+    perfect = calibration(np.array([1.0, 1.0, 0.5, 0.5]), np.array([1, 1, 1, 0], bool), bins=2)
+    assert perfect["ece"] == 0.0 and [b["count"] for b in perfect["bins"]] == [2, 2]
+
+
+def test_evaluate_reports_loss_classification_report_mistakes_and_calibration(cli, tmp_path, mnist):
+    model = tmp_path / "m.npz"
+    assert cli("train", "--steps", "200", "--lr", "0.7", "--save", str(model)).exit_code == 0
+    ev = json.loads(cli("evaluate", str(model), "--json").output)
+    assert 0 < ev["loss"] < math.log(10)
+    assert ev["classification_report"]["accuracy"] == pytest.approx(ev["accuracy"])
+    assert sum(c["support"] for c in ev["classification_report"]["classes"]) == ev["n"]
+    cm = np.array(ev["confusion_matrix"])
+    for c in ev["confusions"]:
+        assert c["true"] != c["predicted"] and cm[c["true"], c["predicted"]] == c["count"]
+    assert [c["count"] for c in ev["confusions"]] == sorted(np.sort((cm - np.diag(np.diag(cm))).ravel())[-5:])[::-1]
+    probs = [m["probability"] for m in ev["confident_mistakes"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 5
+    for m in ev["confident_mistakes"]:
+        assert mnist.test_labels[m["index"]] == m["label"] != m["predicted"]
+    assert 0 <= ev["calibration"]["ece"] <= 1 and sum(b["count"] for b in ev["calibration"]["bins"]) == ev["n"]
+    assert ev["training"]["config"]["lr"] == 0.7 and ev["training"]["steps"] == 200
+    text = cli("evaluate", str(model)).output
+    assert "precision    recall  f1-score   support" in text and "weighted avg" in text
+    assert "most confident mistakes" in text and "expected calibration error" in text
+    assert "model settings       lr 0.7, steps 200; 200 steps taken" in text
