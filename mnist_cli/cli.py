@@ -307,29 +307,39 @@ class _step_bar:
               help="Which MNIST split to score.")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
+              "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, threads, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
     differ between the two (floating-point ties can make them), per-class accuracy, the confusion
-    matrix and counts of non-finite logits and probabilities. A model with NaN weights is
-    evaluated, not refused. It also prints what the model was trained with (threads, BLAS kernel,
-    NumPy, CPU), from its metadata: numbers from another machine can differ in the last bits.
+    matrix and counts of non-finite logits and probabilities; then the test cross-entropy,
+    precision/recall/F1 per class (scikit-learn's classification_report), the most frequent
+    confusions, the most confident mistakes and the calibration (expected calibration error). A model
+    with NaN weights is evaluated, not refused. It also prints the model's training settings and what
+    it was trained with (threads, BLAS kernel, NumPy, CPU), from its metadata.
 
     \b
     Examples:
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
+      mnist-softmax evaluate model.npz --plot templates.png
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
     from mnist_cli.present import format_evaluate
 
+    if plot_path:
+        from mnist_cli.plot import probe_plot
+
+        probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads)
+                           input_scale=input_scale, threads=threads, plot=plot_path)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 

@@ -419,11 +419,9 @@ def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = Non
     ``metrics_out`` directory (created here, as :func:`write_metrics` would) with every file it will
     hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
     if plot is not None:
-        from mnist_cli.plot import image_format, require_matplotlib
+        from mnist_cli.plot import probe_plot
 
-        image_format(plot)  # a file name the format cannot be told from: exit 2 before anything
-        require_matplotlib()  # fail before the runs, not after
-        check_writable(plot, "{plot} path")
+        probe_plot(plot)
     if metrics_out is not None:
         directory = Path(metrics_out)
         paths = metrics_paths(config, directory)

@@ -106,14 +106,15 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
-                  threads: int = DEFAULT_THREADS) -> dict:
+                  threads: int = DEFAULT_THREADS, plot=None) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
     own input scale unless one is given, and
     add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
-    (directory, whether verified MNIST)."""
+    (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
+    most confident mistakes there (:func:`mnist_cli.plot.plot_evaluation`)."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
@@ -131,6 +132,11 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
                   training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
                                                           "numpy_version", "dataset_checksums")},
                   data={"dir": str(data.data_dir), "verified": data.verified})
+    if plot is not None:
+        from mnist_cli.plot import plot_evaluation
+
+        shown = [m["index"] for m in report["confident_mistakes"]]
+        report["plot"] = str(plot_evaluation(plot, model.W, report, images[shown]))
     return report
 
 

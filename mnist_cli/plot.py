@@ -48,6 +48,59 @@ def image_format(path) -> str:
     return IMAGE_FORMATS[suffix]
 
 
+def probe_plot(path) -> None:
+    """Before any work: the format is known from the name (:class:`SettingsError`, exit 2), matplotlib
+    is installed (:class:`MissingExtraError`) and the file can be written (:class:`OutputError`)."""
+    from mnist_cli.fileio import check_writable
+
+    image_format(path)
+    require_matplotlib()
+    check_writable(path, "{plot} path")
+
+
+def save_figure(plt, fig, path) -> Path:
+    """Write ``fig`` to ``path`` atomically in the format its ending names, and close it."""
+    try:
+        with atomic_write(path, "{plot} path") as fh:
+            fig.savefig(fh, dpi=100, format=image_format(path))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarray) -> Path:
+    """The tutorial's classic figure: each class's column of ``W`` (784,) as a 28x28 template (red:
+    ink there raises the class's logit, blue: lowers it), over the most confident mistakes of
+    ``report["confident_mistakes"]`` (their images ``mistake_images`` (m, 784)) with label, prediction
+    and probability."""
+    plt = require_matplotlib()
+    k, m = W.shape[1], len(mistake_images)
+    rows = 2 + (1 if m else 0)
+    fig, axes = plt.subplots(rows, max(5, m), figsize=(2.0 * max(5, m), 2.3 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    finite = W[np.isfinite(W)]
+    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+    for c in range(k):
+        ax = axes[c // 5, c % 5]
+        ax.imshow(W[:, c].reshape(28, 28), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"W for {c}", fontsize=10)
+    for j, (img, mk) in enumerate(zip(mistake_images, report["confident_mistakes"])):
+        ax = axes[2, j]
+        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r")
+        ax.set_title(f"#{mk['index']}: {mk['label']} read as {mk['predicted']}\np = {mk['probability']:.3f}",
+                     fontsize=9, color="firebrick")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_visible(False)
+    acc = report["accuracy"] if report.get("accuracy_meaningful", True) else float("nan")
+    fig.suptitle(f"Templates: each class's weights as a 28x28 image (red: ink there raises the logit, blue: "
+                 f"lowers it; |W| up to {lim:.3g})\nbelow: the most confident mistakes; {report['split']} accuracy "
+                 f"{acc:.4f}", fontsize=10)
+    return save_figure(plt, fig, path)
+
+
 def require_matplotlib():
     """Return ``matplotlib.pyplot`` on the non-interactive Agg backend, or raise MissingExtraError."""
     try:
@@ -199,9 +252,4 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
         bar = sub_map.colorbar(image, ax=map_axes, shrink=0.8, label="first non-finite step")
         ticks = [t for t in (1, 2, 3, 10, 30, 100, 300, 1000, 3000, 10000) if t <= max(st["steps"], 10)]
         bar.set_ticks([math.log10(t) for t in ticks], labels=[str(t) for t in ticks])
-    try:
-        with atomic_write(path, "{plot} path") as fh:
-            fig.savefig(fh, dpi=100, format=image_format(path))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)

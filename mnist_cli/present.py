@@ -271,6 +271,8 @@ def format_evaluate(r: dict, split: str) -> str:
         lines += ["", f"model settings       {_training_text(r['training'])}"]
     lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
               f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
+    if "plot" in r:
+        lines.append(f"Wrote plot: {r['plot']}")
     return "\n".join(lines)
 
 

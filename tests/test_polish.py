@@ -425,3 +425,19 @@ def test_evaluate_reports_loss_classification_report_mistakes_and_calibration(cl
     assert "precision    recall  f1-score   support" in text and "weighted avg" in text
     assert "most confident mistakes" in text and "expected calibration error" in text
     assert "model settings       lr 0.7, steps 200; 200 steps taken" in text
+
+
+# --- feature 4: pictures that teach ---
+
+
+def test_evaluate_plot_draws_templates_and_mistakes(cli, tmp_path):
+    model = tmp_path / "m.npz"
+    assert cli("train", "--steps", "50", "--save", str(model)).exit_code == 0
+    png = tmp_path / "templates.png"
+    r = cli("evaluate", str(model), "--plot", str(png), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "templates.svg"
+    assert cli("evaluate", str(model), "--plot", str(svg)).exit_code == 0 and b"<svg" in svg.read_bytes()[:500]
+    bad = cli("evaluate", str(model), "--plot", str(tmp_path / "t.jpg"))
+    assert bad.exit_code == 2 and "--plot" in bad.output and not (tmp_path / "t.jpg").exists()
