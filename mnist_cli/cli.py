@@ -212,14 +212,17 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Write parameters and metadata to this .npz.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None,
               help="Write a JSONL record every --log-every steps.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Draw loss and accuracy curves (training, and validation with --val-split) to this file "
+              "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
               "not a terminal, progress lines.")
 @threads_option
 @data_options
 @output_options
-def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, data_dir, mirrors, offline, as_json,
-          quiet, **settings):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, data_dir, mirrors, offline,
+          as_json, quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -233,6 +236,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
       mnist-softmax train --loss naive --lr 5 --fail-on-nan      # exit 3 in CI
       mnist-softmax train --preset best --save best.npz
       mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
+      mnist-softmax train --val-split 5000 --plot curves.png
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
@@ -244,13 +248,17 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
     for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
         if path:
             check_writable(path, what)  # fail now, not after training
+    if plot_path:
+        from mnist_cli.plot import probe_plot
+
+        probe_plot(plot_path)
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
-                              log_every=log_every if metrics_out or config.val_split else 0, preset=preset,
-                              progress_every=math.gcd(10, log_every))
-    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out))
+                              log_every=log_every if metrics_out or config.val_split or plot_path else 0,
+                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path))
+    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
     if failed:  # the run's report first, then what could not be written

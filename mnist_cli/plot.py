@@ -101,6 +101,44 @@ def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarra
     return save_figure(plt, fig, path)
 
 
+def plot_training(path, summary: dict, losses: np.ndarray, history: list[dict]) -> Path:
+    """Loss (every step's batch loss, light; the training and validation loss of the current
+    parameters, bold) and accuracy (training and validation) against the step, non-finite steps
+    marked on top."""
+    plt = require_matplotlib()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    steps = np.arange(1, len(losses) + 1)
+    finite = np.isfinite(losses)
+    ax_loss.plot(steps[finite], losses[finite], color="0.75", lw=0.8, label="batch loss")
+    bad = steps[~finite]
+    if bad.size:
+        ax_loss.plot(bad, np.full(bad.size, 1.0), "|", color="firebrick", transform=ax_loss.get_xaxis_transform(),
+                     ms=8, label="non-finite step")
+    for key, name, color in (("train", "training", "tab:blue"), ("val", "validation", "tab:orange")):
+        # a non-finite loss means non-finite logits: their accuracy only counts zeros, so it is not drawn
+        points = [r for r in history if f"{key}_loss" in r and math.isfinite(r[f"{key}_loss"])]
+        if points:
+            at = [r["step"] for r in points]
+            ax_loss.plot(at, [r[f"{key}_loss"] for r in points], "o-", color=color, ms=3, label=f"{name} loss")
+            ax_acc.plot(at, [r[f"{key}_accuracy"] for r in points], "o-", color=color, ms=3,
+                        label=f"{name} accuracy")
+    if summary.get("accuracy_meaningful", True):
+        ax_acc.axhline(summary["test_accuracy"], color="tab:green", ls="--", lw=1,
+                       label=f"test accuracy, final model ({summary['test_accuracy']:.4f})")
+    else:
+        ax_acc.text(0.5, 0.5, "test accuracy n/a (non-finite weights)", ha="center", transform=ax_acc.transAxes)
+    ax_loss.set(xlabel="step", ylabel="cross-entropy", title="Loss")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    c = summary["config"]
+    fig.suptitle(f"{c['loss']} loss, lr {number_text(c['lr'])}, batch {c['batch_size']}, {summary['steps']} steps, "
+                 f"input x{number_text(c['input_scale'])}, {c['dtype']}", fontsize=10)
+    return save_figure(plt, fig, path)
+
+
 def require_matplotlib():
     """Return ``matplotlib.pyplot`` on the non-interactive Agg backend, or raise MissingExtraError."""
     try:

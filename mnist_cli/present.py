@@ -203,6 +203,8 @@ def format_train(s: dict, explain: bool = False) -> str:
         rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
     if "saved" in s:
         rows.append(f"  saved           {s['saved']}")
+    if "plot" in s:
+        rows.append(f"  plot            {s['plot']}")
     return "\n".join(rows)
 
 

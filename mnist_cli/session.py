@@ -72,6 +72,15 @@ class Session:
         self.summary["saved"] = str(model.save(path))
         return Path(self.summary["saved"])
 
+    def plot(self, path: str | Path) -> Path:
+        """Draw the loss and accuracy curves (:func:`mnist_cli.plot.plot_training`) to ``path``; the path
+        goes into ``summary["plot"]``."""
+        from mnist_cli.plot import plot_training
+
+        self.summary["plot"] = str(plot_training(path, self.summary, self.result.losses,
+                                                 [r for r in self.records if "train_loss" in r]))
+        return Path(self.summary["plot"])
+
     def write_metrics(self, path: str | Path, option: str = "{metrics_out} path") -> Path:
         """The records as JSONL, then a final record (step, loss, accuracies, provenance), atomically."""
         s = self.summary
@@ -86,12 +95,14 @@ class Session:
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
                 progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial",
-                progress_every: int = 10) -> Session:
+                progress_every: int = 10, history: bool = False) -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
     ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps; a record is kept every
     ``log_every`` steps (0 = none); ``preset`` is the name the settings started from (for the report).
+    ``history`` scores the current parameters on the training examples at each epoch's end and every
+    ``log_every`` steps even without a validation split (for :meth:`Session.plot`).
     The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
     cross-entropy of the final parameters over all the training examples used and the test set.
     Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot work with this data (e.g. a
@@ -100,7 +111,7 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     records: list[dict] = []
     images, labels, val = split_validation(data, config)
     n_train = min(len(images), config.train_limit or len(images))
-    monitor = _monitor(images[:n_train], labels[:n_train], *val, config) if val else None
+    monitor = _monitor(images[:n_train], labels[:n_train], val, config) if val or history else None
     result = train(images, labels, config, progress=progress, progress_every=progress_every,
                    on_log=lambda step, record: records.append(record),
                    log_every=log_every, monitor=monitor)
@@ -136,17 +147,19 @@ def split_validation(data, config: TrainConfig):
     return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
 
 
-def _monitor(train_images, train_labels, val_images, val_labels, config: TrainConfig):
+def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
     """The ``monitor`` of :func:`mnist_cli.train.train`: loss and accuracy of the current parameters on
-    the training examples used and on the held-out ones."""
+    the training examples used and on the held-out ones ``val`` = (images, labels), if any."""
     from mnist_cli.model import Model
 
     def monitor(step: int, W, b) -> dict:
         model = Model(W, b)
         fit = score(model, train_images, train_labels, config.input_scale, threads=config.threads)
-        held = score(model, val_images, val_labels, config.input_scale, threads=config.threads)
-        return {"train_loss": fit["loss"], "train_accuracy": fit["accuracy"],
-                "val_loss": held["loss"], "val_accuracy": held["accuracy"]}
+        out = {"train_loss": fit["loss"], "train_accuracy": fit["accuracy"]}
+        if val:
+            held = score(model, *val, config.input_scale, threads=config.threads)
+            out.update(val_loss=held["loss"], val_accuracy=held["accuracy"])
+        return out
 
     return monitor
 

@@ -441,3 +441,16 @@ def test_evaluate_plot_draws_templates_and_mistakes(cli, tmp_path):
     assert cli("evaluate", str(model), "--plot", str(svg)).exit_code == 0 and b"<svg" in svg.read_bytes()[:500]
     bad = cli("evaluate", str(model), "--plot", str(tmp_path / "t.jpg"))
     assert bad.exit_code == 2 and "--plot" in bad.output and not (tmp_path / "t.jpg").exists()
+
+
+def test_train_plot_draws_curves_and_refuses_a_bad_name_before_training(cli, tmp_path):
+    png = tmp_path / "curves.png"
+    r = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000", "--log-every", "5",
+            "--plot", str(png), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nan = tmp_path / "nan.pdf"
+    r = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "20", "--plot", str(nan))
+    assert r.exit_code == 0 and nan.read_bytes()[:5] == b"%PDF-"
+    bad = cli("train", "--steps", "5", "--plot", str(tmp_path / "c.gif"))
+    assert bad.exit_code == 2 and "--plot" in bad.output and "test accuracy" not in bad.output
