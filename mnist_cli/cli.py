@@ -115,7 +115,8 @@ def main():
     \b
     Examples:
       mnist-softmax download
-      mnist-softmax train --loss fused
+      mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
+      mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax compare
@@ -349,6 +350,47 @@ def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirro
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
+
+
+@main.command(short_help="A saved model's answer for test images or your own.")
+@click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
+@click.option("--index", "indices", default=None, metavar="LIST",
+              callback=lambda ctx, param, v: _int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
+@click.option("--images", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255.")
+@click.option("--input-scale", type=POSITIVE, default=None,
+              help="Pixel scale the model expects.  [default: the one it was trained with]")
+@data_options
+@output_options
+def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline, as_json, quiet):
+    """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
+    the probabilities, for test-set images by index or for images of your own.
+
+    \b
+    Examples:
+      mnist-softmax predict model.npz --index 0,1,2
+      mnist-softmax predict model.npz --images digits.npy --json
+      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+    """
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.predict import predict_file
+    from mnist_cli.present import format_predict
+
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
+                          load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+    click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
+
+
+def _int_list(value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
+    if not out:
+        raise click.BadParameter("give at least one index")
+    return out
 
 
 # --- compare -------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_a_mirror_that_is_a_file_is_called_a_file(tmp_path):
 def test_top_level_help_lists_the_workflow_with_whole_summaries_and_exit_codes():
     out = CliRunner().invoke(main, ["--help"], env={"COLUMNS": "100"}).output
     listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed == ["download", "train", "evaluate", "compare"]
+    assert listed == ["download", "train", "evaluate", "predict", "compare"]
     assert "..." not in out.split("Commands:")[1]  # no summary cut mid-sentence
     assert "Exit codes:" in out and "143" in out and "MNIST_SOFTMAX_MIRRORS" in out and "_COMPLETE" in out
 
@@ -454,3 +454,55 @@ def test_train_plot_draws_curves_and_refuses_a_bad_name_before_training(cli, tmp
     assert r.exit_code == 0 and nan.read_bytes()[:5] == b"%PDF-"
     bad = cli("train", "--steps", "5", "--plot", str(tmp_path / "c.gif"))
     assert bad.exit_code == 2 and "--plot" in bad.output and "test accuracy" not in bad.output
+
+
+# --- feature 5: predict ---
+
+
+@pytest.fixture(scope="module")
+def tutorial_model(tmp_path_factory, mnist_data_dir):
+    path = tmp_path_factory.mktemp("predict") / "m.npz"
+    r = CliRunner().invoke(main, ["train", "--steps", "200", "--save", str(path), "--data-dir", str(mnist_data_dir),
+                                  "--offline", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_predict_on_test_indices_matches_evaluate(cli, tutorial_model, mnist):
+    from mnist_cli.evaluate import predict_logits
+    from mnist_cli.model import Model
+
+    r = json.loads(cli("predict", str(tutorial_model), "--index", "0,7,2044", "--json").output)
+    z = predict_logits(Model.load(tutorial_model), mnist.test_images[[0, 7, 2044]], 1.0)
+    for row, i, zi in zip(r["predictions"], (0, 7, 2044), z):
+        assert row["index"] == i and row["label"] == mnist.test_labels[i]
+        assert row["predicted"] == int(np.argmax(zi)) == row["predicted_softmax"]
+        assert sum(row["probabilities"]) == pytest.approx(1.0, abs=1e-5) and len(row["probabilities"]) == 10
+    text = cli("predict", str(tutorial_model), "--index", "0").output
+    assert "argmax(z)  argmax(p)" in text and f"      0      {mnist.test_labels[0]}" in text
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".gz", ""])
+def test_predict_on_a_file_of_your_own(cli, tutorial_model, mnist, tmp_path, suffix):
+    images = mnist.test_images[:4].reshape(4, 28, 28)
+    path = tmp_path / f"mine{suffix}"
+    if suffix == ".npy":
+        np.save(path, images.astype(np.float32))  # floats holding whole pixel values are fine
+    else:
+        data = encode_idx(images)
+        path.write_bytes(gzip.compress(data) if suffix == ".gz" else data)
+    mine = json.loads(cli("predict", str(tutorial_model), "--images", str(path), "--json").output)
+    test = json.loads(cli("predict", str(tutorial_model), "--index", "0,1,2,3", "--json").output)
+    assert [p["predicted"] for p in mine["predictions"]] == [p["predicted"] for p in test["predictions"]]
+    assert all(p["label"] is None for p in mine["predictions"])
+
+
+def test_predict_refuses_bad_input_in_one_line(cli, tutorial_model, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 5)))
+    for args, code, needle in ((["--index", "10000"], 2, "--index"), ([], 2, "--index / --images"),
+                               (["--images", str(bad)], 1, "not 28x28 images"),
+                               (["--images", str(tutorial_model)], 1, "give an IDX or .npy file"),
+                               (["--index", "a,b"], 2, "comma-separated whole numbers")):
+        r = cli("predict", str(tutorial_model), *args)
+        assert r.exit_code == code and needle in r.output and "Traceback" not in r.output, (args, r.output)
