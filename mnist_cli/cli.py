@@ -115,10 +115,10 @@ def main():
     \b
     Examples:
       mnist-softmax download
-      mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
-      mnist-softmax predict model.npz --index 0,1,2
+      mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
+      mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax compare
 
     \b
