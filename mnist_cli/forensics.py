@@ -201,13 +201,26 @@ def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndar
     return c
 
 
-def explain_result(result, dtype, loss_name: str) -> dict | None:
+def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = None) -> dict | None:
     """:func:`explain` for a :class:`mnist_cli.train.TrainResult`'s first non-finite step (None if it had
-    none), told whether W and b were still finite entering that step (from its NaN accounting)."""
+    none), told whether W and b were still finite entering that step (from its NaN accounting). With the
+    training ``images`` (n, 784) the first culprit also gets its ``digit`` (:func:`digit14`) and all its
+    ``logits``, for the terminal picture."""
     if result.snapshot is None:
         return None
     broke = result.nan.first_nonfinite_params_step  # the parameters were non-finite after this step
-    return explain(result.snapshot, dtype, loss_name, params_finite=broke is None or broke >= result.snapshot.step)
+    e = explain(result.snapshot, dtype, loss_name, params_finite=broke is None or broke >= result.snapshot.step)
+    if images is not None and e["culprits"]:
+        c = e["culprits"][0]
+        c["digit"] = digit14(images[c["index"]])
+        c["logits"] = [float(v) for v in np.asarray(result.snapshot.logits)[c["batch_row"]]]
+    return e
+
+
+def digit14(image: np.ndarray) -> list[list[int]]:
+    """A 28x28 uint8 image (784,) as 14x14 means of its 2x2 blocks (0-255): enough to see the digit."""
+    x = np.asarray(image, dtype=np.float64).reshape(14, 2, 14, 2)
+    return np.rint(x.mean(axis=(1, 3))).astype(int).tolist()
 
 
 def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int = 3,

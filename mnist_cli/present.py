@@ -750,6 +750,23 @@ def _probability_lines(e: dict, c: dict) -> list[str]:
     return lines
 
 
+SHADES = " ░▒▓█"  # ink 0-255 in five steps
+
+
+def digit_lines(c: dict) -> list[str]:
+    """The culprit's digit (14x14 block characters) beside its ten logits, label and prediction marked."""
+    logits = c.get("logits") or []
+    rows = []
+    for r, row in enumerate(c["digit"]):
+        art = "".join(SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in row)
+        side = ""
+        if r < len(logits):
+            mark = ("  <- label" if r == c["label"] else "") + ("  <- max" if r == c["predicted"] else "")
+            side = f"   z[{r}] = {short_number(logits[r]):>10}{mark}"
+        rows.append(f"    |{art}|{side}".rstrip())
+    return rows
+
+
 def format_explanation(e: dict) -> str:
     """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline)."""
     lines = _explanation_head(e)
@@ -766,6 +783,8 @@ def format_explanation(e: dict) -> str:
         *_probability_lines(e, c),
         *(_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")),
     ]
+    if c.get("digit"):
+        lines += digit_lines(c)
     rest = e["culprits"][1:]
     if rest:
         more = ", ".join(f"#{r['index']} (label {r['label']}, gap {short_number(r['gap_max_minus_min'])})" for r in rest)

@@ -130,7 +130,7 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     if explain:
         from mnist_cli.forensics import explain_result
 
-        summary["explanation"] = explain_result(result, config.dtype, config.loss)
+        summary["explanation"] = explain_result(result, config.dtype, config.loss, images)
     return Session(result, summary, records, data.checksums)
 
 

@@ -506,3 +506,27 @@ def test_predict_refuses_bad_input_in_one_line(cli, tutorial_model, tmp_path):
                                (["--index", "a,b"], 2, "comma-separated whole numbers")):
         r = cli("predict", str(tutorial_model), *args)
         assert r.exit_code == code and needle in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+def test_the_culprit_digit_is_drawn_beside_its_logits(cli, mnist):
+    from mnist_cli.forensics import digit14
+
+    s = json.loads(cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan",
+                       "--json").output)
+    c = s["explanation"]["culprits"][0]
+    assert c["digit"] == digit14(mnist.train_images[c["index"]]) and len(c["digit"]) == 14
+    assert len(c["logits"]) == 10 and max(c["logits"]) == c["logit_max"]
+    text = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan").output
+    art = [x for x in text.splitlines() if x.startswith("    |")]
+    assert len(art) == 14 and all(len(x.split("|")[1]) == 28 for x in art)
+    assert any("█" in x for x in art) and f"z[{c['label']}] =" in art[c["label"]] and "<- label" in art[c["label"]]
+
+
+def test_digit14_averages_2x2_blocks():
+    from mnist_cli.forensics import digit14
+
+    img = np.zeros((28, 28), np.uint8)
+    img[0:2, 0:2] = [[255, 255], [255, 253]]
+    img[27, 27] = 4
+    d = digit14(img.ravel())
+    assert d[0][0] == 254 and d[13][13] == 1 and sum(map(sum, d)) == 255
