@@ -64,7 +64,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
     scale = model.input_scale if input_scale is None else input_scale
     if (indices is None) == (images is None):
         raise SettingsError(("index", "images"), "give test-set indices with {index} or a file with {images}")
-    labels = None
+    labels, where = None, {}
     if images is not None:
         x = read_images(images)
     else:
@@ -74,6 +74,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         if bad:
             raise SettingsError("index", f"test-set index {bad[0]} is outside 0-{n - 1}")
         x, labels = data.test_images[list(indices)], data.test_labels[list(indices)]
+        where = {"data": {"dir": str(data.data_dir), "verified": data.verified}}
     if len(x) > MAX_IMAGES:
         raise SettingsError("images", f"{len(x)} images is more than {MAX_IMAGES:,}: use evaluate for a data set")
     z = predict_logits(model, x, scale)  # (n, k)
@@ -91,4 +92,4 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
             "logits_finite": finite,
         })
     return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-            "predictions": rows}
+            "predictions": rows, **where}

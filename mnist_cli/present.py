@@ -337,7 +337,7 @@ def format_predict(r: dict) -> str:
         wrong = "" if row["label"] is None or row["label"] == row["predicted"] else "  WRONG"
         lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
                      + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
-    return "\n".join(lines)
+    return "\n".join([*lines, *data_lines(r)])
 
 
 # --- compare ------------------------------------------------------------------------------------

@@ -480,6 +480,7 @@ def test_predict_on_test_indices_matches_evaluate(cli, tutorial_model, mnist):
         assert sum(row["probabilities"]) == pytest.approx(1.0, abs=1e-5) and len(row["probabilities"]) == 10
     text = cli("predict", str(tutorial_model), "--index", "0").output
     assert "argmax(z)  argmax(p)" in text and f"      0      {mnist.test_labels[0]}" in text
+    assert "data: " in text and "(verified MNIST)" in text
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".gz", ""])
