@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -76,8 +77,12 @@ class _Group(click.Group):
         except MnistError as exc:  # worded with the flags of the settings it names
             raise click.ClickException(exc.text(_flag)) from None
         except KeyboardInterrupt as exc:
+            from mnist_cli.present import interrupted_text
+
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            if getattr(exc, "done", None):
+                click.echo(interrupted_text(exc.done), err=True)
             ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except BrokenPipeError:  # `mnist-softmax compare --json | head -1`: the reader left; say nothing
             _quiet_stdout()
@@ -113,6 +118,7 @@ def main():
       mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
+      mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax compare
 
     \b
@@ -193,6 +199,9 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help=f"L2 penalty on W.  [default: {TUTORIAL.weight_decay:g}]")
 @click.option("--average-epochs", type=click.IntRange(min=1), default=None,
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
+@click.option("--val-split", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Hold out the last N training images (TF's input_data: 5000) and report train and validation "
+              "loss and accuracy per epoch and every --log-every steps.")
 @click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
 @click.option("--stop-on-nan", is_flag=True, default=None,
@@ -204,13 +213,17 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Write parameters and metadata to this .npz.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None,
               help="Write a JSONL record every --log-every steps.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Draw loss and accuracy curves (training, and validation with --val-split) to this file "
+              "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Steps between --metrics-out records.")
+              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
+              "not a terminal, progress lines.")
 @threads_option
 @data_options
 @output_options
-def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, data_dir, mirrors, offline, as_json,
-          quiet, **settings):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, data_dir, mirrors, offline,
+          as_json, quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -223,6 +236,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
       mnist-softmax train --loss naive --lr 5 --fail-on-nan      # exit 3 in CI
       mnist-softmax train --preset best --save best.npz
+      mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
+      mnist-softmax train --val-split 5000 --plot curves.png
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
@@ -234,11 +249,17 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, log_every, d
     for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
         if path:
             check_writable(path, what)  # fail now, not after training
+    if plot_path:
+        from mnist_cli.plot import probe_plot
+
+        probe_plot(plot_path)
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json) as progress:
+    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
+                   every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
-                              log_every=log_every if metrics_out else 0)
-    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out))
+                              log_every=log_every if metrics_out or config.val_split or plot_path else 0,
+                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path))
+    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
     if failed:  # the run's report first, then what could not be written
@@ -262,13 +283,23 @@ def _outputs(*writes) -> list[str]:
 class _step_bar:
     """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
 
-    def __init__(self, total: int, desc: str, unit: str, quiet: bool):
+    def __init__(self, total: int, desc: str, unit: str, quiet: bool, every: int = 0):
         from mnist_cli.progress import bars_enabled, make_bar
 
         self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
+        self.total, self.every = total, every if not quiet else 0  # lines instead, where no bar can be drawn
 
     def __enter__(self):
+        if self.bar is None and self.every:
+            return self.line
         return self.update if self.bar is not None else None
+
+    def line(self, step, loss_value, n_bad):
+        """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
+        from mnist_cli.present import progress_line
+
+        if step % self.every == 0 or step == self.total:
+            click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)
 
     def update(self, step, loss_value, n_bad):
         self.bar.update(step - self.bar.n)
@@ -285,30 +316,81 @@ class _step_bar:
               help="Which MNIST split to score.")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
+              "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, threads, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
     differ between the two (floating-point ties can make them), per-class accuracy, the confusion
-    matrix and counts of non-finite logits and probabilities. A model with NaN weights is
-    evaluated, not refused. It also prints what the model was trained with (threads, BLAS kernel,
-    NumPy, CPU), from its metadata: numbers from another machine can differ in the last bits.
+    matrix and counts of non-finite logits and probabilities; then the test cross-entropy,
+    precision/recall/F1 per class (scikit-learn's classification_report), the most frequent
+    confusions, the most confident mistakes and the calibration (expected calibration error). A model
+    with NaN weights is evaluated, not refused. It also prints the model's training settings and what
+    it was trained with (threads, BLAS kernel, NumPy, CPU), from its metadata.
 
     \b
     Examples:
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
+      mnist-softmax evaluate model.npz --plot templates.png
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
     from mnist_cli.present import format_evaluate
 
+    if plot_path:
+        from mnist_cli.plot import probe_plot
+
+        probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads)
+                           input_scale=input_scale, threads=threads, plot=plot_path)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
+
+
+@main.command(short_help="A saved model's answer for test images or your own.")
+@click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
+@click.option("--index", "indices", default=None, metavar="LIST",
+              callback=lambda ctx, param, v: _int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
+@click.option("--images", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255.")
+@click.option("--input-scale", type=POSITIVE, default=None,
+              help="Pixel scale the model expects.  [default: the one it was trained with]")
+@data_options
+@output_options
+def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline, as_json, quiet):
+    """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
+    the probabilities, for test-set images by index or for images of your own.
+
+    \b
+    Examples:
+      mnist-softmax predict model.npz --index 0,1,2
+      mnist-softmax predict model.npz --images digits.npy --json
+      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+    """
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.predict import predict_file
+    from mnist_cli.present import format_predict
+
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
+                          load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+    click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
+
+
+def _int_list(value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
+    if not out:
+        raise click.BadParameter("give at least one index")
+    return out
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -428,7 +510,8 @@ def _seed(text: str) -> int:
 @click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Steps between --metrics-out records.")
+              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
+              "not a terminal, progress lines.")
 @click.option("--all-runs", is_flag=True,
               help="Print the per-run table even for a dense sweep (more than 16 cells: by default its map and a "
               "summary only).")

@@ -30,7 +30,7 @@ import numpy as np
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
-from mnist_cli.forensics import explain
+from mnist_cli.forensics import explain_result
 from mnist_cli.present import conclusion, number_text
 from mnist_cli.threads import provenance
 from mnist_cli.train import TrainConfig, TrainResult, train
@@ -203,7 +203,18 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     t0 = time.perf_counter()
     train_one = _train_stacked if config.engine == "stack" else _train_alone
-    runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, on_run)
+    finished: list[str] = []
+
+    def track(done: int, total: int, label: str) -> None:
+        finished.append(label)
+        if on_run is not None:
+            on_run(done, total, label)
+
+    try:
+        runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, track)
+    except KeyboardInterrupt as exc:  # Ctrl-C: say which runs had finished (the CLI prints it)
+        exc.done = {"command": "compare", "finished": finished, "runs": len(jobs)}
+        raise
     return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
 
 
@@ -216,7 +227,7 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, j
         result = train(train_images, train_labels, tc, on_log=lambda step, rec, records=records: records.append(rec),
                        log_every=config.log_every)
         evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
-        explanation = explain(result.snapshot, tc.dtype, loss) if result.snapshot is not None else None
+        explanation = explain_result(result, tc.dtype, loss)
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
         if on_run is not None:
             on_run(done, len(jobs), f"{cell.label} / {loss}")
@@ -242,7 +253,7 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
     evaluations = evaluate_stack(results, test_images, test_labels)
     runs = []
     for (cell, loss), result, evaluation in zip(jobs, results, evaluations):
-        explanation = explain(result.snapshot, cell.dtype, loss) if result.snapshot is not None else None
+        explanation = explain_result(result, cell.dtype, loss)
         records = log_records(result, config.log_every) if config.log_every else []
         runs.append(Run(cell, loss, result, evaluation, explanation, records))
     return runs
@@ -268,6 +279,7 @@ def _run_doc(run: Run) -> dict:
         "loss": run.loss,
         "test_accuracy": ev["accuracy"],
         "test_accuracy_softmax": ev["accuracy_softmax"],
+        "accuracy_meaningful": ev["accuracy_meaningful"],
         "final_loss": r.final_loss,
         "steps": r.steps,
         "first_nonfinite_step": r.nan.first_nonfinite_step,
@@ -407,11 +419,9 @@ def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = Non
     ``metrics_out`` directory (created here, as :func:`write_metrics` would) with every file it will
     hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
     if plot is not None:
-        from mnist_cli.plot import image_format, require_matplotlib
+        from mnist_cli.plot import probe_plot
 
-        image_format(plot)  # a file name the format cannot be told from: exit 2 before anything
-        require_matplotlib()  # fail before the runs, not after
-        check_writable(plot, "{plot} path")
+        probe_plot(plot)
     if metrics_out is not None:
         directory = Path(metrics_out)
         paths = metrics_paths(config, directory)

@@ -78,6 +78,8 @@ def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bo
     for attempt in range(2):
         try:
             return _load(root, spec, stamps, sources, mirrors=mirrors, offline=offline, progress=progress)
+        except FormatError as exc:  # the user's own file, not the MNIST one: say how to get MNIST back
+            raise exc.with_fix() from None
         except _Rotten as exc:  # trusted by its stamp, but its content changed (bit rot): verify and repair
             if attempt:
                 raise ChecksumError(f"{exc.path} changed while it was being read; run the command again.") from None
@@ -101,7 +103,7 @@ def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, 
         report = ensure_mnist(root, mirrors=mirrors, offline=offline, progress=progress, spec=spec)
         stamps = Stamps(root)
         sources = {
-            f.role: _Source(Path(r.path), r.sha256, r.verified) for f, r in zip(spec.files, report.files)
+            f.role: _Source(Path(r.path), r.content_sha256, r.verified) for f, r in zip(spec.files, report.files)
         }
     if not all(s.pinned for s in sources.values()):
         _check_headers(sources)  # before decoding: a lying header must not cost memory or a cache file

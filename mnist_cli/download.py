@@ -33,8 +33,9 @@ import urllib3
 
 from mnist_cli import __version__, datasets
 from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import DataDirError, DataNotFoundError, DownloadError, MnistError
-from mnist_cli.present import describe_data
+from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
+from mnist_cli.idx import check_idx
+from mnist_cli.present import describe_data, plural
 from mnist_cli.progress import bars_enabled, make_bar
 from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
 from mnist_cli.sources import FetchSettings, Mirror, offline_from_env, resolve_mirrors
@@ -47,6 +48,7 @@ from mnist_cli.store import (
     check_caches,
     find_file,
     locked,
+    notices,
     printable,
     redact,
     resolve_data_dir,
@@ -66,9 +68,11 @@ class FileReport:
     name: str
     status: str  # "present" (already verified), "downloaded", or "foreign" (not MNIST, kept as the user's data)
     #              (_inspect also says "corrupt": once verified, no longer matching, to be fetched again)
-    path: str | None = None
-    size: int | None = None  # bytes on disk
-    sha256: str | None = None  # of the decompressed content
+    path: str | None = None  # absolute and normalised
+    file_size: int | None = None  # bytes of the file on disk (the .gz when compressed)
+    file_sha256: str | None = None  # SHA-256 of the file on disk, when known
+    content_size: int | None = None  # bytes of the decompressed content, when verified
+    content_sha256: str | None = None  # SHA-256 of the decompressed content (what is pinned), when verified
     compressed: bool | None = None
     byte_identical: bool | None = None  # the .gz equals the one the public mirrors serve (None: unknown)
     source: str | None = None  # the mirror a download came from
@@ -129,7 +133,7 @@ class DownloadReport:
                 "foreign": f"NOT {self.dataset.upper()}: kept as your own data "
                 "(checked for IDX structure when loaded; a forced download replaces it)",
             }[f.status]
-            lines.append(f"  {f.name:<28} {_mb(f.size or 0):>9}  {what}")
+            lines.append(f"  {f.name:<28} {_mb(f.file_size or 0):>9}  {what}")
             lines += [f"    note: {printable(note)}" for note in f.notes]
         lines += [f"  note: {printable(note)}" for note in self.notices]
         lines.append(describe_data(self.data_dir, self.verified))
@@ -192,9 +196,20 @@ def ensure_mnist(
         with locked(root, settings.lock_timeout), requests.Session() as session:
             session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
             skipped = {str(m): "skipped: offline mode" for m in sources if m not in usable}
+            if progress and not bars_enabled(quiet=False):  # no bar on a log: one line says what happens
+                notices.warning(_fetching(spec, plan.todo, root, usable))
             plan.fetch(_Fetcher(root, spec, usable, skipped, session, settings, progress), force)
     plan.stamps.save()
     return DownloadReport(spec.name, root, [plan.reports[f.name] for f in spec.files], found)
+
+
+def _fetching(spec: DatasetSpec, todo: list[FileSpec], root: Path, mirrors: list[Mirror]) -> str:
+    """The one line an automatic download prints where no progress bar can be drawn."""
+    size = sum(f.gz_size or f.size for f in todo)
+    others = len(mirrors) - 1
+    more = f" (then {plural(others, 'other mirror')} if it fails)" if others else ""
+    return (f"Downloading {spec.name.upper()} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {_mb(size)}) into "
+            f"{root} from {printable(str(mirrors[0]))}{more}.")
 
 
 @dataclass
@@ -284,12 +299,23 @@ def _inspect(root: Path, f: FileSpec, stamps: Stamps, rehash: bool) -> FileRepor
         if earlier is not None and earlier.get("pinned"):
             stamps.distrust(path)  # until it is replaced, no load may trust its stat facts
             return FileReport(f.name, "corrupt", str(path), notes=[f"replaced a corrupt file: {exc}"])
-        return FileReport(f.name, "foreign", str(path), size=path.stat().st_size)
+        _check_foreign(path, root)
+        return FileReport(f.name, "foreign", str(path), file_size=path.stat().st_size)
     except OSError as exc:
         raise DataDirError(f"Cannot read {path} ({exc.strerror}); fix its permissions or delete it.") from None
     earlier = stamps.get(path.name) or {}
     entry = _stamp(stamps, path, digest, f, origin=earlier.get("origin", "found"), source=earlier.get("source"))
     return _present(f, path, entry)
+
+
+def _check_foreign(path: Path, root: Path) -> None:
+    """A file that is not the pinned one may be the user's own dataset, but only if it is valid IDX:
+    anything else (garbage, a truncated gzip) is refused now, with the fix, not kept to fail at load."""
+    try:
+        check_idx(path)
+    except FormatError as exc:
+        raise FormatError(f"{exc} It is neither the MNIST file nor a valid IDX file of your own. " + DATA_FIX,
+                          ("force", "data_dir")) from None
 
 
 def _stamp(stamps: Stamps, path: Path, digest: Digest, f: FileSpec, *, origin: str, source) -> dict:
@@ -310,8 +336,10 @@ def _present(f: FileSpec, path: Path, entry: dict) -> FileReport:
         f.name,
         "present",
         str(path),
-        size=entry["size"],
-        sha256=entry["sha256"],
+        file_size=entry["size"],
+        file_sha256=entry.get("file_sha256"),
+        content_size=f.size,
+        content_sha256=entry["sha256"],
         compressed=entry.get("compressed"),
         byte_identical=_identical(f, entry.get("file_sha256"), entry.get("compressed")),
         source=entry.get("source"),

@@ -62,6 +62,17 @@ class FormatError(MnistError):
 
     settings = ("data_dir", "force", "mirror")
 
+    def with_fix(self) -> "FormatError":
+        """This error with :data:`DATA_FIX` appended (once)."""
+        if DATA_FIX in self.message:
+            return self
+        return FormatError(f"{self.message.rstrip()} {DATA_FIX}", tuple(dict.fromkeys((*self.settings, "force"))))
+
+
+#: What to do about a data file that cannot be read (the end of every such error).
+DATA_FIX = ("Fix: `mnist-softmax download {force}` replaces the data directory's files with verified MNIST, "
+            "or remove the file (or choose another {data_dir}).")
+
 
 class DataNotFoundError(MnistError):
     """The dataset is not present and may not be fetched (e.g. offline)."""

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
+from mnist_cli.losses import log_softmax
+from mnist_cli.metrics import (
+    accuracy,
+    argmax_agreement,
+    calibration,
+    confusion_matrix,
+    per_class_accuracy,
+    precision_recall_f1,
+    top_confusions,
+)
 from mnist_cli.model import Model
 from mnist_cli.settings import DEFAULT_THREADS
 from mnist_cli.threads import blas_pinned
@@ -31,7 +40,34 @@ def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: 
 def evaluate_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
                       threads: int = DEFAULT_THREADS) -> float:
     """Accuracy of ``argmax(x @ W + b)``."""
-    return accuracy(labels, np.argmax(predict_logits(model, images, input_scale, threads=threads), axis=1))
+    return scored_accuracy(model, images, labels, input_scale, threads)[0]
+
+
+def scored_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                    threads: int = DEFAULT_THREADS) -> tuple[float, bool]:
+    """The accuracy of ``argmax(x @ W + b)`` and whether it means anything: False when a logit is
+    non-finite (``argmax`` of a NaN row is 0, so a broken model "predicts" class 0 and scores the share
+    of zeros in the labels)."""
+    s = score(model, images, labels, input_scale, threads)
+    return s["accuracy"], s["meaningful"]
+
+
+def cross_entropy(z: np.ndarray, labels: np.ndarray) -> float:
+    """``mean(-log_softmax(z)[i, y_i])`` over all rows, computed in float64 (NaN if a logit is NaN)."""
+    if not labels.size:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        log_p = log_softmax(z.astype(np.float64))  # (n, k)
+        return float(-np.mean(log_p[np.arange(labels.size), labels.astype(np.intp)]))
+
+
+def score(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+          threads: int = DEFAULT_THREADS) -> dict:
+    """``accuracy`` of ``argmax(x @ W + b)``, whether it is ``meaningful`` (every logit finite, see
+    :func:`scored_accuracy`) and the mean cross-entropy ``loss`` over all the examples."""
+    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
+    return {"accuracy": accuracy(labels, np.argmax(z, axis=1)), "meaningful": bool(np.isfinite(z).all()),
+            "loss": cross_entropy(z, labels)}
 
 
 def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
@@ -40,7 +76,8 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
 
     ``accuracy`` is from ``argmax(logits)`` (what the tutorial does after dropping softmax);
     ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did before). A model with
-    non-finite weights is evaluated, not refused: its non-finite logits are counted. ``threads``
+    non-finite weights is evaluated, not refused: its non-finite logits are counted, and
+    ``accuracy_meaningful`` is False (the accuracies stay, for the record, but only count zeros). ``threads``
     share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
     return evaluate_logits(model, predict_logits(model, images, input_scale, threads=threads), labels)
@@ -58,6 +95,7 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
         "n": int(labels.shape[0]),
         "accuracy": accuracy(y, agree["pred_logits"]),
         "accuracy_softmax": accuracy(y, agree["pred_probs"]),
+        "accuracy_meaningful": agree["nonfinite_logits"] == 0,  # argmax of a NaN row is 0: a count of zeros
         "per_class_accuracy": [float(a) for a in per_class],
         "confusion_matrix": cm.tolist(),
         "argmax": {key: agree[key] for key in ("differ", "ties_in_probs", "zero_probs")},
@@ -69,22 +107,59 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
-                  threads: int = DEFAULT_THREADS) -> dict:
+                  threads: int = DEFAULT_THREADS, plot=None) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
     own input scale unless one is given, and
     add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
-    (directory, whether verified MNIST)."""
+    (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
+    most confident mistakes there (:func:`mnist_cli.plot.plot_evaluation`)."""
+    from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
     model = Model.load(path)
-    data = load_data()
     scale = model.input_scale if input_scale is None else input_scale
+    check_input_scale(scale, model.W.dtype.name)
+    data = load_data()
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
-    report = evaluate_model(model, images, labels, scale, threads=threads)
+    z = predict_logits(model, images, scale, threads=threads)  # (n, k)
+    report = evaluate_logits(model, z, labels)
+    report.update(details(z, labels, report["confusion_matrix"]))
+    meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
-                  training_provenance=model.meta.get("provenance"),
+                  training_provenance=meta.get("provenance"),
+                  training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
+                                                          "numpy_version", "dataset_checksums")},
                   data={"dir": str(data.data_dir), "verified": data.verified})
+    if plot is not None:
+        from mnist_cli.plot import plot_evaluation
+
+        shown = [m["index"] for m in report["confident_mistakes"]]
+        report["plot"] = str(plot_evaluation(plot, model.W, report, images[shown]))
     return report
+
+
+def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10) -> dict:
+    """What ``evaluate`` adds to the accuracies: the mean cross-entropy ``loss``, scikit-learn's
+    ``classification_report``, the most frequent ``confusions``, the ``mistakes`` most confident
+    wrong predictions (index, label, prediction, its probability) and the ``calibration``."""
+    from mnist_cli.losses import softmax
+
+    with np.errstate(all="ignore"):
+        p = softmax(z.astype(np.float64))  # (n, k)
+    pred = np.argmax(z, axis=1)  # (n,)
+    conf = p[np.arange(len(pred)), pred]  # (n,) the probability of the prediction
+    y = labels.astype(np.int64)
+    wrong = np.flatnonzero((pred != y) & np.isfinite(conf))
+    worst = wrong[np.argsort(-conf[wrong], kind="stable")[:mistakes]]
+    cm = np.asarray(cm)
+    return {
+        "loss": cross_entropy(z, labels),
+        "classification_report": precision_recall_f1(cm),
+        "confusions": top_confusions(cm),
+        "confident_mistakes": [{"index": int(i), "label": int(y[i]), "predicted": int(pred[i]),
+                                "probability": float(conf[i])} for i in worst],
+        "calibration": calibration(conf, pred == y, bins),
+    }

@@ -49,6 +49,10 @@ def _chain_nonfinite_logits(c: dict) -> dict:
     if c["logit_overflow"]:  # +-inf among the logits: the product left the dtype's range
         head = (f"the logits are already non-finite: a logit is {c['logit_overflow']}, z = x @ W + b exceeded the "
                 f"largest {c['dtype']} ({c['dtype_max']:.5g}) and rounded to infinity (overflow, not underflow)")
+    elif c["params_finite"]:  # finite W and b, NaN logits: a partial sum of the product overflowed
+        head = (f"W and b are finite, but z = x @ W + b overflowed inside the product: a product or partial sum passed the "
+                f"largest {c['dtype']} ({c['dtype_max']:.5g}), became +-inf, and inf - inf gave NaN (overflow, not "
+                "underflow)")
     else:
         head = "z = x @ W + b is already non-finite (NaN: W or b went non-finite at an earlier step)"
     return {
@@ -141,7 +145,7 @@ def _observe_rows(loss_fn, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndar
 
 
 def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndarray, index: int,
-             row_loss: float, grad_ok: bool, loss_name: str) -> dict:
+             row_loss: float, grad_ok: bool, loss_name: str, params_finite: bool | None = None) -> dict:
     """Everything about example ``i`` of the batch, and the chain its values take through the loss."""
     dtype = z.dtype
     zi, t = z[i].astype(np.float64), int(y[i])
@@ -190,16 +194,42 @@ def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndar
         "logit_overflow": ("+inf" if np.any(zi == np.inf) else "-inf" if np.any(zi == -np.inf) else None),
         "target_shift_overflow": bool(finite and shifted[t] == -np.inf),
         "row_gradient_limit": gradient_overflow_limit(dtype, z.shape[0], ties) if finite and ties > 0 else math.inf,
+        "params_finite": params_finite,
     }
     writer = CHAINS.get(loss_name, _chain_naive) if finite else _chain_nonfinite_logits
     c["chain"] = writer({**c, **facts})
     return c
 
 
-def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int = 3) -> dict:
+def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = None) -> dict | None:
+    """:func:`explain` for a :class:`mnist_cli.train.TrainResult`'s first non-finite step (None if it had
+    none), told whether W and b were still finite entering that step (from its NaN accounting). With the
+    training ``images`` (n, 784) the first culprit also gets its ``digit`` (:func:`digit14`) and all its
+    ``logits``, for the terminal picture."""
+    if result.snapshot is None:
+        return None
+    broke = result.nan.first_nonfinite_params_step  # the parameters were non-finite after this step
+    e = explain(result.snapshot, dtype, loss_name, params_finite=broke is None or broke >= result.snapshot.step)
+    if images is not None and e["culprits"]:
+        c = e["culprits"][0]
+        c["digit"] = digit14(images[c["index"]])
+        c["logits"] = [float(v) for v in np.asarray(result.snapshot.logits)[c["batch_row"]]]
+    return e
+
+
+def digit14(image: np.ndarray) -> list[list[int]]:
+    """A 28x28 uint8 image (784,) as 14x14 means of its 2x2 blocks (0-255): enough to see the digit."""
+    x = np.asarray(image, dtype=np.float64).reshape(14, 2, 14, 2)
+    return np.rint(x.mean(axis=(1, 3))).astype(int).tolist()
+
+
+def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int = 3,
+            params_finite: bool | None = None) -> dict:
     """Explain ``snapshot`` (the batch of a run's first non-finite step) as a JSON-able dict.
 
-    ``dtype`` is the run's dtype (default: the logits'); ``loss_name`` a key of ``LOSSES``. The
+    ``dtype`` is the run's dtype (default: the logits'); ``loss_name`` a key of ``LOSSES``;
+    ``params_finite`` whether W and b were finite entering the step (None: not known), which tells
+    NaN logits from an overflowing product apart from NaN parameters. The
     culprits are the examples whose loss or gradient is non-finite when run alone through the loss,
     largest logit gap first (at most ``max_culprits`` are described; all are counted).
     """
@@ -230,7 +260,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         outcome = np.where(np.isnan(row_loss), 0, np.where(np.isinf(row_loss), 1, 2))  # (B,)
         order = pool[np.lexsort((-np.nan_to_num(gap[pool], nan=np.inf), outcome[pool]))]
         culprits = [
-            _culprit(int(i), z, y, p, log_p, int(idx[i]), row_loss[i], bool(grad_ok[i]), loss_name)
+            _culprit(int(i), z, y, p, log_p, int(idx[i]), row_loss[i], bool(grad_ok[i]), loss_name, params_finite)
             for i in order[:max_culprits]
         ]
     finite_gap = gap[np.isfinite(gap)]
@@ -245,6 +275,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         "batch_loss_kind": _kind(float(batch_loss)),
         "batch_grad_finite": bool(grad_ok.all()),
         "logits_finite": bool(np.isfinite(z).all()),
+        "params_finite": params_finite,
         "rows_with_zero_prob": int(np.count_nonzero(has_zero)),
         "zero_probs": int(np.count_nonzero(p == 0)),
         "rows_above_limit": int(np.count_nonzero(gap > limit)),
@@ -272,6 +303,10 @@ def _summary(e: dict) -> str:
         if np.isinf(c["logit_max"]) or np.isinf(c["logit_min"]):
             return (f"{head} the logits themselves were already non-finite: a logit exceeded the largest "
                     f"{e['dtype']} ({float(finfo(dtype).max):.5g}) and rounded to infinity (overflow, not underflow).")
+        if e["params_finite"]:
+            return (f"{head} the logits were NaN although W and b were finite: z = x @ W + b overflowed inside the "
+                    f"product (a partial sum passed the largest {e['dtype']}, {float(finfo(dtype).max):.5g}, and "
+                    "inf - inf = NaN): overflow, not underflow.")
         return f"{head} the logits themselves were already non-finite: the parameters had overflowed earlier."
     if not c["zero_prob_classes"] and not c["row_grad_finite"]:  # no zero: (-y_ / n) / p overflowed
         return (

@@ -200,6 +200,26 @@ def read_header(path, name: str | None = None) -> tuple[np.dtype, tuple[int, ...
     return dtype, dims, header
 
 
+def check_idx(path, name: str | None = None) -> tuple[np.dtype, tuple[int, ...]]:
+    """:class:`FormatError` unless ``path`` (gzip or plain) is a complete IDX file: a valid header and
+    exactly the data it declares, streamed in bounded memory (nothing is kept). Returns (dtype, dims)."""
+    name = name or str(path)
+    dtype, dims, header = read_header(path, name)
+    expected = header + prod(dims) * dtype.itemsize
+    seen = [0]
+
+    def count(piece: bytes) -> None:
+        seen[0] += len(piece)
+        if seen[0] > expected:
+            raise FormatError(f"{name}: {seen[0] - expected} or more trailing bytes after the IDX data.")
+
+    size = decode_file(Path(path), count, limit=MAX_IDX_BYTES, name=name).size
+    if size < expected:
+        raise FormatError(f"{name}: truncated: the header declares shape {dims} ({expected - header} data bytes) "
+                          f"but {size - header} follow.")
+    return dtype, dims
+
+
 def parse_idx(buf, name: str = "<bytes>") -> np.ndarray:
     """Decode a complete IDX content ``buf`` into an array of native byte order.
 

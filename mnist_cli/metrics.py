@@ -55,3 +55,59 @@ def argmax_agreement(logits: np.ndarray) -> dict:
         "pred_logits": pred_z,
         "pred_probs": pred_p,
     }
+
+
+def precision_recall_f1(cm: np.ndarray) -> dict:
+    """scikit-learn's ``classification_report`` from a confusion matrix ``C[true, pred]`` (k, k):
+    per class ``precision`` (diag / column sum), ``recall`` (diag / row sum), ``f1`` (their harmonic
+    mean) and ``support`` (row sum), 0.0 where a ratio is 0/0 (sklearn's ``zero_division=0``); the
+    ``macro`` (unweighted) and ``weighted`` (by support) averages, and ``accuracy``."""
+    tp = np.diag(cm).astype(np.float64)  # (k,)
+    support = cm.sum(axis=1).astype(np.float64)  # (k,) true examples per class
+    predicted = cm.sum(axis=0).astype(np.float64)  # (k,) predictions per class
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    total = support.sum()
+
+    def avg(weights):
+        return {name: float(np.average(v, weights=weights)) for name, v in
+                (("precision", precision), ("recall", recall), ("f1", f1))} | {"support": int(total)}
+
+    return {
+        "classes": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                     "support": int(support[c])} for c in range(cm.shape[0])],
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro": avg(None),
+        "weighted": avg(support) if total else avg(None),
+    }
+
+
+def top_confusions(cm: np.ndarray, n: int = 5) -> list[dict]:
+    """The ``n`` most frequent mistakes (true class, predicted class, count), most frequent first."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:n]
+    k = cm.shape[1]
+    return [{"true": int(i // k), "predicted": int(i % k), "count": int(off.flat[i])} for i in order if off.flat[i] > 0]
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error (Guo et al. 2017): the examples binned by their top probability into
+    ``bins`` equal-width bins of (0, 1]; ECE = sum over bins of (count / n) * |accuracy - mean confidence|.
+    Non-finite confidences are left out (``n`` counts the rest)."""
+    ok = np.isfinite(confidence)
+    conf, hit = confidence[ok], correct[ok].astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # (lo, hi] bins; 0 joins the first
+    out, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        count = int(np.count_nonzero(inside))
+        row = {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "confidence": None, "accuracy": None}
+        if count:
+            row["confidence"], row["accuracy"] = float(conf[inside].mean()), float(hit[inside].mean())
+            ece += count / conf.size * abs(row["accuracy"] - row["confidence"])
+        out.append(row)
+    return {"ece": float(ece) if conf.size else float("nan"), "n": int(conf.size), "bins": out}

@@ -48,6 +48,97 @@ def image_format(path) -> str:
     return IMAGE_FORMATS[suffix]
 
 
+def probe_plot(path) -> None:
+    """Before any work: the format is known from the name (:class:`SettingsError`, exit 2), matplotlib
+    is installed (:class:`MissingExtraError`) and the file can be written (:class:`OutputError`)."""
+    from mnist_cli.fileio import check_writable
+
+    image_format(path)
+    require_matplotlib()
+    check_writable(path, "{plot} path")
+
+
+def save_figure(plt, fig, path) -> Path:
+    """Write ``fig`` to ``path`` atomically in the format its ending names, and close it."""
+    try:
+        with atomic_write(path, "{plot} path") as fh:
+            fig.savefig(fh, dpi=100, format=image_format(path))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarray) -> Path:
+    """The tutorial's classic figure: each class's column of ``W`` (784,) as a 28x28 template (red:
+    ink there raises the class's logit, blue: lowers it), over the most confident mistakes of
+    ``report["confident_mistakes"]`` (their images ``mistake_images`` (m, 784)) with label, prediction
+    and probability."""
+    plt = require_matplotlib()
+    k, m = W.shape[1], len(mistake_images)
+    rows = 2 + (1 if m else 0)
+    fig, axes = plt.subplots(rows, max(5, m), figsize=(2.0 * max(5, m), 2.3 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    finite = W[np.isfinite(W)]
+    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+    for c in range(k):
+        ax = axes[c // 5, c % 5]
+        ax.imshow(W[:, c].reshape(28, 28), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"W for {c}", fontsize=10)
+    for j, (img, mk) in enumerate(zip(mistake_images, report["confident_mistakes"])):
+        ax = axes[2, j]
+        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r")
+        ax.set_title(f"#{mk['index']}: {mk['label']} read as {mk['predicted']}\np = {mk['probability']:.3f}",
+                     fontsize=9, color="firebrick")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_visible(False)
+    acc = report["accuracy"] if report.get("accuracy_meaningful", True) else float("nan")
+    fig.suptitle(f"Templates: each class's weights as a 28x28 image (red: ink there raises the logit, blue: "
+                 f"lowers it; |W| up to {lim:.3g})\nbelow: the most confident mistakes; {report['split']} accuracy "
+                 f"{acc:.4f}", fontsize=10)
+    return save_figure(plt, fig, path)
+
+
+def plot_training(path, summary: dict, losses: np.ndarray, history: list[dict]) -> Path:
+    """Loss (every step's batch loss, light; the training and validation loss of the current
+    parameters, bold) and accuracy (training and validation) against the step, non-finite steps
+    marked on top."""
+    plt = require_matplotlib()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    steps = np.arange(1, len(losses) + 1)
+    finite = np.isfinite(losses)
+    ax_loss.plot(steps[finite], losses[finite], color="0.75", lw=0.8, label="batch loss")
+    bad = steps[~finite]
+    if bad.size:
+        ax_loss.plot(bad, np.full(bad.size, 1.0), "|", color="firebrick", transform=ax_loss.get_xaxis_transform(),
+                     ms=8, label="non-finite step")
+    for key, name, color in (("train", "training", "tab:blue"), ("val", "validation", "tab:orange")):
+        # a non-finite loss means non-finite logits: their accuracy only counts zeros, so it is not drawn
+        points = [r for r in history if f"{key}_loss" in r and math.isfinite(r[f"{key}_loss"])]
+        if points:
+            at = [r["step"] for r in points]
+            ax_loss.plot(at, [r[f"{key}_loss"] for r in points], "o-", color=color, ms=3, label=f"{name} loss")
+            ax_acc.plot(at, [r[f"{key}_accuracy"] for r in points], "o-", color=color, ms=3,
+                        label=f"{name} accuracy")
+    if summary.get("accuracy_meaningful", True):
+        ax_acc.axhline(summary["test_accuracy"], color="tab:green", ls="--", lw=1,
+                       label=f"test accuracy, final model ({summary['test_accuracy']:.4f})")
+    else:
+        ax_acc.text(0.5, 0.5, "test accuracy n/a (non-finite weights)", ha="center", transform=ax_acc.transAxes)
+    ax_loss.set(xlabel="step", ylabel="cross-entropy", title="Loss")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    c = summary["config"]
+    fig.suptitle(f"{c['loss']} loss, lr {number_text(c['lr'])}, batch {c['batch_size']}, {summary['steps']} steps, "
+                 f"input x{number_text(c['input_scale'])}, {c['dtype']}", fontsize=10)
+    return save_figure(plt, fig, path)
+
+
 def require_matplotlib():
     """Return ``matplotlib.pyplot`` on the non-interactive Agg backend, or raise MissingExtraError."""
     try:
@@ -199,9 +290,4 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
         bar = sub_map.colorbar(image, ax=map_axes, shrink=0.8, label="first non-finite step")
         ticks = [t for t in (1, 2, 3, 10, 30, 100, 300, 1000, 3000, 10000) if t <= max(st["steps"], 10)]
         bar.set_ticks([math.log10(t) for t in ticks], labels=[str(t) for t in ticks])
-    try:
-        with atomic_write(path, "{plot} path") as fh:
-            fig.savefig(fh, dpi=100, format=image_format(path))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)

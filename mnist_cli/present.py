@@ -36,6 +36,14 @@ def value_text(x, fmt: str = "g") -> str:
     return format(x, fmt)
 
 
+def accuracy_text(acc: float, meaningful: bool = True, weights_finite: bool = False) -> str:
+    """An accuracy to 4 places, or ``n/a`` with the reason when a logit was non-finite (argmax of a NaN
+    row is 0, so the number would only count the zeros among the labels)."""
+    if meaningful:
+        return f"{acc:.4f}"
+    return f"n/a (non-finite {'logits' if weights_finite else 'weights'})"
+
+
 def plural(n: int, word: str) -> str:
     """``1 step``, ``2 steps``."""
     return f"{n} {word}" + ("" if n == 1 else "s")
@@ -137,6 +145,24 @@ def nan_lines(nan: dict, steps: int) -> list[str]:
     return lines
 
 
+#: How the report words a setting that differs from the tutorial (default: ``name value``).
+_CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the plain reference loop",
+            "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
+            "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
+            "batch_size": "batch {}", "init_std": "init std {}",
+            "val_split": "the last {} training images held out for validation"}
+
+
+def changed_text(changed: dict, preset: str = "tutorial") -> str:
+    """``preset best: epochs 12, lr 1, averaged over the last 8 epochs``; ``as the tutorial`` if nothing changed."""
+    parts = [_CHANGED.get(k, k.replace("_", " ") + " {}").format(v if not isinstance(v, float) else f"{v:g}")
+             for k, v in changed.items()]
+    head = f"preset {preset}" if preset != "tutorial" else ""
+    if not parts:
+        return head or "as the tutorial"
+    return (f"{head}: " if head else "") + ", ".join(parts)
+
+
 def format_train(s: dict, explain: bool = False) -> str:
     """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
     c = s["config"]
@@ -152,11 +178,16 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"({c['dtype']} exp underflows past {s['underflow_limit']:.1f})"
     )
     nl = nan_lines(nan, s["steps"])
+    ok, finite = s.get("accuracy_meaningful", True), not nan["params_nonfinite"]
     rows = [
         head,
-        f"  test accuracy   {s['test_accuracy']:.4f}  ({s['n_test']} examples)",
-        f"  train accuracy  {s['train_accuracy']:.4f}  ({s['n_train']} examples)",
-        f"  final loss      {value_text(s['final_loss'], '.6g')}",
+        f"  settings        {changed_text(s.get('changed', {}), s.get('preset', 'tutorial'))}",
+        f"  test accuracy   {accuracy_text(s['test_accuracy'], ok, finite)}  ({s['n_test']} examples)",
+        f"  train accuracy  {accuracy_text(s['train_accuracy'], ok, finite)}  ({s['n_train']} examples)",
+        f"  last batch loss {value_text(s['final_loss'], '.6g')}  (step {s['steps']}'s mini-batch of "
+        f"{c['batch_size']})",
+        *([f"  training loss   {value_text(s['train_loss'], '.6g')}  (mean cross-entropy over the {s['n_train']} "
+           "training examples, final model)"] if "train_loss" in s else []),
         f"  NaN / inf       {nl[0]}",
         *[f"                  {line}" for line in nl[1:]],
         f"  underflow       {underflow}",
@@ -165,22 +196,61 @@ def format_train(s: dict, explain: bool = False) -> str:
     ]
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
+    if s.get("validation"):
+        rows += validation_lines(s["validation"], s.get("accuracy_meaningful", True))
     rows += data_lines(s)
     if explain:
         rows += ["", format_explanation(s["explanation"]) if s.get("explanation") else "No non-finite step to explain."]
     if "saved" in s:
         rows.append(f"  saved           {s['saved']}")
+    if "plot" in s:
+        rows.append(f"  plot            {s['plot']}")
     return "\n".join(rows)
+
+
+def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
+    """``train: step 300/1000, batch loss 0.3707, 0 non-finite steps``: progress where no bar can be drawn."""
+    return (f"train: step {step}/{total}, batch loss {value_text(loss, '.4g')}, "
+            f"{plural(nonfinite, 'non-finite step')}")
+
+
+def interrupted_text(done: dict | None) -> str:
+    """What an interrupted ``train`` or ``compare`` had done (``exc.done`` of the KeyboardInterrupt)."""
+    if not done:
+        return ""
+    if done["command"] == "train":
+        lines = nan_lines(done["nan"], max(done["steps"], 1))
+        return (f"Done before the interrupt: {plural(done['steps'], 'step')} of {done['of']}; NaN / inf so far: "
+                + "; ".join(lines))
+    finished = done["finished"]
+    return (f"Done before the interrupt: {len(finished)} of {plural(done['runs'], 'run')}"
+            + (f" finished: {', '.join(finished)}." if finished else ", none finished."))
+
+
+def validation_lines(v: dict, meaningful: bool = True) -> list[str]:
+    """The held-out score of the final model, and train vs validation per epoch (else per logged step)."""
+    acc = accuracy_text(v["accuracy"], meaningful)
+    lines = [f"  validation      accuracy {acc}, loss {value_text(v['loss'], '.4f')}  (final model, {v['n']} held-out "
+             "examples)"]
+    history = v["history"]
+    epochs = [r for r in history if float(r["epoch"]).is_integer()] or history
+    if epochs:
+        lines.append("    epoch     step  train loss  train acc  val loss  val acc")
+        lines += [f"    {r['epoch']:5.4g} {r['step']:8d}  {value_text(r['train_loss'], '10.4f')}  "
+                  f"{value_text(r['train_accuracy'], '9.4f')}  {value_text(r['val_loss'], '8.4f')}  "
+                  f"{value_text(r['val_accuracy'], '7.4f')}" for r in epochs]
+    return lines
 
 
 def format_evaluate(r: dict, split: str) -> str:
     """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
     a = r["argmax"]
     k = len(r["per_class_accuracy"])
+    ok, finite = r.get("accuracy_meaningful", True), r["nonfinite_params"] == 0
     lines = [
         f"split {split}: {r['n']} examples",
-        f"  accuracy, argmax(logits)           {r['accuracy']:.4f}",
-        f"  accuracy, argmax(softmax(logits))  {r['accuracy_softmax']:.4f}",
+        f"  accuracy, argmax(logits)           {accuracy_text(r['accuracy'], ok, finite)}",
+        f"  accuracy, argmax(softmax(logits))  {accuracy_text(r['accuracy_softmax'], ok, finite)}",
         f"  predictions that differ            {a['differ']}"
         + ("  (softmax is strictly increasing: only floating-point ties can do this)" if a["differ"] else ""),
         f"  rows where softmax made a tie      {a['ties_in_probs']}",
@@ -189,15 +259,85 @@ def format_evaluate(r: dict, split: str) -> str:
         "",
         "per-class accuracy:",
         "  " + " ".join(f"{d:>6}" for d in range(k)),
-        "  " + " ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]),
+        "  " + (" ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]) if ok
+                else accuracy_text(0, ok, finite) + ": argmax of a NaN row is 0, so every such row 'predicts' 0"),
         "",
-        "confusion matrix (rows: true class, columns: predicted):",
+        "confusion matrix (rows: true class, columns: predicted)" + (":" if ok else
+                                                                      ", non-finite rows counted as predicting 0:"),
         "     " + " ".join(f"{d:>5}" for d in range(k)),
     ]
     lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
+    if "classification_report" in r:
+        lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
+    if r.get("training") and r["training"].get("config"):
+        lines += ["", f"model settings       {_training_text(r['training'])}"]
     lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
               f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
+    if "plot" in r:
+        lines.append(f"Wrote plot: {r['plot']}")
     return "\n".join(lines)
+
+
+def classification_report_text(cr: dict) -> list[str]:
+    """scikit-learn's ``classification_report`` layout (2 decimals, support as a count)."""
+    def row(name, m):
+        return f"{name:>12}  {m['precision']:9.2f} {m['recall']:9.2f} {m['f1']:9.2f} {m['support']:9d}"
+
+    total = cr["macro"]["support"]
+    return [f"{'':>12}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", "",
+            *(row(str(c["class"]), c) for c in cr["classes"]), "",
+            f"{'accuracy':>12}  {'':>9} {'':>9} {cr['accuracy']:9.2f} {total:9d}",
+            row("macro avg", cr["macro"]), row("weighted avg", cr["weighted"])]
+
+
+def _details(r: dict) -> list[str]:
+    """Test loss, the classification report, frequent confusions, confident mistakes and calibration."""
+    cal = r["calibration"]
+    lines = [f"cross-entropy (mean over the {r['n']} examples)  {value_text(r['loss'], '.4f')}", "",
+             *classification_report_text(r["classification_report"]), "",
+             "most frequent confusions:  " + ", ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
+                                                       for c in r["confusions"]),
+             "most confident mistakes (index: label -> predicted, probability):",
+             *(f"  #{m['index']:<6} {m['label']} -> {m['predicted']}  p = {m['probability']:.4f}"
+               for m in r["confident_mistakes"]),
+             "", f"calibration: expected calibration error {value_text(cal['ece'], '.4f')} "
+             f"({len(cal['bins'])} bins of the top probability; accuracy vs mean confidence per bin)",
+             "  bin            count  confidence  accuracy"]
+    lines += [f"  ({b['lo']:.1f}, {b['hi']:.1f}]  {b['count']:>8}  {value_text(b['confidence'], '10.4f')}  "
+              f"{value_text(b['accuracy'], '8.4f')}" for b in cal["bins"] if b["count"]]
+    return lines
+
+
+def _training_text(t: dict) -> str:
+    """The model's training settings from its metadata: what differs from the tutorial, steps, version."""
+    from mnist_cli.settings import TUTORIAL, TrainConfig, changed_settings
+
+    known = {k: v for k, v in t["config"].items() if k in TUTORIAL.__dataclass_fields__}
+    try:
+        changed = changed_text(changed_settings(TrainConfig(**known)))
+    except TypeError:
+        changed = "unreadable"
+    steps = f"; {plural(t['steps'], 'step')} taken" if isinstance(t.get("steps"), int) else ""
+    version = f"; mnist-softmax {t['mnist_softmax_version']}" if t.get("mnist_softmax_version") else ""
+    return changed + steps + version
+
+
+def format_predict(r: dict) -> str:
+    """One line per image: index, label, argmax(logits) vs argmax(softmax), the top probabilities."""
+    lines = [f"{r['model']} on {r['source']} (input scale {number_text(r['input_scale'])}):",
+             "  index  label  argmax(z)  argmax(p)  probabilities (top 3)"]
+    for row in r["predictions"]:
+        p = row["probabilities"]
+        top = sorted(range(len(p)), key=lambda c: -p[c] if math.isfinite(p[c]) else 1.0)[:3]
+        label = "-" if row["label"] is None else str(row["label"])
+        if not row["logits_finite"]:
+            lines.append(f"  {row['index']:>5}  {label:>5}  n/a (non-finite logits)")
+            continue
+        mark = "" if row["predicted"] == row["predicted_softmax"] else "  (argmaxes differ: a tie in p)"
+        wrong = "" if row["label"] is None or row["label"] == row["predicted"] else "  WRONG"
+        lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
+                     + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
+    return "\n".join([*lines, *data_lines(r)])
 
 
 # --- compare ------------------------------------------------------------------------------------
@@ -230,7 +370,9 @@ def run_rows(doc: dict) -> list[dict]:
             nan = r["nan"]
             rows.append({
                 "label": s["label"], "lr": s["lr"], "input_scale": s["input_scale"], "dtype": s["dtype"],
-                "seed": s["seed"], "loss": loss, "acc": value_text(r["test_accuracy"], ".4f"),
+                "seed": s["seed"], "loss": loss,
+                "acc": accuracy_text(r["test_accuracy"], r.get("accuracy_meaningful", r["weights_finite"]),
+                                     r["weights_finite"]),
                 "final loss": value_text(r["final_loss"], ".4g"), "NaN": str(nan["steps_nan_loss"]),
                 "inf": str(nan["steps_inf_loss"]), "grad": str(nan["steps_nonfinite_grad"]),
                 "first": value_text(r["first_nonfinite_step"], "d"), "weights": "finite" if r["weights_finite"] else "NaN",
@@ -498,9 +640,9 @@ def _loss_sentence(doc: dict, loss: str) -> str:
         return f"The {loss} loss stayed finite in all {plural(len(scen), 'setting')}."
     where = _where(failed, loss)
     cause = _cause([f for f in doc["forensics"] if f["loss"] == loss])
-    acc = [s["runs"][loss]["test_accuracy"] for s in failed if not s["runs"][loss]["weights_finite"]]
-    span = f"{min(acc):.4f}" + (f"-{max(acc):.4f}" if acc and max(acc) != min(acc) else "") if acc else ""
-    after = f"; the weights ended non-finite in {len(acc)} of them (test accuracy {span})" if acc else ""
+    broken = [s for s in failed if not s["runs"][loss]["weights_finite"]]
+    after = (f"; the weights ended non-finite in {len(broken)} of them (test accuracy n/a: argmax of a NaN row is "
+             "0, so it only counts the zeros)" if broken else "")
     return f"The {loss} loss went non-finite in {len(failed)} of {plural(len(scen), 'setting')}: {where}{cause}{after}."
 
 
@@ -552,7 +694,9 @@ def conclusion(doc: dict) -> str:
 
 def short_number(x) -> str:
     """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
-    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+    if isinstance(x, float) and not math.isfinite(x):
+        return value_text(x)
+    if not isinstance(x, (int, float)):
         return str(x)
     return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
 
@@ -606,6 +750,23 @@ def _probability_lines(e: dict, c: dict) -> list[str]:
     return lines
 
 
+SHADES = " ░▒▓█"  # ink 0-255 in five steps
+
+
+def digit_lines(c: dict) -> list[str]:
+    """The culprit's digit (14x14 block characters) beside its ten logits, label and prediction marked."""
+    logits = c.get("logits") or []
+    rows = []
+    for r, row in enumerate(c["digit"]):
+        art = "".join(SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in row)
+        side = ""
+        if r < len(logits):
+            mark = ("  <- label" if r == c["label"] else "") + ("  <- max" if r == c["predicted"] else "")
+            side = f"   z[{r}] = {short_number(logits[r]):>10}{mark}"
+        rows.append(f"    |{art}|{side}".rstrip())
+    return rows
+
+
 def format_explanation(e: dict) -> str:
     """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline)."""
     lines = _explanation_head(e)
@@ -622,6 +783,8 @@ def format_explanation(e: dict) -> str:
         *_probability_lines(e, c),
         *(_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")),
     ]
+    if c.get("digit"):
+        lines += digit_lines(c)
     rest = e["culprits"][1:]
     if rest:
         more = ", ".join(f"#{r['index']} (label {r['label']}, gap {short_number(r['gap_max_minus_min'])})" for r in rest)

@@ -20,16 +20,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mnist_cli.evaluate import evaluate_accuracy
+from mnist_cli.errors import SettingsError
+from mnist_cli.evaluate import score
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.model import DTYPES
-from mnist_cli.settings import TrainConfig
+from mnist_cli.settings import TrainConfig, changed_settings
 from mnist_cli.train import TrainResult, train
 
 
-def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int) -> dict:
-    """The report of one training run (``train --json``)."""
+def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
+                  accuracy_meaningful: bool = True) -> dict:
+    """The report of one training run (``train --json``); ``accuracy_meaningful`` is False when a logit
+    was non-finite (the accuracies then only count the labels that are 0)."""
     steps_per_s = result.steps / result.seconds if result.seconds > 0 else None
     return {
         "config": asdict(result.config),
@@ -37,6 +40,7 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "stopped_early": result.stopped_early,
         "test_accuracy": test_accuracy,
         "train_accuracy": train_accuracy,
+        "accuracy_meaningful": accuracy_meaningful,
         "n_test": n_test,
         "n_train": n_train,
         "final_loss": result.final_loss,
@@ -68,50 +72,101 @@ class Session:
         self.summary["saved"] = str(model.save(path))
         return Path(self.summary["saved"])
 
+    def plot(self, path: str | Path) -> Path:
+        """Draw the loss and accuracy curves (:func:`mnist_cli.plot.plot_training`) to ``path``; the path
+        goes into ``summary["plot"]``."""
+        from mnist_cli.plot import plot_training
+
+        self.summary["plot"] = str(plot_training(path, self.summary, self.result.losses,
+                                                 [r for r in self.records if "train_loss" in r]))
+        return Path(self.summary["plot"])
+
     def write_metrics(self, path: str | Path, option: str = "{metrics_out} path") -> Path:
         """The records as JSONL, then a final record (step, loss, accuracies, provenance), atomically."""
         s = self.summary
         final = {"step": self.result.steps, "final": True, "loss": self.result.final_loss,
+                 "train_loss": s.get("train_loss"),
                  "test_accuracy": s["test_accuracy"], "train_accuracy": s["train_accuracy"],
-                 "provenance": s["provenance"]}
+                 "accuracy_meaningful": s["accuracy_meaningful"], "provenance": s["provenance"]}
         with atomic_write(path, option) as fh:
             fh.write("".join(json.dumps(jsonable(r)) + "\n" for r in [*self.records, final]).encode())
         return Path(path)
 
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
-                progress: Callable[[int, float, int], None] | None = None) -> Session:
+                progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial",
+                progress_every: int = 10, history: bool = False) -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
-    ``progress(step, loss, nonfinite_steps)`` is called every 10 steps; a record is kept every
-    ``log_every`` steps (0 = none). Raises :class:`mnist_cli.errors.SettingsError` for settings that
-    cannot work with this data (e.g. a batch larger than the training set).
+    ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps; a record is kept every
+    ``log_every`` steps (0 = none); ``preset`` is the name the settings started from (for the report).
+    ``history`` scores the current parameters on the training examples at each epoch's end and every
+    ``log_every`` steps even without a validation split (for :meth:`Session.plot`).
+    The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
+    cross-entropy of the final parameters over all the training examples used and the test set.
+    Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot work with this data (e.g. a
+    batch larger than the training set).
     """
     records: list[dict] = []
-    result = train(data.train_images, data.train_labels, config, progress=progress,
-                   on_log=lambda step, record: records.append(record), log_every=log_every)
-    n_train = min(len(data.train_images), config.train_limit or len(data.train_images))
-    summary = train_summary(
-        result,
-        test_accuracy=evaluate_accuracy(result.model, data.test_images, data.test_labels, config.input_scale,
-                                        threads=config.threads),
-        train_accuracy=evaluate_accuracy(result.model, data.train_images[:n_train], data.train_labels[:n_train],
-                                         config.input_scale, threads=config.threads),
-        n_test=len(data.test_labels),
-        n_train=n_train,
-    )
+    images, labels, val = split_validation(data, config)
+    n_train = min(len(images), config.train_limit or len(images))
+    monitor = _monitor(images[:n_train], labels[:n_train], val, config) if val or history else None
+    result = train(images, labels, config, progress=progress, progress_every=progress_every,
+                   on_log=lambda step, record: records.append(record),
+                   log_every=log_every, monitor=monitor)
+    test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
+    fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
+    summary = train_summary(result, test_accuracy=test["accuracy"], train_accuracy=fit["accuracy"],
+                            n_test=len(data.test_labels), n_train=n_train,
+                            accuracy_meaningful=test["meaningful"] and fit["meaningful"])
+    summary.update(train_loss=fit["loss"], test_loss=test["loss"], preset=preset,
+                   changed=changed_settings(result.config, preset))
+    if val:
+        held = score(result.model, *val, config.input_scale, threads=config.threads)
+        summary["validation"] = {"n": len(val[1]), "loss": held["loss"], "accuracy": held["accuracy"],
+                                 "history": [r for r in records if "val_loss" in r]}
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
-        from mnist_cli.forensics import explain as explain_step
+        from mnist_cli.forensics import explain_result
 
-        summary["explanation"] = (explain_step(result.snapshot, config.dtype, config.loss)
-                                  if result.snapshot is not None else None)
+        summary["explanation"] = explain_result(result, config.dtype, config.loss, images)
     return Session(result, summary, records, data.checksums)
+
+
+def split_validation(data, config: TrainConfig):
+    """``(train images, train labels, (validation images, labels) or ())``: the last ``config.val_split``
+    training images held out (as TF's ``input_data`` held out 5,000 of 60,000), the rest to train on."""
+    n = len(data.train_images)
+    if not config.val_split:
+        return data.train_images, data.train_labels, ()
+    if config.val_split >= n:
+        raise SettingsError("val_split", f"holding out {config.val_split} of the {n} training images leaves none "
+                            "to train on: lower {val_split}")
+    cut = n - config.val_split
+    return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
+
+
+def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
+    """The ``monitor`` of :func:`mnist_cli.train.train`: loss and accuracy of the current parameters on
+    the training examples used and on the held-out ones ``val`` = (images, labels), if any."""
+    from mnist_cli.model import Model
+
+    def monitor(step: int, W, b) -> dict:
+        model = Model(W, b)
+        fit = score(model, train_images, train_labels, config.input_scale, threads=config.threads)
+        out = {"train_loss": fit["loss"], "train_accuracy": fit["accuracy"]}
+        if val:
+            held = score(model, *val, config.input_scale, threads=config.threads)
+            out.update(val_loss=held["loss"], val_accuracy=held["accuracy"])
+        return out
+
+    return monitor
 
 
 def total_steps(config: TrainConfig, n_examples: int) -> int:
     """How many steps ``config`` takes on ``n_examples`` training examples (for a progress bar)."""
+    n_examples = max(n_examples - config.val_split, 1)
     n = min(n_examples, config.train_limit or n_examples)
     per_epoch = 1 if config.full_batch else n // config.batch_size
     return config.epochs * per_epoch if config.epochs else config.steps

@@ -30,6 +30,9 @@ LOSS_NAMES = ("fused", "naive", "clipped")
 DTYPE_NAMES = ("float32", "float64")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
+#: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):
+#: the brightest pixel becomes ``input_scale`` itself, which must be representable.
+DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 
 #: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
 #: their per-step losses 80 MB; far more would only fail to allocate them.
@@ -49,6 +52,17 @@ MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 THREADS_ENV = "MNIST_SOFTMAX_THREADS"
 LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
+
+
+def check_input_scale(input_scale: float, dtype: str) -> None:
+    """:class:`SettingsError` when the brightest pixel, ``255 * (input_scale / 255) = input_scale``, is past
+    the largest finite ``dtype`` (it would be +inf before the first step, and every logit NaN)."""
+    limit = DTYPE_MAX.get(dtype)
+    if limit is not None and not input_scale <= limit:
+        raise SettingsError(("input_scale", "dtype"),
+                            f"an input scale of {input_scale:g} makes the brightest pixel {input_scale:g}, past the "
+                            f"largest {dtype} ({limit:.5g}): the inputs would overflow to inf; lower {{input_scale}} "
+                            f"below {limit:.5g}" + (" or use {dtype} float64" if dtype != "float64" else ""))
 
 
 def check_steps(steps: int) -> None:
@@ -81,6 +95,7 @@ class TrainConfig:
     fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
+    val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none
 
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work (see :data:`_RULES`)."""
@@ -88,6 +103,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise SettingsError(name, f"{what}, got {value!r}" if isinstance(value, str) else f"{what}, got {value:g}")
+        check_input_scale(self.input_scale, self.dtype)
+        if self.average and self.epochs is not None and self.average_epochs > self.epochs:
+            raise SettingsError(("average_epochs", "epochs"),
+                                f"averaging over the last {self.average_epochs} epochs needs at least that many, "
+                                f"but the run has {self.epochs}: lower {{average_epochs}} or raise {{epochs}}")
         if self.epochs is None and self.steps is None:
             raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}")
         if self.epochs is None:
@@ -113,6 +133,7 @@ _RULES = (
     ("average_epochs", lambda v: v >= 1, "the number of averaged epochs must be at least 1"),
     ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "the weight decay must be a finite number >= 0"),
     ("threads", lambda v: 1 <= v <= MAX_THREADS, f"threads must be from 1 to {MAX_THREADS}"),
+    ("val_split", lambda v: v >= 0, "the validation split must be a number of images >= 0"),
 )
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.
@@ -127,6 +148,26 @@ PRESETS: dict[str, dict] = {
 
 TUTORIAL = TrainConfig()  # the value of every setting nothing overrides
 _FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+#: Settings that never change a number (left out of the report of what differs from the tutorial).
+_NO_EFFECT = ("threads",)
+
+
+def changed_settings(config: TrainConfig, preset: str = "tutorial") -> dict:
+    """``{setting: value}`` for every setting of ``config`` that differs from the tutorial's and can change
+    a result (``steps`` when ``epochs`` decide is left out; ``average_epochs`` only when averaging)."""
+    out = {}
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name in _NO_EFFECT or value == getattr(TUTORIAL, f.name):
+            continue
+        if f.name in ("average", "average_epochs") or (f.name == "steps" and config.epochs is not None):
+            continue
+        out[f.name] = value
+    if config.average and "average_epochs" not in out:
+        out["average_epochs"] = config.average_epochs
+    return out
 
 
 def train_config(preset: str = "tutorial", **overrides) -> TrainConfig:

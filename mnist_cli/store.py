@@ -60,7 +60,8 @@ def resolve_data_dir(data_dir=None) -> Path:
         from platformdirs import user_cache_path  # imported only when needed: start-up time counts
 
         return user_cache_path("mnist-softmax", appauthor=False) / "mnist"
-    return expand_home(Path(chosen), f"give a full path with {{data_dir}} or {DATA_DIR_ENV}").absolute()
+    home = expand_home(Path(chosen), f"give a full path with {{data_dir}} or {DATA_DIR_ENV}")
+    return Path(os.path.normpath(home.absolute()))  # /a/./b/../c -> /a/c (symlinks kept)
 
 
 def expand_home(path: Path, fix: str) -> Path:

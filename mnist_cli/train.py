@@ -176,6 +176,7 @@ class Accounting:
         self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
         self.bad_grad_step = 0  # the last step whose gradient was non-finite
         self.stop_on_nan = stop_on_nan
+        self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
 
     def observe_gap(self, gap: float) -> None:
         """A step proved healthy had this largest logit gap ``max(z) - min(z)``."""
@@ -330,8 +331,31 @@ def _record(step: int, loss: float, acct: Accounting) -> dict:
             "nonfinite_grad": acct.bad_grad_step == step}
 
 
-def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, steps: int, order_rng, progress,
-              progress_every: int, on_log, log_every: int) -> tuple[np.ndarray, int, bool, np.ndarray, str]:
+class _Hooks:
+    """The callbacks of a run, called after every step: ``progress`` every ``progress_every`` steps,
+    ``on_log`` every ``log_every`` steps, ``monitor(step, W, b)`` at each epoch's end and every
+    ``log_every`` steps (its dict joins the step's record)."""
+
+    def __init__(self, engine: Engine, acct: Accounting, progress, progress_every: int, on_log, log_every: int,
+                 monitor, per_epoch: int):
+        self.engine, self.acct, self.per_epoch = engine, acct, per_epoch
+        self.progress, self.progress_every = progress, progress_every
+        self.on_log, self.log_every, self.monitor = on_log, log_every, monitor
+
+    def __call__(self, step: int, loss: float) -> None:
+        if self.progress is not None and step % self.progress_every == 0:
+            self.progress(step, loss, self.acct.nonfinite_steps)
+        logged = bool(self.log_every) and step % self.log_every == 0
+        record = _record(step, loss, self.acct) if logged or (self.monitor and step % self.per_epoch == 0) else None
+        if self.monitor is not None and record is not None:
+            record.update(epoch=step / self.per_epoch,
+                          **self.monitor(step, *self.engine.export(self.engine.params)))
+        if self.on_log is not None and record is not None:
+            self.on_log(step, record)
+
+
+def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, steps: int, order_rng,
+              hooks: _Hooks) -> tuple[np.ndarray, int, bool, np.ndarray, str]:
     """Run ``steps`` steps of ``engine`` over seeded epochs: learning-rate decay, averaging, callbacks,
     stop on NaN. Returns ``(losses, steps done, stopped, final params, digest of what the engine consumed)``."""
     per_epoch = n // config.batch_size
@@ -346,16 +370,14 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
         for j in range(count):
             step += 1
             loss, bad = engine.step(step, j, lr)
+            acct.steps_done = step  # what an interrupted run reports
             losses[step - 1] = loss
             if bad and not acct.nan.params_nonfinite:
                 acct.check_params(step, engine.finite())
             halt = acct.halts(bad)  # the engine did not apply this step's update: the run ends here
             if not halt:
                 average.add(step, engine.params)
-            if progress is not None and step % progress_every == 0:
-                progress(step, loss, acct.nonfinite_steps)
-            if on_log is not None and log_every and step % log_every == 0:
-                on_log(step, _record(step, loss, acct))
+            hooks(step, loss)
             if halt:
                 stopped, done = True, j + 1
                 break
@@ -377,11 +399,14 @@ def train(
     progress_every: int = 10,
     on_log: Callable[[int, dict], None] | None = None,
     log_every: int = 0,
+    monitor: Callable[[int, np.ndarray, np.ndarray], dict] | None = None,
 ) -> TrainResult:
     """Run SGD on uint8 ``train_images`` (n, 784) and ``train_labels`` (n,) with ``config``.
 
     ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps;
-    ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags.
+    ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags;
+    with ``monitor(step, W, b) -> dict`` (e.g. validation metrics of the current parameters), also at
+    every epoch's end, the monitor's dict and the ``epoch`` joining the record.
     BLAS runs on one thread (:func:`mnist_cli.threads.blas_pinned`); ``config.threads`` of the tool's own
     share out large batches, and no number depends on them.
     """
@@ -396,6 +421,11 @@ def train(
                             f"batch size {config.batch_size} is larger than the {n} training examples")
     steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
     check_steps(steps)
+    if config.average and config.average_epochs * (n // config.batch_size) > steps:
+        raise SettingsError(("average_epochs", "steps"),
+                            f"averaging over the last {config.average_epochs} epochs takes "
+                            f"{config.average_epochs * (n // config.batch_size):,} steps of {n // config.batch_size} "
+                            f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
     init_rng, order_rng = rngs(config.seed)
     model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)
@@ -414,8 +444,11 @@ def train(
     t0 = time.perf_counter()
     try:
         with np.errstate(all="ignore"), blas_pinned():
-            losses, step, stopped, params, order_digest = _schedule(
-                engine, acct, config, n, steps, order_rng, progress, progress_every, on_log, log_every)
+            hooks = _Hooks(engine, acct, progress, progress_every, on_log, log_every, monitor, n // config.batch_size)
+            losses, step, stopped, params, order_digest = _schedule(engine, acct, config, n, steps, order_rng, hooks)
+    except KeyboardInterrupt as exc:  # Ctrl-C: say what was done (the CLI prints it)
+        exc.done = {"command": "train", "steps": acct.steps_done, "of": steps, "nan": acct.nan.to_dict()}
+        raise
     finally:
         engine.close()
     seconds = time.perf_counter() - t0

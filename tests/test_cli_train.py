@@ -137,8 +137,13 @@ def test_preset_best_beats_the_converged_sklearn_figure(cli):
 
 
 def test_explicit_flags_override_a_preset(cli):
-    report = json.loads(cli("train", "--preset", "best", "--steps", "7", "--lr", "0.25", "--json").output)
-    assert report["steps"] == 7 and report["config"]["epochs"] is None and report["config"]["lr"] == 0.25
+    report = json.loads(cli("train", "--preset", "best", "--epochs", "9", "--train-limit", "1000", "--lr", "0.25",
+                            "--json").output)
+    assert report["steps"] == 90 and report["config"]["epochs"] == 9 and report["config"]["lr"] == 0.25
+    assert report["config"]["average_epochs"] == 8  # the preset's, not overridden
+    # the preset averages 8 epochs: 7 steps cannot hold them, and that is said, not hidden
+    r = cli("train", "--preset", "best", "--steps", "7")
+    assert r.exit_code == 2 and "--average-epochs / --steps" in r.output
 
 
 def test_full_batch_is_gradient_descent_on_all_examples(cli):

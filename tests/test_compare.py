@@ -29,7 +29,8 @@ NAN_REPORT = {
     "first_underflow_step": OPT_INT, "max_logit_gap": NUM, "any_nonfinite": bool, "first_nonfinite_step": OPT_INT,
 }
 RUN = {
-    "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "final_loss": NUM, "steps": int,
+    "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "accuracy_meaningful": bool, "final_loss": NUM,
+    "steps": int,
     "first_nonfinite_step": OPT_INT, "weights_finite": bool, "nan": NAN_REPORT,
     "argmax": {"differ": int, "ties_in_probs": int, "zero_probs": int, "nonfinite_logits": int},
     "seconds": NUM, "init_digest": str, "order_digest": str, "loss_curve": [NUM],
@@ -45,8 +46,9 @@ CULPRIT = {
 FORENSICS = {
     "scenario": str, "step": int, "loss": str, "dtype": str, "underflow_limit": NUM, "smallest_subnormal": NUM,
     "batch_size": int, "batch_loss": NUM, "batch_loss_kind": str, "batch_grad_finite": bool, "logits_finite": bool,
-    "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int, "rows_nan_loss": int,
-    "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM, "max_gap_max_minus_target": NUM,
+    "params_finite": (bool, None), "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int,
+    "rows_nan_loss": int, "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM,
+    "max_gap_max_minus_target": NUM,
     "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
 }
 SCENARIO = {
@@ -240,7 +242,7 @@ def test_conclusion_is_computed_from_the_results():
     text = conclusion(doc)
     assert "The naive loss went non-finite in 1 of 3 settings: raw-pixels (step 2)" in text
     assert "logit gaps up to 812, past the limit of 104 in float32" in text
-    assert "the weights ended non-finite in 1 of them (test accuracy 0.0980)" in text
+    assert "the weights ended non-finite in 1 of them (test accuracy n/a" in text and "0.0980" not in text
     assert "The fused loss stayed finite in all 3 settings." in text
     assert "Where every loss stayed finite (2 settings), test accuracies were within 0.0060 of each other." in text
     assert "For all 5 finite models, argmax(logits) and argmax(softmax(logits)) agreed on every one of the 10000" in text

@@ -1,0 +1,95 @@
+"""``mnist-softmax predict``: a saved model's answer for a few images, with its probabilities.
+
+    report = predict_file("model.npz", indices=[0, 1], load_data=load_mnist)
+    report["predictions"][0]["label"], report["predictions"][0]["predicted"]
+    # -> (7, 7)
+
+Images come from the test set (by index, with their true labels) or from a file of your own: an IDX
+file (``.gz`` or raw, as MNIST's) or a NumPy ``.npy`` array, of shape (n, 28, 28), (n, 784) or one
+(28, 28) image, with pixel values 0-255 (uint8, or floats holding whole numbers in that range). For
+each: ``argmax(logits)`` and ``argmax(softmax(logits))`` (which floating-point ties can tell apart,
+see :func:`mnist_cli.metrics.argmax_agreement`) and the ten probabilities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mnist_cli.errors import FormatError, SettingsError
+from mnist_cli.evaluate import predict_logits
+from mnist_cli.losses import softmax
+from mnist_cli.model import Model
+
+PIXELS = 28 * 28
+MAX_IMAGES = 100_000  # more is a data set: use evaluate
+
+
+def read_images(path) -> np.ndarray:
+    """``path`` (IDX, ``.gz`` IDX or ``.npy``) as uint8 images (n, 784); :class:`FormatError` naming
+    what is wrong otherwise."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            raw = np.load(path, allow_pickle=False)
+        else:
+            from mnist_cli.idx import read_idx
+
+            raw = read_idx(path)
+    except (OSError, ValueError, FormatError) as exc:
+        why = str(exc).removeprefix(f"{path}: ").rstrip(".")
+        raise FormatError(f"{path}: cannot read it as .npy or IDX ({why}); give an IDX or .npy file of 28x28 "
+                          "images.", ()) from None
+    raw = raw.reshape(1, PIXELS) if raw.shape == (28, 28) else raw
+    if raw.ndim == 3 and raw.shape[1:] == (28, 28):
+        raw = raw.reshape(len(raw), PIXELS)
+    if raw.ndim != 2 or raw.shape[1] != PIXELS or not len(raw):
+        raise FormatError(f"{path}: shape {raw.shape} is not 28x28 images; give (n, 28, 28), (n, 784) or (28, 28).",
+                          ())
+    if raw.dtype != np.uint8:
+        if raw.dtype.kind not in "fiu" or not (np.all(np.isfinite(raw)) and np.all((raw >= 0) & (raw <= 255))
+                                               and np.all(raw == np.round(raw))):
+            raise FormatError(f"{path}: pixels must be whole numbers 0-255 (as MNIST's uint8), got {raw.dtype} "
+                              "values outside that.", ())
+        raw = raw.astype(np.uint8)
+    return raw
+
+
+def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None) -> dict:
+    """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
+    on the images of the file ``images``; per image its index, true label (test set only), the
+    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities."""
+    model = Model.load(path)
+    scale = model.input_scale if input_scale is None else input_scale
+    if (indices is None) == (images is None):
+        raise SettingsError(("index", "images"), "give test-set indices with {index} or a file with {images}")
+    labels, where = None, {}
+    if images is not None:
+        x = read_images(images)
+    else:
+        data = load_data()
+        n = len(data.test_labels)
+        bad = [i for i in indices if not 0 <= i < n]
+        if bad:
+            raise SettingsError("index", f"test-set index {bad[0]} is outside 0-{n - 1}")
+        x, labels = data.test_images[list(indices)], data.test_labels[list(indices)]
+        where = {"data": {"dir": str(data.data_dir), "verified": data.verified}}
+    if len(x) > MAX_IMAGES:
+        raise SettingsError("images", f"{len(x)} images is more than {MAX_IMAGES:,}: use evaluate for a data set")
+    z = predict_logits(model, x, scale)  # (n, k)
+    with np.errstate(all="ignore"):
+        p = softmax(z)  # (n, k) in the model's dtype
+    rows = []
+    for j in range(len(x)):
+        finite = bool(np.isfinite(z[j]).all())
+        rows.append({
+            "index": int(indices[j]) if indices is not None else j,
+            "label": int(labels[j]) if labels is not None else None,
+            "predicted": int(np.argmax(z[j])) if finite else None,
+            "predicted_softmax": int(np.argmax(p[j])) if finite else None,
+            "probabilities": [float(v) for v in p[j]],
+            "logits_finite": finite,
+        })
+    return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
+            "predictions": rows, **where}
