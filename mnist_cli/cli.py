@@ -357,7 +357,8 @@ def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirro
 @click.option("--index", "indices", default=None, metavar="LIST",
               callback=lambda ctx, param, v: _int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
 @click.option("--images", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
-              help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255.")
+              help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255, or a PNG/JPEG/BMP/GIF "
+              "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @data_options

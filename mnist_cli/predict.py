@@ -6,7 +6,9 @@
 
 Images come from the test set (by index, with their true labels) or from a file of your own: an IDX
 file (``.gz`` or raw, as MNIST's) or a NumPy ``.npy`` array, of shape (n, 28, 28), (n, 784) or one
-(28, 28) image, with pixel values 0-255 (uint8, or floats holding whole numbers in that range). For
+(28, 28) image, with pixel values 0-255 (uint8, or floats holding whole numbers in that range), or
+a picture of one digit (PNG, JPEG, BMP, GIF; through Pillow, the ``image`` extra; see
+:func:`read_picture`). For
 each: ``argmax(logits)`` and ``argmax(softmax(logits))`` (which floating-point ties can tell apart,
 see :func:`mnist_cli.metrics.argmax_agreement`) and the ten probabilities.
 """
@@ -17,19 +19,46 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.errors import FormatError, SettingsError
+from mnist_cli.errors import FormatError, MissingExtraError, SettingsError
 from mnist_cli.evaluate import predict_logits
 from mnist_cli.losses import softmax
 from mnist_cli.model import Model
 
 PIXELS = 28 * 28
 MAX_IMAGES = 100_000  # more is a data set: use evaluate
+#: Picture files read through Pillow (the optional ``image`` extra), one digit per file.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_HINT = "pip install 'mnist-softmax[image]'"
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """One digit from a picture file, as MNIST draws it: grey levels (``L``), resized to 28x28 when it is
+    another size, and inverted when the background is light (MNIST's digits are white on black; a
+    drawing is usually black on white: the mean grey level above 127 decides). (1, 784) uint8."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise MissingExtraError(f"reading {path.suffix} pictures needs Pillow: {IMAGE_HINT}", ()) from None
+    try:
+        with Image.open(path) as img:
+            grey = img.convert("L")
+            if grey.size != (28, 28):
+                grey = grey.resize((28, 28), Image.Resampling.LANCZOS)
+            pixels = np.asarray(grey, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise FormatError(f"{path}: cannot read it as a picture ({exc}); give a PNG/JPEG/BMP/GIF of one digit, "
+                          "or an IDX or .npy file.", ()) from None
+    if pixels.mean() > 127:
+        pixels = 255 - pixels
+    return pixels.reshape(1, PIXELS)
 
 
 def read_images(path) -> np.ndarray:
     """``path`` (IDX, ``.gz`` IDX or ``.npy``) as uint8 images (n, 784); :class:`FormatError` naming
     what is wrong otherwise."""
     path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return read_picture(path)
     try:
         if path.suffix == ".npy":
             raw = np.load(path, allow_pickle=False)

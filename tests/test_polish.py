@@ -523,3 +523,22 @@ def test_digit14_averages_2x2_blocks():
     img[27, 27] = 4
     d = digit14(img.ravel())
     assert d[0][0] == 254 and d[13][13] == 1 and sum(map(sum, d)) == 255
+
+
+def test_predict_on_a_picture_reads_it_as_mnist_draws_digits(cli, tutorial_model, mnist, tmp_path):
+    """A 28x28 PNG of a test digit predicts exactly as its index does; the same digit drawn black on white
+    at 56x56 is inverted and resized, and still read as a digit (a probability row that sums to 1)."""
+    from PIL import Image
+
+    digit = mnist.test_images[0].reshape(28, 28)
+    Image.fromarray(digit).save(tmp_path / "seven.png")  # uint8 (28, 28): a grey-level picture
+    Image.fromarray(255 - digit).resize((56, 56)).save(tmp_path / "drawn.png")
+    mine = json.loads(cli("predict", str(tutorial_model), "--images", str(tmp_path / "seven.png"), "--json").output)
+    test = json.loads(cli("predict", str(tutorial_model), "--index", "0", "--json").output)
+    assert mine["predictions"][0]["probabilities"] == test["predictions"][0]["probabilities"]
+    drawn = json.loads(cli("predict", str(tutorial_model), "--images", str(tmp_path / "drawn.png"), "--json").output)
+    assert drawn["predictions"][0]["predicted"] == mnist.test_labels[0]  # inverted back to white on black
+    assert abs(sum(drawn["predictions"][0]["probabilities"]) - 1) < 1e-5
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    r = cli("predict", str(tutorial_model), "--images", str(tmp_path / "broken.png"))
+    assert r.exit_code == 1 and "cannot read it as a picture" in r.output and "Traceback" not in r.output
