@@ -45,8 +45,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mnist_cli.losses import fused
-
 #: Rows per product. OpenBLAS (0.3.31, SkylakeX) multiplies small matrices without packing them: for
 #: 10 classes and 785 columns the forward product ``Va @ x.T`` takes that path up to 120 rows and the
 #: backward one up to 127; at 122 rows the forward pass over 60000 rows goes from 11 ms to 35 ms.
@@ -76,9 +74,8 @@ def class_rows(k: int, dtype, kernel: str | None) -> int:
 
 
 class FusedKernel:
-    """``fused`` on transposed logits, scaled for the SGD update; only for steps it proves healthy."""
-
-    reference = fused  # the loss this kernel computes, from LOSSES
+    """:func:`mnist_cli.losses.fused` on transposed logits, scaled for the SGD update; only for steps it
+    proves healthy (``tests/test_fastpath.py`` checks it against ``fused``)."""
 
     def __init__(self, k: int, dtype, healthy_gap: float):
         self.k, self.dtype, self.healthy_gap = k, dtype, healthy_gap
