@@ -21,8 +21,8 @@ import click
 
 from mnist_cli import __version__
 from mnist_cli.errors import MnistError, OutputError, SettingsError
-from mnist_cli.options import POSITIVE, FiniteFloat, data_options, output_options, threads_option
-from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRESETS, TUTORIAL
+from mnist_cli.options import LOSS_SCALE, POSITIVE, FiniteFloat, data_options, output_options, threads_option
+from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
 
 EXIT_NAN = 3
 EXIT_INTERRUPTED = 130
@@ -185,7 +185,15 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
 @click.option("--init", type=click.Choice(INIT_NAMES), default=None, help=f"Initial W.  [default: {TUTORIAL.init}]")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
-              help=f"Dtype of every array.  [default: {TUTORIAL.dtype}]")
+              help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
+              f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is torch.autocast's policy "
+              "(products in the dtype; softmax, log and the loss in float32; float32 master weights)."
+              f"  [default: {TUTORIAL.precision}]")
+@click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
+              help="--precision mixed only: dynamic = torch.amp.GradScaler (2^16, x2 after 2000 finite steps, x0.5 "
+              f"and skip on a non-finite gradient); N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake."
               f"  [default: {TUTORIAL.input_scale:g}]")
@@ -235,6 +243,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
       mnist-softmax train --loss naive --lr 5 --fail-on-nan      # exit 3 in CI
+      mnist-softmax train --dtype float16 --precision mixed --loss-scale dynamic
       mnist-softmax train --preset best --save best.npz
       mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
       mnist-softmax train --val-split 5000 --plot curves.png

@@ -12,17 +12,37 @@ import math
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
+from mnist_cli.precision import LOW_PRECISION, as_dtype
+from mnist_cli.settings import DTYPE_NAMES
 from mnist_cli.fileio import atomic_write, jsonable
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
-DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class _ScalarTypes(Mapping):
+    """dtype name -> NumPy scalar type (``np.float32``...; bfloat16's from ml_dtypes, loaded when asked for)."""
+
+    def __getitem__(self, name: str):
+        if name not in DTYPE_NAMES:
+            raise KeyError(name)
+        return as_dtype(name).type
+
+    def __iter__(self):
+        return iter(DTYPE_NAMES)
+
+    def __len__(self) -> int:
+        return len(DTYPE_NAMES)
+
+
+DTYPES = _ScalarTypes()
 INITS = ("zeros", "normal")
 #: A saved model is ~31 KB (float32) or ~63 KB (float64) plus metadata; refuse anything far larger.
 MAX_MODEL_BYTES = 4 * 1024 * 1024

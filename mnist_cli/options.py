@@ -67,6 +67,23 @@ class FiniteFloat(click.FloatRange):
 POSITIVE = FiniteFloat(min=0, min_open=True)
 
 
+class LossScale(click.ParamType):
+    """``none``, ``dynamic`` or a positive finite number, kept as its text (``TrainConfig.loss_scale``)."""
+
+    name = "loss scale"
+
+    def convert(self, value, param, ctx):
+        from mnist_cli.settings import loss_scale_ok
+
+        text = str(value).strip().lower()
+        if not loss_scale_ok(text):
+            self.fail(f"{value!r} is not none, dynamic or a positive number (e.g. 1024).", param, ctx)
+        return text if text in ("none", "dynamic") else f"{float(text):g}"
+
+
+LOSS_SCALE = LossScale()
+
+
 def threads_option(f):
     """``--threads N`` (``MNIST_SOFTMAX_THREADS``): the tool's own threads; BLAS always runs on one."""
     from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS

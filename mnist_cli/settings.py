@@ -26,13 +26,21 @@ from mnist_cli.errors import SettingsError
 
 #: The losses, in the order the CLI lists them (keys of mnist_cli.losses.LOSSES).
 LOSS_NAMES = ("fused", "naive", "clipped")
-#: The dtypes a run can use (keys of mnist_cli.model.DTYPES).
-DTYPE_NAMES = ("float32", "float64")
+#: The dtypes a run can use (keys of mnist_cli.model.DTYPES); the half formats through mnist_cli.lowp.
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+#: float16 and bfloat16 (mnist_cli.precision.LOW_PRECISION): the dtypes ``precision`` applies to.
+HALF_NAMES = ("float16", "bfloat16")
+#: How a half-precision run computes (mnist_cli.lowp): "pure" rounds every array to the dtype; "mixed" is
+#: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
+PRECISION_NAMES = ("pure", "mixed")
+#: Loss scaling of a mixed-precision run (mnist_cli.lowp.LossScaler): none, GradScaler's dynamic, or a number.
+LOSS_SCALE_CHOICES = ("none", "dynamic")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
 #: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):
 #: the brightest pixel becomes ``input_scale`` itself, which must be representable.
-DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308, "float16": 65504.0,
+             "bfloat16": 3.3895313892515355e38}
 
 #: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
 #: their per-step losses 80 MB; far more would only fail to allocate them.
@@ -65,6 +73,29 @@ def check_input_scale(input_scale: float, dtype: str) -> None:
                             f"below {limit:.5g}" + (" or use {dtype} float64" if dtype != "float64" else ""))
 
 
+def loss_scale_ok(text: str) -> bool:
+    """``none``, ``dynamic`` or a positive finite number (mnist_cli.lowp.parse_loss_scale, NumPy-free here)."""
+    if text in LOSS_SCALE_CHOICES:
+        return True
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return False
+    return value > 0 and math.isfinite(value)
+
+
+def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
+    """:class:`SettingsError` for a precision or loss scale that does not apply to ``dtype``."""
+    if precision == "mixed" and dtype not in HALF_NAMES:
+        raise SettingsError(("precision", "dtype"),
+                            f"mixed precision computes the products in a half format; {dtype} is not one: use "
+                            f"{{dtype}} {' or '.join(HALF_NAMES)}, or {{precision}} pure")
+    if loss_scale != "none" and precision != "mixed":
+        raise SettingsError(("loss_scale", "precision"),
+                            "loss scaling unscales float32 master gradients, which only mixed precision has "
+                            "(GradScaler refuses half-precision gradients): add {precision} mixed or drop {loss_scale}")
+
+
 def check_steps(steps: int) -> None:
     """:class:`SettingsError` when a run of ``steps`` steps is past :data:`MAX_STEPS`."""
     if steps > MAX_STEPS:
@@ -83,7 +114,9 @@ class TrainConfig:
     epochs: int | None = None  # full passes over the (limited) training set instead of steps
     init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
     init_std: float = 0.01
-    dtype: str = "float32"  # the dtype of every array in the run
+    dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
+    precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.lowp)
+    loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
     input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
     seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss
     train_limit: int | None = None  # use only the first N training examples (smoke runs)
@@ -104,6 +137,7 @@ class TrainConfig:
             if value is not None and not ok(value):
                 raise SettingsError(name, f"{what}, got {value!r}" if isinstance(value, str) else f"{what}, got {value:g}")
         check_input_scale(self.input_scale, self.dtype)
+        check_precision(self.dtype, self.precision, self.loss_scale)
         if self.average and self.epochs is not None and self.average_epochs > self.epochs:
             raise SettingsError(("average_epochs", "epochs"),
                                 f"averaging over the last {self.average_epochs} epochs needs at least that many, "
@@ -122,6 +156,8 @@ def _positive(x) -> bool:
 _RULES = (
     ("loss", lambda v: v in LOSS_NAMES, f"the loss must be one of {', '.join(LOSS_NAMES)}"),
     ("dtype", lambda v: v in DTYPE_NAMES, f"the dtype must be one of {', '.join(DTYPE_NAMES)}"),
+    ("precision", lambda v: v in PRECISION_NAMES, f"the precision must be one of {', '.join(PRECISION_NAMES)}"),
+    ("loss_scale", loss_scale_ok, "the loss scale must be none, dynamic or a positive number"),
     ("init", lambda v: v in INIT_NAMES, f"the init must be one of {', '.join(INIT_NAMES)}"),
     ("lr", _positive, "the learning rate must be a positive finite number"),
     ("batch_size", lambda v: v >= 1, "the batch size must be at least 1"),

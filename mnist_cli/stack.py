@@ -244,8 +244,10 @@ class _Stack:
             run.losses[step - 1] = loss[i]
         if not (gap <= self.healthy_gap).all():  # a probability may be exactly 0 (or z is nan): count them
             zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (S,)
-            for i in np.flatnonzero(~(gap <= self.healthy_gap) & (zeros > 0)):
+            infs = np.count_nonzero(np.isinf(z), axis=(1, 2))  # (S,) logits past the dtype's range
+            for i in np.flatnonzero(~(gap <= self.healthy_gap) & ((zeros > 0) | (infs > 0))):
                 runs[i].nan.count_underflow(step, int(zeros[i]))
+                runs[i].nan.count_overflow(step, int(infs[i]))
         np.multiply(dz[:n], block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
         np.matmul(block.G[:n], self.x, out=block.gA[:n])  # (n, r, d) one product each
         block.At[:n] -= block.gA[:n]

@@ -34,6 +34,7 @@ import numpy as np
 from mnist_cli.errors import SettingsError
 from mnist_cli.losses import LOSSES, healthy_gap, softmax
 from mnist_cli.model import DTYPES, N_CLASSES, Model
+from mnist_cli.precision import LOW_PRECISION
 from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 
@@ -54,6 +55,11 @@ class NanReport:
     steps_with_underflow: int = 0
     first_underflow_step: int | None = None
     max_logit_gap: float = 0.0  # largest max(z) - min(z) within one example seen in training
+    overflow_logits: int = 0  # logits that were +-inf (the product left the dtype's range), summed over steps
+    first_overflow_step: int | None = None
+    steps_skipped: int = 0  # updates the loss scaler skipped (mixed precision, mnist_cli.lowp.LossScaler)
+    first_skipped_step: int | None = None
+    loss_scale: float | None = None  # the loss scale after the last step (None: no scaling)
 
     def count_underflow(self, step: int, n_zero: int) -> None:
         """``n_zero`` softmax probabilities were exactly 0 at ``step``."""
@@ -70,6 +76,17 @@ class NanReport:
         else:
             self.steps_inf_loss += 1
             self.first_inf_loss_step = self.first_inf_loss_step or step
+
+    def count_overflow(self, step: int, n_inf: int) -> None:
+        """``n_inf`` logits were +-inf at ``step``."""
+        if n_inf:
+            self.overflow_logits += n_inf
+            self.first_overflow_step = self.first_overflow_step or step
+
+    def count_skip(self, step: int) -> None:
+        """The loss scaler skipped the update of ``step`` (its gradient was non-finite)."""
+        self.steps_skipped += 1
+        self.first_skipped_step = self.first_skipped_step or step
 
     def count_grad(self, step: int) -> None:
         """The gradient of ``step`` had a non-finite entry."""
@@ -175,6 +192,7 @@ class Accounting:
         self.snapshot: Snapshot | None = None
         self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
         self.bad_grad_step = 0  # the last step whose gradient was non-finite
+        self.skipped_step = 0  # the last step whose update the loss scaler skipped
         self.stop_on_nan = stop_on_nan
         self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
 
@@ -188,14 +206,19 @@ class Accounting:
         with ``stop_on_nan`` it does; otherwise training goes on, as TensorFlow's does."""
         return bad and self.stop_on_nan
 
-    def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray) -> bool:
+    def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray,
+               grad_finite: bool | None = None) -> bool:
         """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
-        has a non-finite entry); return True when the loss or the gradient is non-finite."""
+        has a non-finite entry), or ``grad_finite`` when the engine knows better (half precision, where
+        ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite."""
         gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
         self.observe_gap(gap)
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
-            self.nan.count_underflow(step, int(np.count_nonzero(softmax(z) == 0)))
-        bad_loss, bad_grad = not math.isfinite(loss), not np.isfinite(gb).all()
+            with np.errstate(all="ignore"):
+                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z) == 0)))
+            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z))))
+        bad_loss = not math.isfinite(loss)
+        bad_grad = not np.isfinite(gb).all() if grad_finite is None else not grad_finite
         if bad_loss:
             self.nan.count_loss(step, loss)
         if bad_grad:
@@ -204,6 +227,17 @@ class Accounting:
         if (bad_loss or bad_grad) and self.snapshot is None:
             self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
         return bad_loss or bad_grad
+
+    def skip(self, step: int, scaler, grad_finite: bool) -> bool:
+        """Tell ``scaler`` (:class:`mnist_cli.lowp.LossScaler`) whether the gradient of ``step`` was finite;
+        return whether it skips the update (counted), and keep its scale."""
+        skipped = scaler.update(grad_finite)
+        if skipped:
+            self.skipped_step = step
+            self.nan.count_skip(step)
+        if scaler.active:
+            self.nan.loss_scale = float(scaler.scale)
+        return skipped
 
     def check_params(self, step: int, finite: bool) -> None:
         """The parameters after ``step`` are (not) all finite: keep the first step they were not."""
@@ -327,8 +361,11 @@ class _Average:
 
 def _record(step: int, loss: float, acct: Accounting) -> dict:
     """The per-step record of ``--metrics-out``-style logs."""
-    return {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
-            "nonfinite_grad": acct.bad_grad_step == step}
+    record = {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
+              "nonfinite_grad": acct.bad_grad_step == step}
+    if acct.nan.loss_scale is not None:  # mixed precision with a loss scaler
+        record.update(loss_scale=acct.nan.loss_scale, skipped=acct.skipped_step == step)
+    return record
 
 
 class _Hooks:
@@ -362,7 +399,7 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
     losses = np.empty(steps, dtype=np.float64)
     order_hash = hashlib.sha256()
     average = _Average(config.average, steps - per_epoch * config.average_epochs)
-    lr = DTYPES[config.dtype](config.lr)
+    lr = (np.float32 if config.dtype in LOW_PRECISION else DTYPES[config.dtype])(config.lr)  # half: float32 opmath
     stopped, step = False, 0
     for perm, count in _epochs(n, config.batch_size, steps, order_rng):
         engine.begin_epoch(perm, count)
@@ -428,12 +465,17 @@ def train(
                             f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
     init_rng, order_rng = rngs(config.seed)
-    model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[config.dtype], init_rng, config.init_std)
+    param_dtype = "float32" if config.precision == "mixed" else config.dtype  # mixed: float32 master weights
+    model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[param_dtype], init_rng, config.init_std)
     init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
-    acct = Accounting(config.dtype, N_CLASSES, config.stop_on_nan)
+    acct = Accounting(param_dtype, N_CLASSES, config.stop_on_nan)  # the dtype the loss computes in
     loss_fn = LOSSES[config.loss]
     labels = train_labels.astype(np.intp)
-    if config.fast:
+    if config.dtype in LOW_PRECISION:
+        from mnist_cli.lowp import LowPrecisionSGD
+
+        engine = LowPrecisionSGD(train_images, labels, model, config, loss_fn, acct)
+    elif config.fast:
         from mnist_cli.fastpath import FAST_KERNELS, fast_engine
 
         engine = fast_engine(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct,

@@ -27,6 +27,8 @@ NAN_REPORT = {
     "first_inf_loss_step": OPT_INT, "first_nonfinite_grad_step": OPT_INT, "params_nonfinite": bool,
     "first_nonfinite_params_step": OPT_INT, "underflow_probs": int, "steps_with_underflow": int,
     "first_underflow_step": OPT_INT, "max_logit_gap": NUM, "any_nonfinite": bool, "first_nonfinite_step": OPT_INT,
+    "overflow_logits": int, "first_overflow_step": OPT_INT, "steps_skipped": int, "first_skipped_step": OPT_INT,
+    "loss_scale": (None, NUM),
 }
 RUN = {
     "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "accuracy_meaningful": bool, "final_loss": NUM,
@@ -297,7 +299,7 @@ def test_config_cells_and_validation():
     cell = CompareConfig(lrs=(2,)).cells()[0]
     assert cell.label == "lr=2 x1 float32" and cell.scenario is None
     for bad in (dict(losses=("hinge",)), dict(losses=()), dict(seeds=()), dict(lrs=(1, 1)), dict(lrs=(-1,)),
-                dict(dtypes=("float16",)), dict(steps=0)):
+                dict(dtypes=("float8",)), dict(steps=0)):
         with pytest.raises(ValueError):
             CompareConfig(**bad).validate()
 
@@ -479,7 +481,7 @@ def test_probe_outputs_leaves_nothing_behind(tmp_path):
     assert [p.name for p in tmp_path.rglob("*")] == ["a", "b"]  # the --metrics-out directory, empty
 
 
-@pytest.mark.parametrize("args", [["--lr", "0,5"], ["--lr", "a"], ["--losses", "naive,hinge"], ["--dtype", "float16"],
+@pytest.mark.parametrize("args", [["--lr", "0,5"], ["--lr", "a"], ["--losses", "naive,hinge"], ["--dtype", "float8"],
                                   ["--seeds", "-1"], ["--input-scale", "1,1"], ["--steps", "0"]])
 def test_cli_bad_flags_exit_2(args, tmp_path):
     r = CliRunner().invoke(main, ["compare", *args, "--data-dir", str(tmp_path), "--offline", "--quiet"])

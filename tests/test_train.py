@@ -131,7 +131,10 @@ def test_the_trainer_sees_the_batches_batch_order_yields(mnist, fast, kw):
 def test_underflow_gap_and_the_healthy_bound(name):
     """The report's limit is where exp() reaches 0; at gaps within the healthy bound no probability is 0."""
     dtype = DTYPES[name]
-    assert np.exp(dtype(-(underflow_limit(dtype) + 0.01))) == 0 < np.exp(dtype(-(underflow_limit(dtype) - 0.01)))
+    limit, v = underflow_limit(dtype), dtype(underflow_limit(dtype))  # the gaps the dtype holds either side of it
+    above = v if v > limit else np.nextafter(v, dtype(np.inf))
+    below = v if v < limit else np.nextafter(v, dtype(0))
+    assert np.exp(-above) == 0 < np.exp(-below)
     k = 10
     bound = healthy_gap(name, k)
     assert bound == pytest.approx(underflow_limit(dtype) - math.log(2 * k), abs=1e-9)  # p = e / s, s <= k
@@ -154,7 +157,7 @@ def test_epochs_and_train_limit(mnist):
 
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1), dict(lr=math.inf), dict(batch_size=0),
-                                 dict(loss="nope"), dict(dtype="float16"), dict(steps=0), dict(input_scale=0),
+                                 dict(loss="nope"), dict(dtype="float8"), dict(steps=0), dict(input_scale=0),
                                  dict(weight_decay=math.nan), dict(weight_decay=math.inf), dict(weight_decay=-1e-3),
                                  dict(lr_decay=math.nan), dict(lr_decay=math.inf), dict(lr_decay=0),
                                  dict(steps=MAX_STEPS + 1)])

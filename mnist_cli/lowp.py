@@ -1,0 +1,297 @@
+"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision as ``torch.autocast``.
+
+    r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic"))
+    r.nan.steps_skipped, r.nan.loss_scale
+    # -> (5, 2048.0)
+
+NumPy has no float16 BLAS kernel (and ml_dtypes' bfloat16 none at all), so every array of a step is
+held in **float32 arrays whose values are representable in the low dtype**, and each operation that
+the framework would round is rounded here by :func:`round_to` (round to nearest, ties to even, via
+NumPy's or ml_dtypes' casts). Where the rounding happens, step by step (``rnd`` rounds to the dtype):
+
+==============  =====================================================  ==================================
+what            pure (``--precision pure``)                            mixed (``--precision mixed``)
+==============  =====================================================  ==================================
+parameters      ``W, b`` in the dtype                                  float32 master ``W, b``
+inputs          ``x = rnd(float32(pixel) * float32(s))``               the same (autocast casts x)
+logits          ``z = rnd(x @ W + b)``: products exact in float32,     the same with ``rnd(W)``, ``rnd(b)``
+                summed in float32, rounded once (a fused ``linear``)
+loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float32 on ``float32(z)``
+                op rounded, reductions accumulated in float32          (autocast's float32 list)
+scaled dL/dz    --                                                     ``g = rnd(dL/dz * scale)``
+dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
+                accumulation, one rounding)                            then ``float32(.) / scale``
+update          ``W = rnd(W - lr * dL/dW)``: one rounding, as          ``W -= lr * dL/dW`` in float32,
+                ``torch.optim.SGD``'s ``add_(grad, alpha=-lr)``        skipped when the scaler says so
+==============  =====================================================  ==================================
+
+**Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics:
+``dynamic`` starts at ``2**16``, doubles after 2000 consecutive steps with finite gradients, and on a
+step with a non-finite gradient halves and skips the update; a number ``N`` scales by ``N`` always and
+skips the same steps (GradScaler with growth and backoff factors of 1); ``none`` neither scales nor
+skips (autocast alone: a NaN gradient reaches the weights).
+
+A gradient is *non-finite* here when any entry of ``dL/dW`` or ``dL/db`` is (what GradScaler checks):
+in half precision ``x.T @ dL/dz`` can overflow although ``dL/dz`` is finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from mnist_cli.precision import LOW_PRECISION, as_dtype
+
+__all__ = ["round_to", "pixel_table", "Inputs", "linear", "LossScaler", "parse_loss_scale", "LowPrecisionSGD", "logits"]
+
+#: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval).
+INIT_SCALE, GROWTH, BACKOFF, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
+
+
+_U32 = np.uint32
+#: (dtype name) -> (significand bits float32 has beyond it, the smallest normal's float32 bits): the rounding
+#: of a float32 to float16 or bfloat16 is an integer add-and-mask on its bits wherever the result is normal.
+_DROP = {"float16": (13, 0x38800000), "bfloat16": (16, 0x00800000)}
+_F16_MAX_BITS, _INF_BITS = 0x477FE000, 0x7F800000  # 65504 and inf, as float32 bits
+
+
+def _round_bits(a: np.ndarray, drop: int) -> np.ndarray:
+    """Round float32 ``a`` in place to ``24 - drop`` significand bits, ties to even: exact wherever the
+    result is a normal number of the target format (a carry into the exponent is the correct rounding)."""
+    b = a.view(_U32)
+    half = _U32((1 << (drop - 1)) - 1)
+    b += half + ((b >> _U32(drop)) & _U32(1))
+    b &= _U32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    return a
+
+
+def _round_f16(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``float32(float16(a))`` by bit arithmetic (twice as fast as NumPy's casts): the normal range by
+    :func:`_round_bits`, subnormals (``0 < |a| < 2**-14``, multiples of ``2**-24``) by adding and taking away
+    0.75 (whose float32 spacing is ``2**-24``), results past 65504 to +-inf; NaN stays NaN."""
+    if out is not a:
+        np.copyto(out, a)
+    small = (np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF)) - _U32(1)) < _U32(0x38800000 - 1)  # 0 < |a| < 2^-14
+    tiny = out[small] if small.any() else None  # a copy, before the rounding below
+    _round_bits(out, 13)
+    if tiny is not None:
+        out[small] = np.copysign((np.abs(tiny) + np.float32(0.75)) - np.float32(0.75), tiny)
+    mag = np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF))
+    over = (mag > _U32(_F16_MAX_BITS)) & (mag < _U32(_INF_BITS))  # rounded past the largest float16, not NaN
+    if over.any():
+        out[over] = np.copysign(np.float32(np.inf), out[over])
+    return out
+
+
+def round_to(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``float32(dtype(a))``: float32 ``a`` rounded to the nearest ``dtype`` value (ties to even; past the
+    largest finite value, +-inf), held in float32, which represents every float16 and bfloat16 exactly.
+    float16 by bit arithmetic (:func:`_round_f16`, checked against NumPy's cast in ``tests/test_lowp.py``),
+    bfloat16 by ml_dtypes' cast. ``out`` may be ``a``."""
+    a = np.asarray(a, np.float32)
+    if out is None:
+        out = np.empty_like(a)
+    if as_dtype(dtype).name == "float16":
+        return _round_f16(a, out)
+    np.copyto(out, a.astype(dtype), casting="unsafe")
+    return out
+
+
+def pixel_table(input_scale: float, dtype) -> np.ndarray:
+    """(256,) float32: ``rnd(float32(p) * float32(input_scale / 255))`` for every pixel value ``p``."""
+    with np.errstate(over="ignore"):
+        return round_to(np.arange(256, dtype=np.float32) * np.float32(input_scale / 255.0), dtype)
+
+
+class Inputs:
+    """A batch's inputs ``x = rnd(float32(pixel) * float32(s))`` into a reused (B, d) float32 buffer.
+
+    When every pixel value's result is 0 or a normal number of the dtype (checked on all 256 values at
+    construction against :func:`pixel_table`), the rounding is :func:`_round_bits` on the scaled batch
+    (three passes); otherwise a look-up in the table (one gather through intp indices, ~2x slower).
+    """
+
+    def __init__(self, input_scale: float, dtype, B: int, d: int):
+        self.dtype = as_dtype(dtype)
+        self.s = np.float32(input_scale / 255.0)
+        self.table = pixel_table(input_scale, self.dtype)
+        drop, smallest_normal = _DROP[self.dtype.name]
+        self.drop = drop
+        self.x = np.empty((B, d), np.float32)
+        with np.errstate(over="ignore"):
+            trial = _round_bits(np.arange(256, dtype=np.float32) * self.s, drop)
+        bits = self.table.view(_U32)
+        normal = (bits == 0) | ((bits >= smallest_normal) & (bits < _INF_BITS))
+        self.by_bits = bool(normal.all() and (trial.view(_U32) == bits).all())
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """``x`` (B, d) of uint8 ``pixels`` (B, d) (the buffer is reused by the next call)."""
+        x = self.x[: pixels.shape[0]]
+        if self.by_bits:
+            np.multiply(pixels, self.s, out=x, dtype=np.float32)
+            return _round_bits(x, self.drop)
+        return np.take(self.table, pixels, out=x)
+
+
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
+    (see :mod:`mnist_cli.precision`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
+    z = np.matmul(x, W, out=out)
+    z += b
+    with np.errstate(over="ignore"):
+        return round_to(z, dtype, out=z)
+
+
+def parse_loss_scale(text: str) -> float | None:
+    """``"none"`` -> None, ``"dynamic"`` -> 0.0, a positive finite number -> itself; ValueError otherwise."""
+    if text == "none":
+        return None
+    if text == "dynamic":
+        return 0.0
+    value = float(text)  # ValueError for anything else
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
+
+
+class LossScaler:
+    """``torch.amp.GradScaler`` for one run: the scale, and whether a step's update is skipped.
+
+    ``LossScaler("dynamic")``: scale ``2**16``, x2 after :data:`GROWTH_INTERVAL` finite steps in a row, x0.5
+    and skip on a non-finite gradient. ``LossScaler("1024")``: a fixed scale, non-finite steps skipped.
+    ``LossScaler("none")``: scale 1, nothing skipped (:attr:`active` is False).
+    """
+
+    def __init__(self, how: str):
+        value = parse_loss_scale(how)
+        self.active = value is not None
+        self.dynamic = value == 0.0
+        self.scale = np.float32(INIT_SCALE if self.dynamic else (value or 1.0))  # a float32, as GradScaler's
+        self.good_steps = 0  # consecutive finite steps since the last change (GradScaler's growth tracker)
+
+    def update(self, finite: bool) -> bool:
+        """After a step whose unscaled gradient was (not) ``finite``: return whether its update is skipped."""
+        if not self.active:
+            return False
+        if not finite:
+            if self.dynamic:
+                self.scale = np.float32(self.scale * np.float32(BACKOFF))  # reaches 0 after 165 halvings
+            self.good_steps = 0
+            return True
+        if self.dynamic:
+            self.good_steps += 1
+            if self.good_steps == GROWTH_INTERVAL:
+                with np.errstate(over="ignore"):
+                    self.scale = np.float32(self.scale * np.float32(GROWTH))
+                self.good_steps = 0
+        return False
+
+
+def _finite(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a).all())
+
+
+class LowPrecisionSGD:
+    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.train.Engine`), pure or mixed.
+
+    The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
+    master weights (mixed). See the module docstring for every rounding.
+    """
+
+    def __init__(self, images, labels, model, config, loss_fn: Callable, acct):
+        self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
+        self.low = as_dtype(config.dtype)
+        self.mixed = config.precision == "mixed"
+        self.loss_dtype = np.float32 if self.mixed else self.low  # what the loss computes in
+        self.params = np.concatenate([model.W, model.b[None, :]]).astype(np.float32)  # (d + 1, k)
+        self.W, self.b = self.params[:-1], self.params[-1]
+        self.B = config.batch_size
+        self.inputs = Inputs(config.input_scale, self.low, self.B, images.shape[1])
+        self.wd = np.float32(config.weight_decay)
+        self.scaler = LossScaler(config.loss_scale)
+        self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
+        self.perm = None
+        self.taken: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        self.perm = perm
+        self.taken = []
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, y = zip(*self.taken[:done])
+        return np.stack(idx), np.stack(y)
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` as the product sees them: the parameters (pure), rounded master weights (mixed)."""
+        if self.mixed:
+            return round_to(self.W, self.low), round_to(self.b, self.low)
+        return self.W, self.b
+
+    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(dL/dW, dL/db)`` in float32: rounded half products of ``dz`` (scaled in mixed precision), unscaled."""
+        scale = self.scaler.scale if self.mixed else np.float32(1)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            g = dz.astype(np.float32)  # (B, k)
+            if self.mixed:
+                g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
+            gW = round_to(x.T @ g, self.low)  # (d, k)
+            gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
+            if scale != 1:
+                inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
+                gW *= inv
+                gb *= inv
+        return gW, gb
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        idx = self.perm[j * self.B : (j + 1) * self.B]
+        y = self.labels[idx]
+        self.taken.append((idx, y))
+        x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
+        W, b = self._weights()
+        z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
+        z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
+        loss, dz = self.loss_fn(z, y)
+        gW, gb = self._gradients(x, dz)
+        grad_ok = _finite(gW) and _finite(gb)
+        bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
+        skipped = self.acct.skip(step, self.scaler, grad_ok) if self.mixed else False
+        if self.acct.halts(bad) or skipped:
+            return loss, bad
+        self._update(gW, gb, np.float32(lr))
+        return loss, bad
+
+    def _update(self, gW: np.ndarray, gb: np.ndarray, lr: np.float32) -> None:
+        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed), rounded once (pure)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.wd:
+                gW = gW + self.wd * self.W if self.mixed else round_to(gW + self.wd * self.W, self.low)
+            self.W -= lr * gW
+            self.b -= lr * gb
+            if not self.mixed:
+                round_to(self.params, self.low, out=self.params)
+
+    def finite(self) -> bool:
+        return _finite(self.params)
+
+    def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dtype = np.float32 if self.mixed else self.low
+        return params[:-1].astype(dtype), params[-1].astype(dtype)
+
+    def close(self) -> None:
+        pass
+
+
+def logits(images: np.ndarray, W: np.ndarray, b: np.ndarray, input_scale: float, dtype, block: int = 2048) -> np.ndarray:
+    """``rnd(x @ rnd(W) + rnd(b))`` of uint8 ``images`` (n, d), ``x`` the rounded inputs (:func:`pixel_table`):
+    the logits a float16 or bfloat16 model (pure, or mixed under autocast) computes, (n, k) in ``dtype``."""
+    dtype = as_dtype(dtype)
+    assert dtype.name in LOW_PRECISION, dtype
+    n, d = images.shape
+    inputs = Inputs(input_scale, dtype, min(block, n), d)
+    Wr, br = round_to(W, dtype), round_to(b, dtype)
+    out = np.empty((n, br.shape[0]), dtype)
+    for start in range(0, n, block):
+        out[start : start + block] = linear(inputs(images[start : start + block]), Wr, br, dtype).astype(dtype)
+    return out
