@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.errors import ModelFileError
-from mnist_cli.precision import LOW_PRECISION, as_dtype
-from mnist_cli.settings import DTYPE_NAMES
 from mnist_cli.fileio import atomic_write, jsonable
+from mnist_cli.precision import as_dtype
+from mnist_cli.settings import DTYPE_NAMES
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
