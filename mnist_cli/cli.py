@@ -96,7 +96,8 @@ class _Group(click.Group):
 
 
 #: Library setting names whose flag is not ``--`` + the name with dashes.
-_FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "average": "--average-epochs"}
+_FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "average": "--average-epochs",
+          "precisions": "--precision"}
 
 
 def _flag(setting: str) -> str:
@@ -328,14 +329,22 @@ class _step_bar:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
               help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
               "(needs the plot extra: pip install 'mnist-softmax[plot]').")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
+              help="Compute the logits in this dtype instead of the model's own (float16/bfloat16: the weights "
+              "rounded to it, or float32 masters with --precision mixed).  [default: the model's]")
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+              help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
+              "  [default: pure]")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, input_scale, plot_path, dtype, precision, threads, data_dir, mirrors, offline,
+             as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
-    differ between the two (floating-point ties can make them), per-class accuracy, the confusion
+    differ between the two (floating-point ties can make them; many more in float16/bfloat16, where
+    the tool also counts the predictions rounding changed against float32), per-class accuracy, the confusion
     matrix and counts of non-finite logits and probabilities; then the test cross-entropy,
     precision/recall/F1 per class (scikit-learn's classification_report), the most frequent
     confusions, the most confident mistakes and the calibration (expected calibration error). A model
@@ -347,6 +356,7 @@ def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirro
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
       mnist-softmax evaluate model.npz --plot templates.png
+      mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
@@ -357,7 +367,7 @@ def evaluate(model_path, split, input_scale, plot_path, threads, data_dir, mirro
 
         probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads, plot=plot_path)
+                           input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -501,6 +511,11 @@ def _seed(text: str) -> int:
               callback=_sweep("e.g. 1,16,255 or 1:255:log3"), help="Pixel scales to sweep, e.g. 1,255 or 1:255:log3.")
 @click.option("--dtype", "dtypes", default=None, metavar="LIST",
               callback=_comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
+@click.option("--precision", "precisions", default=None, metavar="LIST",
+              callback=_comma_list(str, "precisions", PRECISION_NAMES),
+              help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
+@click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
+              help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
               help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -530,14 +545,16 @@ def _seed(text: str) -> int:
 @threads_option
 @data_options
 @output_options
-def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_limit, smoke, check, plot_path,
-            metrics_out, log_every, all_runs, table_format, threads, data_dir, mirrors, offline, as_json, quiet):
+def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, seeds, steps, batch_size, train_limit, smoke,
+            check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir, mirrors, offline,
+            as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
-    each difference in the table is the loss's doing. With no sweep option it runs eight named
-    scenarios, the 2x2x2 grid of lr 0.5|5, pixels x1|x255 and float32|float64, starting with the
-    tutorial itself. It prints a table per scenario (accuracy, final loss, NaN/inf/gradient steps,
+    each difference in the table is the loss's doing. With no sweep option it runs thirteen named
+    scenarios: the 2x2x2 grid of lr 0.5|5, pixels x1|x255 and float32|float64, starting with the
+    tutorial itself, then five in half precision (where float16 and bfloat16 break naive, where pure
+    float16 breaks even fused, where mixed precision saves naive and where it cannot). It prints a table per scenario (accuracy, final loss, NaN/inf/gradient steps,
     first non-finite step, argmax agreement, a loss sparkline), the stability map, forensics of each
     first non-finite step and a conclusion computed from the results.
 
@@ -552,6 +569,7 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
       mnist-softmax compare --lr 0.5,2,5 --seeds 0,1,2,3 --plot map.png
       mnist-softmax compare --lr 0.1:10:log5 --input-scale 1,16,255 --dtype float32,float64 --seeds 0,1,2 --plot map.png
       mnist-softmax compare --losses naive,fused,clipped --input-scale 1,255 --dtype float32,float64
+      mnist-softmax compare --dtype float16,bfloat16,float32 --precision pure,mixed --input-scale 1,255
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
@@ -559,7 +577,8 @@ def compare(losses, lrs, input_scales, dtypes, seeds, steps, batch_size, train_l
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
-                            log_every=log_every if metrics_out else 0, threads=threads)
+                            log_every=log_every if metrics_out else 0, threads=threads, precisions=precisions,
+                            loss_scale=loss_scale)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "

@@ -32,6 +32,7 @@ from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
 from mnist_cli.present import conclusion, number_text
+from mnist_cli.settings import HALF_NAMES
 from mnist_cli.threads import provenance
 from mnist_cli.train import TrainConfig, TrainResult, train
 
@@ -50,9 +51,12 @@ class Scenario:
     dtype: str = TUTORIAL.dtype
     naive: str | None = None  # "finite": naive never goes non-finite; "fails": it does, by `by_step`
     by_step: int | None = None  # with "fails": the first non-finite step is at most this
+    precision: str = TUTORIAL.precision  # "mixed": torch.autocast's policy (half dtypes only)
+    fused: str | None = None  # as `naive`, for the fused loss where it is not ALWAYS_FINITE (half precision)
+    fused_by_step: int | None = None
 
 
-#: The default cells: a 2 x 2 x 2 grid (lr x input scale x dtype), each cell named.
+#: The default cells: a 2 x 2 x 2 grid (lr x input scale x dtype), each cell named, then half precision.
 SCENARIOS = (
     Scenario("tutorial", "TF r1.4 mnist_softmax.py as published", naive="finite"),
     Scenario("raw-pixels", "pixels left in [0, 255], the classic beginner mistake", input_scale=255,
@@ -66,10 +70,25 @@ SCENARIOS = (
              naive="finite"),
     Scenario("f64-lr-5-raw", "float64, both mistakes", lr=5, input_scale=255, dtype="float64",
              naive="fails", by_step=3),
+    # half precision (measured, seeds 0-7, 1000 steps and the smoke preset): mnist_cli.lowp
+    Scenario("f16", "float16: exp underflows past a gap of 17.3, so naive breaks at the tutorial's own settings",
+             dtype="float16", naive="fails", by_step=100, fused="finite"),
+    Scenario("f16-raw-pixels", "float16 raw pixels: logits pass 65504 and overflow, so even fused is NaN",
+             input_scale=255, dtype="float16", naive="fails", by_step=3, fused="fails", fused_by_step=3),
+    Scenario("f16-mixed", "mixed precision (autocast + GradScaler): softmax and log in float32 save naive",
+             dtype="float16", precision="mixed", naive="finite", fused="finite"),
+    Scenario("f16-mixed-raw", "mixed precision cannot save raw pixels: the float16 product overflows first",
+             input_scale=255, dtype="float16", precision="mixed", naive="fails", by_step=10, fused="fails",
+             fused_by_step=10),
+    Scenario("bf16-lr-5", "bfloat16 has float32's range, not its precision: naive breaks at lr 5 as in float32",
+             lr=5, dtype="bfloat16", naive="fails", by_step=5, fused="finite"),
 )
 
-#: Losses that must stay finite in every cell, whatever the setting (checked by smoke runs).
+#: Losses that must stay finite in every float32/float64 cell, whatever the setting (checked by smoke runs).
+#: Not in float16/bfloat16: there a logit can overflow in the product, and then nothing is finite.
 ALWAYS_FINITE = ("fused",)
+#: The dtypes where ALWAYS_FINITE holds.
+FULL_PRECISION = ("float32", "float64")
 
 #: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
 SMOKE = {"steps": 200, "train_limit": 2000}
@@ -92,6 +111,7 @@ class Cell:
     seed: int
     scenario: Scenario | None = None
     label: str = ""
+    precision: str = TUTORIAL.precision
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,8 @@ class CompareConfig:
     lrs: tuple[float, ...] = ()
     input_scales: tuple[float, ...] = ()
     dtypes: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ()  # "pure", "mixed": mixed applies to the half dtypes only
+    loss_scale: str = "dynamic"  # the loss scaling of mixed-precision cells (GradScaler's by default)
     seeds: tuple[int, ...] = (TUTORIAL.seed,)
     steps: int = TUTORIAL.steps
     batch_size: int = TUTORIAL.batch_size
@@ -112,27 +134,38 @@ class CompareConfig:
 
     @property
     def sweep(self) -> bool:
-        return bool(self.lrs or self.input_scales or self.dtypes)
+        return bool(self.lrs or self.input_scales or self.dtypes or self.precisions)
+
+    def _points(self) -> list[tuple]:
+        """``(lr, input scale, dtype, precision)`` of every cell but the seed: the scenarios, or the sweep's
+        product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
+        if not self.sweep:
+            return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS]
+        forms = [(dtype, precision) for dtype, precision in itertools.product(
+            self.dtypes or (TUTORIAL.dtype,), self.precisions or (TUTORIAL.precision,))
+            if precision == "pure" or dtype in HALF_NAMES]
+        forms = list(dict.fromkeys((d, p) if d in HALF_NAMES else (d, "pure") for d, p in forms))
+        return [(lr, scale, dtype, precision) for (dtype, precision), lr, scale in itertools.product(
+            forms, self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
 
     def cells(self) -> list[Cell]:
         """The grid, in order: the scenario table (times seeds), or the product of the sweeps."""
         many_seeds = len(self.seeds) > 1
-        if not self.sweep:
-            points = [(s.lr, s.input_scale, s.dtype) for s in SCENARIOS]
-        else:
-            points = [(lr, scale, dtype) for dtype, lr, scale in itertools.product(
-                self.dtypes or (TUTORIAL.dtype,), self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
         cells = []
-        for (lr, scale, dtype), seed in itertools.product(points, self.seeds):
-            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype) == (lr, scale, dtype)), None)
-            label = scenario.name if scenario else f"lr={number_text(lr)} x{number_text(scale)} {dtype}"
-            cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else "")))
+        for (lr, scale, dtype, precision), seed in itertools.product(self._points(), self.seeds):
+            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype, s.precision)
+                             == (lr, scale, dtype, precision)), None)
+            label = scenario.name if scenario else (f"lr={number_text(lr)} x{number_text(scale)} {dtype}"
+                                                   + (" mixed" if precision == "mixed" else ""))
+            cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else ""),
+                              precision))
         return cells
 
     def train_config(self, cell: Cell, loss: str) -> TrainConfig:
         return TrainConfig(loss=loss, lr=cell.lr, input_scale=cell.input_scale, dtype=cell.dtype, seed=cell.seed,
                            steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit,
-                           threads=self.threads)
+                           threads=self.threads, precision=cell.precision,
+                           loss_scale=self.loss_scale if cell.precision == "mixed" else "none")
 
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work."""
@@ -140,12 +173,15 @@ class CompareConfig:
             raise SettingsError("losses", "give at least one loss")
         if not self.seeds:
             raise SettingsError("seeds", "give at least one seed")
-        for axis in ("losses", "lrs", "input_scales", "dtypes", "seeds"):
+        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "seeds"):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
         if self.engine not in ENGINES:
             raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.precisions and set(self.precisions) != {"pure"} and not set(self.dtypes) & set(HALF_NAMES):
+            raise SettingsError(("precisions", "dtypes"), "mixed precision applies to the half dtypes: add float16 "
+                                "or bfloat16 to {dtypes}")
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():
@@ -154,13 +190,14 @@ class CompareConfig:
 
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
-                   steps=None, batch_size=None, train_limit=None, log_every=0, threads=None) -> CompareConfig:
+                   steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
+                   loss_scale=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
-                 log_every=log_every, threads=threads)
+                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
@@ -235,8 +272,33 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, j
 
 
 def _train_stacked(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
-    """Every run by :func:`mnist_cli.stack.train_stack` (runs sharing a seed and dtype as one), then
-    evaluated together (:func:`mnist_cli.stack.evaluate_stack`)."""
+    """Every float32/float64 run by :func:`mnist_cli.stack.train_stack` (runs sharing a seed and dtype as
+    one), then evaluated together (:func:`mnist_cli.stack.evaluate_stack`); the half-precision runs, which
+    the stack does not implement, one by one (:func:`_train_alone`). Runs come back in the order of ``jobs``."""
+
+    half = [i for i, (cell, _) in enumerate(jobs) if cell.dtype in HALF_NAMES]
+    full = [i for i in range(len(jobs)) if i not in set(half)]
+    out: list[Run | None] = [None] * len(jobs)
+    if full:
+        stacked = _stack_runs(train_images, train_labels, test_images, test_labels, config, [jobs[i] for i in full],
+                              on_run, len(jobs))
+        for i, run in zip(full, stacked):
+            out[i] = run
+    if half:
+        done = len(full)
+
+        def on_alone(n, total, label):
+            if on_run is not None:
+                on_run(done + n, len(jobs), label)
+
+        for i, run in zip(half, _train_alone(train_images, train_labels, test_images, test_labels, config,
+                                             [jobs[i] for i in half], on_alone)):
+            out[i] = run
+    return out
+
+
+def _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs, on_run, total) -> list[Run]:
+    """:func:`_train_stacked`'s stacked part: ``jobs`` trained by :func:`mnist_cli.stack.train_stack`."""
     from mnist_cli.stack import evaluate_stack, log_records, train_stack
 
     configs = [config.train_config(cell, loss) for cell, loss in jobs]
@@ -247,7 +309,7 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
         for pos in positions:
             done += 1
             if on_run is not None:
-                on_run(done, len(jobs), f"{jobs[pos][0].label} / {jobs[pos][1]}")
+                on_run(done, total, f"{jobs[pos][0].label} / {jobs[pos][1]}")
 
     results = train_stack(train_images, train_labels, configs, on_stack=on_stack)
     evaluations = evaluate_stack(results, test_images, test_labels)
@@ -295,16 +357,20 @@ def _run_doc(run: Run) -> dict:
 
 def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
     """What each loss must do in this cell: {loss: {"nonfinite": bool, "by_step": int | None}}."""
-    out = {loss: {"nonfinite": False, "by_step": None} for loss in losses if loss in ALWAYS_FINITE}
+    out = {loss: {"nonfinite": False, "by_step": None} for loss in losses
+           if loss in ALWAYS_FINITE and cell.dtype in FULL_PRECISION}
     s = cell.scenario
     if s is not None and s.naive is not None and "naive" in losses:
         out["naive"] = {"nonfinite": s.naive == "fails", "by_step": s.by_step}
+    if s is not None and s.fused is not None and "fused" in losses:
+        out["fused"] = {"nonfinite": s.fused == "fails", "by_step": s.fused_by_step}
     return out
 
 
 def planned_checks(config: CompareConfig) -> int:
     """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
-    (:data:`ALWAYS_FINITE`) is checked in every cell, naive only in the cells of named scenarios."""
+    (:data:`ALWAYS_FINITE`) is checked in every float32/float64 cell, naive (and fused in half precision)
+    only in the cells of named scenarios."""
     return sum(len(_expect_doc(cell, config.losses)) for cell in config.cells())
 
 
@@ -321,7 +387,7 @@ def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
 
 def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
     """First non-finite step per cell and loss (None = never), and which axes of the grid vary."""
-    axes = ("dtype", "lr", "input_scale", "seed")
+    axes = ("dtype", "precision", "lr", "input_scale", "seed")
     values = {a: list(dict.fromkeys(s[a] for s in scenarios)) for a in axes}
     return {
         "axes": [a for a in axes if len(values[a]) > 1],
@@ -350,7 +416,8 @@ def to_document(result: CompareResult) -> dict:
             "label": cell.label,
             "name": cell.scenario.name if cell.scenario else None,
             "about": cell.scenario.about if cell.scenario else None,
-            "lr": cell.lr, "input_scale": cell.input_scale, "dtype": cell.dtype, "seed": cell.seed,
+            "lr": cell.lr, "input_scale": cell.input_scale, "dtype": cell.dtype, "precision": cell.precision,
+            "loss_scale": cfg.loss_scale if cell.precision == "mixed" else "none", "seed": cell.seed,
             "same_init": len({d["init_digest"] for d in run_docs.values()}) == 1,
             "same_batches": len({d["order_digest"] for d in run_docs.values()}) == 1,
             "expect": expect,

@@ -20,6 +20,7 @@ from mnist_cli.metrics import (
     top_confusions,
 )
 from mnist_cli.model import Model
+from mnist_cli.precision import LOW_PRECISION
 from mnist_cli.settings import DEFAULT_THREADS
 from mnist_cli.threads import blas_pinned
 
@@ -80,14 +81,29 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
     ``accuracy_meaningful`` is False (the accuracies stay, for the record, but only count zeros). ``threads``
     share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
-    return evaluate_logits(model, predict_logits(model, images, input_scale, threads=threads), labels)
+    z = predict_logits(model, images, input_scale, threads=threads)
+    report = evaluate_logits(model, z, labels)
+    if model.compute_dtype in LOW_PRECISION:
+        report["rounding"] = rounding_report(model, z, images, labels, input_scale, threads)
+    return report
+
+
+def rounding_report(model: Model, z: np.ndarray, images: np.ndarray, labels: np.ndarray, input_scale: float,
+                    threads: int = DEFAULT_THREADS) -> dict:
+    """What computing in a half format changed, against the same weights in float32: the predictions whose
+    ``argmax`` differs (``predictions_changed``), and the float32 accuracy."""
+    z32 = predict_logits(model.in_float32(), images, input_scale, threads=threads)
+    pred, pred32 = np.argmax(z, axis=1), np.argmax(z32, axis=1)
+    return {"dtype": model.compute_dtype, "precision": model.precision,
+            "predictions_changed": int(np.count_nonzero(pred != pred32)),
+            "accuracy_float32": accuracy(labels.astype(np.int64), pred32)}
 
 
 def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
     """:func:`evaluate_model` from the logits ``z`` (n, k) of ``model`` already computed (e.g. for many
     models at once, :func:`mnist_cli.stack.evaluate_stack`)."""
     k = model.b.shape[0]
-    agree = argmax_agreement(z)
+    agree = argmax_agreement(z.astype(np.float32) if model.precision == "mixed" else z)  # autocast: softmax in float32
     y = labels.astype(np.int64)
     cm = confusion_matrix(y, agree["pred_logits"], k)  # (k, k)
     per_class = per_class_accuracy(cm)
@@ -107,7 +123,7 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
-                  threads: int = DEFAULT_THREADS, plot=None) -> dict:
+                  threads: int = DEFAULT_THREADS, plot=None, dtype: str | None = None, precision: str | None = None) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
@@ -115,17 +131,22 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
     (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
-    most confident mistakes there (:func:`mnist_cli.plot.plot_evaluation`)."""
+    most confident mistakes there (:func:`mnist_cli.plot.plot_evaluation`). ``dtype`` (and ``precision``)
+    evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`)."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
     model = Model.load(path)
     scale = model.input_scale if input_scale is None else input_scale
-    check_input_scale(scale, model.W.dtype.name)
+    check_input_scale(scale, dtype or model.compute_dtype)
     data = load_data()
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
+    if dtype is not None:
+        model = model.as_dtype(dtype, precision)
     z = predict_logits(model, images, scale, threads=threads)  # (n, k)
     report = evaluate_logits(model, z, labels)
+    if model.compute_dtype in LOW_PRECISION:
+        report["rounding"] = rounding_report(model, z, images, labels, scale, threads)
     report.update(details(z, labels, report["confusion_matrix"]))
     meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),

@@ -208,13 +208,35 @@ def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = No
     ``logits``, for the terminal picture."""
     if result.snapshot is None:
         return None
+    mixed = getattr(result.config, "precision", "pure") == "mixed"
     broke = result.nan.first_nonfinite_params_step  # the parameters were non-finite after this step
-    e = explain(result.snapshot, dtype, loss_name, params_finite=broke is None or broke >= result.snapshot.step)
+    e = explain(result.snapshot, "float32" if mixed else dtype, loss_name,  # mixed: the loss ran in float32
+                params_finite=broke is None or broke >= result.snapshot.step)
+    if mixed and not e["culprits"]:  # every example's loss and dL/dz finite: the half backward product overflowed
+        e["half_backward"] = _half_backward(e, result.config, result.snapshot)
+        e["summary"] = e["half_backward"]["text"]
     if images is not None and e["culprits"]:
         c = e["culprits"][0]
         c["digit"] = digit14(images[c["index"]])
         c["logits"] = [float(v) for v in np.asarray(result.snapshot.logits)[c["batch_row"]]]
     return e
+
+
+def _half_backward(e: dict, config, snapshot) -> dict:
+    """Why a mixed-precision step whose float32 loss and dL/dz were finite had a non-finite gradient: the
+    backward product ``x.T @ rnd(scale * dL/dz)`` in the half dtype passed its largest value."""
+    scale = getattr(snapshot, "loss_scale", None)
+    largest = float(finfo(config.dtype).max)
+    scaled = f" scaled by the loss scale {short_number(scale)}" if scale not in (None, 1.0) else ""
+    after = ("the loss scaler skipped this update and halved the scale: this is how dynamic loss scaling finds a "
+             "scale that fits" if config.loss_scale == "dynamic" else
+             "the loss scaler skipped this update (a fixed scale never changes)" if config.loss_scale != "none" else
+             "with no loss scaler the non-finite gradient reached the weights")
+    text = (f"At step {e['step']} ({e['loss']} loss, {config.dtype} mixed precision) every example's loss and dL/dz "
+            f"were finite in float32, but the backward product dL/dW = x.T @ dL/dz{scaled}, computed in "
+            f"{config.dtype}, passed the largest {config.dtype} ({largest:.5g}) and rounded to infinity "
+            f"(overflow in the half-precision product, not underflow): {after}.")
+    return {"loss_scale": scale, "dtype": config.dtype, "dtype_max": largest, "text": text}
 
 
 def digit14(image: np.ndarray) -> list[list[int]]:

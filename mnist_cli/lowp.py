@@ -256,6 +256,8 @@ class LowPrecisionSGD:
         gW, gb = self._gradients(x, dz)
         grad_ok = _finite(gW) and _finite(gb)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
+        if bad and self.mixed and self.acct.snapshot.step == step:
+            self.acct.snapshot.loss_scale = float(self.scaler.scale)  # before the scaler changes it
         skipped = self.acct.skip(step, self.scaler, grad_ok) if self.mixed else False
         if self.acct.halts(bad) or skipped:
             return loss, bad

@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_cli.errors import ModelFileError
 from mnist_cli.fileio import atomic_write, jsonable
-from mnist_cli.precision import as_dtype
+from mnist_cli.precision import LOW_PRECISION, as_dtype
 from mnist_cli.settings import DTYPE_NAMES
 
 N_FEATURES = 784  # 28 x 28 pixels
@@ -78,6 +78,10 @@ class Model:
         runs (``map``, or a thread pool's ``map``): every block is computed alike whichever lane takes
         it, so the logits do not depend on the lanes.
         """
+        if self.compute_dtype in LOW_PRECISION:  # float16/bfloat16, pure or mixed: as the model computed in training
+            from mnist_cli.lowp import logits
+
+            return logits(images, self.W, self.b, input_scale, self.compute_dtype, block)
         dtype = self.W.dtype
         n, d = images.shape
         W = self.W * dtype.type(input_scale / 255.0)  # (d, k) in pixel units
@@ -98,6 +102,37 @@ class Model:
         return out
 
     @property
+    def compute_dtype(self) -> str:
+        """The dtype the model computes its logits in: its config's float16/bfloat16 (the weights of a
+        mixed-precision model are float32 masters), else the weights' own."""
+        config = self.meta.get("config", {})
+        dtype = config.get("dtype") if isinstance(config, dict) else None
+        return dtype if dtype in LOW_PRECISION else self.W.dtype.name
+
+    @property
+    def precision(self) -> str:
+        """``mixed`` for a mixed-precision model (float32 weights, half products, float32 softmax), else ``pure``."""
+        config = self.meta.get("config", {})
+        mixed = isinstance(config, dict) and config.get("precision") == "mixed" and self.compute_dtype in LOW_PRECISION
+        return "mixed" if mixed else "pure"
+
+    def as_dtype(self, dtype: str, precision: str | None = None) -> Model:
+        """The same weights computing in ``dtype``: float32/float64 weights cast to it; float16/bfloat16 ``pure``
+        (the weights rounded to it) or ``mixed`` (float32 weights, half products, float32 softmax)."""
+        from mnist_cli.settings import check_precision
+
+        precision = precision or "pure"
+        check_precision(dtype, precision, "none")
+        stored = "float32" if precision == "mixed" else dtype
+        meta = {**self.meta, "config": {**self.meta.get("config", {}), "dtype": dtype, "precision": precision}}
+        return Model(self.W.astype(as_dtype(stored)), self.b.astype(as_dtype(stored)), meta)  # one rounding
+
+    def in_float32(self) -> Model:
+        """The same weights computing in float32 (what rounding the logits to a half format changes)."""
+        meta = {**self.meta, "config": {**self.meta.get("config", {}), "dtype": "float32", "precision": "pure"}}
+        return Model(self.W.astype(np.float32), self.b.astype(np.float32), meta)
+
+    @property
     def finite(self) -> bool:
         """True when every parameter is finite."""
         return bool(np.isfinite(self.W).all() and np.isfinite(self.b).all())
@@ -106,9 +141,13 @@ class Model:
         """Write ``W``, ``b`` and ``meta`` (JSON text) to an ``.npz``, atomically (temp file + rename);
         raises :class:`~mnist_cli.errors.OutputError` when the path cannot be written."""
         path = Path(path)  # written exactly as named (np.savez would append .npz to a file object's name: none here)
-        meta = np.array(json.dumps(jsonable(self.meta), sort_keys=True, allow_nan=False, default=str))
+        info, W, b = dict(self.meta), self.W, self.b
+        if W.dtype.name in _AS_BITS:  # .npy cannot name ml_dtypes' bfloat16 without pickle: its bits, and the dtype
+            info[_BITS_KEY] = W.dtype.name
+            W, b = W.view(np.uint16), b.view(np.uint16)
+        meta = np.array(json.dumps(jsonable(info), sort_keys=True, allow_nan=False, default=str))
         with atomic_write(path, "{save} path") as fh:
-            np.savez(fh, W=self.W, b=self.b, meta=meta)
+            np.savez(fh, W=W, b=b, meta=meta)
         return path
 
     @classmethod
@@ -151,6 +190,7 @@ class Model:
             meta = None
         if not isinstance(meta, dict):
             raise ModelFileError(f"model {path} has metadata that is not a JSON object; {_FIX}")
+        W, b = _from_bits(W, b, meta.pop(_BITS_KEY, None), path)
         config = meta.get("config", {})
         scale = config.get("input_scale", 1.0) if isinstance(config, dict) else None
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not _finite_positive(scale):
@@ -166,6 +206,19 @@ class Model:
 
 
 _FIX = "pass a model written by `mnist-softmax train {save}`"
+#: Dtypes a model file holds as their bits (uint16), the dtype's name under this metadata key.
+_AS_BITS, _BITS_KEY = ("bfloat16",), "weights_dtype"
+
+
+def _from_bits(W: np.ndarray, b: np.ndarray, name, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of a loaded model: uint16 bits become the dtype the metadata names (bfloat16), and
+    uint16 without that name, or a name with float arrays, is refused."""
+    if (W.dtype == np.uint16) != (name is not None) or (name is not None and name not in _AS_BITS):
+        raise ModelFileError(f"model {path} holds {W.dtype} arrays with weights_dtype {name!r}; {_FIX}")
+    if name is None:
+        return W, b
+    dtype = as_dtype(name)
+    return W.view(dtype), b.view(dtype)
 
 
 def _finite_positive(x: int | float) -> bool:
@@ -209,7 +262,8 @@ def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
     (w_shape, w_dtype), (b_shape, b_dtype), (m_shape, m_dtype) = headers["W"], headers["b"], headers["meta"]
     if w_shape != (N_FEATURES, N_CLASSES) or b_shape != (N_CLASSES,):
         raise ModelFileError(f"model {path} has W{w_shape} and b{b_shape}, expected W(784, 10) and b(10,); {_FIX}")
-    if w_dtype not in (np.float32, np.float64) or b_dtype != w_dtype:
-        raise ModelFileError(f"model {path} has dtypes W {w_dtype}, b {b_dtype}; expected float32 or float64; {_FIX}")
+    if w_dtype not in (np.float16, np.float32, np.float64, np.uint16) or b_dtype != w_dtype:
+        raise ModelFileError(f"model {path} has dtypes W {w_dtype}, b {b_dtype}; expected float16, float32, float64 "
+                             f"or bfloat16 bits; {_FIX}")
     if m_shape != () or m_dtype.kind != "U":
         raise ModelFileError(f"model {path} has malformed metadata; {_FIX}")

@@ -163,6 +163,24 @@ def changed_text(changed: dict, preset: str = "tutorial") -> str:
     return (f"{head}: " if head else "") + ", ".join(parts)
 
 
+def _softmax_dtype(c: dict) -> str:
+    """The dtype softmax runs in: float32 under mixed precision (autocast), else the run's."""
+    return "float32" if c.get("precision") == "mixed" else c["dtype"]
+
+
+def half_lines(c: dict, nan: dict) -> list[str]:
+    """The report lines of a half-precision run: overflowed logits, and the loss scaler's skips and scale."""
+    if c["dtype"] not in ("float16", "bfloat16"):
+        return []
+    lines = [f"  overflow        {nan['overflow_logits']} logits were +-inf (past the largest {c['dtype']})"
+             f"{_first(nan['first_overflow_step'])}"] if nan.get("overflow_logits") else []
+    if nan.get("loss_scale") is not None:
+        lines.append(f"  loss scale      {short_number(nan['loss_scale'])} at the end ({c['loss_scale']}); "
+                     f"{plural(nan['steps_skipped'], 'update')} skipped for a non-finite gradient"
+                     f"{_first(nan['first_skipped_step'])}")
+    return lines
+
+
 def format_train(s: dict, explain: bool = False) -> str:
     """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
     c = s["config"]
@@ -175,7 +193,7 @@ def format_train(s: dict, explain: bool = False) -> str:
     underflow = (
         f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {plural(nan['steps_with_underflow'], 'step')}"
         f"{_first(nan['first_underflow_step'])}; largest logit gap {nan['max_logit_gap']:.4g} "
-        f"({c['dtype']} exp underflows past {s['underflow_limit']:.1f})"
+        f"({_softmax_dtype(c)} exp underflows past {s['underflow_limit']:.1f})"
     )
     nl = nan_lines(nan, s["steps"])
     ok, finite = s.get("accuracy_meaningful", True), not nan["params_nonfinite"]
@@ -191,6 +209,7 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"  NaN / inf       {nl[0]}",
         *[f"                  {line}" for line in nl[1:]],
         f"  underflow       {underflow}",
+        *half_lines(c, nan),
         f"  time            {s['seconds']:.3f} s training{rate}",
         f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
@@ -256,6 +275,7 @@ def format_evaluate(r: dict, split: str) -> str:
         f"  rows where softmax made a tie      {a['ties_in_probs']}",
         f"  probabilities exactly 0            {a['zero_probs']}",
         f"  non-finite params/logits/probs     {r['nonfinite_params']}/{r['nonfinite_logits']}/{r['nonfinite_probs']}",
+        *_rounding_lines(r.get("rounding")),
         "",
         "per-class accuracy:",
         "  " + " ".join(f"{d:>6}" for d in range(k)),
@@ -276,6 +296,16 @@ def format_evaluate(r: dict, split: str) -> str:
     if "plot" in r:
         lines.append(f"Wrote plot: {r['plot']}")
     return "\n".join(lines)
+
+
+def _rounding_lines(rd: dict | None) -> list[str]:
+    """What computing in float16/bfloat16 changed against the same weights in float32 (evaluate)."""
+    if not rd:
+        return []
+    how = f"{rd['dtype']}, {rd['precision']} precision" + (" (softmax in float32)" if rd["precision"] == "mixed" else "")
+    return [f"  computed in                        {how}",
+            f"  predictions rounding changed       {rd['predictions_changed']} vs the same weights in float32 "
+            f"(accuracy {rd['accuracy_float32']:.4f} there)"]
 
 
 def classification_report_text(cr: dict) -> list[str]:
@@ -438,7 +468,7 @@ def format_table(doc: dict, fmt: str) -> str:
     return "\n".join([head, rule, *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows)])
 
 
-_AXIS = {"dtype": "dtype", "lr": "lr", "input_scale": "scale", "seed": "seed"}
+_AXIS = {"dtype": "dtype", "precision": "precision", "lr": "lr", "input_scale": "scale", "seed": "seed"}
 
 
 def _axisvalue_text(axis: str, v) -> str:
@@ -664,8 +694,10 @@ def _accuracy_sentences(doc: dict) -> list[str]:
 
 
 def _argmax_sentence(doc: dict) -> list[str]:
-    """Whether argmax(logits) and argmax(softmax(logits)) agreed, over the finite models."""
-    finite = [r for s in doc["scenarios"] for r in s["runs"].values() if r["weights_finite"]]
+    """Whether argmax(logits) and argmax(softmax(logits)) agreed, over the models whose test logits are all
+    finite (finite weights can still overflow a float16 logit, and softmax of an inf row is NaN)."""
+    finite = [r for s in doc["scenarios"] for r in s["runs"].values()
+              if r["weights_finite"] and not r["argmax"].get("nonfinite_logits")]
     if not finite:
         return []
     differ = sum(r["argmax"]["differ"] for r in finite)
@@ -771,6 +803,8 @@ def format_explanation(e: dict) -> str:
     """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline)."""
     lines = _explanation_head(e)
     if not e["culprits"]:
+        if e.get("half_backward"):
+            return "\n".join([*lines, _para("", e["half_backward"]["text"], 2)])
         return "\n".join([*lines, "  no example in this batch explains it"])
     c = e["culprits"][0]
     lines += [

@@ -45,7 +45,7 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "n_train": n_train,
         "final_loss": result.final_loss,
         "nan": result.nan.to_dict(),
-        "underflow_limit": underflow_limit(DTYPES[result.config.dtype]),
+        "underflow_limit": underflow_limit(DTYPES["float32" if result.config.precision == "mixed" else result.config.dtype]),
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,
         "provenance": result.model.meta["provenance"],

@@ -117,6 +117,7 @@ class Snapshot:
     indices: np.ndarray  # (B,) positions in the training set
     labels: np.ndarray  # (B,)
     logits: np.ndarray  # (B, k) as the loss saw them
+    loss_scale: float | None = None  # mixed precision: the loss scale of that step
 
 
 @dataclass

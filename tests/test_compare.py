@@ -54,7 +54,8 @@ FORENSICS = {
     "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
 }
 SCENARIO = {
-    "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "seed": int,
+    "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "precision": str,
+    "loss_scale": str, "seed": int,
     "same_init": bool, "same_batches": bool, "expect": "per-loss", "runs": "per-loss",
 }
 PROVENANCE = {
@@ -70,9 +71,9 @@ DOCUMENT = {
     "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
     "scenarios": [SCENARIO],
     "stability_map": {
-        "axes": [str], "values": {"dtype": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int]},
+        "axes": [str], "values": {"dtype": [str], "precision": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int]},
         "losses": [str],
-        "cells": [{"label": str, "dtype": str, "lr": NUM, "input_scale": NUM, "seed": int,
+        "cells": [{"label": str, "dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int,
                    "first_nonfinite": "per-loss"}],
     },
     "forensics": [FORENSICS],
@@ -286,7 +287,7 @@ def test_text_report_fits_and_holds_every_section(default):
     _, doc = default
     text = format_report(doc)
     for heading in ("tutorial (lr 0.5, input x1, float32, seed 0)", "Stability map", "Forensics", "Conclusion:",
-                    "Expectations: 16 of 16 hold."):
+                    "Expectations: 26 of 26 hold."):
         assert heading in text
     long = [line for line in text.splitlines() if len(line) > 100]
     assert not long, long
@@ -358,12 +359,12 @@ def test_cli_smoke_passes_prints_every_section_and_writes_curves(cli, tmp_path):
     out = tmp_path / "curves"
     r = cli("--smoke", "--metrics-out", str(out), "--log-every", "10")
     assert r.exit_code == 0, r.output
-    for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:", "Expectations: 16 of 16",
+    for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:", "Expectations: 26 of 26",
                    "= 0 * -inf = NaN", f"Wrote per-run curves: {out}"):
         assert needle in r.output
     assert "2000 training" in r.output and "200 SGD steps" in r.output
     # --metrics-out: one JSONL per run, a record every 10 steps, then the final record
-    assert len(sorted(out.glob("*.jsonl"))) == 16
+    assert len(sorted(out.glob("*.jsonl"))) == 26
     lines = [json.loads(x) for x in (out / "raw-pixels-naive.jsonl").read_text().splitlines()]
     steps, final = lines[:-1], lines[-1]
     assert [x["step"] for x in steps] == list(range(10, 201, 10))
@@ -404,7 +405,7 @@ def test_cli_check_that_checks_nothing_exits_4_before_any_run(args, tmp_path):
 
 
 def test_planned_checks_match_the_document(mnist):
-    assert compare_mod.planned_checks(CompareConfig()) == 16
+    assert compare_mod.planned_checks(CompareConfig()) == 26
     assert compare_mod.planned_checks(CompareConfig(losses=("naive",), lrs=(0.5, 2))) == 1  # the tutorial cell
     assert compare_mod.planned_checks(CompareConfig(losses=("clipped",))) == 0
     cfg = CompareConfig(losses=("clipped",), lrs=(0.5,), steps=2, train_limit=200)
