@@ -554,9 +554,10 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, seeds, st
     each difference in the table is the loss's doing. With no sweep option it runs thirteen named
     scenarios: the 2x2x2 grid of lr 0.5|5, pixels x1|x255 and float32|float64, starting with the
     tutorial itself, then five in half precision (where float16 and bfloat16 break naive, where pure
-    float16 breaks even fused, where mixed precision saves naive and where it cannot). It prints a table per scenario (accuracy, final loss, NaN/inf/gradient steps,
-    first non-finite step, argmax agreement, a loss sparkline), the stability map, forensics of each
-    first non-finite step and a conclusion computed from the results.
+    float16 breaks even fused, where mixed precision saves naive and where it cannot). It prints a
+    table per scenario (accuracy, final loss, NaN/inf/gradient steps, first non-finite step, argmax
+    agreement, a loss sparkline), the stability map, forensics of each first non-finite step and a
+    conclusion computed from the results.
 
     \b
     Exit codes: 0 done; 1 an error; 2 a bad flag; 4 with --smoke or --check, an expectation failed,

@@ -310,6 +310,7 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         "culprits": culprits,
         "chain": culprits[0]["chain"] if culprits else None,
     }
+    out["half_backward"] = None  # mixed precision: set by explain_result when the half backward product overflowed
     out["summary"] = _summary(out)
     return out
 

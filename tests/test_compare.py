@@ -52,6 +52,7 @@ FORENSICS = {
     "rows_nan_loss": int, "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM,
     "max_gap_max_minus_target": NUM,
     "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
+    "half_backward": (None, {"loss_scale": (None, NUM), "dtype": str, "dtype_max": NUM, "text": str}),
 }
 SCENARIO = {
     "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "precision": str,
