@@ -73,15 +73,20 @@ def _round_f16(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     0.75 (whose float32 spacing is ``2**-24``), results past 65504 to +-inf; NaN stays NaN."""
     if out is not a:
         np.copyto(out, a)
-    small = (np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF)) - _U32(1)) < _U32(0x38800000 - 1)  # 0 < |a| < 2^-14
-    tiny = out[small] if small.any() else None  # a copy, before the rounding below
+    mag = np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF))  # |a| as bits
+    small = (mag - _U32(1)) < _U32(0x38800000 - 1)  # 0 < |a| < 2^-14 (0 wraps to the top)
+    tiny = out[small] if small.any() else None  # copies, before the rounding below
+    nan = mag > _U32(_INF_BITS)
+    nans = out[nan] if nan.any() else None  # a NaN's payload must not carry into inf
     _round_bits(out, 13)
     if tiny is not None:
         out[small] = np.copysign((np.abs(tiny) + np.float32(0.75)) - np.float32(0.75), tiny)
-    mag = np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF))
+    np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF), out=mag)
     over = (mag > _U32(_F16_MAX_BITS)) & (mag < _U32(_INF_BITS))  # rounded past the largest float16, not NaN
     if over.any():
         out[over] = np.copysign(np.float32(np.inf), out[over])
+    if nans is not None:
+        out[nan] = nans
     return out
 
 
@@ -95,7 +100,8 @@ def round_to(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty_like(a)
     if as_dtype(dtype).name == "float16":
         return _round_f16(a, out)
-    np.copyto(out, a.astype(dtype), casting="unsafe")
+    with np.errstate(over="ignore", invalid="ignore"):  # past the range: +-inf; NaN stays NaN
+        np.copyto(out, a.astype(dtype), casting="unsafe")
     return out
 
 

@@ -1,0 +1,183 @@
+"""Half precision (mnist_cli.lowp): exact rounding, GradScaler's rules, pure and mixed training, models on disk."""
+
+import numpy as np
+import pytest
+
+from mnist_cli.errors import ModelFileError, SettingsError
+from mnist_cli.lowp import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
+from mnist_cli.losses import LOSSES
+from mnist_cli.model import Model
+from mnist_cli.precision import DTYPES
+from mnist_cli.settings import TrainConfig
+from mnist_cli.train import batch_order, rngs, train
+
+F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
+
+
+def _cast(a, dtype):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=["float16", "bfloat16"])
+def test_round_to_is_the_cast_bit_for_bit(dtype):
+    """Every float32 bit pattern class: random bits, the half format's own values, its midpoints (ties) and
+    their neighbours, subnormals, overflow, +-0 and +-inf, NaN: the same bits as NumPy's/ml_dtypes' cast."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, size=1_000_000, dtype=np.uint64).astype(np.uint32)
+    v = bits.view(np.float32)
+    own = np.arange(2**16, dtype=np.uint16).view(dtype).astype(np.float32)
+    own = own[np.isfinite(own)]
+    mids = ((own[:-1].astype(np.float64) + own[1:]) / 2).astype(np.float32)
+    scaled = (rng.standard_normal(200_000) * np.exp(rng.uniform(-30, 14, 200_000))).astype(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 65504, 65519.99, 65520, -65520, 2.0**-24, 2.0**-25, -(2.0**-25),
+                        3 * 2.0**-26, 1e-45], np.float32)
+    for a in (v, own, mids, np.nextafter(mids, np.float32(np.inf)), np.nextafter(mids, np.float32(-np.inf)), scaled,
+              special):
+        want = _cast(a, dtype)
+        got = round_to(a, dtype)
+        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), a[~same][:5]
+        inplace = a.copy()
+        round_to(inplace, dtype, out=inplace)
+        np.testing.assert_array_equal(inplace.view(np.uint32)[~np.isnan(want)], want.view(np.uint32)[~np.isnan(want)])
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("scale", [1.0, 16.0, 255.0, 1e-3, 300.0])
+def test_inputs_equal_rounding_each_pixel_times_the_scale(dtype, scale):
+    pixels = np.random.default_rng(1).integers(0, 256, (50, 784), dtype=np.uint8)
+    inputs = Inputs(scale, dtype, 50, 784)
+    want = _cast(pixels.astype(np.float32) * np.float32(scale / 255.0), dtype)
+    np.testing.assert_array_equal(inputs(pixels), want)
+    np.testing.assert_array_equal(pixel_table(scale, dtype)[pixels], want)
+    if dtype == F16 and scale == 1e-3:
+        assert not inputs.by_bits  # float16 subnormals among the inputs: the table path
+
+
+def test_dynamic_loss_scale_follows_grad_scaler():
+    s = LossScaler("dynamic")
+    assert s.active and s.scale == INIT_SCALE == 2.0**16
+    assert s.update(False) and s.scale == 2.0**15  # a non-finite gradient: skip, halve
+    for _ in range(GROWTH_INTERVAL - 1):
+        assert not s.update(True)
+    assert s.scale == 2.0**15
+    assert not s.update(True) and s.scale == 2.0**16  # the 2000th finite step in a row doubles it
+    s.update(True)
+    assert s.update(False) and s.scale == 2.0**15 and s.good_steps == 0  # the streak restarts
+    for _ in range(200):
+        s.update(False)
+    assert s.scale == 0.0  # a float32 scale, halved past its smallest subnormal
+    fixed = LossScaler("1024")
+    assert fixed.update(False) and fixed.scale == 1024 and not fixed.update(True) and fixed.scale == 1024
+    none = LossScaler("none")
+    assert not none.active and none.scale == 1 and not none.update(False)
+
+
+def _reference_pure(images, labels, config, steps):
+    """The pure half-precision loop written with NumPy's own casts (no bit tricks, no reused buffers)."""
+    dtype = DTYPES[config.dtype]
+    init_rng, order_rng = rngs(config.seed)
+    model = Model.init(784, 10, config.init, dtype, init_rng, config.init_std)
+    W, b = model.W.astype(np.float32), model.b.astype(np.float32)
+    losses = []
+    np_err = np.seterr(all="ignore")
+    for idx in batch_order(len(images), config.batch_size, steps, order_rng):
+        x = _cast(images[idx].astype(np.float32) * np.float32(config.input_scale / 255.0), dtype)
+        z = _cast(x @ W + b, dtype).astype(dtype)
+        loss, dz = LOSSES[config.loss](z, labels[idx].astype(np.intp))
+        gW = _cast(x.T @ dz.astype(np.float32), dtype)
+        gb = _cast(np.sum(dz.astype(np.float32), axis=0), dtype)
+        with np.errstate(all="ignore"):
+            W, b = _cast(W - np.float32(config.lr) * gW, dtype), _cast(b - np.float32(config.lr) * gb, dtype)
+        losses.append(loss)
+    np.seterr(**np_err)
+    return np.array(losses), W, b
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("loss", ["fused", "naive"])
+def test_pure_half_training_equals_the_plain_cast_loop(mnist, dtype, loss):
+    """The engine's bit arithmetic and reused buffers change no bit: losses and weights of 60 steps equal the
+    loop written with casts, and the weights are the dtype's values."""
+    images, labels = mnist.train_images[:3000], mnist.train_labels[:3000]
+    config = TrainConfig(dtype=dtype, loss=loss, steps=60, init="normal", lr=2.0)
+    r = train(images, labels, config)
+    want_losses, W, b = _reference_pure(images, labels, config, 60)
+    np.testing.assert_array_equal(r.losses, want_losses)
+    assert r.model.W.dtype == DTYPES[dtype]
+    np.testing.assert_array_equal(r.model.W.astype(np.float32), W)
+    np.testing.assert_array_equal(r.model.b.astype(np.float32), b)
+
+
+def test_float16_breaks_naive_where_mixed_precision_does_not(mnist):
+    """float16's exp underflows past a gap of 17.3, so naive breaks at the tutorial's settings; under mixed
+    precision the softmax runs in float32 and it does not; fused survives both."""
+    images, labels = mnist.train_images[:5000], mnist.train_labels[:5000]
+    runs = {(loss, precision): train(images, labels, TrainConfig(loss=loss, dtype="float16", precision=precision,
+                                                                 steps=300))
+            for loss in ("naive", "fused") for precision in ("pure", "mixed")}
+    assert runs["naive", "pure"].nan.first_nan_loss_step is not None
+    assert runs["fused", "pure"].nan.first_nonfinite_step is None
+    assert runs["naive", "mixed"].nan.first_nonfinite_step is None and runs["fused", "mixed"].nan.first_nonfinite_step is None
+    assert runs["naive", "mixed"].model.W.dtype == np.float32  # float32 master weights
+    assert runs["naive", "pure"].nan.loss_scale is None
+
+
+def test_dynamic_scaling_skips_overflowing_steps_and_raw_pixels_overflow_the_product(mnist):
+    images, labels = mnist.train_images[:3000], mnist.train_labels[:3000]
+    raw = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic",
+                                            input_scale=255, steps=50))
+    nan = raw.nan
+    assert nan.first_skipped_step == 1 and nan.steps_skipped >= 1  # x.T @ (2^16 dL/dz) passes 65504 at once
+    assert nan.steps_nonfinite_grad >= nan.steps_skipped and nan.loss_scale < INIT_SCALE
+    assert nan.overflow_logits > 0 and nan.first_nan_loss_step is not None  # then the float16 logits overflow
+    assert raw.snapshot.loss_scale == INIT_SCALE
+    healthy = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic", steps=50))
+    assert healthy.nan.steps_skipped == 0 and healthy.nan.loss_scale == INIT_SCALE
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(precision="mixed"), "precision"),
+    (dict(precision="mixed", dtype="float64"), "precision"),
+    (dict(dtype="float16", loss_scale="dynamic"), "loss_scale"),
+    (dict(dtype="float16", precision="mixed", loss_scale="0"), "loss_scale"),
+    (dict(dtype="float16", precision="mixed", loss_scale="lots"), "loss_scale"),
+    (dict(dtype="float16", input_scale=70000), "input_scale"),
+])
+def test_half_settings_that_cannot_work_are_refused(bad, needle):
+    with pytest.raises(SettingsError, match=needle):
+        TrainConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_models_save_and_load_bit_for_bit(mnist, tmp_path, dtype):
+    r = train(mnist.train_images[:1000], mnist.train_labels[:1000], TrainConfig(dtype=dtype, steps=20))
+    path = r.model.save(tmp_path / "m.npz")
+    m = Model.load(path)
+    assert m.W.dtype == DTYPES[dtype] and m.compute_dtype == dtype and "weights_dtype" not in m.meta
+    np.testing.assert_array_equal(m.W.view(np.uint16), r.model.W.view(np.uint16))
+    np.testing.assert_array_equal(m.logits(mnist.test_images[:500], 1.0).view(np.uint16),
+                                  r.model.logits(mnist.test_images[:500], 1.0).view(np.uint16))
+
+
+def test_bits_without_their_dtype_are_refused(tmp_path):
+    path = tmp_path / "bits.npz"
+    np.savez(path, W=np.zeros((784, 10), np.uint16), b=np.zeros(10, np.uint16), meta=np.array('{"config": {}}'))
+    with pytest.raises(ModelFileError, match="weights_dtype"):
+        Model.load(path)
+
+
+def test_evaluate_counts_what_rounding_changed(mnist):
+    from mnist_cli.evaluate import evaluate_model
+
+    r = train(mnist.train_images[:5000], mnist.train_labels[:5000], TrainConfig(steps=200))
+    bf = r.model.as_dtype("bfloat16")  # the weights rounded to bfloat16
+    report = evaluate_model(bf, mnist.test_images, mnist.test_labels, 1.0)
+    z32 = Model(bf.W.astype(np.float32), bf.b.astype(np.float32)).logits(mnist.test_images, 1.0)  # the same, float32
+    zbf = bf.logits(mnist.test_images, 1.0)
+    changed = int(np.count_nonzero(np.argmax(z32, 1) != np.argmax(zbf, 1)))
+    assert report["rounding"] == {"dtype": "bfloat16", "precision": "pure", "predictions_changed": changed,
+                                  "accuracy_float32": pytest.approx(float(np.mean(np.argmax(z32, 1) == mnist.test_labels)))}
+    assert changed > 0  # bfloat16's 8 bits move some predictions
+    assert "rounding" not in evaluate_model(r.model, mnist.test_images, mnist.test_labels, 1.0)
