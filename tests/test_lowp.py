@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mnist_cli.errors import ModelFileError, SettingsError
-from mnist_cli.lowp import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
 from mnist_cli.losses import LOSSES
+from mnist_cli.lowp import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
 from mnist_cli.model import Model
 from mnist_cli.precision import DTYPES
 from mnist_cli.settings import TrainConfig
@@ -119,7 +119,8 @@ def test_float16_breaks_naive_where_mixed_precision_does_not(mnist):
             for loss in ("naive", "fused") for precision in ("pure", "mixed")}
     assert runs["naive", "pure"].nan.first_nan_loss_step is not None
     assert runs["fused", "pure"].nan.first_nonfinite_step is None
-    assert runs["naive", "mixed"].nan.first_nonfinite_step is None and runs["fused", "mixed"].nan.first_nonfinite_step is None
+    assert runs["naive", "mixed"].nan.first_nonfinite_step is None
+    assert runs["fused", "mixed"].nan.first_nonfinite_step is None
     assert runs["naive", "mixed"].model.W.dtype == np.float32  # float32 master weights
     assert runs["naive", "pure"].nan.loss_scale is None
 
