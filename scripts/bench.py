@@ -826,7 +826,7 @@ def main(argv=None) -> int:
             doc["contended"] = bench_contended(d, data_dir, 2 if args.quick else 3)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
-                               "compare", "half", "contended", "load_average_at_end") if k in doc}  # in the order of the issue
+                               "compare", "half", "contended", "load_average_at_end") if k in doc}  # the issues' order
     report = table(doc)
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:
