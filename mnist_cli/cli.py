@@ -548,8 +548,8 @@ def _seed(text: str) -> int:
 @data_options
 @output_options
 def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
-            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir, mirrors, offline,
-            as_json, quiet):
+            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir,
+            mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
