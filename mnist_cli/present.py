@@ -512,7 +512,8 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
     for f in doc["forensics"]:
         if f["loss"] not in shown:
             shown.add(f["loss"])
-            out += [f"{f['scenario']} / {f['loss']}:", *("  " + line if line else "" for line in format_explanation(f, width - 2).splitlines()), ""]
+            text = format_explanation(f, width - 2).splitlines()  # then indented by two
+            out += [f"{f['scenario']} / {f['loss']}:", *("  " + line if line else "" for line in text), ""]
             continue
         c = f["culprits"][0] if f["culprits"] else None
         what = (f"example #{c['index']} (label {c['label']}), gap max-min {value_text(c['gap_max_minus_min'], '.1f')} "
