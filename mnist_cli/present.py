@@ -518,7 +518,8 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
         c = f["culprits"][0] if f["culprits"] else None
         what = (f"example #{c['index']} (label {c['label']}), gap max-min {value_text(c['gap_max_minus_min'], '.1f')} "
                 f"> {f['underflow_limit']:.1f}, p[{c['underflowed_class']}] = 0 -> {f['batch_loss_kind']} loss"
-                if c and c["logits_finite"] else "the logits were already non-finite")
+                if c and c["logits_finite"] else _half_backward_text(f["half_backward"]) if f.get("half_backward")
+                else "the logits were already non-finite")
         brief.append(textwrap.fill(
             f"{f['scenario']} / {f['loss']}, step {f['step']}: {what}; {f['rows_with_zero_prob']}/{f['batch_size']} "
             "examples with a zero probability", width, initial_indent="  ", subsequent_indent="    ",
@@ -528,6 +529,12 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
         out += ["other runs:", *brief[:FORENSICS_BRIEF]]
         out += [f"  ... and {more} more (the JSON document has them all)"] if more > 0 else []
     return out
+
+
+def _half_backward_text(h: dict) -> str:
+    """One clause: a mixed-precision step whose half backward product overflowed."""
+    scale = f" at loss scale {short_number(h['loss_scale'])}" if h.get("loss_scale") not in (None, 1.0) else ""
+    return f"losses finite, the {h['dtype']} product x.T @ dL/dz overflowed{scale}"
 
 
 def _wrap(text: str, width: int = WIDTH) -> list[str]:
