@@ -171,6 +171,19 @@ class CompareConfig:
                            threads=self.threads, precision=cell.precision,
                            loss_scale=self.loss_scale if cell.precision == "mixed" else "none")
 
+    def _check_grid(self) -> None:
+        """:class:`SettingsError` for named scenarios that do not exist or meet a sweep, and for mixed precision
+        without a half dtype."""
+        unknown = [name for name in self.scenarios if name not in SCENARIO_NAMES]
+        if unknown:
+            raise SettingsError("scenarios", f"no scenario is named {unknown[0]!r}: choose from {', '.join(SCENARIO_NAMES)}")
+        if self.scenarios and self.sweep:
+            raise SettingsError("scenarios", "named scenarios are the grid when no sweep is given: drop {scenarios} or "
+                                "the sweep")
+        if self.precisions and set(self.precisions) != {"pure"} and not set(self.dtypes) & set(HALF_NAMES):
+            raise SettingsError(("precisions", "dtypes"), "mixed precision applies to the half dtypes: add float16 "
+                                "or bfloat16 to {dtypes}")
+
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work."""
         if not self.losses:
@@ -183,15 +196,7 @@ class CompareConfig:
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
         if self.engine not in ENGINES:
             raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        unknown = [name for name in self.scenarios if name not in SCENARIO_NAMES]
-        if unknown:
-            raise SettingsError("scenarios", f"no scenario is named {unknown[0]!r}: choose from {', '.join(SCENARIO_NAMES)}")
-        if self.scenarios and self.sweep:
-            raise SettingsError("scenarios", "named scenarios are the grid when no sweep is given: drop {scenarios} or "
-                                "the sweep")
-        if self.precisions and set(self.precisions) != {"pure"} and not set(self.dtypes) & set(HALF_NAMES):
-            raise SettingsError(("precisions", "dtypes"), "mixed precision applies to the half dtypes: add float16 "
-                                "or bfloat16 to {dtypes}")
+        self._check_grid()
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():

@@ -43,6 +43,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_cli.precision import LOW_PRECISION, as_dtype
+from mnist_cli.train import BatchesTaken
 
 __all__ = ["round_to", "pixel_table", "Inputs", "linear", "LossScaler", "parse_loss_scale", "LowPrecisionSGD", "logits"]
 
@@ -219,7 +220,7 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-class LowPrecisionSGD:
+class LowPrecisionSGD(BatchesTaken):
     """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.train.Engine`), pure or mixed.
 
     The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
@@ -239,16 +240,6 @@ class LowPrecisionSGD:
         self.wd = np.float32(config.weight_decay)
         self.scaler = LossScaler(config.loss_scale)
         self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
-        self.perm = None
-        self.taken: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
-        self.perm = perm
-        self.taken = []
-
-    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
-        idx, y = zip(*self.taken[:done])
-        return np.stack(idx), np.stack(y)
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)`` as the product sees them: the parameters (pure), rounded master weights (mixed)."""
@@ -271,9 +262,7 @@ class LowPrecisionSGD:
         return gW, gb
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
-        idx = self.perm[j * self.B : (j + 1) * self.B]
-        y = self.labels[idx]
-        self.taken.append((idx, y))
+        idx, y = self.take(j)
         x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
         W, b = self._weights()
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
