@@ -212,12 +212,14 @@ class Accounting:
         """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
         has a non-finite entry), or ``grad_finite`` when the engine knows better (half precision, where
         ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite."""
-        gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
+        gaps = np.max(z, axis=1) - np.min(z, axis=1)  # (B,) nan where z has nan
+        gap = float(np.max(gaps))
         self.observe_gap(gap)
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
+            rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
             with np.errstate(all="ignore"):
-                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z) == 0)))
-            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z))))
+                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z[rows]) == 0)))
+            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z[rows]))))
         bad_loss = not math.isfinite(loss)
         bad_grad = not np.isfinite(gb).all() if grad_finite is None else not grad_finite
         if bad_loss:
