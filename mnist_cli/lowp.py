@@ -60,6 +60,8 @@ _F16_MAX_BITS, _INF_BITS = 0x477FE000, 0x7F800000  # 65504 and inf, as float32 b
 #: masks of the bit path cost ~10 us; at (784, 10) the cast takes 33 us, the bits 20).
 _BITS_FROM = 2048
 _FLOAT16 = np.dtype(np.float16)
+#: Rows of inputs rounded at a time (a full batch would need a second 188 MB buffer otherwise).
+_SCRATCH_ROWS = 2048
 
 
 def _round_bits(a: np.ndarray, drop: int) -> np.ndarray:
@@ -137,7 +139,7 @@ class Inputs:
         self.drop = _DROP[self.dtype.name][0]
         self.split = np.float32(2**self.drop + 1)
         self.x = np.empty((B, d), np.float32)
-        self.c = np.empty((B, d), np.float32)
+        self.c = np.empty((min(B, _SCRATCH_ROWS), d), np.float32)  # Veltkamp's scratch, a slice of rows at a time
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = np.arange(256, dtype=np.float32) * self.s
             ways = {"exact": scaled, "veltkamp": self._veltkamp(scaled.copy(), np.empty_like(scaled)),
@@ -159,7 +161,10 @@ class Inputs:
             return np.take(self.table, pixels, out=x)
         np.multiply(pixels, self.s, out=x, dtype=np.float32)
         if self.how == "veltkamp":
-            return self._veltkamp(x, self.c[: pixels.shape[0]])
+            for start in range(0, x.shape[0], _SCRATCH_ROWS):
+                part = x[start : start + _SCRATCH_ROWS]
+                self._veltkamp(part, self.c[: part.shape[0]])
+            return x
         return _round_bits(x, self.drop) if self.how == "bits" else x
 
 

@@ -186,3 +186,10 @@ def test_evaluate_counts_what_rounding_changed(mnist):
                                   "accuracy_float32": pytest.approx(float(np.mean(np.argmax(z32, 1) == mnist.test_labels)))}
     assert changed > 0  # bfloat16's 8 bits move some predictions
     assert "rounding" not in evaluate_model(r.model, mnist.test_images, mnist.test_labels, 1.0)
+
+
+def test_inputs_of_a_large_batch_are_rounded_slice_by_slice_alike(mnist):
+    pixels = mnist.train_images[:5000]
+    inputs = Inputs(1.0, F16, 5000, 784)
+    assert inputs.how == "veltkamp" and inputs.c.shape[0] < 5000  # the scratch is a slice, not the batch
+    np.testing.assert_array_equal(inputs(pixels), pixel_table(1.0, F16)[pixels])
