@@ -31,8 +31,12 @@ step with a non-finite gradient halves and skips the update; a number ``N`` scal
 skips the same steps (GradScaler with growth and backoff factors of 1); ``none`` neither scales nor
 skips (autocast alone: a NaN gradient reaches the weights).
 
-A gradient is *non-finite* here when any entry of ``dL/dW`` or ``dL/db`` is (what GradScaler checks):
-in half precision ``x.T @ dL/dz`` can overflow although ``dL/dz`` is finite.
+A gradient is *non-finite* here when any entry of ``dL/dW`` or ``dL/db`` is (the NaN report counts
+these): in half precision ``x.T @ dL/dz`` can overflow although ``dL/dz`` is finite. The scaler decides
+to skip on the *scaled* gradients, as GradScaler does (its ``found_inf`` is taken on each entry before the
+multiplication by ``1/scale``). Below a scale of 1 the unscaling can itself overflow (below about
+``2**-128`` the float32 reciprocal is inf, and ``0 * inf`` is NaN): GradScaler then applies the non-finite
+gradient, and so does this emulation; the report counts it as a non-finite gradient, not a skipped step.
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ class LossScaler:
         self.good_steps = 0  # consecutive finite steps since the last change (GradScaler's growth tracker)
 
     def update(self, finite: bool) -> bool:
-        """After a step whose unscaled gradient was (not) ``finite``: return whether its update is skipped."""
+        """After a step whose scaled gradient was (not) ``finite``: return whether its update is skipped."""
         if not self.active:
             return False
         if not finite:
@@ -229,8 +233,9 @@ class LowPrecisionSGD:
             return round_to(self.W, self.low), round_to(self.b, self.low)
         return self.W, self.b
 
-    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(dL/dW, dL/db)`` in float32: rounded half products of ``dz`` (scaled in mixed precision), unscaled."""
+    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(dL/dW, dL/db, scaled ones finite)``: the gradients in float32, rounded half products of ``dz``
+        (scaled in mixed precision), unscaled; and whether the scaled ones were finite (GradScaler's test)."""
         scale = self.scaler.scale if self.mixed else np.float32(1)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             g = dz.astype(np.float32)  # (B, k)
@@ -238,11 +243,12 @@ class LowPrecisionSGD:
                 g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
             gW = round_to(x.T @ g, self.low)  # (d, k)
             gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
+            scaled_ok = _finite(gW) and _finite(gb)  # GradScaler's found_inf, before the unscaling
             if scale != 1:
                 inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
                 gW *= inv
                 gb *= inv
-        return gW, gb
+        return gW, gb, scaled_ok
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         idx = self.perm[j * self.B : (j + 1) * self.B]
@@ -253,10 +259,10 @@ class LowPrecisionSGD:
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
         z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
         loss, dz = self.loss_fn(z, y)
-        gW, gb = self._gradients(x, dz)
+        gW, gb, scaled_ok = self._gradients(x, dz)
         grad_ok = _finite(gW) and _finite(gb)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
-        skipped = self.acct.skip(step, self.scaler, grad_ok) if self.mixed else False
+        skipped = self.acct.skip(step, self.scaler, scaled_ok) if self.mixed else False
         if self.acct.halts(bad) or skipped:
             return loss, bad
         self._update(gW, gb, np.float32(lr))
