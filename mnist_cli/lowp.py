@@ -21,9 +21,17 @@ loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float3
 scaled dL/dz    --                                                     ``g = rnd(dL/dz * scale)``
 dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
                 accumulation, one rounding)                            then ``float32(.) / scale``
-update          ``W = rnd(W - lr * dL/dW)``: one rounding, as          ``W -= lr * dL/dW`` in float32,
-                ``torch.optim.SGD``'s ``add_(grad, alpha=-lr)``        skipped when the scaler says so
+update          ``W = rnd(W - rnd(lr) * dL/dW)``, one rounding;        ``W -= lr * dL/dW`` in float32,
+                ``b = rnd(b - rnd(rnd(lr) * dL/db))``: as              skipped when the scaler says so
+                ``torch.optim.SGD``'s ``add_`` computes (below)
 ==============  =====================================================  ==================================
+
+**The pure update** is what ``param.add_(grad, alpha=-lr)`` (``torch.optim.SGD``) does to float16 and
+bfloat16 tensors on the CPU, measured in torch 2.13: ``alpha`` is converted to the tensor's dtype (so the
+learning rate and the weight decay are rounded to it); the SIMD loop, which takes ``W`` (7840 entries, a
+multiple of every vector width), computes ``W + alpha * g`` in float32 and rounds once; ``b`` (10 entries,
+shorter than a vector) goes through the scalar loop, which computes in the dtype and also rounds the
+product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.)
 
 **Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics:
 ``dynamic`` starts at ``2**16``, doubles after 2000 consecutive steps with finite gradients, and on a
@@ -269,14 +277,21 @@ class LowPrecisionSGD:
         return loss, bad
 
     def _update(self, gW: np.ndarray, gb: np.ndarray, lr: np.float32) -> None:
-        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed), rounded once (pure)."""
+        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed); pure as torch's ``add_``
+        (the module docstring): lr and wd rounded to the dtype, ``W`` rounded once, ``b``'s product rounded too."""
         with np.errstate(over="ignore", invalid="ignore"):
+            if self.mixed:
+                if self.wd:
+                    gW = gW + self.wd * self.W
+                self.W -= lr * gW
+                self.b -= lr * gb
+                return
+            lr = np.float32(self.low.type(lr))  # add_'s alpha, in the tensor's dtype
             if self.wd:
-                gW = gW + self.wd * self.W if self.mixed else round_to(gW + self.wd * self.W, self.low)
+                gW = round_to(gW + np.float32(self.low.type(self.wd)) * self.W, self.low)
             self.W -= lr * gW
-            self.b -= lr * gb
-            if not self.mixed:
-                round_to(self.params, self.low, out=self.params)
+            self.b -= round_to(lr * gb, self.low)
+            round_to(self.params, self.low, out=self.params)
 
     def finite(self) -> bool:
         return _finite(self.params)
