@@ -103,9 +103,9 @@ The accuracy limit of a stable cell is measured, not fitted: the most test predi
 of the *same* side differ when nothing changes but the order of the examples within each batch (each
 side's run and 4 within-batch reorderings of it, all pairs): the order in which the float32 sums of the
 gradient add up, the smallest change there is, already moves that many predictions in that cell, so two
-implementations that round differently cannot be held to fewer. Measured on this machine: the stable
-cells that differ do so by 1-4 of 10000 examples, within limits of 2-12; float32 and most mixed ones agree
-exactly.
+implementations that round differently cannot be held to fewer. Measured: 12-13 of the 32 stable cells
+differ, by 1-4 of 10000 examples, within limits of 1-12 (with OpenBLAS's Haswell, SkylakeX and Sandybridge
+kernels); float32 and most mixed ones agree exactly.
 
 *Known, not exercised by the grid.* With loss scaling, PyTorch back-propagates the scaled loss, so the
 naive loss's ``log`` backward divides ``scale / n`` (not ``1/n``) by ``p``, which overflows float32 once
