@@ -817,7 +817,7 @@ def check_cell(torch, cell: TrainCell, data: Data) -> TrainRow:
             row.events_verdict = "EXPLAINED"
             row.notes.append(
                 f"{', '.join(differs)} differ: the trajectories first differ in the parameters after step {first_diff} "
-                f"(rounding, below), the events from step {first_event}; started from our parameters before each "
+                f"(rounding, see above), the events from step {first_event}; started from our parameters before each "
                 f"step, torch's events agree with ours at all {TRAIN_STEPS} steps (teacher-forced)")
         else:
             row.events_verdict = "FAIL"
