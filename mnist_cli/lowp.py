@@ -21,9 +21,17 @@ loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float3
 scaled dL/dz    --                                                     ``g = rnd(dL/dz * scale)``
 dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
                 accumulation, one rounding)                            then ``float32(.) / scale``
-update          ``W = rnd(W - lr * dL/dW)``: one rounding, as          ``W -= lr * dL/dW`` in float32,
-                ``torch.optim.SGD``'s ``add_(grad, alpha=-lr)``        skipped when the scaler says so
+update          ``W = rnd(W - rnd(lr) * dL/dW)``, one rounding;        ``W -= lr * dL/dW`` in float32,
+                ``b = rnd(b - rnd(rnd(lr) * dL/db))``: as              skipped when the scaler says so
+                ``torch.optim.SGD``'s ``add_`` computes (below)
 ==============  =====================================================  ==================================
+
+**The pure update** is what ``param.add_(grad, alpha=-lr)`` (``torch.optim.SGD``) does to float16 and
+bfloat16 tensors on the CPU, measured in torch 2.13: ``alpha`` is converted to the tensor's dtype (so the
+learning rate and the weight decay are rounded to it); the SIMD loop, which takes ``W`` (7840 entries, a
+multiple of every vector width), computes ``W + alpha * g`` in float32 and rounds once; ``b`` (10 entries,
+shorter than a vector) goes through the scalar loop, which computes in the dtype and also rounds the
+product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.)
 
 **Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics:
 ``dynamic`` starts at ``2**16``, doubles after 2000 consecutive steps with finite gradients, and on a
@@ -31,8 +39,12 @@ step with a non-finite gradient halves and skips the update; a number ``N`` scal
 skips the same steps (GradScaler with growth and backoff factors of 1); ``none`` neither scales nor
 skips (autocast alone: a NaN gradient reaches the weights).
 
-A gradient is *non-finite* here when any entry of ``dL/dW`` or ``dL/db`` is (what GradScaler checks):
-in half precision ``x.T @ dL/dz`` can overflow although ``dL/dz`` is finite.
+A gradient is *non-finite* here when any entry of ``dL/dW`` or ``dL/db`` is (the NaN report counts
+these): in half precision ``x.T @ dL/dz`` can overflow although ``dL/dz`` is finite. The scaler decides
+to skip on the *scaled* gradients, as GradScaler does (its ``found_inf`` is taken on each entry before the
+multiplication by ``1/scale``). Below a scale of 1 the unscaling can itself overflow (below about
+``2**-128`` the float32 reciprocal is inf, and ``0 * inf`` is NaN): GradScaler then applies the non-finite
+gradient, and so does this emulation; the report counts it as a non-finite gradient, not a skipped step.
 """
 
 from __future__ import annotations
@@ -204,7 +216,7 @@ class LossScaler:
         self.good_steps = 0  # consecutive finite steps since the last change (GradScaler's growth tracker)
 
     def update(self, finite: bool) -> bool:
-        """After a step whose unscaled gradient was (not) ``finite``: return whether its update is skipped."""
+        """After a step whose scaled gradient was (not) ``finite``: return whether its update is skipped."""
         if not self.active:
             return False
         if not finite:
@@ -252,19 +264,21 @@ class LowPrecisionSGD(BatchesTaken):
             return round_to(self.W, self.low), round_to(self.b, self.low)
         return self.W, self.b
 
-    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(dL/dW, dL/db)`` in float32: rounded half products of ``dz`` (scaled in mixed precision), unscaled."""
+    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(dL/dW, dL/db, scaled ones finite)``: the gradients in float32, rounded half products of ``dz``
+        (scaled in mixed precision), unscaled; and whether the scaled ones were finite (GradScaler's test)."""
         scale = self.scaler.scale if self.mixed else np.float32(1)
         g = dz.astype(np.float32)  # (B, k)
         if self.mixed:
             g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
         gW = round_to(x.T @ g, self.low)  # (d, k)
         gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
+        scaled_ok = _finite(gW) and _finite(gb)  # GradScaler's found_inf, before the unscaling
         if scale != 1:
             inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
             gW *= inv
             gb *= inv
-        return gW, gb
+        return gW, gb, scaled_ok
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         idx, y = self.take(j)
@@ -273,25 +287,32 @@ class LowPrecisionSGD(BatchesTaken):
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
         z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
         loss, dz = self.loss_fn(z, y)
-        gW, gb = self._gradients(x, dz)
+        gW, gb, scaled_ok = self._gradients(x, dz)
         grad_ok = _finite(gW) and _finite(gb)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
         if bad and self.mixed and self.acct.snapshot.step == step:
             self.acct.snapshot.loss_scale = float(self.scaler.scale)  # before the scaler changes it
-        skipped = self.acct.skip(step, self.scaler, grad_ok) if self.mixed else False
+        skipped = self.acct.skip(step, self.scaler, scaled_ok) if self.mixed else False
         if self.acct.halts(bad) or skipped:
             return loss, bad
         self._update(gW, gb, np.float32(lr))
         return loss, bad
 
     def _update(self, gW: np.ndarray, gb: np.ndarray, lr: np.float32) -> None:
-        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed), rounded once (pure)."""
+        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed); pure as torch's ``add_``
+        (the module docstring): lr and wd rounded to the dtype, ``W`` rounded once, ``b``'s product rounded too."""
+        if self.mixed:
+            if self.wd:
+                gW = gW + self.wd * self.W
+            self.W -= lr * gW
+            self.b -= lr * gb
+            return
+        lr = np.float32(self.low.type(lr))  # add_'s alpha, in the tensor's dtype
         if self.wd:
-            gW = gW + self.wd * self.W if self.mixed else round_to(gW + self.wd * self.W, self.low)
+            gW = round_to(gW + np.float32(self.low.type(self.wd)) * self.W, self.low)
         self.W -= lr * gW
-        self.b -= lr * gb
-        if not self.mixed:
-            round_to(self.params, self.low, out=self.params)
+        self.b -= round_to(lr * gb, self.low)
+        round_to(self.params, self.low, out=self.params)
 
     def finite(self) -> bool:
         return _finite(self.params)
