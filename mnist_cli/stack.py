@@ -312,16 +312,20 @@ class _Stack:
         z += block.bt[:n]
         z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (n, 1, B) the max shift
         shifted = z - z_max  # (n, k, B), <= 0
-        gap = self._gaps(z, z_max, shifted)  # (n,) max(z) - min(z), nan if z is
+        gap, healthy = self._gaps(z, z_max, shifted)  # (n,) max(z) - min(z), nan if z is; (n,) within the healthy gap
         np.copyto(block.max_gap[:n], gap, where=gap > block.max_gap[:n])
         loss, dz, p = block.loss_fn(shifted, t, Y)
         gb = np.add.reduce(dz, axis=2, keepdims=True)  # (n, k, 1) dL/db
         runs = block.runs[:n]
         for i, run in enumerate(runs):
             run.losses[step - 1] = loss[i]
-        for i in np.flatnonzero(~(gap <= self.healthy_gap)):  # a probability may be 0, a logit inf (or z is nan)
-            runs[i].nan.count_underflow(step, int(np.count_nonzero(p[i] == 0)))
-            runs[i].nan.count_overflow(step, int(np.count_nonzero(np.isinf(z[i]))))  # logits past the dtype's range
+        if not healthy.all():  # a probability may be 0, a logit inf (or z is nan): count them
+            zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (n,)
+            # logits past the dtype's range (an inf logit makes the gap inf or nan)
+            infs = np.zeros(n, np.intp) if np.isfinite(gap).all() else np.count_nonzero(np.isinf(z), axis=(1, 2))
+            for i in np.flatnonzero(~healthy):
+                runs[i].nan.count_underflow(step, int(zeros[i]))
+                runs[i].nan.count_overflow(step, int(infs[i]))
         np.multiply(dz, block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
         slot_products(block.G, self.x, block.gA, n, wide)  # (n, r, d) each live run's update
         block.At[:n] -= block.gA[:n]
@@ -339,17 +343,20 @@ class _Stack:
                 retired = True
         return retired
 
-    def _gaps(self, z, z_max, shifted) -> np.ndarray:
-        """Each run's largest logit gap ``max_i(max(z_i) - min(z_i))`` (n,), nan if its z is.
+    def _gaps(self, z, z_max, shifted) -> tuple[np.ndarray, np.ndarray]:
+        """Each run's largest logit gap ``max_i(max(z_i) - min(z_i))`` (n,), nan if its z is, and whether
+        it is within the healthy gap (n,) (where no probability can be 0: :func:`mnist_cli.losses.healthy_gap`).
 
         From ``-min(z - max(z))``, one reduction: where z is finite this is the same number
         (``fl(z_j - m)`` is monotone in ``z_j`` and ``fl(-a) = -fl(a)``), and where it is not (an inf or
         a nan in ``z - max(z)``) the result is nan or inf, past the healthy gap; the gaps past it are
         taken again by the plain formula, as :meth:`mnist_cli.train.Accounting.record` takes them."""
         gap = -np.minimum.reduce(shifted, axis=(1, 2))  # (n,)
-        for i in np.flatnonzero(~(gap <= self.healthy_gap)):
-            gap[i] = np.maximum.reduce(z_max[i, 0] - np.minimum.reduce(z[i], axis=0))
-        return gap
+        healthy = gap <= self.healthy_gap
+        if not healthy.all():
+            plain = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (n,)
+            gap = np.where(healthy, gap, plain)
+        return gap, healthy
 
     @staticmethod
     def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
