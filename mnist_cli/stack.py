@@ -9,7 +9,7 @@
 Runs with the same seed, dtype, batch size, steps and training set draw the same initial parameters
 and the same batches (:func:`mnist_cli.train.rngs`): they differ only in lr, input scale and loss. Such
 a *stack* gathers and converts each batch once, and its runs are laid out side by side in **blocks**
-of :data:`SLOTS` runs of one loss:
+of up to :data:`SLOTS` runs, those of one loss next to each other (each loss applies to its slots):
 
 - **The input scale folds into the weights** (``(s x) W = x (s W)``): a block keeps the transposed
   weights of its runs in pixel units, ``At[i] = s_i W_i.T`` (S, r, d) (``r``: the k classes and the
@@ -216,19 +216,21 @@ class _Run:
 
 
 class _Block:
-    """S runs of one loss: their parameters in pixel units and each run's step factors, slot by slot.
-    The live runs are always the first slots (:meth:`_Stack._compact` keeps them so)."""
+    """Up to :data:`SLOTS` runs: their parameters in pixel units and each run's step factors, slot by slot.
+    The live runs are always the first slots, the runs of one loss side by side (:attr:`groups`;
+    :meth:`_Stack._compact` keeps them so)."""
 
-    def __init__(self, d: int, k: int, r: int, B: int, dtype, loss: str):
+    def __init__(self, d: int, k: int, r: int, B: int, dtype):
         S = SLOTS
-        self.k, self.dtype, self.loss_fn = k, dtype, STACK_LOSSES[loss]
-        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) and empty slots zero
+        self.k, self.dtype = k, dtype
+        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) zero
         self.bt = np.zeros((S, k, 1), dtype)  # (S, k, 1) biases
         self.coef = np.zeros((S, 1, 1), dtype)  # lr_i * s_i**2: dL/dz -> update in pixel units
         self.lr = np.zeros((S, 1, 1), dtype)  # lr_i: the bias step
         self.max_gap = np.zeros(S)  # each run's largest logit gap so far
         self.runs: list[_Run | None] = [None] * S
-        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed; zero in empty slots
+        self.groups: list[list] = []  # [stacked loss, first slot, end slot] of each loss's runs, in slot order
+        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed
         self.G = np.zeros((S, r, B), dtype)  # (S, r, B) lr_i s_i**2 dL/dz, zero in the padding rows
         self.gA = np.empty((S, r, d), dtype)
         self.n = 0  # live runs: slots [0, n)
@@ -241,6 +243,11 @@ class _Block:
         self.lr[i] = dt(run.config.lr)
         self.max_gap[i] = max_gap
         self.runs[i] = run
+        loss = STACK_LOSSES[run.config.loss]
+        if self.groups and self.groups[-1][0] is loss:
+            self.groups[-1][2] = i + 1
+        else:
+            self.groups.append([loss, i, i + 1])
         self.n += 1
 
     def full(self) -> bool:
@@ -251,7 +258,7 @@ class _Block:
 
 
 class _Stack:
-    """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks per loss."""
+    """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks of runs."""
 
     def __init__(self, images, labels, configs: list[TrainConfig]):
         first = configs[0]
@@ -270,9 +277,10 @@ class _Stack:
         self.kernel = blas_kernel()
         self.r = class_rows(self.k, self.dtype, self.kernel)  # rows per run's product (k + padding)
         self._wide: list[bool | None] = [None] * (SLOTS + 1)  # live runs n -> wide products? (probed when first met)
-        self.blocks: dict[str, list[_Block]] = {}
+        self.blocks: list[_Block] = []
         At = np.zeros((self.r, self.d), self.dtype)
-        for run in self.runs:
+        rank = {loss: i for i, loss in enumerate(dict.fromkeys(c.loss for c in configs))}
+        for run in sorted(self.runs, key=lambda run: rank[run.config.loss]):  # stable: in their order within a loss
             At[: self.k] = model.W.T * self.dtype(run.scale)
             self._seat(run, At, model.b[:, None], 0.0)
         self.x = np.empty((self.B, self.d), self.dtype)  # (B, d) the batch in pixels, unscaled
@@ -286,10 +294,9 @@ class _Stack:
         return self._wide[n]
 
     def _seat(self, run: _Run, At, bt, max_gap: float) -> None:
-        blocks = self.blocks.setdefault(run.config.loss, [])
-        if not blocks or blocks[-1].full():
-            blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype, run.config.loss))
-        blocks[-1].put(run, At, bt, max_gap)
+        if not self.blocks or self.blocks[-1].full():
+            self.blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype))
+        self.blocks[-1].put(run, At, bt, max_gap)
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -298,9 +305,8 @@ class _Stack:
         Y = (self.rows_k == y).astype(self.dtype)  # (k, B) one-hot, transposed
         t = (slice(None), y, self.cols)  # z[t] (S, B): each example's target logit
         retired = False
-        for blocks in self.blocks.values():
-            for block in blocks:
-                retired |= self._block_step(block, step, idx, y, t, Y)
+        for block in self.blocks:
+            retired |= self._block_step(block, step, idx, y, t, Y)
         if retired:
             self._compact()
 
@@ -314,19 +320,24 @@ class _Stack:
         shifted = z - z_max  # (n, k, B), <= 0
         gap, healthy = self._gaps(z, z_max, shifted)  # (n,) max(z) - min(z), nan if z is; (n,) within the healthy gap
         np.copyto(block.max_gap[:n], gap, where=gap > block.max_gap[:n])
-        loss, dz, p = block.loss_fn(shifted, t, Y)
-        gb = np.add.reduce(dz, axis=2, keepdims=True)  # (n, k, 1) dL/db
+        count = not healthy.all()  # a probability may be 0, a logit inf (or z is nan): count them
+        loss, gb = np.empty(n, z.dtype), np.empty((n, k, 1), z.dtype)  # (n,) mean losses, (n, k, 1) dL/db
+        zeros = np.zeros(n, np.intp)  # (n,) zero probabilities
+        for loss_fn, a, b in block.groups:  # each loss on its runs' slots
+            loss[a:b], dz, p = loss_fn(shifted[a:b], t, Y)
+            np.add.reduce(dz, axis=2, keepdims=True, out=gb[a:b])
+            np.multiply(dz, block.coef[a:b], out=block.G[a:b, :k])  # (b - a, k, B) lr_i s_i**2 dL/dz
+            if count:
+                zeros[a:b] = np.count_nonzero(p == 0, axis=(1, 2))
         runs = block.runs[:n]
         for i, run in enumerate(runs):
             run.losses[step - 1] = loss[i]
-        if not healthy.all():  # a probability may be 0, a logit inf (or z is nan): count them
-            zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (n,)
+        if count:
             # logits past the dtype's range (an inf logit makes the gap inf or nan)
             infs = np.zeros(n, np.intp) if np.isfinite(gap).all() else np.count_nonzero(np.isinf(z), axis=(1, 2))
             for i in np.flatnonzero(~healthy):
                 runs[i].nan.count_underflow(step, int(zeros[i]))
                 runs[i].nan.count_overflow(step, int(infs[i]))
-        np.multiply(dz, block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
         slot_products(block.G, self.x, block.gA, n, wide)  # (n, r, d) each live run's update
         block.At[:n] -= block.gA[:n]
         block.bt[:n] -= block.lr[:n] * gb
@@ -390,13 +401,12 @@ class _Stack:
         run.nan.max_logit_gap = max(run.nan.max_logit_gap, float(block.max_gap[i]))
 
     def _compact(self) -> None:
-        """Seat the live runs of each loss again, in their order, in the first slots of as few blocks as
-        hold them (a run's numbers do not depend on its slot: each has products of its own)."""
-        for loss, blocks in self.blocks.items():
-            self.blocks[loss] = []
-            for b in blocks:
-                for i in b.live():
-                    self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
+        """Seat the live runs again, in their order (so each loss's side by side), in the first slots of
+        as few blocks as hold them (a run's numbers do not depend on its slot)."""
+        blocks, self.blocks = self.blocks, []
+        for b in blocks:
+            for i in b.live():
+                self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -412,14 +422,13 @@ class _Stack:
                     step += 1
                     self.step(step, batches[j], labels[j])
                 consumed_digest(order_hash, batches, labels)
-            for blocks in self.blocks.values():
-                for block in blocks:
-                    for i in block.live():
-                        run = block.runs[i]
-                        if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
-                                                                 and np.isfinite(block.bt[i]).all()):
-                            run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
-                        self._finish(block, i)
+            for block in self.blocks:
+                for i in block.live():
+                    run = block.runs[i]
+                    if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
+                                                             and np.isfinite(block.bt[i]).all()):
+                        run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+                    self._finish(block, i)
         return order_hash.hexdigest()
 
 
