@@ -71,12 +71,12 @@ from mnist_cli.model import DTYPES, N_CLASSES, Model
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 from mnist_cli.train import NanReport, Snapshot, TrainConfig, TrainResult, _epochs, consumed_digest, healthy_gap, rngs
 
-#: Runs per block: the width of the element-wise loss and accounting arrays (16 x 12 x 100, 77 KB in
-#: float32), which stay in cache with the batch; the stack's memory is a few blocks whatever the number
-#: of runs. With one wide product per block (:func:`wide_is_exact`) more slots cost little in BLAS and
-#: spread each NumPy call over more runs. Measured (AMD EPYC, OpenBLAS Haswell kernel, 1000 steps,
-#: training only): the default compare's 16 runs (blocks of 4 runs: one per loss and dtype) take 1.04 s
-#: with 4 slots, 1.03 s with 8 and 1.14 s with 16; the 180-run map (blocks of 15) 9.2 s, 7.7 s and 7.0 s.
+#: Runs per block: the width of its wide products and of the element-wise loss and accounting arrays
+#: (16 x 12 x 100, 77 KB in float32), which stay in cache with the batch; the parameters of a block are
+#: 0.6 MB in float32 and 1 MB in float64 (with its update, twice that); a stack holds a block per 16 runs.
+#: Measured (AMD EPYC, OpenBLAS Haswell kernel, 1000 steps, training and evaluation, interleaved, relative
+#: to 16 slots): the default compare's 16 runs 1.12x with 4 slots, 1.02x with 8, 1.02x with 32; the 180-run
+#: map 1.15x, 1.12x and 1.01x.
 SLOTS = 16
 
 #: The seed of :func:`wide_is_exact`'s random operands (any fixed seed: the probe is reproducible).
