@@ -97,7 +97,7 @@ class _Group(click.Group):
 
 #: Library setting names whose flag is not ``--`` + the name with dashes.
 _FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "average": "--average-epochs",
-          "precisions": "--precision"}
+          "precisions": "--precision", "scenarios": "--scenarios"}
 
 
 def _flag(setting: str) -> str:
@@ -516,6 +516,8 @@ def _seed(text: str) -> int:
               help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
+@click.option("--scenarios", default=None, metavar="LIST", callback=_comma_list(str, "scenario names"),
+              help="Run only these named scenarios, e.g. tutorial,f16,f16-mixed (no sweep).  [default: all]")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
               help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -545,9 +547,9 @@ def _seed(text: str) -> int:
 @threads_option
 @data_options
 @output_options
-def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, seeds, steps, batch_size, train_limit, smoke,
-            check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir, mirrors, offline,
-            as_json, quiet):
+def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
+            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir,
+            mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -571,6 +573,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, seeds, st
       mnist-softmax compare --lr 0.1:10:log5 --input-scale 1,16,255 --dtype float32,float64 --seeds 0,1,2 --plot map.png
       mnist-softmax compare --losses naive,fused,clipped --input-scale 1,255 --dtype float32,float64
       mnist-softmax compare --dtype float16,bfloat16,float32 --precision pure,mixed --input-scale 1,255
+      mnist-softmax compare --scenarios tutorial,f16,f16-mixed
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
     """
@@ -579,7 +582,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, seeds, st
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
                             log_every=log_every if metrics_out else 0, threads=threads, precisions=precisions,
-                            loss_scale=loss_scale)
+                            loss_scale=loss_scale, scenarios=scenarios)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "

@@ -84,6 +84,8 @@ SCENARIOS = (
              lr=5, dtype="bfloat16", naive="fails", by_step=5, fused="finite"),
 )
 
+SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
+
 #: Losses that must stay finite in every float32/float64 cell, whatever the setting (checked by smoke runs).
 #: Not in float16/bfloat16: there a logit can overflow in the product, and then nothing is finite.
 ALWAYS_FINITE = ("fused",)
@@ -123,6 +125,7 @@ class CompareConfig:
     input_scales: tuple[float, ...] = ()
     dtypes: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ()  # "pure", "mixed": mixed applies to the half dtypes only
+    scenarios: tuple[str, ...] = ()  # names of SCENARIOS to run (none given: all of them); not with a sweep
     loss_scale: str = "dynamic"  # the loss scaling of mixed-precision cells (GradScaler's by default)
     seeds: tuple[int, ...] = (TUTORIAL.seed,)
     steps: int = TUTORIAL.steps
@@ -140,7 +143,8 @@ class CompareConfig:
         """``(lr, input scale, dtype, precision)`` of every cell but the seed: the scenarios, or the sweep's
         product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
         if not self.sweep:
-            return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS]
+            return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS
+                    if not self.scenarios or s.name in self.scenarios]
         forms = [(dtype, precision) for dtype, precision in itertools.product(
             self.dtypes or (TUTORIAL.dtype,), self.precisions or (TUTORIAL.precision,))
             if precision == "pure" or dtype in HALF_NAMES]
@@ -167,21 +171,32 @@ class CompareConfig:
                            threads=self.threads, precision=cell.precision,
                            loss_scale=self.loss_scale if cell.precision == "mixed" else "none")
 
+    def _check_grid(self) -> None:
+        """:class:`SettingsError` for named scenarios that do not exist or meet a sweep, and for mixed precision
+        without a half dtype."""
+        unknown = [name for name in self.scenarios if name not in SCENARIO_NAMES]
+        if unknown:
+            raise SettingsError("scenarios", f"no scenario is named {unknown[0]!r}: choose from {', '.join(SCENARIO_NAMES)}")
+        if self.scenarios and self.sweep:
+            raise SettingsError("scenarios", "named scenarios are the grid when no sweep is given: drop {scenarios} or "
+                                "the sweep")
+        if self.precisions and set(self.precisions) != {"pure"} and not set(self.dtypes) & set(HALF_NAMES):
+            raise SettingsError(("precisions", "dtypes"), "mixed precision applies to the half dtypes: add float16 "
+                                "or bfloat16 to {dtypes}")
+
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work."""
         if not self.losses:
             raise SettingsError("losses", "give at least one loss")
         if not self.seeds:
             raise SettingsError("seeds", "give at least one seed")
-        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "seeds"):
+        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "scenarios", "seeds"):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
         if self.engine not in ENGINES:
             raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.precisions and set(self.precisions) != {"pure"} and not set(self.dtypes) & set(HALF_NAMES):
-            raise SettingsError(("precisions", "dtypes"), "mixed precision applies to the half dtypes: add float16 "
-                                "or bfloat16 to {dtypes}")
+        self._check_grid()
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():
@@ -191,13 +206,13 @@ class CompareConfig:
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
                    steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
-                   loss_scale=None) -> CompareConfig:
+                   loss_scale=None, scenarios=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
-                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale)
+                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()

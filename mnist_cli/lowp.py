@@ -43,6 +43,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_cli.precision import LOW_PRECISION, as_dtype
+from mnist_cli.train import BatchesTaken
 
 __all__ = ["round_to", "pixel_table", "Inputs", "linear", "LossScaler", "parse_loss_scale", "LowPrecisionSGD", "logits"]
 
@@ -55,14 +56,22 @@ _U32 = np.uint32
 #: of a float32 to float16 or bfloat16 is an integer add-and-mask on its bits wherever the result is normal.
 _DROP = {"float16": (13, 0x38800000), "bfloat16": (16, 0x00800000)}
 _F16_MAX_BITS, _INF_BITS = 0x477FE000, 0x7F800000  # 65504 and inf, as float32 bits
+#: float16 arrays larger than this are rounded by bits (measured: a (100, 10) array casts in ~4 us, the
+#: masks of the bit path cost ~10 us; at (784, 10) the cast takes 33 us, the bits 20).
+_BITS_FROM = 2048
+_FLOAT16 = np.dtype(np.float16)
+#: Rows of inputs rounded at a time (a full batch would need a second 188 MB buffer otherwise).
+_SCRATCH_ROWS = 2048
 
 
 def _round_bits(a: np.ndarray, drop: int) -> np.ndarray:
     """Round float32 ``a`` in place to ``24 - drop`` significand bits, ties to even: exact wherever the
     result is a normal number of the target format (a carry into the exponent is the correct rounding)."""
     b = a.view(_U32)
-    half = _U32((1 << (drop - 1)) - 1)
-    b += half + ((b >> _U32(drop)) & _U32(1))
+    odd = np.right_shift(b, _U32(drop))
+    np.bitwise_and(odd, _U32(1), out=odd)  # the last kept bit: ties go to the even neighbour
+    odd += _U32((1 << (drop - 1)) - 1)
+    b += odd
     b &= _U32(~((1 << drop) - 1) & 0xFFFFFFFF)
     return a
 
@@ -94,14 +103,15 @@ def round_to(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """``float32(dtype(a))``: float32 ``a`` rounded to the nearest ``dtype`` value (ties to even; past the
     largest finite value, +-inf), held in float32, which represents every float16 and bfloat16 exactly.
     float16 by bit arithmetic (:func:`_round_f16`, checked against NumPy's cast in ``tests/test_lowp.py``),
-    bfloat16 by ml_dtypes' cast. ``out`` may be ``a``."""
+    bfloat16 by ml_dtypes' cast. ``out`` may be ``a``. Called where NumPy's errors are not ignored (the
+    trainer ignores them), a result past the range warns of overflow as NumPy's cast does."""
     a = np.asarray(a, np.float32)
     if out is None:
         out = np.empty_like(a)
-    if as_dtype(dtype).name == "float16":
+    dtype = dtype if isinstance(dtype, np.dtype) else as_dtype(dtype)
+    if a.size > _BITS_FROM and dtype == _FLOAT16:  # small arrays: the cast costs less than the masks
         return _round_f16(a, out)
-    with np.errstate(over="ignore", invalid="ignore"):  # past the range: +-inf; NaN stays NaN
-        np.copyto(out, a.astype(dtype), casting="unsafe")
+    np.copyto(out, a.astype(dtype), casting="unsafe")  # past the range: +-inf (NumPy warns unless told not to)
     return out
 
 
@@ -114,31 +124,48 @@ def pixel_table(input_scale: float, dtype) -> np.ndarray:
 class Inputs:
     """A batch's inputs ``x = rnd(float32(pixel) * float32(s))`` into a reused (B, d) float32 buffer.
 
-    When every pixel value's result is 0 or a normal number of the dtype (checked on all 256 values at
-    construction against :func:`pixel_table`), the rounding is :func:`_round_bits` on the scaled batch
-    (three passes); otherwise a look-up in the table (one gather through intp indices, ~2x slower).
+    ``x`` takes only 256 values (one per pixel value), so a cheaper way to compute it is exact for every
+    batch once it is exact for those 256 (checked at construction against :func:`pixel_table`). Tried in
+    order: no rounding at all (every ``p * s`` already a value of the dtype, e.g. raw pixels), Veltkamp's
+    split ``c = x (2^t + 1); x - c + c`` (``t`` the bits float32 has beyond the dtype: three float passes),
+    :func:`_round_bits` (five integer passes), and a look-up in the table (a gather through intp indices,
+    ~2x slower than the bits).
     """
 
     def __init__(self, input_scale: float, dtype, B: int, d: int):
         self.dtype = as_dtype(dtype)
         self.s = np.float32(input_scale / 255.0)
         self.table = pixel_table(input_scale, self.dtype)
-        drop, smallest_normal = _DROP[self.dtype.name]
-        self.drop = drop
+        self.drop = _DROP[self.dtype.name][0]
+        self.split = np.float32(2**self.drop + 1)
         self.x = np.empty((B, d), np.float32)
-        with np.errstate(over="ignore"):
-            trial = _round_bits(np.arange(256, dtype=np.float32) * self.s, drop)
-        bits = self.table.view(_U32)
-        normal = (bits == 0) | ((bits >= smallest_normal) & (bits < _INF_BITS))
-        self.by_bits = bool(normal.all() and (trial.view(_U32) == bits).all())
+        self.c = np.empty((min(B, _SCRATCH_ROWS), d), np.float32)  # Veltkamp's scratch, a slice of rows at a time
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = np.arange(256, dtype=np.float32) * self.s
+            ways = {"exact": scaled, "veltkamp": self._veltkamp(scaled.copy(), np.empty_like(scaled)),
+                    "bits": _round_bits(scaled.copy(), self.drop)}
+        want = self.table.view(_U32)
+        self.how = next((name for name, got in ways.items() if np.array_equal(got.view(_U32), want)), "table")
+
+    def _veltkamp(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """``x`` rounded in place to the dtype's significand by Veltkamp's split (``c`` a scratch buffer)."""
+        np.multiply(x, self.split, out=c)  # c = x (2^t + 1)
+        x -= c  # x - c
+        x += c  # hi = (x - c) + c: x to 24 - t bits, to nearest (ties are not always to even: checked)
+        return x
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """``x`` (B, d) of uint8 ``pixels`` (B, d) (the buffer is reused by the next call)."""
         x = self.x[: pixels.shape[0]]
-        if self.by_bits:
-            np.multiply(pixels, self.s, out=x, dtype=np.float32)
-            return _round_bits(x, self.drop)
-        return np.take(self.table, pixels, out=x)
+        if self.how == "table":
+            return np.take(self.table, pixels, out=x)
+        np.multiply(pixels, self.s, out=x, dtype=np.float32)
+        if self.how == "veltkamp":
+            for start in range(0, x.shape[0], _SCRATCH_ROWS):
+                part = x[start : start + _SCRATCH_ROWS]
+                self._veltkamp(part, self.c[: part.shape[0]])
+            return x
+        return _round_bits(x, self.drop) if self.how == "bits" else x
 
 
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
@@ -146,8 +173,7 @@ def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray |
     (see :mod:`mnist_cli.precision`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
     z = np.matmul(x, W, out=out)
     z += b
-    with np.errstate(over="ignore"):
-        return round_to(z, dtype, out=z)
+    return round_to(z, dtype, out=z)
 
 
 def parse_loss_scale(text: str) -> float | None:
@@ -199,11 +225,12 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-class LowPrecisionSGD:
+class LowPrecisionSGD(BatchesTaken):
     """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.train.Engine`), pure or mixed.
 
     The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
-    master weights (mixed). See the module docstring for every rounding.
+    master weights (mixed). See the module docstring for every rounding. Like every engine it runs inside
+    the trainer's ``np.errstate(all="ignore")``: overflow to inf and NaN are results here, not errors.
     """
 
     def __init__(self, images, labels, model, config, loss_fn: Callable, acct):
@@ -218,16 +245,6 @@ class LowPrecisionSGD:
         self.wd = np.float32(config.weight_decay)
         self.scaler = LossScaler(config.loss_scale)
         self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
-        self.perm = None
-        self.taken: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
-        self.perm = perm
-        self.taken = []
-
-    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
-        idx, y = zip(*self.taken[:done])
-        return np.stack(idx), np.stack(y)
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)`` as the product sees them: the parameters (pure), rounded master weights (mixed)."""
@@ -238,22 +255,19 @@ class LowPrecisionSGD:
     def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(dL/dW, dL/db)`` in float32: rounded half products of ``dz`` (scaled in mixed precision), unscaled."""
         scale = self.scaler.scale if self.mixed else np.float32(1)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            g = dz.astype(np.float32)  # (B, k)
-            if self.mixed:
-                g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
-            gW = round_to(x.T @ g, self.low)  # (d, k)
-            gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
-            if scale != 1:
-                inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
-                gW *= inv
-                gb *= inv
+        g = dz.astype(np.float32)  # (B, k)
+        if self.mixed:
+            g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
+        gW = round_to(x.T @ g, self.low)  # (d, k)
+        gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
+        if scale != 1:
+            inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
+            gW *= inv
+            gb *= inv
         return gW, gb
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
-        idx = self.perm[j * self.B : (j + 1) * self.B]
-        y = self.labels[idx]
-        self.taken.append((idx, y))
+        idx, y = self.take(j)
         x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
         W, b = self._weights()
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
@@ -272,13 +286,12 @@ class LowPrecisionSGD:
 
     def _update(self, gW: np.ndarray, gb: np.ndarray, lr: np.float32) -> None:
         """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed), rounded once (pure)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.wd:
-                gW = gW + self.wd * self.W if self.mixed else round_to(gW + self.wd * self.W, self.low)
-            self.W -= lr * gW
-            self.b -= lr * gb
-            if not self.mixed:
-                round_to(self.params, self.low, out=self.params)
+        if self.wd:
+            gW = gW + self.wd * self.W if self.mixed else round_to(gW + self.wd * self.W, self.low)
+        self.W -= lr * gW
+        self.b -= lr * gb
+        if not self.mixed:
+            round_to(self.params, self.low, out=self.params)
 
     def finite(self) -> bool:
         return _finite(self.params)
@@ -298,8 +311,10 @@ def logits(images: np.ndarray, W: np.ndarray, b: np.ndarray, input_scale: float,
     assert dtype.name in LOW_PRECISION, dtype
     n, d = images.shape
     inputs = Inputs(input_scale, dtype, min(block, n), d)
-    Wr, br = round_to(W, dtype), round_to(b, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Wr, br = round_to(W, dtype), round_to(b, dtype)
     out = np.empty((n, br.shape[0]), dtype)
-    for start in range(0, n, block):
-        out[start : start + block] = linear(inputs(images[start : start + block]), Wr, br, dtype).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # a logit past the dtype's range is inf, not an error
+        for start in range(0, n, block):
+            out[start : start + block] = linear(inputs(images[start : start + block]), Wr, br, dtype).astype(dtype)
     return out

@@ -153,7 +153,8 @@ def require_matplotlib():
 
 def title(s: dict) -> str:
     """The one title format of a cell: its label, then its settings."""
-    return f"{s['label']}\nlr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {s['dtype']}, seed {s['seed']}"
+    form = s["dtype"] + (" mixed" if s.get("precision") == "mixed" else "")
+    return f"{s['label']}\nlr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {form}, seed {s['seed']}"
 
 
 def _curves(ax, runs: list, colors: dict) -> None:
@@ -184,18 +185,28 @@ def _curves(ax, runs: list, colors: dict) -> None:
     ax.legend(fontsize=7, loc="lower left")
 
 
+def _forms(m: dict) -> list[tuple[str, str]]:
+    """The (dtype, precision) pairs of the map's cells, in order: one row of panels each."""
+    return list(dict.fromkeys((c["dtype"], c.get("precision", "pure")) for c in m["cells"]))
+
+
+def _form_text(form: tuple[str, str]) -> str:
+    return form[0] + (" mixed" if form[1] == "mixed" else "")
+
+
 def _agreement(doc: dict) -> dict:
-    """(dtype, loss) -> 2-D arrays over (lr, input scale): seeds that broke, seeds run, earliest first step."""
+    """((dtype, precision), loss) -> 2-D arrays over (lr, input scale): seeds that broke, seeds run, earliest
+    first step."""
     m = doc["stability_map"]
     lrs, scales = m["values"]["lr"], m["values"]["input_scale"]
     out = {}
-    for dtype in m["values"]["dtype"]:
+    for form in _forms(m):
         for loss in m["losses"]:
             broke = np.zeros((len(lrs), len(scales)), int)
             ran = np.zeros_like(broke)
             first = np.full(broke.shape, np.nan)
             for c in m["cells"]:
-                if c["dtype"] != dtype:
+                if (c["dtype"], c.get("precision", "pure")) != form:
                     continue
                 i, j = lrs.index(c["lr"]), scales.index(c["input_scale"])
                 ran[i, j] += 1
@@ -203,7 +214,7 @@ def _agreement(doc: dict) -> dict:
                 if step is not None:
                     broke[i, j] += 1
                     first[i, j] = np.fmin(first[i, j], step)
-            out[dtype, loss] = (broke, ran, first)
+            out[form, loss] = (broke, ran, first)
     return out
 
 
@@ -260,7 +271,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
     chosen = _chosen(doc)
     maps = _agreement(doc)
     m = doc["stability_map"]
-    lrs, scales, dtypes = m["values"]["lr"], m["values"]["input_scale"], m["values"]["dtype"]
+    lrs, scales, dtypes = m["values"]["lr"], m["values"]["input_scale"], _forms(m)  # a row per dtype and precision
 
     ncols = min(NCOLS, len(chosen))
     nrows = math.ceil(len(chosen) / ncols)
@@ -280,9 +291,9 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
                         "training images); ticks on top = non-finite steps")
     map_axes = np.atleast_2d(sub_map.subplots(len(dtypes), len(losses), squeeze=False))
     image = None
-    for r, dtype in enumerate(dtypes):
+    for r, form in enumerate(dtypes):
         for c, loss in enumerate(losses):
-            image = _heatmap(map_axes[r, c], *maps[dtype, loss], lrs, scales, st["steps"], f"{loss}, {dtype}")
+            image = _heatmap(map_axes[r, c], *maps[form, loss], lrs, scales, st["steps"], f"{loss}, {_form_text(form)}")
     seeds = len(m["values"]["seed"])
     sub_map.suptitle(f"Stability map: seeds that went non-finite (of {seeds}) and the earliest first "
                      "non-finite step (colour; green = never)")

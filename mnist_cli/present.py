@@ -505,16 +505,6 @@ def _map(m: dict) -> list[str]:
     return lines
 
 
-def _rewrap(lines: list[str], width: int) -> list[str]:
-    """Indent ``lines`` by two and wrap each to ``width``, continuation lines under its own indent."""
-    out = []
-    for line in lines:
-        indent = " " * (2 + len(line) - len(line.lstrip()))
-        out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  ",
-                             break_on_hyphens=False) or [""]
-    return out
-
-
 def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
     """The full explanation for the first failing run of each loss; one line for each other one."""
     out, shown = [], set()
@@ -522,12 +512,14 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
     for f in doc["forensics"]:
         if f["loss"] not in shown:
             shown.add(f["loss"])
-            out += [f"{f['scenario']} / {f['loss']}:", *_rewrap(format_explanation(f).splitlines(), width), ""]
+            text = format_explanation(f, width - 2).splitlines()  # then indented by two
+            out += [f"{f['scenario']} / {f['loss']}:", *("  " + line if line else "" for line in text), ""]
             continue
         c = f["culprits"][0] if f["culprits"] else None
         what = (f"example #{c['index']} (label {c['label']}), gap max-min {value_text(c['gap_max_minus_min'], '.1f')} "
                 f"> {f['underflow_limit']:.1f}, p[{c['underflowed_class']}] = 0 -> {f['batch_loss_kind']} loss"
-                if c and c["logits_finite"] else "the logits were already non-finite")
+                if c and c["logits_finite"] else _half_backward_text(f["half_backward"]) if f.get("half_backward")
+                else "the logits were already non-finite")
         brief.append(textwrap.fill(
             f"{f['scenario']} / {f['loss']}, step {f['step']}: {what}; {f['rows_with_zero_prob']}/{f['batch_size']} "
             "examples with a zero probability", width, initial_indent="  ", subsequent_indent="    ",
@@ -537,6 +529,12 @@ def _forensics(doc: dict, width: int = WIDTH) -> list[str]:
         out += ["other runs:", *brief[:FORENSICS_BRIEF]]
         out += [f"  ... and {more} more (the JSON document has them all)"] if more > 0 else []
     return out
+
+
+def _half_backward_text(h: dict) -> str:
+    """One clause: a mixed-precision step whose half backward product overflowed."""
+    scale = f" at loss scale {short_number(h['loss_scale'])}" if h.get("loss_scale") not in (None, 1.0) else ""
+    return f"losses finite, the {h['dtype']} product x.T @ dL/dz overflowed{scale}"
 
 
 def _wrap(text: str, width: int = WIDTH) -> list[str]:
@@ -733,39 +731,39 @@ def short_number(x) -> str:
     return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
 
 
-def _para(head: str, text: str, indent: int) -> str:
-    """``head`` + ``text`` wrapped to the terminal width, continuation lines under the text."""
+def _para(head: str, text: str, indent: int, width: int = WIDTH) -> str:
+    """``head`` + ``text`` wrapped to ``width``, continuation lines under the text."""
     first = " " * indent + head
-    return textwrap.fill(text, width=WIDTH, initial_indent=first, subsequent_indent=" " * len(first),
+    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=" " * len(first),
                          break_on_hyphens=False)
 
 
-def _explanation_head(e: dict) -> list[str]:
+def _explanation_head(e: dict, width: int = WIDTH) -> list[str]:
     """Which limits the dtype sets, and what the whole batch did."""
     from mnist_cli.losses import CLIP_MIN, breaks_like_naive, gradient_overflow_limit
     from mnist_cli.precision import DTYPES, finfo
 
     dtype = DTYPES[e["dtype"]]
     lines = [_para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
-                   f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0)]
+                   f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0, width)]
     if breaks_like_naive(e["loss"], e["dtype"]):
         n = e["batch_size"]
         lines.append(_para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
                            f"{e['dtype']} {float(finfo(dtype).max):.3g}) from a gap max - target of "
                            f"{gradient_overflow_limit(dtype, n):.1f} (9 logits tied at the max) to "
-                           f"{gradient_overflow_limit(dtype, n, 1):.1f} (one) at batch {n}", 2))
+                           f"{gradient_overflow_limit(dtype, n, 1):.1f} (one) at batch {n}", 2, width))
         if e["loss"] == "clipped":
             lines.append(_para("", f"clip floor: {CLIP_MIN:g} rounds to 0 in {e['dtype']} (unrepresentable), so "
-                               "clipped behaves exactly like naive", 2))
+                               "clipped behaves exactly like naive", 2, width))
     batch_loss = e["batch_loss_kind"] if e["batch_loss_kind"] != "finite" else short_number(e["batch_loss"])
     lines.append(_para("batch: ", f"loss {batch_loss}, gradient {'finite' if e['batch_grad_finite'] else 'non-finite'}; "
                        f"{e['rows_with_zero_prob']} of {e['batch_size']} examples have a probability of exactly 0 "
                        f"({e['rows_nan_loss']} give a NaN loss, {e['rows_inf_loss']} an infinite one, "
-                       f"{e['rows_nonfinite_grad']} a non-finite gradient row)", 2))
+                       f"{e['rows_nonfinite_grad']} a non-finite gradient row)", 2, width))
     return lines
 
 
-def _probability_lines(e: dict, c: dict) -> list[str]:
+def _probability_lines(e: dict, c: dict, width: int = WIDTH) -> list[str]:
     """What became of the culprit's probability that broke the step."""
     j = c["underflowed_class"]
     if not c["logits_finite"]:
@@ -778,7 +776,7 @@ def _probability_lines(e: dict, c: dict) -> list[str]:
     if not zero and not c["row_grad_finite"]:
         lines.append(_para("", f"the gap {short_number(c['gap_max_minus_target'])} is below the underflow limit "
                            f"{e['underflow_limit']:.1f}: the loss is finite, the gradient breaks because "
-                           f"1/p overflows", 4))
+                           f"1/p overflows", 4, width))
     return lines
 
 
@@ -799,12 +797,13 @@ def digit_lines(c: dict) -> list[str]:
     return rows
 
 
-def format_explanation(e: dict) -> str:
-    """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline)."""
-    lines = _explanation_head(e)
+def format_explanation(e: dict, width: int = WIDTH) -> str:
+    """The readable form of :func:`mnist_cli.forensics.explain`'s dict (several lines, no trailing newline),
+    wrapped to ``width``."""
+    lines = _explanation_head(e, width)
     if not e["culprits"]:
         if e.get("half_backward"):
-            return "\n".join([*lines, _para("", e["half_backward"]["text"], 2)])
+            return "\n".join([*lines, _para("", e["half_backward"]["text"], 2, width)])
         return "\n".join([*lines, "  no example in this batch explains it"])
     c = e["culprits"][0]
     lines += [
@@ -814,8 +813,8 @@ def format_explanation(e: dict) -> str:
         f"min {short_number(c['logit_min'])}",
         f"    gap max - target {short_number(c['gap_max_minus_target'])}, max - min "
         f"{short_number(c['gap_max_minus_min'])} (limit {e['underflow_limit']:.1f})",
-        *_probability_lines(e, c),
-        *(_para(f"{name + ':':<10}", c["chain"][name], 2) for name in ("loss", "gradient")),
+        *_probability_lines(e, c, width),
+        *(_para(f"{name + ':':<10}", c["chain"][name], 2, width) for name in ("loss", "gradient")),
     ]
     if c.get("digit"):
         lines += digit_lines(c)
@@ -823,7 +822,7 @@ def format_explanation(e: dict) -> str:
     if rest:
         more = ", ".join(f"#{r['index']} (label {r['label']}, gap {short_number(r['gap_max_minus_min'])})" for r in rest)
         extra = e["n_culprits"] - len(e["culprits"])
-        lines.append(_para("also: ", more + (f" and {extra} more" if extra > 0 else ""), 2))
+        lines.append(_para("also: ", more + (f" and {extra} more" if extra > 0 else ""), 2, width))
     if e["loss"] == "naive":
         lines.append("  fix: the fused loss (softmax_cross_entropy_with_logits) never forms log(p)")
     return "\n".join(lines)

@@ -212,12 +212,14 @@ class Accounting:
         """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
         has a non-finite entry), or ``grad_finite`` when the engine knows better (half precision, where
         ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite."""
-        gap = float(np.max(np.max(z, axis=1) - np.min(z, axis=1)))  # nan if z has nan
+        gaps = np.max(z, axis=1) - np.min(z, axis=1)  # (B,) nan where z has nan
+        gap = float(np.max(gaps))
         self.observe_gap(gap)
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
+            rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
             with np.errstate(all="ignore"):
-                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z) == 0)))
-            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z))))
+                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z[rows]) == 0)))
+            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z[rows]))))
         bad_loss = not math.isfinite(loss)
         bad_grad = not np.isfinite(gb).all() if grad_finite is None else not grad_finite
         if bad_loss:
@@ -283,7 +285,32 @@ class Engine(Protocol):
         """Release threads and buffers."""
 
 
-class PlainSGD:
+class BatchesTaken:
+    """What an engine that gathers its own batches from the epoch's permutation shares: the permutation,
+    and the (indices, labels) of each step taken so far (:meth:`Engine.consumed`)."""
+
+    B: int
+    labels: np.ndarray
+    perm: np.ndarray | None = None
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        self.perm = perm
+        self.taken: list[tuple[np.ndarray, np.ndarray]] = []  # this epoch's (indices, labels), step by step
+
+    def take(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``j`` of the epoch: its indices into the training set and its labels (recorded)."""
+        idx = self.perm[j * self.B : (j + 1) * self.B]
+        y = self.labels[idx]  # (B,)
+        self.taken.append((idx, y))
+        return idx, y
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B) of the examples the first ``done`` steps of this epoch used."""
+        idx, y = zip(*self.taken[:done])
+        return np.stack(idx), np.stack(y)
+
+
+class PlainSGD(BatchesTaken):
     """The loop as the tutorial writes it, one NumPy call per formula: the reference for ``FastSGD``.
 
     ``x = scale_pixels(batch)``, ``z = x @ W + b``, ``loss, dz = loss_fn(z, y)``,
@@ -299,24 +326,11 @@ class PlainSGD:
         self.scale = self.dtype(config.input_scale / 255.0)
         self.wd = self.dtype(config.weight_decay)
         self.x = np.empty((self.B, images.shape[1]), dtype=self.dtype)  # (B, 784) reused
-        self.perm = None
-        self.taken: list[tuple[np.ndarray, np.ndarray]] = []  # this epoch's (indices, labels), step by step
-
-    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
-        self.perm = perm
-        self.taken = []
-
-    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices, labels)`` (done, B) of the examples the first ``done`` steps of this epoch used."""
-        idx, y = zip(*self.taken[:done])
-        return np.stack(idx), np.stack(y)
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         W, b = self.W, self.b
-        idx = self.perm[j * self.B : (j + 1) * self.B]
+        idx, y = self.take(j)
         np.multiply(self.images[idx], self.scale, out=self.x, dtype=self.dtype)  # (B, 784) gather + scale
-        y = self.labels[idx]  # (B,)
-        self.taken.append((idx, y))
         z = self.x @ W  # (B, k)
         z += b
         loss, dz = self.loss_fn(z, y)

@@ -31,6 +31,9 @@ The five figures of issue 5, each a ratio measured in this run (medians over int
               half-precision runs included, without a goal) and the 180-run map of issue 13
               (5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses, 1000 steps of 100; goals <= 0.2,
               <= 30 s), and the time to draw that map (goal <= 5 s).
+8. half      the tutorial run (1000 x 100, fused) in float16 and bfloat16, pure and mixed precision
+              (``mnist_cli.lowp``, dynamic loss scaling for mixed) / the same run in float32, interleaved,
+              with each one's test accuracy. Goal: <= 2.
 6. contended  (``--contended``) ours again with one CPU-bound process beside it (started here, bounded,
               stopped after): the tutorial run, ``--preset best``, the default ``compare`` (16 runs),
               the whole process and the full-batch step with 1 and 2 threads, each as contended / idle.
@@ -70,7 +73,8 @@ BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OM
 ACC_TOL = 0.002  # implementations on the same batches must agree on test accuracy within this
 GOALS = {"compare_vs_alone": 0.4, "map_vs_alone": 0.2, "map_seconds": 30.0, "map_plot_seconds": 5.0,
          "tutorial_vs_numpy": 0.75, "tutorial_vs_torch": 0.25, "full_batch_vs_numpy": 0.6, "cli_seconds": 0.6,
-         "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0, "contended_vs_idle": 1.3}
+         "best_vs_sklearn": 0.1, "best_accuracy": 0.926, "memory_ratio": 2.0, "contended_vs_idle": 1.3,
+         "half_vs_float32": 2.0}
 
 
 # ----------------------------------------------------------------------------- the plain references
@@ -658,6 +662,29 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
+# ----------------------------------------------------------------------------- half precision
+
+HALF_RUNS = {"float16 pure": dict(dtype="float16"), "bfloat16 pure": dict(dtype="bfloat16"),
+             "float16 mixed (dynamic loss scale)": dict(dtype="float16", precision="mixed", loss_scale="dynamic"),
+             "bfloat16 mixed": dict(dtype="bfloat16", precision="mixed")}
+
+
+def bench_half(d, repeats: int) -> dict:
+    """The tutorial run in each half precision / the float32 run (the default engine), interleaved."""
+    X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
+    configs = {"float32": TrainConfig(), **{name: TrainConfig(**kw) for name, kw in HALF_RUNS.items()}}
+    fns = {name: (lambda c=c: train(X, y, c)) for name, c in configs.items()}
+    times = interleaved(fns, repeats)
+    out = {"times": times, "runs": {}}
+    for name, config in configs.items():
+        r = train(X, y, config)
+        ratio = times[name]["median"] / times["float32"]["median"]
+        out["runs"][name] = {"ratio": ratio, "goal": ratio <= GOALS["half_vs_float32"],
+                             "accuracy": evaluate_accuracy(r.model, Xt, yt, 1.0),
+                             "nonfinite_steps": r.nan.steps_nonfinite_grad, "skipped": r.nan.steps_skipped}
+    return out
+
+
 def _goal(ok) -> str:
     return "n/a" if ok is None else ("MET" if ok else "MISSED")
 
@@ -742,6 +769,14 @@ def table(doc: dict) -> str:
             if "plot_seconds" in f:
                 add(_row("180-run map, training + evaluation", f["stack"], None, "<= 30 s", _goal(f["goal_seconds"])))
                 add(_row("180-run map, drawing the PNG", f["plot_seconds"], None, "<= 5 s", _goal(f["goal_plot"])))
+    if h := doc.get("half"):
+        add("8. half precision: the tutorial run (1000 x 100, fused) / the same run in float32")
+        add(_row("float32 (the default engine)", h["times"]["float32"]["median"], None, "",
+                 f"test accuracy {h['runs']['float32']['accuracy']:.4f}"))
+        for name, f in h["runs"].items():
+            if name != "float32":
+                add(_row(name, h["times"][name]["median"], f["ratio"], "<= 2", f"{_goal(f['goal'])}; test accuracy "
+                         f"{f['accuracy']:.4f}" + (f", {f['skipped']} updates skipped" if f["skipped"] else "")))
     if c := doc.get("contended"):
         add(f"6. one busy process beside us (idle / contended medians of {c['repeats']} alternating rounds)")
         add(f"   {'figure':44s} {'idle':>12s} {'contended':>12s} {'ratio':>8s} {'goal':>9s}  result")
@@ -763,7 +798,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout (the table goes to stderr)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 9, quick 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: a temporary one)")
-    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory,compare",
+    ap.add_argument("--only", default="tutorial,full_batch,cli,best,memory,compare,half",
                     help="comma-separated figures to run (also: contended)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--contended", action="store_true",
@@ -794,11 +829,13 @@ def main(argv=None) -> int:
             doc["tutorial"] = bench_tutorial(d, data_dir, repeats, with_torch=not args.no_torch)
         if "compare" in only:
             doc["compare"] = bench_compare(d, 1 if args.quick else 3, 1)
+        if "half" in only:
+            doc["half"] = bench_half(d, repeats)
         if args.contended or "contended" in only:
             doc["contended"] = bench_contended(d, data_dir, 2 if args.quick else 3)
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {k: doc[k] for k in ("blas", "quick", "repeats", "goals", "tutorial", "full_batch", "cli", "best", "memory",
-                               "compare", "contended", "load_average_at_end") if k in doc}  # in the order of the issue
+                               "compare", "half", "contended", "load_average_at_end") if k in doc}  # the issues' order
     report = table(doc)
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:

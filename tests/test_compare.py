@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import mnist_cli.compare as compare_mod
 from mnist_cli.cli import main
 from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
-from mnist_cli.errors import OutputError
+from mnist_cli.errors import OutputError, SettingsError
 from mnist_cli.fileio import jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.present import conclusion, format_report, number_text, sparkline
@@ -581,3 +581,33 @@ def test_report_width_follows_the_terminal(mnist, monkeypatch):
     doc = _dense_doc(mnist)
     monkeypatch.setenv("COLUMNS", "80")
     assert max(len(line) for line in format_report(doc, all_runs=True).splitlines()) <= 80
+
+
+def test_precision_sweep_cells_and_half_runs_beside_the_stack(mnist):
+    """Mixed precision is a cell of the half dtypes only; half runs train one by one beside the stacked
+    float32 runs, in the grid's order, with the same numbers as the alone engine."""
+    config = CompareConfig(dtypes=("float16", "float32"), precisions=("pure", "mixed"), lrs=(0.5, 5), steps=30,
+                           train_limit=600, loss_scale="dynamic")
+    cells = config.cells()
+    assert [(c.dtype, c.precision) for c in cells] == [("float16", "pure")] * 2 + [("float16", "mixed")] * 2 + [
+        ("float32", "pure")] * 2
+    assert [c.label for c in cells][2:4] == ["f16-mixed", "lr=5 x1 float16 mixed"]  # a named scenario keeps its name
+    assert config.train_config(cells[2], "naive").loss_scale == "dynamic"
+    assert config.train_config(cells[0], "naive").loss_scale == "none"
+    args = (mnist.train_images, mnist.train_labels, mnist.test_images[:500], mnist.test_labels[:500])
+    stacked = run_compare(*args, config)
+    alone = run_compare(*args, dataclasses.replace(config, engine="alone"))
+    assert [(r.cell, r.loss) for r in stacked.runs] == [(r.cell, r.loss) for r in alone.runs]
+    for s, a in zip(stacked.runs, alone.runs):
+        if s.cell.dtype == "float16":
+            np.testing.assert_array_equal(s.result.losses, a.result.losses)
+            assert s.result.nan.to_dict() == a.result.nan.to_dict()
+    doc = to_document(stacked)
+    assert doc["stability_map"]["values"]["precision"] == ["pure", "mixed"]
+    assert {(c["dtype"], c["precision"]) for c in doc["stability_map"]["cells"]} == {
+        ("float16", "pure"), ("float16", "mixed"), ("float32", "pure")}
+    checked = {(c["scenario"], c["loss"]) for c in doc["checks"]}
+    for s in doc["scenarios"]:  # fused is promised finite in float32 and where a named scenario says so only
+        assert ((s["label"], "fused") in checked) == (s["dtype"] == "float32" or s["name"] is not None)
+    with pytest.raises(SettingsError, match="half dtypes"):
+        CompareConfig(dtypes=("float32",), precisions=("mixed",)).validate()
