@@ -405,6 +405,12 @@ def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
 MAP_AXES = ("dtype", "precision", "lr", "input_scale", "seed")
 
 
+def _map_cell(scenario: dict, axes: list[str], losses: tuple[str, ...]) -> dict:
+    """One cell of :func:`stability_map`: its label, coordinates and first non-finite step per loss."""
+    return {"label": scenario["label"], **{a: scenario[a] for a in axes},
+            "first_nonfinite": {loss: scenario["runs"][loss]["first_nonfinite_step"] for loss in losses}}
+
+
 def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
     """First non-finite step per cell and loss (None = never), with the grid's axes spelt out, so that a
     notebook can rebuild the map without knowing how compare lays it out.
@@ -416,9 +422,7 @@ def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
     named (a long table: ``pandas.DataFrame(points)``)."""
     axes = [a for a in MAP_AXES if scenarios and all(a in s for s in scenarios)]
     values = {a: list(dict.fromkeys(s[a] for s in scenarios)) for a in axes}
-    cells = [{"label": s["label"], **{a: s[a] for a in axes},
-              "first_nonfinite": {loss: s["runs"][loss]["first_nonfinite_step"] for loss in losses}}
-             for s in scenarios]
+    cells = [_map_cell(s, axes, losses) for s in scenarios]
     return {
         "grid_axes": [*axes, "loss"],
         "axes": [a for a in axes if len(values[a]) > 1],

@@ -343,13 +343,18 @@ class _Stack:
         block.bt[:n] -= block.lr[:n] * gb
         if np.isfinite(loss).all() and np.isfinite(gb).all():
             return False
+        return self._nonfinite(block, step, idx, y, z, loss, gb)
+
+    def _nonfinite(self, block: _Block, step: int, idx, y, z, loss, gb) -> bool:
+        """Account the runs of ``block`` whose loss or gradient was non-finite at ``step`` (after its
+        update); retire those whose parameters are all NaN. Returns whether any was retired."""
         retired = False
         for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=(1, 2))):
-            run = runs[i]
+            run = block.runs[i]
             self._account(run, step, float(loss[i]), bool(np.isfinite(gb[i]).all()), idx, y, z[i].T)
             if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all() and np.isfinite(block.bt[i]).all()):
                 run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
-            if np.isnan(block.At[i, :k]).all() and np.isnan(block.bt[i]).all():
+            if np.isnan(block.At[i, : self.k]).all() and np.isnan(block.bt[i]).all():
                 self._retire(block, i, step)
                 retired = True
         return retired
