@@ -103,8 +103,11 @@ def test_wide_products_give_the_runs_one_product_per_run_gives(mnist, stacked, m
     """Where the probe lets a block take one product for all its runs' rows, every run is bit-identical
     to the same run computed with one product per run (the fallback, and a stack of one); where it does
     not (another BLAS kernel), the engine took one product per run and the two are the same computation."""
+    real, taken = stack.slot_products, []
+    monkeypatch.setattr(stack, "slot_products", lambda A, M, out, n, wide: (taken.append(wide), real(A, M, out, n, wide)))
     monkeypatch.setattr(stack, "wide_is_exact", lambda *key: False)
     both = train_stack(mnist.train_images, mnist.train_labels, STACK32 + STACK64)
+    assert taken and not any(taken)  # the probe said no: one product per run, everywhere
     for ours, one_each in zip(stacked[0] + stacked[1], both):
         assert_identical(ours, one_each)
 
