@@ -33,8 +33,8 @@ of up to :data:`SLOTS` runs, those of one loss next to each other (each loss app
   stays NaN (every operation of a step propagates NaN: the logits, any of the three losses and its
   gradient are NaN, so each later step is a NaN loss and a non-finite gradient, and no probability is
   counted as 0). Its remaining steps are accounted in that closed form, its slot is emptied, and the
-  blocks of its loss are compacted (the live runs in the first slots of as few blocks as hold them).
-  Other runs are never touched.
+  blocks are compacted (the live runs, in their order, in the first slots of as few blocks as hold
+  them). Other runs are never touched.
 
 **What is exact.** Every run's products are the bits of its own BLAS call of one shape (per run, or
 wide where measured equal to that), and no other arithmetic mixes two slots: each element-wise
@@ -303,7 +303,7 @@ class _Stack:
     def step(self, step: int, idx: np.ndarray, y: np.ndarray) -> None:
         np.copyto(self.x, self.images[idx], casting="unsafe")  # (B, d) gather + uint8 -> float, once for all runs
         Y = (self.rows_k == y).astype(self.dtype)  # (k, B) one-hot, transposed
-        t = (slice(None), y, self.cols)  # z[t] (S, B): each example's target logit
+        t = (slice(None), y, self.cols)  # z[t] (n, B): each example's target logit
         retired = False
         for block in self.blocks:
             retired |= self._block_step(block, step, idx, y, t, Y)
