@@ -400,19 +400,37 @@ def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
     return {"scenario": label, "loss": loss, "expect": want, "observed": seen, "ok": bool(ok)}
 
 
+#: The axes of the stability map's grid, in order (each cell's settings, then the loss); an axis that a
+#: cell's document does not carry (``precision`` in a document from before mixed precision) is left out.
+MAP_AXES = ("dtype", "precision", "lr", "input_scale", "seed")
+
+
+def _map_cell(scenario: dict, axes: list[str], losses: tuple[str, ...]) -> dict:
+    """One cell of :func:`stability_map`: its label, coordinates and first non-finite step per loss."""
+    return {"label": scenario["label"], **{a: scenario[a] for a in axes},
+            "first_nonfinite": {loss: scenario["runs"][loss]["first_nonfinite_step"] for loss in losses}}
+
+
 def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
-    """First non-finite step per cell and loss (None = never), and which axes of the grid vary."""
-    axes = ("dtype", "precision", "lr", "input_scale", "seed")
+    """First non-finite step per cell and loss (None = never), with the grid's axes spelt out, so that a
+    notebook can rebuild the map without knowing how compare lays it out.
+
+    ``grid_axes``: every axis, in order (:data:`MAP_AXES` the document's cells carry, then ``loss``);
+    ``values``: each axis's values in the grid's order (the order the cells run in); ``axes``: the
+    cell axes with more than one value (what the text report lays out); ``cells``: one per cell, its
+    coordinates and ``first_nonfinite`` per loss; ``points``: one per cell and loss, every coordinate
+    named (a long table: ``pandas.DataFrame(points)``)."""
+    axes = [a for a in MAP_AXES if scenarios and all(a in s for s in scenarios)]
     values = {a: list(dict.fromkeys(s[a] for s in scenarios)) for a in axes}
+    cells = [_map_cell(s, axes, losses) for s in scenarios]
     return {
+        "grid_axes": [*axes, "loss"],
         "axes": [a for a in axes if len(values[a]) > 1],
-        "values": values,
+        "values": {**values, "loss": list(losses)},
         "losses": list(losses),
-        "cells": [
-            {"label": s["label"], **{a: s[a] for a in axes},
-             "first_nonfinite": {loss: s["runs"][loss]["first_nonfinite_step"] for loss in losses}}
-            for s in scenarios
-        ],
+        "cells": cells,
+        "points": [{**{a: c[a] for a in axes}, "loss": loss, "first_nonfinite_step": step, "label": c["label"]}
+                   for c in cells for loss, step in c["first_nonfinite"].items()],
     }
 
 

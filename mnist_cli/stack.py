@@ -9,36 +9,44 @@
 Runs with the same seed, dtype, batch size, steps and training set draw the same initial parameters
 and the same batches (:func:`mnist_cli.train.rngs`): they differ only in lr, input scale and loss. Such
 a *stack* gathers and converts each batch once, and its runs are laid out side by side in **blocks**
-of :data:`SLOTS` runs of one loss:
+of up to :data:`SLOTS` runs, those of one loss next to each other (each loss applies to its slots):
 
 - **The input scale folds into the weights** (``(s x) W = x (s W)``): a block keeps the transposed
   weights of its runs in pixel units, ``At[i] = s_i W_i.T`` (S, r, d) (``r``: the k classes and the
   rows of zeros :func:`mnist_cli.fastpath.class_rows` pads them to for the BLAS kernel), and their
-  biases ``bt`` (S, k, 1). One batched product ``zt = At @ x.T`` (S, r, B) is every run's logits; the
-  block's loss takes them as ``(S, k, B)`` and returns each run's mean loss and ``dL/dz``; one batched
-  product ``G @ x`` (S, r, d), ``G_i = dL/dz_i * lr_i s_i**2``, is every run's update
-  ``W_i -= lr_i x_i.T @ dL/dz_i`` in pixel units; ``b_i -= lr_i sum(dL/dz_i)``. A batched product is
-  one BLAS call per run, of the same shape for every run: one wide product of all the runs' rows
-  would be faster still, but OpenBLAS rounds a row of a float32 product differently depending on its
-  position in the matrix (measured on the Haswell kernel), which would tie a run's numbers to its slot.
+  biases ``bt`` (S, k, 1). Its n live runs are its first n slots. The product ``zt = At @ x.T``
+  (n, r, B) is every run's logits; the block's loss takes them as ``(n, k, B)`` and returns each run's
+  mean loss and ``dL/dz``; the product ``G @ x`` (n, r, d), ``G_i = dL/dz_i * lr_i s_i**2``, is every
+  run's update ``W_i -= lr_i x_i.T @ dL/dz_i`` in pixel units; ``b_i -= lr_i sum(dL/dz_i)``.
+- **Products** (:func:`slot_products`): one BLAS call for the ``n r`` rows of the block (*wide*) where
+  that gives each run the bits of its own product, else one call per run, each of the shape a stack
+  of one makes. Whether it does depends on the BLAS kernel: OpenBLAS rounds a row of a product
+  differently depending on where it sits in the matrix unless runs sit on the kernel's tiles (12
+  rows in float32 on Haswell; never with 10 or 12 on SkylakeX). :func:`wide_is_exact` measures it,
+  once per process, kernel, dtype, shape and number of runs; a wide product costs about 0.7x (float32)
+  and 0.5x (float64) of the per-run calls on Haswell.
 - **Losses** (:data:`STACK_LOSSES`, the same names as :data:`mnist_cli.losses.LOSSES`) follow the
-  reference formulas term by term on the ``(S, k, B)`` layout; each run keeps its own NaN accounting
+  reference formulas term by term on the ``(n, k, B)`` layout; each run keeps its own NaN accounting
   (:class:`mnist_cli.train.NanReport`, exactly as issue 3 defines it), first-step
   :class:`mnist_cli.train.Snapshot` and per-step losses.
 - **A run that goes NaN keeps its story and stops costing.** Once every parameter of a run is NaN it
   stays NaN (every operation of a step propagates NaN: the logits, any of the three losses and its
   gradient are NaN, so each later step is a NaN loss and a non-finite gradient, and no probability is
   counted as 0). Its remaining steps are accounted in that closed form, its slot is emptied, and the
-  blocks of its loss are compacted when their live runs fit in fewer. Other runs are never touched.
+  blocks are compacted (the live runs, in their order, in the first slots of as few blocks as hold
+  them). Other runs are never touched.
 
-**What is exact.** Every product is one run's own BLAS call, of one shape; every other array of a
-block has the same shape whatever the number of runs (a block not full has *empty slots*: zero
-logits, zero learning rate), and no arithmetic mixes two slots: each element-wise operation and each
-reduction over the classes or the batch sees only its own run's numbers, in the same order. So a run's losses,
-parameters and NaN report are **bit-identical** however many runs share its stack and whichever slot
-it has (``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs). Against
-:func:`mnist_cli.train.train` (``PlainSGD``, ``FastSGD``) the results are equal **to rounding** only:
-their products have other shapes and their sums run in another order; the NaN stories are the same.
+**What is exact.** Every run's products are the bits of its own BLAS call of one shape (per run, or
+wide where measured equal to that), and no other arithmetic mixes two slots: each element-wise
+operation sees one element, and each reduction over the classes or the batch sees only its own run's
+numbers, in the same order whatever the number of live runs (NumPy reduces an axis of a C-ordered
+array with the same loop for every row: a sum over the batch is one pairwise sum of B terms per row, a
+sum over the classes adds the k rows in order). So a run's losses, parameters and NaN report are
+**bit-identical** however many runs share its stack and whichever slot it has
+(``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs in every part of
+a block, and wide against per-run products). Against :func:`mnist_cli.train.train` (``PlainSGD``,
+``FastSGD``) the results are equal **to rounding** only: their products have other shapes and their
+sums run in another order; the NaN stories are the same.
 
 Only what ``compare`` uses is supported: constant learning rate, mini-batches, no weight decay,
 averaging or stop on NaN (:func:`check_stackable`). BLAS runs on one thread
@@ -52,6 +60,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
 
@@ -62,34 +71,93 @@ from mnist_cli.model import DTYPES, N_CLASSES, Model
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
 from mnist_cli.train import NanReport, Snapshot, TrainConfig, TrainResult, _epochs, consumed_digest, healthy_gap, rngs
 
-#: Runs per block: the width of the element-wise loss and accounting arrays (4 x 12 x 100), which stay
-#: in cache with the batch (313 KB in float32); the stack's memory is a few blocks whatever the number
-#: of runs. Measured (Zen 3, OpenBLAS Haswell kernel, 1000 steps): the default compare's 16 runs take
-#: 1.5 s with 4 slots and 3.4 s with 8 (half-empty blocks: 4 runs per loss and dtype); the 180-run map
-#: about the same with either.
-SLOTS = 4
+#: Runs per block: the width of its wide products and of the element-wise loss and accounting arrays
+#: (16 x 12 x 100, 77 KB in float32), which stay in cache with the batch; the parameters of a block are
+#: 0.6 MB in float32 and 1 MB in float64 (with its update, twice that); a stack holds a block per 16 runs.
+#: Measured (AMD EPYC, OpenBLAS Haswell kernel, 1000 steps, training and evaluation, interleaved, relative
+#: to 16 slots): the default compare's 16 runs 1.12x with 4 slots, 1.02x with 8, 1.02x with 32; the 180-run
+#: map 1.15x, 1.12x and 1.01x.
+SLOTS = 16
+
+#: The seed of :func:`wide_is_exact`'s random operands (any fixed seed: the probe is reproducible).
+PROBE_SEED = 13
 
 
-def stack_fused(z, z_max, t, Y):
-    """:func:`mnist_cli.losses.fused` for S runs: ``L_r = mean_i(logsumexp(z_ri) - z_ri[y_i])``.
+def slot_products(A: np.ndarray, M: np.ndarray, out: np.ndarray, n: int, wide: bool) -> None:
+    """``out[i] = A[i] @ M`` for the first ``n`` slots of ``A`` (S, r, c), ``M`` (c, e), ``out`` (S, r, e).
 
-    ``z`` (S, k, B) logits, ``z_max`` their max over the classes (S, 1, B), ``t`` the index of the target
-    logits (``z[t]`` is (S, B)), ``Y`` (k, B) the one-hot labels. Returns ``(L (S,), dL/dz (S, k, B),
-    softmax(z) (S, k, B))``; ``dL/dz = (softmax(z) - onehot(y)) / B``.
+    ``wide``: one BLAS call for all ``n * r`` rows (``A[:n]`` seen as (n r, c)); else one call per slot,
+    each of the shape a stack of one makes (the batched form of ``np.matmul``)."""
+    if wide:
+        r = A.shape[1]
+        np.matmul(A[:n].reshape(n * r, A.shape[2]), M, out=out[:n].reshape(n * r, out.shape[2]))
+    else:
+        np.matmul(A[:n], M, out=out[:n])
+
+
+@cache
+def wide_is_exact(kernel: str | None, dtype_name: str, shape: tuple[int, int, int, int], n: int) -> bool:
+    """Whether a block's wide products give every one of its first ``n`` runs the same bits as that
+    run's own product, for blocks of ``shape = (S, r, d, B)`` in this process's BLAS (``kernel``, the key
+    of the cache: the answer is per kernel, dtype and shape, measured once).
+
+    A **measurement**, not a proof: both step products (the forward ``At @ x.T``, (n r, d) @ (d, B),
+    and the backward ``G @ x``, (n r, B) @ (B, d)) are computed on random operands the way the block
+    computes them (:func:`slot_products`, one BLAS thread, buffers of the block's shapes), wide and one
+    slot at a time, and compared bit for bit, slot by slot. A BLAS call's rounding depends on the
+    shapes, not on the values: which kernel and tile a row lands in, how the sum over the inner
+    dimension is split and in what order its terms are added. If the wide call summed any row of a
+    run in another order, random operands would show it: each of the run's ``r B`` forward and ``r d``
+    backward outputs is a sum of ``d`` or ``B`` products of random numbers, whose rounded value changes
+    with the order of its terms more often than not (measured: where Haswell's float32 wide product of
+    10-row runs is not exact, 64% of a run's forward and 34% of its backward outputs differ from its own
+    product's; adding the inner sum as two halves changes 86-89% of them), so all of a run's outputs
+    agreeing by chance is out of the question. What the probe assumes is only that the BLAS picks its
+    order from the shapes and the thread count (one thread here), not from the values. Measured with
+    OpenBLAS 0.3.31 (:func:`mnist_cli.fastpath.class_rows` rows per run: 12 in float32 on Haswell, else
+    10; 1 to 16 runs): Haswell and Sandybridge exact in both dtypes; SkylakeX in neither (its forward
+    product takes another path when wide); Prescott (Katmai) in float64 only.
     """
-    B = z.shape[2]
-    shifted = z - z_max  # (S, k, B), <= 0
-    e = np.exp(shifted)  # (S, k, B) in [0, 1]
-    s = np.add.reduce(e, axis=1, keepdims=True)  # (S, 1, B) in [1, k]
-    loss = np.add.reduce(np.log(s[:, 0]) - shifted[t], axis=1) / B  # (S,) mean of logsumexp(z) - z[y]
-    p = e / s  # (S, k, B) softmax(z)
+    with blas_pinned():
+        for A, M, wide, alone in _probe_operands(dtype_name, shape):
+            slot_products(A, M, wide, n, True)
+            slot_products(A, M, alone, n, False)
+            if wide[:n].tobytes() != alone[:n].tobytes():
+                return False
+    return True
+
+
+@cache
+def _probe_operands(dtype_name: str, shape: tuple[int, int, int, int]) -> tuple:
+    """Random operands of a block's two products, ``(A, M, out, out)`` each, drawn once per dtype and shape."""
+    S, r, d, B = shape
+    dt = np.dtype(dtype_name)
+    rng = np.random.default_rng(PROBE_SEED)
+    x = rng.integers(0, 256, (B, d)).astype(dt)  # (B, d) like a batch of pixels
+    return tuple((rng.standard_normal((S, r, c)).astype(dt), M, np.zeros((S, r, e), dt), np.zeros((S, r, e), dt))
+                 for c, M, e in ((d, x.T, B), (B, x, d)))  # forward At @ x.T, backward G @ x
+
+
+def stack_fused(shifted, t, Y):
+    """:func:`mnist_cli.losses.fused` for n runs: ``L_r = mean_i(logsumexp(z_ri) - z_ri[y_i])``.
+
+    ``shifted`` (n, k, B) the logits less their max over the classes, ``z - max(z)`` (the shift the
+    reference takes, computed once per block step), ``t`` the index of the target logits
+    (``shifted[t]`` is (n, B)), ``Y`` (k, B) the one-hot labels. Returns ``(L (n,), dL/dz (n, k, B),
+    softmax(z) (n, k, B))``; ``dL/dz = (softmax(z) - onehot(y)) / B``.
+    """
+    B = shifted.shape[2]
+    e = np.exp(shifted)  # (n, k, B) in [0, 1]
+    s = np.add.reduce(e, axis=1, keepdims=True)  # (n, 1, B) in [1, k]
+    loss = np.add.reduce(np.log(s[:, 0]) - shifted[t], axis=1) / B  # (n,) mean of logsumexp(z) - z[y]
+    p = e / s  # (n, k, B) softmax(z)
     dz = p - Y  # softmax(z) - onehot(y)
     dz /= B  # mean over the batch
     return loss, dz, p
 
 
-def _softmax(z, z_max):
-    e = np.exp(z - z_max)  # (S, k, B), each in [0, 1]
+def _softmax(shifted):
+    e = np.exp(shifted)  # (n, k, B), each in [0, 1]
     return e / np.add.reduce(e, axis=1, keepdims=True)
 
 
@@ -98,27 +166,27 @@ def _softmax_backward(p, g):
     return p * (g - np.add.reduce(g * p, axis=1, keepdims=True))
 
 
-def stack_naive(z, z_max, t, Y):
-    """:func:`mnist_cli.losses.naive` for S runs: ``p = softmax(z)``, ``L_r = mean_i(-sum_j(y_ij log p_rij))``,
+def stack_naive(shifted, t, Y):
+    """:func:`mnist_cli.losses.naive` for n runs: ``p = softmax(z)``, ``L_r = mean_i(-sum_j(y_ij log p_rij))``,
     ``dL/dp = -y_ / p / B`` through the softmax Jacobian (same arguments and returns as :func:`stack_fused`)."""
-    B = z.shape[2]
-    p = _softmax(z, z_max)  # (S, k, B), may contain exact zeros
+    B = shifted.shape[2]
+    p = _softmax(shifted)  # (n, k, B), may contain exact zeros
     log_p = np.log(p)  # -inf where p == 0
-    loss = np.add.reduce(-np.add.reduce(Y * log_p, axis=1), axis=1) / B  # (S,); 0 * -inf = nan
+    loss = np.add.reduce(-np.add.reduce(Y * log_p, axis=1), axis=1) / B  # (n,); 0 * -inf = nan
     g = -Y / p / B  # dL/dp: 0/0 = nan, 1/0 = inf
     return loss, _softmax_backward(p, g), p
 
 
-def stack_clipped(z, z_max, t, Y):
-    """:func:`mnist_cli.losses.clipped` for S runs: ``L_r = mean_i(-sum_j(y_ij log(clip(p_rij, 1e-10, 1))))``,
+def stack_clipped(shifted, t, Y):
+    """:func:`mnist_cli.losses.clipped` for n runs: ``L_r = mean_i(-sum_j(y_ij log(clip(p_rij, 1e-10, 1))))``,
     no gradient where ``clip`` is active (same arguments and returns as :func:`stack_fused`)."""
-    B = z.shape[2]
-    lo, one = z.dtype.type(CLIP_MIN), z.dtype.type(1)
-    p = _softmax(z, z_max)  # (S, k, B)
+    B = shifted.shape[2]
+    lo, one = shifted.dtype.type(CLIP_MIN), shifted.dtype.type(1)
+    p = _softmax(shifted)  # (n, k, B)
     p_c = np.clip(p, lo, one)
-    loss = np.add.reduce(-np.add.reduce(Y * np.log(p_c), axis=1), axis=1) / B  # (S,)
+    loss = np.add.reduce(-np.add.reduce(Y * np.log(p_c), axis=1), axis=1) / B  # (n,)
     live = (p >= lo) & (p <= 1)  # where clip passes the gradient
-    g = np.where(live, -Y / p_c / B, z.dtype.type(0))  # dL/dp
+    g = np.where(live, -Y / p_c / B, shifted.dtype.type(0))  # dL/dp
     return loss, _softmax_backward(p, g), p
 
 
@@ -148,19 +216,21 @@ class _Run:
 
 
 class _Block:
-    """S runs of one loss: their parameters in pixel units and each run's step factors, slot by slot.
-    The live runs are always the first slots (:meth:`_Stack._compact` keeps them so)."""
+    """Up to :data:`SLOTS` runs: their parameters in pixel units and each run's step factors, slot by slot.
+    The live runs are always the first slots, the runs of one loss side by side (:attr:`groups`;
+    :meth:`_Stack._compact` keeps them so)."""
 
-    def __init__(self, d: int, k: int, r: int, B: int, dtype, loss: str):
+    def __init__(self, d: int, k: int, r: int, B: int, dtype):
         S = SLOTS
-        self.k, self.dtype, self.loss_fn = k, dtype, STACK_LOSSES[loss]
-        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) and empty slots zero
+        self.k, self.dtype = k, dtype
+        self.At = np.zeros((S, r, d), dtype)  # (S, r, d) [s_i W_i.T], rows past k (padding) zero
         self.bt = np.zeros((S, k, 1), dtype)  # (S, k, 1) biases
         self.coef = np.zeros((S, 1, 1), dtype)  # lr_i * s_i**2: dL/dz -> update in pixel units
         self.lr = np.zeros((S, 1, 1), dtype)  # lr_i: the bias step
         self.max_gap = np.zeros(S)  # each run's largest logit gap so far
         self.runs: list[_Run | None] = [None] * S
-        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed; zero in empty slots
+        self.groups: list[list] = []  # [stacked loss, first slot, end slot] of each loss's runs, in slot order
+        self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed
         self.G = np.zeros((S, r, B), dtype)  # (S, r, B) lr_i s_i**2 dL/dz, zero in the padding rows
         self.gA = np.empty((S, r, d), dtype)
         self.n = 0  # live runs: slots [0, n)
@@ -173,6 +243,11 @@ class _Block:
         self.lr[i] = dt(run.config.lr)
         self.max_gap[i] = max_gap
         self.runs[i] = run
+        loss = STACK_LOSSES[run.config.loss]
+        if self.groups and self.groups[-1][0] is loss:
+            self.groups[-1][2] = i + 1
+        else:
+            self.groups.append([loss, i, i + 1])
         self.n += 1
 
     def full(self) -> bool:
@@ -183,7 +258,7 @@ class _Block:
 
 
 class _Stack:
-    """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks per loss."""
+    """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks of runs."""
 
     def __init__(self, images, labels, configs: list[TrainConfig]):
         first = configs[0]
@@ -199,71 +274,105 @@ class _Stack:
         self.init = model
         self.runs = [_Run(c, NanReport(), np.empty(self.steps), np.zeros(self.steps, bool), scale=c.input_scale / 255.0)
                      for c in configs]
-        self.r = class_rows(self.k, self.dtype, blas_kernel())  # rows per run's product (k + padding)
-        self.blocks: dict[str, list[_Block]] = {}
+        self.kernel = blas_kernel()
+        self.r = class_rows(self.k, self.dtype, self.kernel)  # rows per run's product (k + padding)
+        self._wide: list[bool | None] = [None] * (SLOTS + 1)  # live runs n -> wide products? (probed when first met)
+        self.blocks: list[_Block] = []
         At = np.zeros((self.r, self.d), self.dtype)
-        for run in self.runs:
+        rank = {loss: i for i, loss in enumerate(dict.fromkeys(c.loss for c in configs))}
+        for run in sorted(self.runs, key=lambda run: rank[run.config.loss]):  # stable: in their order within a loss
             At[: self.k] = model.W.T * self.dtype(run.scale)
             self._seat(run, At, model.b[:, None], 0.0)
         self.x = np.empty((self.B, self.d), self.dtype)  # (B, d) the batch in pixels, unscaled
         self.rows_k = np.arange(self.k)[:, None]  # (k, 1)
         self.cols = np.arange(self.B)  # (B,)
 
+    def wide(self, n: int) -> bool:
+        """Whether a block of ``n`` live runs takes wide products (:func:`wide_is_exact`, cached per process)."""
+        if self._wide[n] is None:
+            self._wide[n] = wide_is_exact(self.kernel, np.dtype(self.dtype).name, (SLOTS, self.r, self.d, self.B), n)
+        return self._wide[n]
+
     def _seat(self, run: _Run, At, bt, max_gap: float) -> None:
-        blocks = self.blocks.setdefault(run.config.loss, [])
-        if not blocks or blocks[-1].full():
-            blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype, run.config.loss))
-        blocks[-1].put(run, At, bt, max_gap)
+        if not self.blocks or self.blocks[-1].full():
+            self.blocks.append(_Block(self.d, self.k, self.r, self.B, self.dtype))
+        self.blocks[-1].put(run, At, bt, max_gap)
 
     # --- one step -----------------------------------------------------------------------------
 
     def step(self, step: int, idx: np.ndarray, y: np.ndarray) -> None:
         np.copyto(self.x, self.images[idx], casting="unsafe")  # (B, d) gather + uint8 -> float, once for all runs
         Y = (self.rows_k == y).astype(self.dtype)  # (k, B) one-hot, transposed
-        t = (slice(None), y, self.cols)  # z[t] (S, B): each example's target logit
+        t = (slice(None), y, self.cols)  # z[t] (n, B): each example's target logit
         retired = False
-        for blocks in self.blocks.values():
-            for block in blocks:
-                retired |= self._block_step(block, step, idx, y, t, Y)
+        for block in self.blocks:
+            retired |= self._block_step(block, step, idx, y, t, Y)
         if retired:
             self._compact()
 
     def _block_step(self, block: _Block, step: int, idx, y, t, Y) -> bool:
         n, k = block.n, self.k
-        zt = block.zt
-        np.matmul(block.At[:n], self.x.T, out=zt[:n])  # (n, r, B) each live run's x @ W, transposed: one product each
-        z = zt[:, :k]  # (S, k, B) the classes (empty slots: zeros)
-        z[:n] += block.bt[:n]
-        z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (S, 1, B) the max shift
-        gap = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (S,) max(z) - min(z), nan if z is
-        np.copyto(block.max_gap, gap, where=gap > block.max_gap)
-        loss, dz, p = block.loss_fn(z, z_max, t, Y)
-        gb = np.add.reduce(dz, axis=2, keepdims=True)  # (S, k, 1) dL/db
+        wide = self.wide(n)
+        slot_products(block.At, self.x.T, block.zt, n, wide)  # (n, r, B) each live run's x @ W, transposed
+        z = block.zt[:n, :k]  # (n, k, B) the classes
+        z += block.bt[:n]
+        z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (n, 1, B) the max shift
+        shifted = z - z_max  # (n, k, B), <= 0
+        gap, healthy = self._gaps(z, z_max, shifted)  # (n,) max(z) - min(z), nan if z is; (n,) within the healthy gap
+        np.copyto(block.max_gap[:n], gap, where=gap > block.max_gap[:n])
+        count = not healthy.all()  # a probability may be 0, a logit inf (or z is nan): count them
+        loss, gb = np.empty(n, z.dtype), np.empty((n, k, 1), z.dtype)  # (n,) mean losses, (n, k, 1) dL/db
+        zeros = np.zeros(n, np.intp)  # (n,) zero probabilities
+        for loss_fn, a, b in block.groups:  # each loss on its runs' slots
+            loss[a:b], dz, p = loss_fn(shifted[a:b], t, Y)
+            np.add.reduce(dz, axis=2, keepdims=True, out=gb[a:b])
+            np.multiply(dz, block.coef[a:b], out=block.G[a:b, :k])  # (b - a, k, B) lr_i s_i**2 dL/dz
+            if count:
+                zeros[a:b] = np.count_nonzero(p == 0, axis=(1, 2))
         runs = block.runs[:n]
         for i, run in enumerate(runs):
             run.losses[step - 1] = loss[i]
-        if not (gap <= self.healthy_gap).all():  # a probability may be exactly 0 (or z is nan): count them
-            zeros = np.count_nonzero(p == 0, axis=(1, 2))  # (S,)
-            infs = np.count_nonzero(np.isinf(z), axis=(1, 2))  # (S,) logits past the dtype's range
-            for i in np.flatnonzero(~(gap <= self.healthy_gap) & ((zeros > 0) | (infs > 0))):
+        if count:
+            # logits past the dtype's range (an inf logit makes the gap inf or nan)
+            infs = np.zeros(n, np.intp) if np.isfinite(gap).all() else np.count_nonzero(np.isinf(z), axis=(1, 2))
+            for i in np.flatnonzero(~healthy):
                 runs[i].nan.count_underflow(step, int(zeros[i]))
                 runs[i].nan.count_overflow(step, int(infs[i]))
-        np.multiply(dz[:n], block.coef[:n], out=block.G[:n, :k])  # (n, k, B) lr_i s_i**2 dL/dz
-        np.matmul(block.G[:n], self.x, out=block.gA[:n])  # (n, r, d) one product each
+        slot_products(block.G, self.x, block.gA, n, wide)  # (n, r, d) each live run's update
         block.At[:n] -= block.gA[:n]
-        block.bt[:n] -= block.lr[:n] * gb[:n]
-        if np.isfinite(loss).all() and np.isfinite(gb).all():  # empty slots are always finite
+        block.bt[:n] -= block.lr[:n] * gb
+        if np.isfinite(loss).all() and np.isfinite(gb).all():
             return False
+        return self._nonfinite(block, step, idx, y, z, loss, gb)
+
+    def _nonfinite(self, block: _Block, step: int, idx, y, z, loss, gb) -> bool:
+        """Account the runs of ``block`` whose loss or gradient was non-finite at ``step`` (after its
+        update); retire those whose parameters are all NaN. Returns whether any was retired."""
         retired = False
         for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=(1, 2))):
-            run = runs[i]
+            run = block.runs[i]
             self._account(run, step, float(loss[i]), bool(np.isfinite(gb[i]).all()), idx, y, z[i].T)
             if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all() and np.isfinite(block.bt[i]).all()):
                 run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
-            if np.isnan(block.At[i, :k]).all() and np.isnan(block.bt[i]).all():
+            if np.isnan(block.At[i, : self.k]).all() and np.isnan(block.bt[i]).all():
                 self._retire(block, i, step)
                 retired = True
         return retired
+
+    def _gaps(self, z, z_max, shifted) -> tuple[np.ndarray, np.ndarray]:
+        """Each run's largest logit gap ``max_i(max(z_i) - min(z_i))`` (n,), nan if its z is, and whether
+        it is within the healthy gap (n,) (where no probability can be 0: :func:`mnist_cli.losses.healthy_gap`).
+
+        From ``-min(z - max(z))``, one reduction: where z is finite this is the same number
+        (``fl(z_j - m)`` is monotone in ``z_j`` and ``fl(-a) = -fl(a)``), and where it is not (an inf or
+        a nan in ``z - max(z)``) the result is nan or inf, past the healthy gap; the gaps past it are
+        taken again by the plain formula, as :meth:`mnist_cli.train.Accounting.record` takes them."""
+        gap = -np.minimum.reduce(shifted, axis=(1, 2))  # (n,)
+        healthy = gap <= self.healthy_gap
+        if not healthy.all():
+            plain = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (n,)
+            gap = np.where(healthy, gap, plain)
+        return gap, healthy
 
     @staticmethod
     def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
@@ -297,13 +406,12 @@ class _Stack:
         run.nan.max_logit_gap = max(run.nan.max_logit_gap, float(block.max_gap[i]))
 
     def _compact(self) -> None:
-        """Seat the live runs of each loss again, in their order, in the first slots of as few blocks as
-        hold them (a run's numbers do not depend on its slot: each has products of its own)."""
-        for loss, blocks in self.blocks.items():
-            self.blocks[loss] = []
-            for b in blocks:
-                for i in b.live():
-                    self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
+        """Seat the live runs again, in their order (so each loss's side by side), in the first slots of
+        as few blocks as hold them (a run's numbers do not depend on its slot)."""
+        blocks, self.blocks = self.blocks, []
+        for b in blocks:
+            for i in b.live():
+                self._seat(b.runs[i], b.At[i], b.bt[i], float(b.max_gap[i]))
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -319,14 +427,13 @@ class _Stack:
                     step += 1
                     self.step(step, batches[j], labels[j])
                 consumed_digest(order_hash, batches, labels)
-            for blocks in self.blocks.values():
-                for block in blocks:
-                    for i in block.live():
-                        run = block.runs[i]
-                        if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
-                                                                 and np.isfinite(block.bt[i]).all()):
-                            run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
-                        self._finish(block, i)
+            for block in self.blocks:
+                for i in block.live():
+                    run = block.runs[i]
+                    if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
+                                                             and np.isfinite(block.bt[i]).all()):
+                        run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+                    self._finish(block, i)
         return order_hash.hexdigest()
 
 

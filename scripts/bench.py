@@ -27,7 +27,8 @@ The five figures of issue 5, each a ratio measured in this run (medians over int
               float32 size of the images it holds. Goal: <= 2.
 
 7. compare    ``run_compare`` stacked (the default) / the same runs one by one (``engine="alone"``),
-              interleaved: the default compare (16 runs; goal <= 0.4) and the 180-run map of issue 13
+              interleaved: the default compare's 16 float32/float64 runs (goal <= 0.4; the whole default,
+              half-precision runs included, without a goal) and the 180-run map of issue 13
               (5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses, 1000 steps of 100; goals <= 0.2,
               <= 30 s), and the time to draw that map (goal <= 5 s).
 8. half      the tutorial run (1000 x 100, fused) in float16 and bfloat16, pure and mixed precision
@@ -586,7 +587,7 @@ def bench_contended(d, data_dir: Path, repeats: int) -> dict:
     fns = {
         "tutorial run (1000 x 100)": lambda: train(X, y, TrainConfig()),
         "--preset best": lambda: train(X, y, TrainConfig(**PRESETS["best"])),
-        "default compare (16 runs)": lambda: run_compare(X, y, Xt, yt, CompareConfig()),
+        "default compare (16 runs)": lambda: run_compare(X, y, Xt, yt, CompareConfig(**DEFAULT_FULL)),
         "whole process train --loss fused": lambda: _process_seconds(data_dir, ["train", "--loss", "fused"]),
         "full batch x3, --threads 1": lambda: train(X, y, TrainConfig(full_batch=True, steps=3)),
         "full batch x3, --threads 2": lambda: train(X, y, TrainConfig(full_batch=True, steps=3, threads=2)),
@@ -617,6 +618,11 @@ def bench_contended(d, data_dir: Path, repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------- compare, stacked
 
+#: The default compare's float32/float64 scenarios (8 cells x 2 losses = 16 runs: the goal of issue 13). The
+#: half-precision scenarios the default also runs are trained one by one by either engine (the stack does not
+#: implement them); the whole default is timed too, without a goal.
+DEFAULT_FULL = dict(lrs=(0.5, 5.0), input_scales=(1.0, 255.0), dtypes=("float32", "float64"))
+
 #: The dense map of issue 13: 5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses = 180 runs.
 MAP = dict(lrs=(0.1, 0.3162, 1.0, 3.162, 10.0), input_scales=(1.0, 16.0, 255.0), dtypes=("float32", "float64"),
            seeds=(0, 1, 2))
@@ -632,7 +638,9 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
 
     X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
     out = {}
-    for name, config, n in (("default compare (16 runs)", CompareConfig(), repeats),
+    whole = CompareConfig()
+    for name, config, n in (("default compare (16 runs)", CompareConfig(**DEFAULT_FULL), repeats),
+                            (f"whole default compare ({len(whole.cells()) * len(whole.losses)} runs)", whole, map_repeats),
                             ("180-run map (1000 steps of 100)", CompareConfig(**MAP), map_repeats)):
         times = interleaved({"stack": lambda c=config: run_compare(X, y, Xt, yt, c),
                              "alone": lambda c=config: run_compare(X, y, Xt, yt, replace(c, engine="alone"))},
@@ -755,8 +763,9 @@ def table(doc: dict) -> str:
     if cmp := doc.get("compare"):
         add("7. compare stacked (runs sharing a seed and dtype as one) / the same runs one by one")
         for name, f in cmp.items():
-            add(_row(f"{name}, stacked", f["stack"], f["ratio"], "<= 0.4" if "16" in name else "<= 0.2",
-                     f"{_goal(f['goal'])}; one by one {f['alone']:.2f} s"))
+            goal = "<= 0.4" if name.startswith("default") else "<= 0.2" if name.startswith("180") else ""
+            add(_row(f"{name}, stacked", f["stack"], f["ratio"], goal,
+                     (f"{_goal(f['goal'])}; " if goal else "") + f"one by one {f['alone']:.2f} s"))
             if "plot_seconds" in f:
                 add(_row("180-run map, training + evaluation", f["stack"], None, "<= 30 s", _goal(f["goal_seconds"])))
                 add(_row("180-run map, drawing the PNG", f["plot_seconds"], None, "<= 5 s", _goal(f["goal_plot"])))

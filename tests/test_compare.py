@@ -72,10 +72,13 @@ DOCUMENT = {
     "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
     "scenarios": [SCENARIO],
     "stability_map": {
-        "axes": [str], "values": {"dtype": [str], "precision": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int]},
+        "grid_axes": [str], "axes": [str],
+        "values": {"dtype": [str], "precision": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int], "loss": [str]},
         "losses": [str],
         "cells": [{"label": str, "dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int,
                    "first_nonfinite": "per-loss"}],
+        "points": [{"dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int, "loss": str,
+                    "first_nonfinite_step": OPT_INT, "label": str}],
     },
     "forensics": [FORENSICS],
     "checks": [{"scenario": str, "loss": str, "expect": str, "observed": str, "ok": bool}],
@@ -536,6 +539,32 @@ def test_dense_sweep_report_fits_80_columns_and_shows_seed_agreement(mnist):
     assert full.count("  naive  ") == 24 and all(len(line) <= 80 for line in full.splitlines())
     narrow = format_report(doc, width=60, all_runs=True)
     assert "Not shown at this width: time" in narrow and "  acc  final loss" in narrow  # whole headers, never split
+
+
+def test_the_map_document_rebuilds_the_grid_from_its_axes(mnist):
+    """A reader that knows only the map's axes, values and points (as a notebook reads the JSON) rebuilds
+    the whole grid: every point names a value of every axis, each combination of values is exactly one
+    point, and the grid rebuilt from the coordinates holds each run's own first non-finite step."""
+    doc = json.loads(json.dumps(jsonable(_dense_doc(mnist))))
+    m = doc["stability_map"]
+    assert m["grid_axes"] == ["dtype", "precision", "lr", "input_scale", "seed", "loss"]
+    assert m["values"] == {"dtype": ["float32", "float64"], "precision": ["pure"], "lr": [0.5, 5.0],
+                           "input_scale": [1, 255], "seed": [0, 1, 2], "loss": ["naive", "fused"]}
+    assert m["axes"] == [a for a in m["grid_axes"][:-1] if len(m["values"][a]) > 1]
+    grid = np.full([len(m["values"][a]) for a in m["grid_axes"]], -1)  # -1: no point yet
+    for p in m["points"]:
+        at = tuple(m["values"][a].index(p[a]) for a in m["grid_axes"])
+        assert grid[at] == -1
+        grid[at] = p["first_nonfinite_step"] or 0
+    assert (grid >= 0).all() and len(m["points"]) == grid.size
+    for s in doc["scenarios"]:
+        for loss, run in s["runs"].items():
+            at = tuple(m["values"][a].index(loss if a == "loss" else s[a]) for a in m["grid_axes"])
+            assert grid[at] == (run["first_nonfinite_step"] or 0)
+    assert grid.any() and not grid.all()  # some runs broke, some never did: the grid is not trivially filled
+    cell = {"label": "c", "dtype": "float32", "lr": 0.5, "input_scale": 1, "seed": 0,
+            "runs": {"fused": {"first_nonfinite_step": None}}}
+    assert compare_mod.stability_map([cell], ("fused",))["grid_axes"] == ["dtype", "lr", "input_scale", "seed", "loss"]
 
 
 def test_table_formats_list_every_run(mnist):
