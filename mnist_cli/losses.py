@@ -172,7 +172,7 @@ def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
     return out
 
 
-def fused(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """``softmax_cross_entropy_with_logits``: ``L = mean_i(logsumexp(z_i) - z_i[y_i])``.
 
     With ``m_i = max_j z_ij``, ``logsumexp(z_i) = m_i + log(sum_j exp(z_ij - m_i))``; the shifted
@@ -184,7 +184,8 @@ def fused(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     ``[6e4, -6e4]``), ``z - m`` rounds to ``-inf`` (silently) and its exp to 0: the row's loss is
     ``+inf`` if the target is such a logit (its exact value exceeds the largest float too, so ``inf`` is
     the correctly rounded loss) and finite otherwise; the gradient stays finite, that entry's
-    probability being 0. Non-finite logits give NaN (``inf - inf`` in the shift).
+    probability being 0. Non-finite logits give NaN (``inf - inf`` in the shift). ``grad_scale``: see
+    :data:`LOSSES`.
     """
     n = z.shape[0]
     rows = np.arange(n)
@@ -197,6 +198,9 @@ def fused(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     grad = e / s  # (n, k) softmax(z)
     grad[rows, y] -= 1  # softmax(z) - onehot(y)
     grad = _div_n(grad, n)  # mean over the batch
+    if grad_scale != 1.0:
+        with np.errstate(over="ignore"):
+            grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
     return float(loss), grad
 
 
@@ -209,12 +213,18 @@ def _softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return p * (g - _row_sum(g * p))  # (n, k)
 
 
+def _upstream(y_: np.ndarray, grad_scale: float) -> np.ndarray:
+    """``-y_ * grad_scale``: what reaches ``mean``'s backward times the one-hot labels, before ``/ n``
+    (exact: ``y_`` is 0 or 1)."""
+    return -y_ if grad_scale == 1.0 else -y_ * y_.dtype.type(grad_scale)
+
+
 def _log_backward(g_in: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log."""
     return g_in / p  # (n, k): 0/0 = nan, -x/0 = -inf, and -inf where g_in/p overflows
 
 
-def naive(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """The tutorial's first version: ``p = softmax(z)``, ``L = mean_i(-sum_j(y_ij * log(p_ij)))``.
 
     The gradient is what autodiff takes *through* that graph, with no shortcut, in PyTorch autograd's
@@ -223,12 +233,12 @@ def naive(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     non-target p underflowed to 0; ``-inf`` where the target's did, or where ``1/(n p)`` overflows), then
     the softmax Jacobian ``dL/dz = p * (g - sum(g * p))``. Where no probability underflows it equals the
     fused gradient to rounding; where one does, the loss is nan (``0 * log(0) = 0 * -inf``) and the NaN
-    spreads through the whole row of the gradient.
+    spreads through the whole row of the gradient. ``grad_scale``: see :data:`LOSSES`.
     """
-    return naive_from_probs(softmax(z), y)
+    return naive_from_probs(softmax(z), y, grad_scale)
 
 
-def naive_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def naive_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """:func:`naive` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k).
 
     Split off so that a cross-check can replay this half on another framework's probabilities.
@@ -238,12 +248,12 @@ def naive_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         log_p = np.log(p)  # -inf where p == 0
         loss = _mean(-_row_sum(y_ * log_p)[:, 0])  # 0 * -inf = nan
-        g = _log_backward(_div_n(-y_, n), p)  # dL/dp = (-y_ / n) / p
+        g = _log_backward(_div_n(_upstream(y_, grad_scale), n), p)  # dL/dp = (-y_ / n) / p
         grad = _softmax_backward(p, g)  # (n, k)
     return float(loss), grad
 
 
-def clipped(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def clipped(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """The common workaround ``L = mean_i(-sum_j(y_ij * log(clip(p_ij, 1e-10, 1))))``, ``p = softmax(z)``.
 
     Finite in float32 and float64, but biased: a confidently wrong example costs at most
@@ -251,12 +261,12 @@ def clipped(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     ``1e-10 <= p <= 1`` (bounds included, as ``torch.clamp``'s backward): ``dL/dp = (-y_ / n) / clip(p)``
     there, else 0, then the softmax Jacobian. The bounds are rounded to the dtype: in float16 ``1e-10``
     rounds to 0 (the smallest subnormal is 6e-8), the clip does nothing and ``clipped`` is exactly
-    ``naive``; in bfloat16 the floor is 1.00044e-10.
+    ``naive``; in bfloat16 the floor is 1.00044e-10. ``grad_scale``: see :data:`LOSSES`.
     """
-    return clipped_from_probs(softmax(z), y)
+    return clipped_from_probs(softmax(z), y, grad_scale)
 
 
-def clipped_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def clipped_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """:func:`clipped` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k)."""
     n, k = p.shape
     y_ = onehot(y, k, p.dtype)  # (n, k)
@@ -265,12 +275,16 @@ def clipped_from_probs(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]
         p_c = np.minimum(np.maximum(p, lo), hi)  # (n, k) clip(p); np.clip would promote bfloat16 to float32
         loss = _mean(-_row_sum(y_ * np.log(p_c))[:, 0])
         live = (p >= lo) & (p <= hi)  # (n, k) where clip passes the gradient
-        g = np.where(live, _log_backward(_div_n(-y_, n), p_c), p.dtype.type(0))  # dL/dp
+        g = np.where(live, _log_backward(_div_n(_upstream(y_, grad_scale), n), p_c), p.dtype.type(0))  # dL/dp
         grad = _softmax_backward(p, g)  # (n, k)
     return float(loss), grad
 
 
-#: name -> loss function; the only place a loss is chosen by name.
+#: name -> loss function; the only place a loss is chosen by name. Each is ``f(z, y, grad_scale=1.0) ->
+#: (L, d(grad_scale * L)/dz)``: ``grad_scale`` is the gradient autodiff starts from (a loss scaler's
+#: scale), entering where PyTorch's backward takes it. For naive and clipped that is before the ``log``
+#: backward's division by ``p``, so ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not
+#: (with ``scale = 2**16``, ``n = 100``: from a gap of about 80 in float32 instead of 91).
 LOSSES = {
     "fused": fused,
     "naive": naive,

@@ -18,7 +18,8 @@ logits          ``z = rnd(x @ W + b)``: products exact in float32,     the same 
                 summed in float32, rounded once (a fused ``linear``)
 loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float32 on ``float32(z)``
                 op rounded, reductions accumulated in float32          (autocast's float32 list)
-scaled dL/dz    --                                                     ``g = rnd(dL/dz * scale)``
+scaled dL/dz    --                                                     ``g = rnd(d(scale L)/dz)``: the scale
+                                                                       enters where autograd's backward takes it
 dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
                 accumulation, one rounding)                            then ``float32(.) / scale``
 update          ``W = rnd(W - rnd(lr) * dL/dW)``, one rounding;        ``W -= lr * dL/dW`` in float32,
@@ -268,9 +269,9 @@ class LowPrecisionSGD(BatchesTaken):
         """``(dL/dW, dL/db, scaled ones finite)``: the gradients in float32, rounded half products of ``dz``
         (scaled in mixed precision), unscaled; and whether the scaled ones were finite (GradScaler's test)."""
         scale = self.scaler.scale if self.mixed else np.float32(1)
-        g = dz.astype(np.float32)  # (B, k)
+        g = dz.astype(np.float32)  # (B, k), already scaled: the loss took the scale (loss_fn's grad_scale)
         if self.mixed:
-            g = round_to(g * scale, self.low, out=g)  # autocast's cast of the gradient to the dtype
+            g = round_to(g, self.low, out=g)  # autocast's cast of the gradient to the dtype
         gW = round_to(x.T @ g, self.low)  # (d, k)
         gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
         scaled_ok = _finite(gW) and _finite(gb)  # GradScaler's found_inf, before the unscaling
@@ -286,7 +287,7 @@ class LowPrecisionSGD(BatchesTaken):
         W, b = self._weights()
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
         z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
-        loss, dz = self.loss_fn(z, y)
+        loss, dz = self.loss_fn(z, y, self.scaler.scale) if self.mixed else self.loss_fn(z, y)  # d(scale L)/dz
         gW, gb, scaled_ok = self._gradients(x, dz)
         grad_ok = _finite(gW) and _finite(gb)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)

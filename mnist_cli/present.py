@@ -59,12 +59,14 @@ def number_text(x: float) -> str:
 def map_grid(m: dict) -> dict:
     """Lay a :func:`stability_map` out as a 2-D table: one varying axis across (seed first, then input
     scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
-    (None = never); ``ran[row][col]`` is False for a combination the grid did not contain."""
+    (None = never); ``ran[row][col]`` is False for a combination the grid did not contain, and a row
+    with no cell at all is left out."""
     col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
     row_axes = [a for a in m["axes"] if a != col_axis]
     cols = m["values"][col_axis]
-    rows = list(itertools.product(*(m["values"][a] for a in row_axes)))
     found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
+    seen = {r for r, _ in found}  # rows the grid has: no float32 "mixed" row, say, where no cell is
+    rows = [r for r in itertools.product(*(m["values"][a] for a in row_axes)) if r in seen]
     return {
         "col_axis": col_axis, "row_axes": row_axes, "cols": cols, "rows": rows,
         "ran": [[(r, v) in found for v in cols] for r in rows],
@@ -593,8 +595,9 @@ def _report_map(doc: dict, width: int) -> list[str]:
         return [*_agreement_map(doc, width), ""]
     g = map_grid(doc["stability_map"])
     across = ", ".join(_AXIS[a] for a in g["row_axes"])
-    return [_clip(f"Stability map: first non-finite step of {doc['settings']['steps']} ('-' = never); columns: "
-                  f"{_AXIS[g['col_axis']]}" + (f", rows: {across}" if across else ""), width),
+    head = (f"Stability map: first non-finite step of {doc['settings']['steps']} ('-' = never); columns: "
+            f"{_AXIS[g['col_axis']]}" + (f", rows: {across}" if across else ""))
+    return [*_wrap(head, width),
             *(_clip(line, width) for line in _map(doc["stability_map"])), ""]
 
 

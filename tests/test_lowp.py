@@ -294,3 +294,34 @@ def test_pure_update_is_torch_sgd(dtype, lr):
     torch.optim.SGD([Wt, bt], lr=lr).step()
     np.testing.assert_array_equal(e.W, Wt.detach().float().numpy().T)
     np.testing.assert_array_equal(e.b, bt.detach().float().numpy())
+
+
+def test_the_loss_scale_enters_before_the_log_backward():
+    """Autograd divides the *scaled* upstream gradient by p: (2^16 / n) / p overflows float32 at a gap where
+    (1 / n) / p does not; scaling dL/dz afterwards would hide that (and GradScaler would not skip). clipped
+    passes no gradient below its floor of 1e-10, so 2^16 / p stays finite there."""
+    z = np.zeros((1, 10), np.float32)
+    z[0, 3] = -85.0  # the target 85 below the others: p ~ 1.2e-38, 1/p ~ 8e37, 2^16/p ~ 5e42
+    y = np.array([3])
+    _, plain = LOSSES["naive"](z, y)
+    _, scaled = LOSSES["naive"](z, y, 2.0**16)
+    assert np.isfinite(plain).all() and not np.isfinite(scaled).all()
+    assert np.isfinite(LOSSES["clipped"](z, y, 2.0**16)[1]).all()
+    healthy = np.array([[2.0, -1.0, 0.5, 0.0, 1.0, -2.0, 0.3, 0.1, -0.5, 0.2]], np.float32)
+    for name in LOSSES:  # where nothing overflows the scaled gradient is the gradient times the scale
+        np.testing.assert_array_equal(LOSSES[name](healthy, y, 2.0**16)[1], LOSSES[name](healthy, y)[1] * 2**16)
+
+
+@pytest.mark.torch
+def test_scaled_naive_backward_overflows_where_torchs_does():
+    """The same example through PyTorch: backward of 2^16 * naive loss, the pattern of dL/dz."""
+    torch = pytest.importorskip("torch")
+    z = np.zeros((100, 10), np.float32)
+    z[:, 3] = np.linspace(-75, -95, 100)  # the target from 75 to 95 below the others, across the window
+    y = np.full(100, 3)
+    zt = torch.from_numpy(z.copy()).requires_grad_()
+    loss = -(torch.nn.functional.one_hot(torch.from_numpy(y), 10) * torch.log(torch.softmax(zt, 1))).sum(1).mean()
+    (loss * 2.0**16).backward()
+    _, ours = LOSSES["naive"](z, y, 2.0**16)
+    np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(zt.grad.numpy()))
+    assert not np.isfinite(ours).all() and np.isfinite(ours).any()  # the window is inside the sweep
