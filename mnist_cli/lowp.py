@@ -1,8 +1,8 @@
 """Training and inference in float16 and bfloat16: pure half precision, and mixed precision as ``torch.autocast``.
 
-    r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic"))
-    r.nan.steps_skipped, r.nan.loss_scale
-    # -> (5, 2048.0)
+    r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic", input_scale=16))
+    r.nan.steps_skipped, r.nan.loss_scale       # the first 3 scaled gradients overflow float16
+    # -> (3, 8192.0)
 
 NumPy has no float16 BLAS kernel (and ml_dtypes' bfloat16 none at all), so every array of a step is
 held in **float32 arrays whose values are representable in the low dtype**, and each operation that
@@ -65,9 +65,9 @@ INIT_SCALE, GROWTH, BACKOFF, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
 
 
 _U32 = np.uint32
-#: (dtype name) -> (significand bits float32 has beyond it, the smallest normal's float32 bits): the rounding
-#: of a float32 to float16 or bfloat16 is an integer add-and-mask on its bits wherever the result is normal.
-_DROP = {"float16": (13, 0x38800000), "bfloat16": (16, 0x00800000)}
+#: dtype name -> the significand bits float32 has beyond it: the rounding of a float32 to float16 or
+#: bfloat16 is an integer add-and-mask on its bits wherever the result is normal.
+_DROP = {"float16": 13, "bfloat16": 16}
 _F16_MAX_BITS, _INF_BITS = 0x477FE000, 0x7F800000  # 65504 and inf, as float32 bits
 #: float16 arrays larger than this are rounded by bits (measured: a (100, 10) array casts in ~4 us, the
 #: masks of the bit path cost ~10 us; at (784, 10) the cast takes 33 us, the bits 20).
@@ -149,7 +149,7 @@ class Inputs:
         self.dtype = as_dtype(dtype)
         self.s = np.float32(input_scale / 255.0)
         self.table = pixel_table(input_scale, self.dtype)
-        self.drop = _DROP[self.dtype.name][0]
+        self.drop = _DROP[self.dtype.name]
         self.split = np.float32(2**self.drop + 1)
         self.x = np.empty((B, d), np.float32)
         self.c = np.empty((min(B, _SCRATCH_ROWS), d), np.float32)  # Veltkamp's scratch, a slice of rows at a time
@@ -250,7 +250,6 @@ class LowPrecisionSGD(BatchesTaken):
         self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
         self.low = as_dtype(config.dtype)
         self.mixed = config.precision == "mixed"
-        self.loss_dtype = np.float32 if self.mixed else self.low  # what the loss computes in
         self.params = np.concatenate([model.W, model.b[None, :]]).astype(np.float32)  # (d + 1, k)
         self.W, self.b = self.params[:-1], self.params[-1]
         self.B = config.batch_size
