@@ -56,6 +56,14 @@ def number_text(x: float) -> str:
     return short if float(short) == x else repr(float(x))
 
 
+def _grid_cells(m: dict, row_axes: list[str], col_axis: str) -> tuple[dict, list[tuple]]:
+    """``{(row, col): first_nonfinite}`` of the map's cells, and the rows in the axes' order that hold at
+    least one cell (no float32 "mixed" row, say, where the grid has no such cell)."""
+    found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
+    seen = {r for r, _ in found}
+    return found, [r for r in itertools.product(*(m["values"][a] for a in row_axes)) if r in seen]
+
+
 def map_grid(m: dict) -> dict:
     """Lay a :func:`stability_map` out as a 2-D table: one varying axis across (seed first, then input
     scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
@@ -64,9 +72,7 @@ def map_grid(m: dict) -> dict:
     col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
     row_axes = [a for a in m["axes"] if a != col_axis]
     cols = m["values"][col_axis]
-    found = {(tuple(c[a] for a in row_axes), c[col_axis]): c["first_nonfinite"] for c in m["cells"]}
-    seen = {r for r, _ in found}  # rows the grid has: no float32 "mixed" row, say, where no cell is
-    rows = [r for r in itertools.product(*(m["values"][a] for a in row_axes)) if r in seen]
+    found, rows = _grid_cells(m, row_axes, col_axis)
     return {
         "col_axis": col_axis, "row_axes": row_axes, "cols": cols, "rows": rows,
         "ran": [[(r, v) in found for v in cols] for r in rows],
