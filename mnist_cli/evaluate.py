@@ -141,8 +141,8 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     check_input_scale(scale, dtype or model.compute_dtype)
     data = load_data()
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
-    if dtype is not None:
-        model = model.as_dtype(dtype, precision)
+    if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so
+        model = model.as_dtype(dtype or model.compute_dtype, precision)
     z = predict_logits(model, images, scale, threads=threads)  # (n, k)
     report = evaluate_logits(model, z, labels)
     if model.compute_dtype in LOW_PRECISION:

@@ -1,5 +1,7 @@
 """Half precision (mnist_cli.lowp): exact rounding, GradScaler's rules, pure and mixed training, models on disk."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -325,3 +327,23 @@ def test_scaled_naive_backward_overflows_where_torchs_does():
     _, ours = LOSSES["naive"](z, y, 2.0**16)
     np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(zt.grad.numpy()))
     assert not np.isfinite(ours).all() and np.isfinite(ours).any()  # the window is inside the sweep
+
+
+def test_cli_trains_saves_and_evaluates_in_half_precision(cli, tmp_path):
+    model = tmp_path / "m.npz"
+    r = cli("train", "--dtype", "bfloat16", "--precision", "mixed", "--loss-scale", "dynamic", "--steps", "40",
+            "--train-limit", "2000", "--save", str(model), "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["changed"] == {"dtype": "bfloat16", "precision": "mixed", "loss_scale": "dynamic", "steps": 40,
+                              "train_limit": 2000} and doc["nan"]["loss_scale"] == INIT_SCALE
+    r = cli("evaluate", str(model), "--json")
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.output)
+    assert ev["rounding"]["dtype"] == "bfloat16" and ev["rounding"]["precision"] == "mixed"
+    r = cli("evaluate", str(model), "--dtype", "float16")  # the same weights computing in pure float16
+    assert r.exit_code == 0 and "float16, pure precision" in r.output
+    plain = tmp_path / "f32.npz"
+    assert cli("train", "--steps", "5", "--train-limit", "500", "--save", str(plain)).exit_code == 0
+    r = cli("evaluate", str(plain), "--precision", "mixed")  # mixed needs a half dtype: refused, one line
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--dtype float16 or bfloat16" in r.output
