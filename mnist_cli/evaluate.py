@@ -81,18 +81,24 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
     ``accuracy_meaningful`` is False (the accuracies stay, for the record, but only count zeros). ``threads``
     share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
     """
-    z = predict_logits(model, images, input_scale, threads=threads)
+    return _evaluated(model, images, labels, input_scale, threads)[1]
+
+
+def _evaluated(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
+               threads: int) -> tuple[np.ndarray, dict]:
+    """The logits of ``model`` and :func:`evaluate_model`'s report of them (with ``rounding`` in half precision)."""
+    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
     report = evaluate_logits(model, z, labels)
     if model.compute_dtype in LOW_PRECISION:
         report["rounding"] = rounding_report(model, z, images, labels, input_scale, threads)
-    return report
+    return z, report
 
 
 def rounding_report(model: Model, z: np.ndarray, images: np.ndarray, labels: np.ndarray, input_scale: float,
                     threads: int = DEFAULT_THREADS) -> dict:
     """What computing in a half format changed, against the same weights in float32: the predictions whose
     ``argmax`` differs (``predictions_changed``), and the float32 accuracy."""
-    z32 = predict_logits(model.in_float32(), images, input_scale, threads=threads)
+    z32 = predict_logits(model.as_dtype("float32"), images, input_scale, threads=threads)
     pred, pred32 = np.argmax(z, axis=1), np.argmax(z32, axis=1)
     return {"dtype": model.compute_dtype, "precision": model.precision,
             "predictions_changed": int(np.count_nonzero(pred != pred32)),
@@ -143,10 +149,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so
         model = model.as_dtype(dtype or model.compute_dtype, precision)
-    z = predict_logits(model, images, scale, threads=threads)  # (n, k)
-    report = evaluate_logits(model, z, labels)
-    if model.compute_dtype in LOW_PRECISION:
-        report["rounding"] = rounding_report(model, z, images, labels, scale, threads)
+    z, report = _evaluated(model, images, labels, scale, threads)
     report.update(details(z, labels, report["confusion_matrix"]))
     meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),

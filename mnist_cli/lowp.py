@@ -264,9 +264,10 @@ class LowPrecisionSGD(BatchesTaken):
             return round_to(self.W, self.low), round_to(self.b, self.low)
         return self.W, self.b
 
-    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        """``(dL/dW, dL/db, scaled ones finite)``: the gradients in float32, rounded half products of ``dz``
-        (scaled in mixed precision), unscaled; and whether the scaled ones were finite (GradScaler's test)."""
+    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+        """``(dL/dW, dL/db, scaled ones finite, unscaled ones finite)``: the gradients in float32, rounded half
+        products of ``dz`` (scaled in mixed precision), unscaled; whether the scaled ones were finite
+        (GradScaler's test) and whether the unscaled ones are (the NaN report's)."""
         scale = self.scaler.scale if self.mixed else np.float32(1)
         g = dz.astype(np.float32)  # (B, k), already scaled: the loss took the scale (loss_fn's grad_scale)
         if self.mixed:
@@ -274,11 +275,14 @@ class LowPrecisionSGD(BatchesTaken):
         gW = round_to(x.T @ g, self.low)  # (d, k)
         gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
         scaled_ok = _finite(gW) and _finite(gb)  # GradScaler's found_inf, before the unscaling
-        if scale != 1:
-            inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
-            gW *= inv
-            gb *= inv
-        return gW, gb, scaled_ok
+        if scale == 1:
+            return gW, gb, scaled_ok, scaled_ok
+        inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
+        gW *= inv
+        gb *= inv
+        # a factor in (0, 1] keeps finite finite and non-finite non-finite; a larger one can overflow
+        unscaled_ok = scaled_ok if 0 < inv <= 1 else _finite(gW) and _finite(gb)
+        return gW, gb, scaled_ok, unscaled_ok
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         idx, y = self.take(j)
@@ -287,8 +291,7 @@ class LowPrecisionSGD(BatchesTaken):
         z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
         z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
         loss, dz = self.loss_fn(z, y, self.scaler.scale) if self.mixed else self.loss_fn(z, y)  # d(scale L)/dz
-        gW, gb, scaled_ok = self._gradients(x, dz)
-        grad_ok = _finite(gW) and _finite(gb)
+        gW, gb, scaled_ok, grad_ok = self._gradients(x, dz)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
         if bad and self.mixed and self.acct.snapshot.step == step:
             self.acct.snapshot.loss_scale = float(self.scaler.scale)  # before the scaler changes it
@@ -332,10 +335,9 @@ def logits(images: np.ndarray, W: np.ndarray, b: np.ndarray, input_scale: float,
     assert dtype.name in LOW_PRECISION, dtype
     n, d = images.shape
     inputs = Inputs(input_scale, dtype, min(block, n), d)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a weight or logit past the dtype's range is inf, not an error
         Wr, br = round_to(W, dtype), round_to(b, dtype)
-    out = np.empty((n, br.shape[0]), dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # a logit past the dtype's range is inf, not an error
+        out = np.empty((n, br.shape[0]), dtype)
         for start in range(0, n, block):
             out[start : start + block] = linear(inputs(images[start : start + block]), Wr, br, dtype).astype(dtype)
     return out

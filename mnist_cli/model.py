@@ -127,11 +127,6 @@ class Model:
         meta = {**self.meta, "config": {**self.meta.get("config", {}), "dtype": dtype, "precision": precision}}
         return Model(self.W.astype(as_dtype(stored)), self.b.astype(as_dtype(stored)), meta)  # one rounding
 
-    def in_float32(self) -> Model:
-        """The same weights computing in float32 (what rounding the logits to a half format changes)."""
-        meta = {**self.meta, "config": {**self.meta.get("config", {}), "dtype": "float32", "precision": "pure"}}
-        return Model(self.W.astype(np.float32), self.b.astype(np.float32), meta)
-
     @property
     def finite(self) -> bool:
         """True when every parameter is finite."""

@@ -30,6 +30,8 @@ from functools import cache
 
 import numpy as np
 
+from mnist_cli.settings import HALF_NAMES
+
 __all__ = ["DTYPES", "LOW_PRECISION", "as_dtype", "finfo", "matmul_lowp"]
 
 #: The dtype names, in the order the lab lists them.
@@ -62,7 +64,7 @@ class _Dtypes(Mapping):
 
 DTYPES = _Dtypes()
 #: the half formats: reductions and products accumulate in float32 (see :func:`matmul_lowp`).
-LOW_PRECISION = ("float16", "bfloat16")
+LOW_PRECISION = HALF_NAMES
 
 
 def as_dtype(dtype) -> np.dtype:

@@ -21,6 +21,8 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 
+from mnist_cli.settings import HALF_NAMES
+
 WIDTH = 100  # wrap prose for an ordinary terminal
 SPARK = 16  # characters of the loss sparkline
 NONFINITE = "×"  # a NaN or infinite value in a sparkline
@@ -178,7 +180,7 @@ def _softmax_dtype(c: dict) -> str:
 
 def half_lines(c: dict, nan: dict) -> list[str]:
     """The report lines of a half-precision run: overflowed logits, and the loss scaler's skips and scale."""
-    if c["dtype"] not in ("float16", "bfloat16"):
+    if c["dtype"] not in HALF_NAMES:
         return []
     lines = [f"  overflow        {nan['overflow_logits']} logits were +-inf (past the largest {c['dtype']})"
              f"{_first(nan['first_overflow_step'])}"] if nan.get("overflow_logits") else []
