@@ -77,7 +77,7 @@ class _Group(click.Group):
         except MnistError as exc:  # worded with the flags of the settings it names
             raise click.ClickException(exc.text(_flag)) from None
         except KeyboardInterrupt as exc:
-            from mnist_cli.present import interrupted_text
+            from mnist_cli.report import interrupted_text
 
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
@@ -154,7 +154,7 @@ def download(force, data_dir, mirrors, offline, as_json, quiet):
       mnist-softmax download --data-dir ./data --json
       mnist-softmax download --force
     """
-    from mnist_cli.download import ensure_mnist
+    from mnist_cli.data.download import ensure_mnist
 
     # bars on stderr like train's and compare's: not with --quiet or --json (the library checks for a terminal)
     report = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
@@ -251,7 +251,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
-    from mnist_cli.present import format_train
+    from mnist_cli.report import format_train
     from mnist_cli.session import run_session, total_steps
     from mnist_cli.settings import train_config
 
@@ -260,7 +260,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
         if path:
             check_writable(path, what)  # fail now, not after training
     if plot_path:
-        from mnist_cli.plot import probe_plot
+        from mnist_cli.report.plots import probe_plot
 
         probe_plot(plot_path)
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
@@ -306,7 +306,7 @@ class _step_bar:
 
     def line(self, step, loss_value, n_bad):
         """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
-        from mnist_cli.present import progress_line
+        from mnist_cli.report import progress_line
 
         if step % self.every == 0 or step == self.total:
             click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)
@@ -360,10 +360,10 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
-    from mnist_cli.present import format_evaluate
+    from mnist_cli.report import format_evaluate
 
     if plot_path:
-        from mnist_cli.plot import probe_plot
+        from mnist_cli.report.plots import probe_plot
 
         probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
@@ -394,7 +394,7 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
-    from mnist_cli.present import format_predict
+    from mnist_cli.report import format_predict
 
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
                           load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
@@ -604,7 +604,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
 def _compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
     """The compare document as JSON, as the readable report, or as a markdown or csv table."""
     from mnist_cli.fileio import jsonable
-    from mnist_cli.present import format_report, format_table
+    from mnist_cli.report import format_report, format_table
 
     if as_json:
         return json.dumps(jsonable(doc), indent=2, allow_nan=False)

@@ -12,7 +12,7 @@ cell the runs differ by the loss only; each run records digests of both and the 
 whether they agree. With no sweep given, the cells are the :data:`SCENARIOS` table; a sweep
 (``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that matches
 a scenario keeps its name and expectation. :func:`to_document` turns the result into one JSON-able
-dict (documented in the README); :mod:`mnist_cli.present` words it, :mod:`mnist_cli.plot` draws it.
+dict (documented in the README); :mod:`mnist_cli.report` words it, :mod:`mnist_cli.report.plots` draws it.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cli.engine import TrainConfig, TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
-from mnist_cli.present import conclusion, number_text
+from mnist_cli.report import conclusion, number_text
 from mnist_cli.settings import HALF_NAMES
 from mnist_cli.threads import provenance
-from mnist_cli.train import TrainConfig, TrainResult, train
 
 SCHEMA = "mnist-softmax/compare/1"
 TUTORIAL = TrainConfig()  # TF r1.4 mnist_softmax.py: the value of every axis a sweep leaves alone
@@ -70,7 +70,7 @@ SCENARIOS = (
              naive="finite"),
     Scenario("f64-lr-5-raw", "float64, both mistakes", lr=5, input_scale=255, dtype="float64",
              naive="fails", by_step=3),
-    # half precision (measured, seeds 0-7, 1000 steps and the smoke preset): mnist_cli.lowp
+    # half precision (measured, seeds 0-7, 1000 steps and the smoke preset): mnist_cli.engine.half
     Scenario("f16", "float16: exp underflows past a gap of 17.3, so naive breaks at the tutorial's own settings",
              dtype="float16", naive="fails", by_step=100, fused="finite"),
     Scenario("f16-raw-pixels", "float16 raw pixels: logits pass 65504 and overflow, so even fused is NaN",
@@ -93,8 +93,8 @@ ALWAYS_FINITE = ("fused",)
 #: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
 SMOKE = {"steps": 200, "train_limit": 2000}
 
-#: How compare trains its runs: stacked (the default, :mod:`mnist_cli.stack`) or one by one with
-#: :func:`mnist_cli.train.train` (the reference the stack is measured against in ``scripts/bench.py``).
+#: How compare trains its runs: stacked (the default, :mod:`mnist_cli.engine.stacked`) or one by one with
+#: :func:`mnist_cli.engine.train` (the reference the stack is measured against in ``scripts/bench.py``).
 ENGINES = ("stack", "alone")
 
 #: Points in each run's downsampled loss curve (``loss_curve`` in the document, the sparkline).
@@ -131,7 +131,7 @@ class CompareConfig:
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
-    engine: str = "stack"  # "stack": runs sharing a seed and dtype trained as one (mnist_cli.stack); "alone": one by one
+    engine: str = "stack"  # "stack": runs sharing a seed and dtype trained as one (mnist_cli.engine.stacked); "alone": one by one
 
     @property
     def sweep(self) -> bool:
@@ -268,7 +268,7 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
 
 
 def _train_alone(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
-    """Every run by :func:`mnist_cli.train.train`, one after the other."""
+    """Every run by :func:`mnist_cli.engine.train`, one after the other."""
     runs = []
     for done, (cell, loss) in enumerate(jobs, start=1):
         tc = config.train_config(cell, loss)
@@ -284,8 +284,8 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, j
 
 
 def _train_stacked(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
-    """Every float32/float64 run by :func:`mnist_cli.stack.train_stack` (runs sharing a seed and dtype as
-    one), then evaluated together (:func:`mnist_cli.stack.evaluate_stack`); the half-precision runs, which
+    """Every float32/float64 run by :func:`mnist_cli.engine.stacked.train_stack` (runs sharing a seed and dtype as
+    one), then evaluated together (:func:`mnist_cli.engine.stacked.evaluate_stack`); the half-precision runs, which
     the stack does not implement, one by one (:func:`_train_alone`). Runs come back in the order of ``jobs``."""
 
     half = [i for i, (cell, _) in enumerate(jobs) if cell.dtype in HALF_NAMES]
@@ -310,8 +310,8 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
 
 
 def _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs, on_run, total) -> list[Run]:
-    """:func:`_train_stacked`'s stacked part: ``jobs`` trained by :func:`mnist_cli.stack.train_stack`."""
-    from mnist_cli.stack import evaluate_stack, log_records, train_stack
+    """:func:`_train_stacked`'s stacked part: ``jobs`` trained by :func:`mnist_cli.engine.stacked.train_stack`."""
+    from mnist_cli.engine.stacked import evaluate_stack, log_records, train_stack
 
     configs = [config.train_config(cell, loss) for cell, loss in jobs]
     done = 0
@@ -516,7 +516,7 @@ def probe_outputs(config: CompareConfig, *, metrics_out: str | Path | None = Non
     ``metrics_out`` directory (created here, as :func:`write_metrics` would) with every file it will
     hold. :class:`OutputError` / :class:`ConfigError` naming the path and the option otherwise."""
     if plot is not None:
-        from mnist_cli.plot import probe_plot
+        from mnist_cli.report.plots import probe_plot
 
         probe_plot(plot)
     if metrics_out is not None:
@@ -564,8 +564,8 @@ def add_metrics(doc: dict, result: CompareResult, directory: str | Path) -> None
 
 
 def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
-    """Draw the figure to ``path`` (:func:`mnist_cli.plot.plot_compare`) and name it in ``doc``."""
-    from mnist_cli.plot import plot_compare
+    """Draw the figure to ``path`` (:func:`mnist_cli.report.plots.plot_compare`) and name it in ``doc``."""
+    from mnist_cli.report.plots import plot_compare
 
     t0 = time.perf_counter()
     doc["plot"] = str(plot_compare(result, path, doc))

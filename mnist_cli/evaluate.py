@@ -79,7 +79,7 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
     ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did before). A model with
     non-finite weights is evaluated, not refused: its non-finite logits are counted, and
     ``accuracy_meaningful`` is False (the accuracies stay, for the record, but only count zeros). ``threads``
-    share out the logits (:func:`mnist_cli.train.predict_logits`) and change no number.
+    share out the logits (:func:`mnist_cli.engine.predict_logits`) and change no number.
     """
     return _evaluated(model, images, labels, input_scale, threads)[1]
 
@@ -107,7 +107,7 @@ def rounding_report(model: Model, z: np.ndarray, images: np.ndarray, labels: np.
 
 def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
     """:func:`evaluate_model` from the logits ``z`` (n, k) of ``model`` already computed (e.g. for many
-    models at once, :func:`mnist_cli.stack.evaluate_stack`)."""
+    models at once, :func:`mnist_cli.engine.stacked.evaluate_stack`)."""
     k = model.b.shape[0]
     agree = argmax_agreement(z.astype(np.float32) if model.precision == "mixed" else z)  # autocast: softmax in float32
     y = labels.astype(np.int64)
@@ -137,7 +137,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     add where it came from: ``split``, ``model``, ``input_scale``, this evaluation's ``provenance``, the
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
     (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
-    most confident mistakes there (:func:`mnist_cli.plot.plot_evaluation`). ``dtype`` (and ``precision``)
+    most confident mistakes there (:func:`mnist_cli.report.plots.plot_evaluation`). ``dtype`` (and ``precision``)
     evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`)."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
@@ -158,7 +158,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
                                                           "numpy_version", "dataset_checksums")},
                   data={"dir": str(data.data_dir), "verified": data.verified})
     if plot is not None:
-        from mnist_cli.plot import plot_evaluation
+        from mnist_cli.report.plots import plot_evaluation
 
         shown = [m["index"] for m in report["confident_mistakes"]]
         report["plot"] = str(plot_evaluation(plot, model.W, report, images[shown]))

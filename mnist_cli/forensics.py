@@ -1,12 +1,12 @@
 """Explain the first non-finite step of a run: which example, which logit gap, which operation.
 
     r = train(images, labels, TrainConfig(loss="naive", input_scale=255))
-    print(format_explanation(explain(r.snapshot, "float32", "naive")))   # mnist_cli.present
+    print(format_explanation(explain(r.snapshot, "float32", "naive")))   # mnist_cli.report
     # -> Step 2, naive loss, float32: exp() underflows to 0 past a logit gap of 104.0
     # -> ...
     # -> loss:     p[1] = 0 -> log(p[1]) = -inf -> y_[1] * log(p[1]) = 0 * -inf = NaN -> ...
 
-Pure NumPy on the batch the trainer kept (:class:`mnist_cli.train.Snapshot`): the logits as the
+Pure NumPy on the batch the trainer kept (:class:`mnist_cli.engine.Snapshot`): the logits as the
 loss saw them, the labels and their positions in the training set. Each example of the batch is
 re-run through the loss alone to *observe* which rows give a non-finite loss or gradient; the
 chain of operations is *derived* independently, from which softmax probabilities are exactly 0.
@@ -28,7 +28,7 @@ from mnist_cli.losses import (
     underflow_limit,
 )
 from mnist_cli.precision import DTYPES, finfo
-from mnist_cli.present import short_number
+from mnist_cli.report import short_number
 
 __all__ = ["explain"]
 
@@ -202,7 +202,7 @@ def _culprit(i: int, z: np.ndarray, y: np.ndarray, p: np.ndarray, log_p: np.ndar
 
 
 def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = None) -> dict | None:
-    """:func:`explain` for a :class:`mnist_cli.train.TrainResult`'s first non-finite step (None if it had
+    """:func:`explain` for a :class:`mnist_cli.engine.TrainResult`'s first non-finite step (None if it had
     none), told whether W and b were still finite entering that step (from its NaN accounting). With the
     training ``images`` (n, 784) the first culprit also gets its ``digit`` (:func:`digit14`) and all its
     ``logits``, for the terminal picture."""

@@ -79,7 +79,7 @@ class Model:
         it, so the logits do not depend on the lanes.
         """
         if self.compute_dtype in LOW_PRECISION:  # float16/bfloat16, pure or mixed: as the model computed in training
-            from mnist_cli.lowp import logits
+            from mnist_cli.engine.half import logits
 
             return logits(images, self.W, self.b, input_scale, self.compute_dtype, block)
         dtype = self.W.dtype

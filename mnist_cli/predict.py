@@ -63,7 +63,7 @@ def read_images(path) -> np.ndarray:
         if path.suffix == ".npy":
             raw = np.load(path, allow_pickle=False)
         else:
-            from mnist_cli.idx import read_idx
+            from mnist_cli.data.idx import read_idx
 
             raw = read_idx(path)
     except (OSError, ValueError, FormatError) as exc:

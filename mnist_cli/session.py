@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import SettingsError
 from mnist_cli.evaluate import score
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.model import DTYPES
 from mnist_cli.settings import TrainConfig, changed_settings
-from mnist_cli.train import TrainResult, train
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
@@ -73,9 +73,9 @@ class Session:
         return Path(self.summary["saved"])
 
     def plot(self, path: str | Path) -> Path:
-        """Draw the loss and accuracy curves (:func:`mnist_cli.plot.plot_training`) to ``path``; the path
+        """Draw the loss and accuracy curves (:func:`mnist_cli.report.plots.plot_training`) to ``path``; the path
         goes into ``summary["plot"]``."""
-        from mnist_cli.plot import plot_training
+        from mnist_cli.report.plots import plot_training
 
         self.summary["plot"] = str(plot_training(path, self.summary, self.result.losses,
                                                  [r for r in self.records if "train_loss" in r]))
@@ -148,7 +148,7 @@ def split_validation(data, config: TrainConfig):
 
 
 def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
-    """The ``monitor`` of :func:`mnist_cli.train.train`: loss and accuracy of the current parameters on
+    """The ``monitor`` of :func:`mnist_cli.engine.train`: loss and accuracy of the current parameters on
     the training examples used and on the held-out ones ``val`` = (images, labels), if any."""
     from mnist_cli.model import Model
 

@@ -26,14 +26,14 @@ from mnist_cli.errors import SettingsError
 
 #: The losses, in the order the CLI lists them (keys of mnist_cli.losses.LOSSES).
 LOSS_NAMES = ("fused", "naive", "clipped")
-#: The dtypes a run can use (keys of mnist_cli.model.DTYPES); the half formats through mnist_cli.lowp.
+#: The dtypes a run can use (keys of mnist_cli.model.DTYPES); the half formats through mnist_cli.engine.half.
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 #: float16 and bfloat16 (mnist_cli.precision.LOW_PRECISION): the dtypes ``precision`` applies to.
 HALF_NAMES = ("float16", "bfloat16")
-#: How a half-precision run computes (mnist_cli.lowp): "pure" rounds every array to the dtype; "mixed" is
+#: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
 #: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
 PRECISION_NAMES = ("pure", "mixed")
-#: Loss scaling of a mixed-precision run (mnist_cli.lowp.LossScaler): none, GradScaler's dynamic, or a number.
+#: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
 LOSS_SCALE_CHOICES = ("none", "dynamic")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
@@ -74,7 +74,7 @@ def check_input_scale(input_scale: float, dtype: str) -> None:
 
 
 def loss_scale_ok(text: str) -> bool:
-    """``none``, ``dynamic`` or a positive finite number (mnist_cli.lowp.parse_loss_scale, NumPy-free here)."""
+    """``none``, ``dynamic`` or a positive finite number (mnist_cli.engine.half.parse_loss_scale, NumPy-free here)."""
     if text in LOSS_SCALE_CHOICES:
         return True
     try:
@@ -115,7 +115,7 @@ class TrainConfig:
     init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
     init_std: float = 0.01
     dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
-    precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.lowp)
+    precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
     loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
     input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
     seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss
@@ -125,7 +125,7 @@ class TrainConfig:
     average: bool = False  # report the average of the iterates over the last epochs (Polyak-Ruppert)
     average_epochs: int = 1  # how many final epochs the average spans
     full_batch: bool = False  # one batch of all (limited) training examples per step: exact gradient descent
-    fast: bool = True  # the fast step (mnist_cli.fastpath); False runs the plain loop, the reference it is tested against
+    fast: bool = True  # the fast step (mnist_cli.engine.fast); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
     val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none

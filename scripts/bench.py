@@ -32,7 +32,7 @@ The five figures of issue 5, each a ratio measured in this run (medians over int
               (5 lr x 3 input scales x 2 dtypes x 3 seeds x 2 losses, 1000 steps of 100; goals <= 0.2,
               <= 30 s), and the time to draw that map (goal <= 5 s).
 8. half      the tutorial run (1000 x 100, fused) in float16 and bfloat16, pure and mixed precision
-              (``mnist_cli.lowp``, dynamic loss scaling for mixed) / the same run in float32, interleaved,
+              (``mnist_cli.engine.half``, dynamic loss scaling for mixed) / the same run in float32, interleaved,
               with each one's test accuracy. Goal: <= 2.
 6. contended  (``--contended``) ours again with one CPU-bound process beside it (started here, bounded,
               stopped after): the tutorial run, ``--preset best``, the default ``compare`` (16 runs),
@@ -64,9 +64,10 @@ sys.path.insert(0, str(ROOT))
 
 from mnist_cli.compare import CompareConfig, run_compare  # noqa: E402
 from mnist_cli.data import load_mnist  # noqa: E402
+from mnist_cli.engine import rngs, train  # noqa: E402
 from mnist_cli.evaluate import evaluate_accuracy  # noqa: E402
+from mnist_cli.settings import PRESETS, TrainConfig  # noqa: E402
 from mnist_cli.threads import blas_pinned, provenance  # noqa: E402
-from mnist_cli.train import PRESETS, TrainConfig, rngs, train  # noqa: E402
 
 SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA") or ROOT.parent / "shared/datasets/mnist")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -86,7 +87,7 @@ def numpy_tutorial(X, labels, steps=1000, B=100, lr=0.5, seed=0):
 
 
 def _numpy_tutorial(X, labels, steps, B, lr, seed):
-    _, rng = rngs(seed)  # the batch order mnist_cli.train draws: same seed, same batches
+    _, rng = rngs(seed)  # the batch order mnist_cli.engine draws: same seed, same batches
     n = X.shape[0]
     W = np.zeros((X.shape[1], 10), np.float32)
     b = np.zeros(10, np.float32)
@@ -227,7 +228,7 @@ class _Phases:
 
 def _class_rows() -> int:
     """The class rows the fast step computes with here (10, or 12 where the BLAS kernel is faster so)."""
-    from mnist_cli.fastpath import class_rows
+    from mnist_cli.engine.fast import class_rows
     from mnist_cli.threads import blas_kernel
 
     return class_rows(10, np.float32, blas_kernel())
@@ -241,7 +242,7 @@ def profile_tutorial(d, steps=1000, B=100) -> dict:
 
 
 def _profile_tutorial(d, steps, B) -> dict:
-    from mnist_cli.fastpath import FusedKernel, _aligned_rows
+    from mnist_cli.engine.fast import FusedKernel, _aligned_rows
 
     X, labels = d.train_images, d.train_labels.astype(np.intp)
     _, rng = rngs(0)
@@ -280,7 +281,7 @@ def profile_full_batch(d) -> dict:
 
 
 def _profile_full_batch(d) -> dict:
-    from mnist_cli.fastpath import FusedKernel, _aligned_rows, row_groups
+    from mnist_cli.engine.fast import FusedKernel, _aligned_rows, row_groups
 
     X, labels = d.train_images, d.train_labels.astype(np.intp)
     groups = row_groups(X.shape[0])
@@ -480,7 +481,7 @@ def peak():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 from mnist_cli.data import load_mnist
 from mnist_cli.evaluate import evaluate_accuracy
-from mnist_cli.train import TrainConfig, train
+from mnist_cli.engine import TrainConfig, train
 base = peak()
 d = load_mnist(sys.argv[1], offline=True)
 r = train(d.train_images, d.train_labels, TrainConfig())
@@ -516,8 +517,8 @@ def _import_ms(module: str) -> float:
 def bench_cli(data_dir: Path, repeats: int) -> dict:
     cli = Path(sys.executable).with_name("mnist-softmax")
     out = {"notes": []}
-    out["import_ms"] = {m: _import_ms(m) for m in ("numpy", "mnist_cli.train", "mnist_cli.cli")}
-    heavy = subprocess.run([sys.executable, "-c", "import sys, mnist_cli.cli, mnist_cli.train; "
+    out["import_ms"] = {m: _import_ms(m) for m in ("numpy", "mnist_cli.engine", "mnist_cli.cli")}
+    heavy = subprocess.run([sys.executable, "-c", "import sys, mnist_cli.cli, mnist_cli.engine; "
                             "print(','.join(m for m in ('requests', 'tqdm', 'matplotlib', 'scipy', 'torch') "
                             "if m in sys.modules))"], capture_output=True, text=True, cwd=ROOT)
     out["heavy_modules_at_import"] = [m for m in heavy.stdout.strip().split(",") if m]

@@ -6,7 +6,7 @@
 The four shared files (``../shared/datasets/mnist`` beside the repository, or
 ``$MNIST_SOFTMAX_TEST_DATA``, or ``--source``) are served by a throw-away HTTP server on 127.0.0.1
 and fetched into a fresh temporary data directory through the real code path
-(:func:`mnist_cli.download.ensure_mnist`). Cached loads run :func:`mnist_cli.data.load_mnist` in
+(:func:`mnist_cli.data.download.ensure_mnist`). Cached loads run :func:`mnist_cli.data.load_mnist` in
 fresh processes, as ``train`` would.
 """
 
@@ -53,7 +53,7 @@ def _serve(directory: Path) -> ThreadingHTTPServer:
 
 def bench(source: Path, repeat: int) -> dict:
     from mnist_cli.data import load_mnist
-    from mnist_cli.download import ensure_mnist  # imported before timing: a one-off ~0.2 s
+    from mnist_cli.data.download import ensure_mnist  # imported before timing: a one-off ~0.2 s
 
     server = _serve(source)
     url = f"http://127.0.0.1:{server.server_address[1]}/"

@@ -53,7 +53,7 @@ bound: the disagreement then lies in the forward rounding alone, and the probabi
 checked (within their bound) in the forward table. The script lists every explained row. The fused loss
 has no such escape: any disagreement fails.
 
-**Training level.** 144 runs of :func:`mnist_cli.train.train`, 300 steps of 100 examples on MNIST: lr
+**Training level.** 144 runs of :func:`mnist_cli.engine.train`, 300 steps of 100 examples on MNIST: lr
 0.5 and 5 x input scale 1 and 255 x {float16, bfloat16} x {pure; mixed with ``--loss-scale dynamic``} plus
 float16 mixed without scaling and float32 pure x seed 0 (init zeros) and seed 1 (init N(0, 0.01^2)) x the
 naive, fused and clipped losses. Each is run again by :class:`TorchSGD`, written as a PyTorch user writes it
@@ -63,7 +63,7 @@ and importing nothing from mnist_cli: ``nn.Linear``'s layout, ``F.linear``, the 
 ``torch.amp.GradScaler("cpu")`` (it works on the CPU in torch 2.13: ``unscale_``, ``step``, ``update``).
 CPU autocast (measured) runs ``linear`` in the low dtype and ``cross_entropy``/``nll_loss`` in float32, but
 not ``softmax``, ``log`` or ``exp``, which follow their input's dtype: the torch loop casts the logits to
-float32 itself (``z.float()``), which is autocast's float32 policy on CUDA and what mnist_cli.lowp emulates.
+float32 itself (``z.float()``), which is autocast's float32 policy on CUDA and what mnist_cli.engine.half emulates.
 Both sides get the identical init (``Model.init`` from ``rngs(seed)``) and batches (``batch_order``); the
 trainer's own digests of what it consumed and of its init must match.
 
@@ -111,7 +111,7 @@ kernels); float32 and most mixed ones agree exactly.
 naive loss's ``log`` backward divides ``scale / n`` (not ``1/n``) by ``p``, which overflows float32 once
 ``p < scale / (n * 3.4e38)``: from a gap of about 80-82 at scale 2^16 and n = 100 (9 ties or one at the
 max). PyTorch's step is then non-finite and skipped, where mnist_cli (which scales ``dL/dz`` after the
-loss, ``mnist_cli.lowp``) takes a finite step until its own ``(1/n)/p`` overflows, from a gap of 91-93.
+loss, ``mnist_cli.engine.half``) takes a finite step until its own ``(1/n)/p`` overflows, from a gap of 91-93.
 A grid cell that reached that window would FAIL in the events (the teacher-forced replay shows the step).
 """
 
@@ -505,7 +505,7 @@ class Run:
     pred: np.ndarray | None = None  # (10000,) test predictions (argmax of the logits), when W, b are finite
     correct: int | None = None  # of the 10000 test examples
     nll_overflow: list = field(default_factory=list)  # torch: steps whose float16 nll_loss sum overflowed
-    report: dict | None = None  # ours: the figures as mnist_cli.train.NanReport gives them
+    report: dict | None = None  # ours: the figures as mnist_cli.engine.NanReport gives them
 
     def figures(self) -> dict:
         """The compared figures: our NanReport's, torch's counted from its steps."""
@@ -647,10 +647,10 @@ def data_of(torch, d) -> Data:
 
 
 def init_and_batches(cell: TrainCell, n: int):
-    """The init and the index batches the trainer draws for ``cell`` (mnist_cli.train.rngs/batch_order)."""
+    """The init and the index batches the trainer draws for ``cell`` (mnist_cli.engine.rngs/batch_order)."""
+    from mnist_cli.engine import batch_order, rngs
     from mnist_cli.model import DTYPES as SCALARS
     from mnist_cli.model import Model
-    from mnist_cli.train import batch_order, rngs
 
     init_rng, order_rng = rngs(cell.seed)
     param_dtype = "float32" if cell.mixed else cell.dtype  # mixed: float32 master weights
@@ -659,7 +659,7 @@ def init_and_batches(cell: TrainCell, n: int):
 
 
 def ours_predict(cell: TrainCell, W: np.ndarray, b: np.ndarray, images: np.ndarray) -> np.ndarray:
-    from mnist_cli import lowp
+    from mnist_cli.engine import half as lowp
     from mnist_cli.model import Model
 
     if cell.dtype in LOW_PRECISION:
@@ -670,9 +670,9 @@ def ours_predict(cell: TrainCell, W: np.ndarray, b: np.ndarray, images: np.ndarr
 
 
 def run_ours(cell: TrainCell, data: Data, order: np.ndarray | None = None, keep: bool = False):
-    """``mnist_cli.train.train`` on ``cell``: (Run, per-step parameters if ``keep``, the TrainResult).
+    """``mnist_cli.engine.train`` on ``cell``: (Run, per-step parameters if ``keep``, the TrainResult).
     ``order`` permutes the training set (a within-batch reordering, for the siblings)."""
-    from mnist_cli.train import train
+    from mnist_cli.engine import train
 
     images, labels = data.train_images, data.train_labels
     if order is not None:
@@ -724,7 +724,7 @@ def run_torch(torch, cell: TrainCell, data: Data, m0, batches, ours_params=None,
 
 def fed_as_trained(r, m0, batches, labels) -> bool:
     """Whether the trainer's run ``r`` consumed exactly ``batches`` (its order digest) from the init ``m0``."""
-    from mnist_cli.train import consumed_digest
+    from mnist_cli.engine import consumed_digest
 
     digest = hashlib.sha256()
     idx = np.stack(batches)  # (steps, B)
@@ -885,7 +885,7 @@ def training_level(torch) -> int | None:
     t0 = time.perf_counter()
     rows = [check_cell(torch, cell, data) for cell in train_grid()]
     seconds = time.perf_counter() - t0
-    print(f"training level: mnist_cli.train.train vs a PyTorch {torch.__version__} loop (F.linear, autograd, "
+    print(f"training level: mnist_cli.engine.train vs a PyTorch {torch.__version__} loop (F.linear, autograd, "
           f"optim.SGD, autocast, GradScaler), {len(rows)} runs of {TRAIN_STEPS} steps on MNIST, the same init and "
           f"batches; ours/torch in every column")
     print("\nnon-finite events (counts of steps; first = first step; scale = final loss scale)")

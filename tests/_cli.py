@@ -12,8 +12,9 @@ import json
 import os
 import sys
 
-from mnist_cli import datasets, store
-from mnist_cli.datasets import DatasetSpec, FileSpec
+from mnist_cli.data import datasets
+from mnist_cli.data import directory as store
+from mnist_cli.data.datasets import DatasetSpec, FileSpec
 
 spec_arg, *args = sys.argv[1:]
 if spec_arg == "mnist":

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cli.datasets import MNIST_SPEC, ROLES, DatasetSpec, FileSpec
-from mnist_cli.idx import encode_idx
+from mnist_cli.data.datasets import MNIST_SPEC, ROLES, DatasetSpec, FileSpec
+from mnist_cli.data.idx import encode_idx
 
 
 def _real_mnist() -> Path:
@@ -28,8 +28,8 @@ def _real_mnist() -> Path:
     shared = Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
     if shared.is_dir():
         return shared
+    from mnist_cli.data.directory import resolve_data_dir
     from mnist_cli.errors import MnistError
-    from mnist_cli.store import resolve_data_dir
 
     try:
         mine = resolve_data_dir()
@@ -164,9 +164,9 @@ def tiny() -> Tiny:
 @pytest.fixture()
 def tiny_mnist(tiny, monkeypatch) -> Tiny:
     """Make the tiny dataset *the* dataset (for the CLI and load_mnist), without built-in mirrors."""
-    import mnist_cli.datasets
+    import mnist_cli.data.datasets
 
-    monkeypatch.setattr(mnist_cli.datasets, "MNIST_SPEC", tiny.spec)
+    monkeypatch.setattr(mnist_cli.data.datasets, "MNIST_SPEC", tiny.spec)
     return tiny
 
 

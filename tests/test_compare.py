@@ -18,7 +18,7 @@ from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
 from mnist_cli.errors import OutputError, SettingsError
 from mnist_cli.fileio import jsonable
 from mnist_cli.losses import underflow_limit
-from mnist_cli.present import conclusion, format_report, number_text, sparkline
+from mnist_cli.report import conclusion, format_report, number_text, sparkline
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
@@ -505,7 +505,7 @@ def test_cli_bad_flags_exit_2(args, tmp_path):
 
 
 def test_matplotlib_and_tqdm_are_imported_lazily():
-    code = ("import sys, mnist_cli.cli, mnist_cli.compare, mnist_cli.plot; "
+    code = ("import sys, mnist_cli.cli, mnist_cli.compare, mnist_cli.report.plots; "
             "assert 'matplotlib' not in sys.modules and 'tqdm' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -579,7 +579,7 @@ def test_the_map_document_rebuilds_the_grid_from_its_axes(mnist):
 
 
 def test_table_formats_list_every_run(mnist):
-    from mnist_cli.present import format_table
+    from mnist_cli.report import format_table
 
     doc = _dense_doc(mnist)
     csv_text = format_table(doc, "csv").splitlines()

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import as_the_cli_says, make_tiny
 
-import mnist_cli.data
-import mnist_cli.download
+import mnist_cli.data.download
+import mnist_cli.data.load
 from mnist_cli.data import MNIST, load_mnist
-from mnist_cli.datasets import MNIST_SPEC, MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
+from mnist_cli.data.datasets import MNIST_SPEC, MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
+from mnist_cli.data.directory import DATA_DIR_ENV, STATE_DIR, resolve_data_dir
+from mnist_cli.data.idx import encode_idx
 from mnist_cli.errors import DataNotFoundError, FormatError
-from mnist_cli.idx import encode_idx
-from mnist_cli.store import DATA_DIR_ENV, STATE_DIR, resolve_data_dir
 
 pytestmark = pytest.mark.usefixtures("download_env")
 
@@ -59,7 +59,7 @@ def test_cached_load_leaves_the_network_stack_alone(mnist_data_dir):
         "from mnist_cli.data import load_mnist\n"
         f"m = load_mnist({str(mnist_data_dir)!r})\n"
         "print(json.dumps({'n': len(m.train_labels),\n"
-        "    'imported': [x for x in ('requests', 'tqdm', 'mnist_cli.download') if x in sys.modules]}))\n"
+        "    'imported': [x for x in ('requests', 'tqdm', 'mnist_cli.data.download') if x in sys.modules]}))\n"
     )
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
     assert out["n"] == 60000 and out["imported"] == []
@@ -80,8 +80,8 @@ def test_load_fetches_verifies_and_decodes(tmp_path, tiny_mnist):
 
 def test_second_load_neither_hashes_nor_decodes(tmp_path, tiny_mnist, monkeypatch):
     first = load_mnist(tmp_path, mirrors=[tiny_mnist.write(tmp_path / "mirror")])
-    forbid(monkeypatch, mnist_cli.data, "read_idx")
-    forbid(monkeypatch, mnist_cli.download, "ensure_mnist")
+    forbid(monkeypatch, mnist_cli.data.load, "read_idx")
+    forbid(monkeypatch, mnist_cli.data.download, "ensure_mnist")
     second = load_mnist(tmp_path)
     np.testing.assert_array_equal(second.train_images, first.train_images)
     assert second.verified
@@ -92,8 +92,8 @@ def test_touched_file_is_verified_again_not_downloaded(tmp_path, tiny_mnist, mon
     load_mnist(tmp_path, offline=True)
     os.utime(tmp_path / "train-labels-idx1-ubyte.gz", ns=(0, 0))
     calls = []
-    real = mnist_cli.download.ensure_mnist
-    monkeypatch.setattr(mnist_cli.download, "ensure_mnist", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mnist_cli.data.download.ensure_mnist
+    monkeypatch.setattr(mnist_cli.data.download, "ensure_mnist", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert load_mnist(tmp_path, offline=True).verified and calls == [1]
     assert load_mnist(tmp_path, offline=True).verified and calls == [1]  # stamped again
 
@@ -156,8 +156,8 @@ def test_own_dataset_is_validated_structurally(tmp_path, tiny_mnist, monkeypatch
     assert not data.verified and data.train_images.shape == (32, 784)
     np.testing.assert_array_equal(data.test_labels, own.arrays["test_labels"])
     assert data.checksums == {f.name: f.sha256 for f in own.spec.files}
-    forbid(monkeypatch, mnist_cli.data, "read_idx")
-    forbid(monkeypatch, mnist_cli.download, "ensure_mnist")
+    forbid(monkeypatch, mnist_cli.data.load, "read_idx")
+    forbid(monkeypatch, mnist_cli.data.download, "ensure_mnist")
     assert not load_mnist(tmp_path, offline=True).verified  # from the stamps and the cache
 
 

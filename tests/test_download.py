@@ -26,12 +26,12 @@ from conftest import as_the_cli_says, make_tiny
 from mnist_cli import __version__
 from mnist_cli.cli import main
 from mnist_cli.data import load_mnist
-from mnist_cli.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
-from mnist_cli.download import ensure_mnist
+from mnist_cli.data.datasets import MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
+from mnist_cli.data.directory import STATE_DIR, verify_file
+from mnist_cli.data.download import ensure_mnist
+from mnist_cli.data.mirrors import FetchSettings, offline_from_env, resolve_mirrors
 from mnist_cli.errors import ConfigError, DataDirError, DataNotFoundError
 from mnist_cli.options import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV
-from mnist_cli.sources import FetchSettings, offline_from_env, resolve_mirrors
-from mnist_cli.store import STATE_DIR, verify_file
 
 pytestmark = pytest.mark.usefixtures("download_env")
 
@@ -440,7 +440,8 @@ def test_mirror_order_and_validation(tmp_path):
 
 
 def test_library_and_cli_agree_on_variable_names():
-    from mnist_cli import download, store
+    from mnist_cli.data import directory as store
+    from mnist_cli.data import download
 
     assert (store.DATA_DIR_ENV, download.MIRRORS_ENV, download.OFFLINE_ENV) == (DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV)
 
@@ -681,7 +682,7 @@ def test_sweep_removes_only_the_tools_leftovers_in_every_directory_it_writes(tmp
 HOLD_LOCK = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from mnist_cli.store import locked\n"
+    "from mnist_cli.data.directory import locked\n"
     "with locked(Path(sys.argv[1])):\n"
     "    print('held', flush=True)\n"
     "    time.sleep(float(sys.argv[2]))\n"

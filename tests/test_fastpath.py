@@ -1,4 +1,4 @@
-"""The fast SGD step (mnist_cli.fastpath) against the plain loop (``TrainConfig(fast=False)``) on real MNIST.
+"""The fast SGD step (mnist_cli.engine.fast) against the plain loop (``TrainConfig(fast=False)``) on real MNIST.
 
 "Equal to rounding" is checked as: the same examples consumed and initial parameters (digests), the
 same NaN report (counts and first steps), losses and parameters within a few float ulps accumulated
@@ -13,12 +13,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_cli import fastpath
-from mnist_cli import train as train_mod
+from mnist_cli.engine import TrainConfig, scale_pixels, train
+from mnist_cli.engine import fast as fastpath
+from mnist_cli.engine import schedule as train_mod
+from mnist_cli.engine.fast import MAX_SUB_ROWS, FusedKernel, row_groups
 from mnist_cli.evaluate import predict_logits
-from mnist_cli.fastpath import MAX_SUB_ROWS, FusedKernel, row_groups
 from mnist_cli.losses import fused
-from mnist_cli.train import TrainConfig, scale_pixels, train
 
 FLOAT_RTOL = {"float32": 2e-5, "float64": 1e-12}
 

@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from mnist_cli.data.idx import GZIP_MAGIC, IDX_TYPES, Decoder, encode_idx, parse_idx, read_idx, write_idx
 from mnist_cli.errors import FormatError
-from mnist_cli.idx import GZIP_MAGIC, IDX_TYPES, Decoder, encode_idx, parse_idx, read_idx, write_idx
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 

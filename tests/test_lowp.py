@@ -1,17 +1,17 @@
-"""Half precision (mnist_cli.lowp): exact rounding, GradScaler's rules, pure and mixed training, models on disk."""
+"""Half precision (mnist_cli.engine.half): exact rounding, GradScaler's rules, pure and mixed training, models on disk."""
 
 import json
 
 import numpy as np
 import pytest
 
+from mnist_cli.engine import batch_order, rngs, train
+from mnist_cli.engine.half import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
 from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.losses import LOSSES
-from mnist_cli.lowp import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
 from mnist_cli.model import Model
 from mnist_cli.precision import DTYPES
 from mnist_cli.settings import TrainConfig
-from mnist_cli.train import batch_order, rngs, train
 
 F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
 
@@ -249,11 +249,11 @@ def test_gradscaler_checks_the_scaled_gradients():
 
 def _engine(dtype: str, lr: float, W: np.ndarray, b: np.ndarray):
     """A pure half-precision engine holding ``W`` (784, 10) and ``b`` (10,)."""
+    from mnist_cli.engine import Accounting
+    from mnist_cli.engine.half import LowPrecisionSGD
     from mnist_cli.losses import LOSSES
-    from mnist_cli.lowp import LowPrecisionSGD
     from mnist_cli.model import Model
     from mnist_cli.precision import DTYPES
-    from mnist_cli.train import Accounting
 
     images, labels = _random_data()
     config = TrainConfig(dtype=dtype, lr=lr)
@@ -280,8 +280,8 @@ def test_pure_update_is_torch_sgd(dtype, lr):
     """The pure update, bit for bit, against ``torch.optim.SGD`` on parameters of the model's shapes."""
     torch = pytest.importorskip("torch")
     if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
-        pytest.skip("without SIMD torch rounds W's product too (see mnist_cli.lowp)")
-    from mnist_cli.lowp import round_to
+        pytest.skip("without SIMD torch rounds W's product too (see mnist_cli.engine.half)")
+    from mnist_cli.engine.half import round_to
 
     rng = np.random.default_rng(3)
     W, b = round_to(rng.normal(0, 0.05, (784, 10)).astype(np.float32), dtype), round_to(rng.normal(0, 0.1, 10), dtype)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mnist_cli.cli import main
-from mnist_cli.store import DATA_DIR_ENV
+from mnist_cli.data.directory import DATA_DIR_ENV
 
 pytestmark = pytest.mark.usefixtures("download_env")
 

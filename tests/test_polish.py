@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from mnist_cli.cli import main
-from mnist_cli.idx import encode_idx
-from mnist_cli.present import nan_lines
+from mnist_cli.data.idx import encode_idx
+from mnist_cli.report import nan_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_train_loss_is_the_mean_cross_entropy_over_the_training_set(cli):
 
 
 def test_preset_best_is_named_in_the_report():
-    from mnist_cli.present import changed_text
+    from mnist_cli.report import changed_text
     from mnist_cli.settings import changed_settings, train_config
 
     changed = changed_settings(train_config("best"), "best")
@@ -263,7 +263,7 @@ def test_an_automatic_download_says_what_and_from_where_in_one_line(tmp_path, ti
 
 
 def test_ctrl_c_in_train_says_how_far_it_got(cli, monkeypatch):
-    import mnist_cli.train as train_mod
+    import mnist_cli.engine.schedule as train_mod
 
     record = train_mod._record
 
@@ -280,7 +280,7 @@ def test_ctrl_c_in_train_says_how_far_it_got(cli, monkeypatch):
 
 
 def test_ctrl_c_in_compare_names_the_finished_runs(cli, monkeypatch):
-    import mnist_cli.stack as stack_mod
+    import mnist_cli.engine.stacked as stack_mod
 
     def train_stack(images, labels, configs, *, on_stack=None):
         on_stack([0])  # one run done, then the user presses Ctrl-C

@@ -1,6 +1,6 @@
 """Readable reports say what the numbers mean, and only when it applies."""
 
-from mnist_cli.present import format_evaluate, nan_lines
+from mnist_cli.report import format_evaluate, nan_lines
 
 
 def evaluation(differ):

@@ -5,8 +5,8 @@ import pytest
 
 from mnist_cli import settings
 from mnist_cli.cli import main
+from mnist_cli.engine.fast import FAST_KERNELS
 from mnist_cli.errors import SettingsError
-from mnist_cli.fastpath import FAST_KERNELS
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import DTYPES, INITS
 from mnist_cli.settings import PRESETS, TrainConfig, train_config

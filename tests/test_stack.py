@@ -1,4 +1,4 @@
-"""The stacked engine (mnist_cli.stack): a run's numbers do not depend on the runs stacked with it
+"""The stacked engine (mnist_cli.engine.stacked): a run's numbers do not depend on the runs stacked with it
 (bit for bit), and equal those of ``train`` (FastSGD and the plain loop) to rounding.
 
 Exact, by construction: every block has the same shape whatever the number of runs, and no arithmetic
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from test_fastpath import NAN_STORY, assert_same_numbers, assert_same_story
 
-from mnist_cli import stack
+from mnist_cli.engine import TrainConfig, train
+from mnist_cli.engine import stacked as stack
+from mnist_cli.engine.fast import class_rows
+from mnist_cli.engine.stacked import STACK_LOSSES, evaluate_stack, log_records, train_stack
 from mnist_cli.evaluate import evaluate_model
-from mnist_cli.fastpath import class_rows
 from mnist_cli.losses import LOSSES
-from mnist_cli.stack import STACK_LOSSES, evaluate_stack, log_records, train_stack
 from mnist_cli.threads import blas_kernel
-from mnist_cli.train import TrainConfig, train
 
 STEPS = 300
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from mnist_cli.compare import CompareConfig, run_compare, to_document
+from mnist_cli.engine import TrainConfig, train
 from mnist_cli.evaluate import predict_logits
 from mnist_cli.threads import blas_pinned, provenance
-from mnist_cli.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_compare_documents_agree_for_any_thread_count(mnist):
 _CHILD = """
 import hashlib, json, sys
 from mnist_cli.data import load_mnist
-from mnist_cli.train import TrainConfig, train
+from mnist_cli.engine import TrainConfig, train
 d = load_mnist(sys.argv[1], offline=True)
 out = {}
 for name, cfg in {"mini": TrainConfig(input_scale=255, steps=300),

@@ -6,18 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from mnist_cli.engine import batch_order, rngs, train
 from mnist_cli.evaluate import evaluate_accuracy
-from mnist_cli.losses import softmax, underflow_limit
+from mnist_cli.losses import healthy_gap, softmax, underflow_limit
 from mnist_cli.model import DTYPES
-from mnist_cli.train import (
-    MAX_STEPS,
-    PRESETS,
-    TrainConfig,
-    batch_order,
-    healthy_gap,
-    rngs,
-    train,
-)
+from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig
 
 
 def run(mnist, **kw):

@@ -17,9 +17,9 @@ from conftest import make_tiny
 
 from mnist_cli.cli import main
 from mnist_cli.data import load_mnist
-from mnist_cli.datasets import MNIST_SPEC
-from mnist_cli.idx import read_idx
-from mnist_cli.store import STATE_DIR, verify_file
+from mnist_cli.data.datasets import MNIST_SPEC
+from mnist_cli.data.directory import STATE_DIR, verify_file
+from mnist_cli.data.idx import read_idx
 
 pytestmark = pytest.mark.usefixtures("download_env")
 

@@ -1,7 +1,7 @@
 """IDX files (the format of MNIST), plain or gzip-compressed, read strictly and with bounded memory.
 
     >>> import numpy as np
-    >>> from mnist_cli.idx import encode_idx, parse_idx
+    >>> from mnist_cli.data.idx import encode_idx, parse_idx
     >>> parse_idx(encode_idx(np.arange(6, dtype=np.uint8).reshape(2, 3))).shape
     (2, 3)
 

@@ -55,8 +55,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mnist_cli.engine.base import BatchesTaken
 from mnist_cli.precision import LOW_PRECISION, as_dtype
-from mnist_cli.train import BatchesTaken
 
 __all__ = ["round_to", "pixel_table", "Inputs", "linear", "LossScaler", "parse_loss_scale", "LowPrecisionSGD", "logits"]
 
@@ -239,7 +239,7 @@ def _finite(a: np.ndarray) -> bool:
 
 
 class LowPrecisionSGD(BatchesTaken):
-    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.train.Engine`), pure or mixed.
+    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.engine.Engine`), pure or mixed.
 
     The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
     master weights (mixed). See the module docstring for every rounding. Like every engine it runs inside

@@ -1,6 +1,6 @@
 """What to download, as data: the files of a dataset, their pinned sizes and checksums, and its mirrors.
 
-    >>> from mnist_cli.datasets import MNIST_SPEC
+    >>> from mnist_cli.data.datasets import MNIST_SPEC
     >>> [f.name for f in MNIST_SPEC.files][:2]
     ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz']
 

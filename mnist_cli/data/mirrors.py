@@ -11,7 +11,7 @@
 ``MNIST_SOFTMAX_<FIELD>``; :func:`resolve_mirrors` turns the caller's mirrors, ``$MNIST_SOFTMAX_MIRRORS``
 and the dataset's own into :class:`Mirror` objects (an http(s) base URL or a local directory);
 :func:`offline_from_env` reads ``$MNIST_SOFTMAX_OFFLINE``. A bad value is a one-line
-:class:`mnist_cli.errors.ConfigError` that names it. :mod:`mnist_cli.download` fetches with them.
+:class:`mnist_cli.errors.ConfigError` that names it. :mod:`mnist_cli.data.download` fetches with them.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mnist_cli import datasets
-from mnist_cli.datasets import DatasetSpec
+from mnist_cli.data import datasets
+from mnist_cli.data.datasets import DatasetSpec
+from mnist_cli.data.directory import expand_home, redact
 from mnist_cli.errors import ConfigError
 from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
-from mnist_cli.store import expand_home, redact
 
 __all__ = ["FetchSettings", "Mirror", "resolve_mirrors", "offline_from_env"]
 

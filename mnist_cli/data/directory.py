@@ -1,6 +1,6 @@
 """The local data directory: where it is, which of its files are verified, and how to write into it safely.
 
-This module is shared by :mod:`mnist_cli.download` (which fills the directory) and
+This module is shared by :mod:`mnist_cli.data.download` (which fills the directory) and
 :mod:`mnist_cli.data` (which loads from it) and imports neither ``requests`` nor ``tqdm``, so that
 loading data already present costs no network-stack start-up.
 
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cli import fileio
-from mnist_cli.datasets import FileSpec
+from mnist_cli.data.datasets import FileSpec
+from mnist_cli.data.idx import Decoder
 from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError
 from mnist_cli.fileio import reason, sweep
-from mnist_cli.idx import Decoder
 from mnist_cli.settings import DATA_DIR_ENV, LOCK_TIMEOUT_ENV
 
 try:  # POSIX advisory locks; elsewhere concurrent runs stay safe (atomic renames) but may fetch twice

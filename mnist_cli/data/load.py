@@ -10,7 +10,7 @@ loads the decoded arrays from ``.mnist-softmax/cache/*.npy``, named by the SHA-2
 content. Each cache file is stamped when written (its own size, mtime, inode and SHA-256, and the
 content it was decoded from, hashed as it is decoded: a file that rotted behind its stamp is verified
 and repaired instead of cached); one that no longer matches its stamp is rebuilt, with a notice. Only
-when a file is missing or changed does it import :mod:`mnist_cli.download` (and with it
+when a file is missing or changed does it import :mod:`mnist_cli.data.download` (and with it
 ``requests``) to fetch, verify or repair the files. Files that do not match MNIST's pinned checksums
 are the user's own dataset: they are checked structurally instead (IDX, 28x28 uint8 images, labels
 0-9, as many labels as images: the headers first, before anything is decoded) and reported with
@@ -25,12 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli import datasets
-from mnist_cli.datasets import FileSpec
-from mnist_cli.errors import ChecksumError, DataDirError, FormatError
-from mnist_cli.idx import MAX_IDX_BYTES, read_header, read_idx
-from mnist_cli.present import describe_data
-from mnist_cli.store import (
+from mnist_cli.data import datasets
+from mnist_cli.data.datasets import FileSpec
+from mnist_cli.data.directory import (
     DataDirPart,
     Stamps,
     cache_path,
@@ -39,6 +36,9 @@ from mnist_cli.store import (
     notices,
     resolve_data_dir,
 )
+from mnist_cli.data.idx import MAX_IDX_BYTES, read_header, read_idx
+from mnist_cli.errors import ChecksumError, DataDirError, FormatError
+from mnist_cli.report import describe_data
 
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
@@ -98,7 +98,7 @@ class _Rotten(Exception):
 
 def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, progress: bool) -> MNIST:
     if sources is None:
-        from mnist_cli.download import ensure_mnist  # only now: requests and tqdm cost start-up time
+        from mnist_cli.data.download import ensure_mnist  # only now: requests and tqdm cost start-up time
 
         report = ensure_mnist(root, mirrors=mirrors, offline=offline, progress=progress, spec=spec)
         stamps = Stamps(root)

@@ -7,13 +7,13 @@
     # -> 2
 
 Runs with the same seed, dtype, batch size, steps and training set draw the same initial parameters
-and the same batches (:func:`mnist_cli.train.rngs`): they differ only in lr, input scale and loss. Such
+and the same batches (:func:`mnist_cli.engine.rngs`): they differ only in lr, input scale and loss. Such
 a *stack* gathers and converts each batch once, and its runs are laid out side by side in **blocks**
 of up to :data:`SLOTS` runs, those of one loss next to each other (each loss applies to its slots):
 
 - **The input scale folds into the weights** (``(s x) W = x (s W)``): a block keeps the transposed
   weights of its runs in pixel units, ``At[i] = s_i W_i.T`` (S, r, d) (``r``: the k classes and the
-  rows of zeros :func:`mnist_cli.fastpath.class_rows` pads them to for the BLAS kernel), and their
+  rows of zeros :func:`mnist_cli.engine.fast.class_rows` pads them to for the BLAS kernel), and their
   biases ``bt`` (S, k, 1). Its n live runs are its first n slots. The product ``zt = At @ x.T``
   (n, r, B) is every run's logits; the block's loss takes them as ``(n, k, B)`` and returns each run's
   mean loss and ``dL/dz``; the product ``G @ x`` (n, r, d), ``G_i = dL/dz_i * lr_i s_i**2``, is every
@@ -27,8 +27,8 @@ of up to :data:`SLOTS` runs, those of one loss next to each other (each loss app
   and 0.5x (float64) of the per-run calls on Haswell.
 - **Losses** (:data:`STACK_LOSSES`, the same names as :data:`mnist_cli.losses.LOSSES`) follow the
   reference formulas term by term on the ``(n, k, B)`` layout; each run keeps its own NaN accounting
-  (:class:`mnist_cli.train.NanReport`, exactly as issue 3 defines it), first-step
-  :class:`mnist_cli.train.Snapshot` and per-step losses.
+  (:class:`mnist_cli.engine.NanReport`, exactly as issue 3 defines it), first-step
+  :class:`mnist_cli.engine.Snapshot` and per-step losses.
 - **A run that goes NaN keeps its story and stops costing.** Once every parameter of a run is NaN it
   stays NaN (every operation of a step propagates NaN: the logits, any of the three losses and its
   gradient are NaN, so each later step is a NaN loss and a non-finite gradient, and no probability is
@@ -44,7 +44,7 @@ array with the same loop for every row: a sum over the batch is one pairwise sum
 sum over the classes adds the k rows in order). So a run's losses, parameters and NaN report are
 **bit-identical** however many runs share its stack and whichever slot it has
 (``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs in every part of
-a block, and wide against per-run products). Against :func:`mnist_cli.train.train` (``PlainSGD``,
+a block, and wide against per-run products). Against :func:`mnist_cli.engine.train` (``PlainSGD``,
 ``FastSGD``) the results are equal **to rounding** only: their products have other shapes and their
 sums run in another order; the NaN stories are the same.
 
@@ -64,12 +64,13 @@ from functools import cache
 
 import numpy as np
 
+from mnist_cli.engine.base import NanReport, Snapshot, TrainResult, _epochs, consumed_digest, rngs
+from mnist_cli.engine.fast import class_rows
 from mnist_cli.errors import SettingsError
-from mnist_cli.fastpath import class_rows
-from mnist_cli.losses import CLIP_MIN
+from mnist_cli.losses import CLIP_MIN, healthy_gap
 from mnist_cli.model import DTYPES, N_CLASSES, Model
+from mnist_cli.settings import TrainConfig
 from mnist_cli.threads import blas_kernel, blas_pinned, provenance
-from mnist_cli.train import NanReport, Snapshot, TrainConfig, TrainResult, _epochs, consumed_digest, healthy_gap, rngs
 
 #: Runs per block: the width of its wide products and of the element-wise loss and accounting arrays
 #: (16 x 12 x 100, 77 KB in float32), which stay in cache with the batch; the parameters of a block are
@@ -114,7 +115,7 @@ def wide_is_exact(kernel: str | None, dtype_name: str, shape: tuple[int, int, in
     product's; adding the inner sum as two halves changes 86-89% of them), so all of a run's outputs
     agreeing by chance is out of the question. What the probe assumes is only that the BLAS picks its
     order from the shapes and the thread count (one thread here), not from the values. Measured with
-    OpenBLAS 0.3.31 (:func:`mnist_cli.fastpath.class_rows` rows per run: 12 in float32 on Haswell, else
+    OpenBLAS 0.3.31 (:func:`mnist_cli.engine.fast.class_rows` rows per run: 12 in float32 on Haswell, else
     10; 1 to 16 runs): Haswell and Sandybridge exact in both dtypes; SkylakeX in neither (its forward
     product takes another path when wide); Prescott (Katmai) in float64 only.
     """
@@ -366,7 +367,7 @@ class _Stack:
         From ``-min(z - max(z))``, one reduction: where z is finite this is the same number
         (``fl(z_j - m)`` is monotone in ``z_j`` and ``fl(-a) = -fl(a)``), and where it is not (an inf or
         a nan in ``z - max(z)``) the result is nan or inf, past the healthy gap; the gaps past it are
-        taken again by the plain formula, as :meth:`mnist_cli.train.Accounting.record` takes them."""
+        taken again by the plain formula, as :meth:`mnist_cli.engine.Accounting.record` takes them."""
         gap = -np.minimum.reduce(shifted, axis=(1, 2))  # (n,)
         healthy = gap <= self.healthy_gap
         if not healthy.all():
@@ -376,7 +377,7 @@ class _Stack:
 
     @staticmethod
     def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
-        """:meth:`mnist_cli.train.Accounting.record` for a step whose loss or gradient is non-finite."""
+        """:meth:`mnist_cli.engine.Accounting.record` for a step whose loss or gradient is non-finite."""
         if not math.isfinite(loss):
             run.nan.count_loss(step, loss)
         if not grad_finite:

@@ -9,7 +9,7 @@
 
 Pure functions from the documents the library builds (``train --json``, ``evaluate --json``,
 ``compare --json``) to text: nothing here computes a result, and nothing else in the package words
-one. :mod:`mnist_cli.plot` draws from the same documents.
+one. :mod:`mnist_cli.report.plots` draws from the same documents.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import numpy as np
 from mnist_cli.compare import CompareResult, to_document
 from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
-from mnist_cli.present import number_text
+from mnist_cli.report import number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row

@@ -1,6 +1,6 @@
 """Fetch the files of a dataset into the data directory: verified, atomic, resilient to bad mirrors.
 
-    from mnist_cli.download import ensure_mnist
+    from mnist_cli.data.download import ensure_mnist
     report = ensure_mnist(mirrors=["../shared/datasets/mnist"])
     print(report.summary())
 
@@ -31,15 +31,10 @@ from pathlib import Path
 import requests
 import urllib3
 
-from mnist_cli import __version__, datasets
-from mnist_cli.datasets import DatasetSpec, FileSpec
-from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
-from mnist_cli.idx import check_idx
-from mnist_cli.present import describe_data, plural
-from mnist_cli.progress import bars_enabled, make_bar
-from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
-from mnist_cli.sources import FetchSettings, Mirror, offline_from_env, resolve_mirrors
-from mnist_cli.store import (
+from mnist_cli import __version__
+from mnist_cli.data import datasets
+from mnist_cli.data.datasets import DatasetSpec, FileSpec
+from mnist_cli.data.directory import (
     DATA_DIR_ENV,
     DataDirPart,
     Digest,
@@ -55,6 +50,12 @@ from mnist_cli.store import (
     sweep_temps,
     verify_file,
 )
+from mnist_cli.data.idx import check_idx
+from mnist_cli.data.mirrors import FetchSettings, Mirror, offline_from_env, resolve_mirrors
+from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
+from mnist_cli.progress import bars_enabled, make_bar
+from mnist_cli.report import describe_data, plural
+from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
 
 __all__ = ["DownloadReport", "FileReport", "ensure_mnist"]
 

@@ -1,6 +1,6 @@
-"""The fast SGD step: the same arithmetic as the plain loop in :mod:`mnist_cli.train`, in fewer NumPy calls.
+"""The fast SGD step: the same arithmetic as the plain loop in :mod:`mnist_cli.engine`, in fewer NumPy calls.
 
-    >>> from mnist_cli.fastpath import row_groups
+    >>> from mnist_cli.engine.fast import row_groups
     >>> row_groups(100)                      # a mini-batch: one product
     [(0, 1, 100)]
     >>> row_groups(2000)[:2]                 # a large batch: groups of 9 products of 100 rows
@@ -163,7 +163,7 @@ def fast_engine(images, labels, model, config, loss_fn: Callable, kernel_cls, ac
 
 class FastSGD:
     """What both fast modes share: the layout ``Va = [s * W.T | b / kappa]`` (r, d + 1), the step
-    factors, the reference step and the update. An engine of :class:`mnist_cli.train.Engine`'s
+    factors, the reference step and the update. An engine of :class:`mnist_cli.engine.Engine`'s
     protocol; use :func:`fast_engine` to get the mode that fits the batch."""
 
     def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):

@@ -1,0 +1,306 @@
+"""The engine contract and what every engine shares: the NaN accounting, the records, the results.
+
+Conventions
+-----------
+- **Parameters.** A model is ``W`` (d, k) and ``b`` (k,), ``z = x @ W + b`` with ``x`` the batch's pixels
+  times ``input_scale / 255``. Each engine keeps them in a layout of its own, one array ``params``
+  (what the schedule averages) that :meth:`Engine.export` turns back into ``(W, b)``: the plain loop
+  ``[W; b]`` (d + 1, k); the fast step ``Va = [s W.T | b / kappa]`` (r, d + 1), ``s = input_scale / 255``,
+  ``kappa = 1 / s``, ``r >= k`` rows (padding rows stay zero); the half engine ``[W; b]`` in float32 holding
+  the dtype's values (pure) or the float32 masters (mixed); the stacked engine, per run,
+  ``At = s W.T`` (r, d) and ``bt`` (k, 1).
+- **Learning rate.** ``lr`` reaches :meth:`Engine.step` as a NumPy scalar of the run's compute dtype
+  (float32 for float16/bfloat16, whose arithmetic on the update is float32: PyTorch's opmath), decayed by
+  the schedule after each epoch.
+- **Steps** are numbered from 1. An engine calls :meth:`Accounting.record` for every step it has not
+  proved healthy and :meth:`Accounting.observe_gap` for every one it has; it applies no update that
+  :meth:`Accounting.halts` stops.
+- **Batches.** The schedule hands an engine each epoch's permutation; batch ``j`` is its slice
+  ``[j B, (j + 1) B)``. What an engine actually consumed is hashed by :func:`consumed_digest`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from mnist_cli.losses import healthy_gap, softmax
+from mnist_cli.model import Model
+from mnist_cli.settings import TrainConfig
+
+
+@dataclass
+class NanReport:
+    """Every non-finite event of a run. Steps are numbered from 1; ``None`` means never."""
+
+    steps_nan_loss: int = 0
+    steps_inf_loss: int = 0
+    steps_nonfinite_grad: int = 0
+    first_nan_loss_step: int | None = None
+    first_inf_loss_step: int | None = None
+    first_nonfinite_grad_step: int | None = None
+    params_nonfinite: bool = False
+    first_nonfinite_params_step: int | None = None
+    underflow_probs: int = 0  # softmax probabilities that were exactly 0, summed over steps
+    steps_with_underflow: int = 0
+    first_underflow_step: int | None = None
+    max_logit_gap: float = 0.0  # largest max(z) - min(z) within one example seen in training
+    overflow_logits: int = 0  # logits that were +-inf (the product left the dtype's range), summed over steps
+    first_overflow_step: int | None = None
+    steps_skipped: int = 0  # updates the loss scaler skipped (mixed precision, mnist_cli.engine.half.LossScaler)
+    first_skipped_step: int | None = None
+    loss_scale: float | None = None  # the loss scale after the last step (None: no scaling)
+
+    def count_underflow(self, step: int, n_zero: int) -> None:
+        """``n_zero`` softmax probabilities were exactly 0 at ``step``."""
+        if n_zero:
+            self.underflow_probs += n_zero
+            self.steps_with_underflow += 1
+            self.first_underflow_step = self.first_underflow_step or step
+
+    def count_loss(self, step: int, loss: float) -> None:
+        """The loss of ``step`` was non-finite: NaN or infinite."""
+        if loss != loss:
+            self.steps_nan_loss += 1
+            self.first_nan_loss_step = self.first_nan_loss_step or step
+        else:
+            self.steps_inf_loss += 1
+            self.first_inf_loss_step = self.first_inf_loss_step or step
+
+    def count_overflow(self, step: int, n_inf: int) -> None:
+        """``n_inf`` logits were +-inf at ``step``."""
+        if n_inf:
+            self.overflow_logits += n_inf
+            self.first_overflow_step = self.first_overflow_step or step
+
+    def count_skip(self, step: int) -> None:
+        """The loss scaler skipped the update of ``step`` (its gradient was non-finite)."""
+        self.steps_skipped += 1
+        self.first_skipped_step = self.first_skipped_step or step
+
+    def count_grad(self, step: int) -> None:
+        """The gradient of ``step`` had a non-finite entry."""
+        self.steps_nonfinite_grad += 1
+        self.first_nonfinite_grad_step = self.first_nonfinite_grad_step or step
+
+    @property
+    def any_nonfinite(self) -> bool:
+        return bool(self.steps_nan_loss or self.steps_inf_loss or self.steps_nonfinite_grad or self.params_nonfinite)
+
+    @property
+    def first_nonfinite_step(self) -> int | None:
+        steps = [s for s in (self.first_nan_loss_step, self.first_inf_loss_step, self.first_nonfinite_grad_step) if s]
+        return min(steps) if steps else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["any_nonfinite"] = self.any_nonfinite
+        d["first_nonfinite_step"] = self.first_nonfinite_step
+        return d
+
+
+@dataclass
+class Snapshot:
+    """The batch of the first non-finite step, kept for forensics (``--explain-nan``)."""
+
+    step: int
+    indices: np.ndarray  # (B,) positions in the training set
+    labels: np.ndarray  # (B,)
+    logits: np.ndarray  # (B, k) as the loss saw them
+    loss_scale: float | None = None  # mixed precision: the loss scale of that step
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model: Model
+    nan: NanReport
+    losses: np.ndarray  # (steps,) float64, loss of each step (nan/inf kept)
+    steps: int
+    seconds: float
+    order_digest: str  # sha256 of the (index, label) pairs the engine consumed, step by step (consumed_digest)
+    init_digest: str  # sha256 of the initial parameters
+    snapshot: Snapshot | None = None
+    stopped_early: bool = False
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.losses[-1]) if self.steps else float("nan")
+
+
+def scale_pixels(images: np.ndarray, input_scale: float, dtype) -> np.ndarray:
+    """``x = pixels * (input_scale / 255)`` in ``dtype``: [0, 1] by default, raw pixels at 255."""
+    return np.multiply(images, np.dtype(dtype).type(input_scale / 255.0), dtype=dtype)
+
+
+def _epochs(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(permutation of range(n), batches to cut from it)`` per epoch until ``steps`` batches."""
+    per_epoch = n // batch_size
+    done = 0
+    while done < steps:
+        count = min(per_epoch, steps - done)
+        yield rng.permutation(n), count
+        done += count
+
+
+def batch_order(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield ``steps`` index batches: a fresh permutation of ``range(n)`` per epoch, cut into
+    ``n // batch_size`` batches (a remainder smaller than a batch is skipped, as a batch of 1 would
+    weigh one example like a hundred). Depends only on (n, batch_size, rng), never on the loss."""
+    for perm, count in _epochs(n, batch_size, steps, rng):
+        for j in range(count):
+            yield perm[j * batch_size : (j + 1) * batch_size]
+
+
+def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for (init, data order) from one seed."""
+    init_ss, order_ss = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
+
+
+def consumed_digest(digest, indices: np.ndarray, labels: np.ndarray) -> None:
+    """Add the steps ``indices``, ``labels`` (steps, B) to ``digest`` (a hashlib sha256): for each step
+    the pairs ``(index, label)`` in index order, as int64 ``index * 256 + label``. The order within a
+    step does not change its sum, so an engine that reads a full batch in storage order and one that
+    reads it in the drawn order agree; one that gathers other rows, or builds its targets from other
+    labels, does not."""
+    keys = indices.astype(np.int64) * 256 + labels  # (steps, B); labels < 256
+    keys.sort(axis=1)
+    digest.update(keys.tobytes())
+
+
+class Accounting:
+    """The exact NaN accounting of a run, as issue 3 defines it, and the one place that decides to stop.
+
+    Every engine calls :meth:`record` for each step it has not proved healthy (the plain loop: every
+    step) and :meth:`observe_gap` for each one it has; it asks :meth:`halts` whether to apply a step's
+    update. Only the accounting writes :attr:`nan`.
+    """
+
+    def __init__(self, dtype_name: str, k: int, stop_on_nan: bool = False):
+        self.nan = NanReport()
+        self.snapshot: Snapshot | None = None
+        self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
+        self.bad_grad_step = 0  # the last step whose gradient was non-finite
+        self.skipped_step = 0  # the last step whose update the loss scaler skipped
+        self.stop_on_nan = stop_on_nan
+        self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
+
+    def observe_gap(self, gap: float) -> None:
+        """A step proved healthy had this largest logit gap ``max(z) - min(z)``."""
+        if gap > self.nan.max_logit_gap:
+            self.nan.max_logit_gap = gap
+
+    def halts(self, bad: bool) -> bool:
+        """Whether a step whose loss or gradient was non-finite (``bad``) ends the run before its update:
+        with ``stop_on_nan`` it does; otherwise training goes on, as TensorFlow's does."""
+        return bad and self.stop_on_nan
+
+    def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray,
+               grad_finite: bool | None = None) -> bool:
+        """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
+        has a non-finite entry), or ``grad_finite`` when the engine knows better (half precision, where
+        ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite."""
+        gaps = np.max(z, axis=1) - np.min(z, axis=1)  # (B,) nan where z has nan
+        gap = float(np.max(gaps))
+        self.observe_gap(gap)
+        if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
+            rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
+            with np.errstate(all="ignore"):
+                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z[rows]) == 0)))
+            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z[rows]))))
+        bad_loss = not math.isfinite(loss)
+        bad_grad = not np.isfinite(gb).all() if grad_finite is None else not grad_finite
+        if bad_loss:
+            self.nan.count_loss(step, loss)
+        if bad_grad:
+            self.bad_grad_step = step
+            self.nan.count_grad(step)
+        if (bad_loss or bad_grad) and self.snapshot is None:
+            self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
+        return bad_loss or bad_grad
+
+    def skip(self, step: int, scaler, grad_finite: bool) -> bool:
+        """Tell ``scaler`` (:class:`mnist_cli.engine.half.LossScaler`) whether the gradient of ``step`` was finite;
+        return whether it skips the update (counted), and keep its scale."""
+        skipped = scaler.update(grad_finite)
+        if skipped:
+            self.skipped_step = step
+            self.nan.count_skip(step)
+        if scaler.active:
+            self.nan.loss_scale = float(scaler.scale)
+        return skipped
+
+    def check_params(self, step: int, finite: bool) -> None:
+        """The parameters after ``step`` are (not) all finite: keep the first step they were not."""
+        if not finite and not self.nan.params_nonfinite:
+            self.nan.params_nonfinite = True
+            self.nan.first_nonfinite_params_step = step
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps so far with a non-finite loss or gradient, counted once per kind (for progress bars)."""
+        nan = self.nan
+        return nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad
+
+
+class Engine(Protocol):
+    """What :func:`train` asks of an engine (:class:`PlainSGD`, :func:`mnist_cli.engine.fast.fast_engine`).
+
+    An engine owns the parameters in a layout of its own and takes SGD steps on them; it accounts for
+    every step through the :class:`Accounting` it was given and applies no update the accounting halts.
+    """
+
+    params: np.ndarray  #: every parameter in one array, in the engine's layout (averaged as one)
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        """A new epoch: ``perm`` is the permutation of the training set, ``count`` the steps it will take."""
+
+    def step(self, step: int, j: int, lr) -> tuple[float, bool]:
+        """Run batch ``j`` of the epoch (global step number ``step``, from 1) at learning rate ``lr``;
+        return the batch's mean loss and whether its loss or gradient was non-finite."""
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B): the examples the first ``done`` steps of this epoch gathered
+        and the labels their targets came from (what :func:`consumed_digest` hashes)."""
+
+    def finite(self) -> bool:
+        """Whether every current parameter is finite."""
+
+    def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` (d, k) and (k,) from an array in the layout of :attr:`params`."""
+
+    def close(self) -> None:
+        """Release threads and buffers."""
+
+
+class BatchesTaken:
+    """What an engine that gathers its own batches from the epoch's permutation shares: the permutation,
+    and the (indices, labels) of each step taken so far (:meth:`Engine.consumed`)."""
+
+    B: int
+    labels: np.ndarray
+    perm: np.ndarray | None = None
+
+    def begin_epoch(self, perm: np.ndarray, count: int) -> None:
+        self.perm = perm
+        self.taken: list[tuple[np.ndarray, np.ndarray]] = []  # this epoch's (indices, labels), step by step
+
+    def take(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``j`` of the epoch: its indices into the training set and its labels (recorded)."""
+        idx = self.perm[j * self.B : (j + 1) * self.B]
+        y = self.labels[idx]  # (B,)
+        self.taken.append((idx, y))
+        return idx, y
+
+    def consumed(self, done: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, labels)`` (done, B) of the examples the first ``done`` steps of this epoch used."""
+        idx, y = zip(*self.taken[:done])
+        return np.stack(idx), np.stack(y)
+
+
