@@ -131,7 +131,7 @@ class CompareConfig:
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
-    engine: str = "stack"  # "stack": runs sharing a seed and dtype trained as one (mnist_cli.engine.stacked); "alone": one by one
+    engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
 
     @property
     def sweep(self) -> bool:
