@@ -27,17 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.engine import TrainConfig, TrainResult, train
+from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
-from mnist_cli.evaluate import evaluate_model
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
+from mnist_cli.losses import LOSSES
 from mnist_cli.report import conclusion, number_text
-from mnist_cli.settings import HALF_NAMES
+from mnist_cli.scoring import evaluate_model, evaluate_stack
+from mnist_cli.settings import HALF_NAMES, TUTORIAL, TrainConfig
 from mnist_cli.threads import provenance
 
 SCHEMA = "mnist-softmax/compare/1"
-TUTORIAL = TrainConfig()  # TF r1.4 mnist_softmax.py: the value of every axis a sweep leaves alone
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Scenario:
     naive: str | None = None  # "finite": naive never goes non-finite; "fails": it does, by `by_step`
     by_step: int | None = None  # with "fails": the first non-finite step is at most this
     precision: str = TUTORIAL.precision  # "mixed": torch.autocast's policy (half dtypes only)
-    fused: str | None = None  # as `naive`, for the fused loss where it is not ALWAYS_FINITE (half precision)
+    fused: str | None = None  # as `naive`, for the fused loss where its record's promise does not hold (half precision)
     fused_by_step: int | None = None
 
 
@@ -86,9 +86,6 @@ SCENARIOS = (
 
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
-#: Losses that must stay finite in every float32/float64 cell, whatever the setting (checked by smoke runs).
-#: Not in float16/bfloat16 (HALF_NAMES): there a logit can overflow in the product, and then nothing is finite.
-ALWAYS_FINITE = ("fused",)
 
 #: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
 SMOKE = {"steps": 200, "train_limit": 2000}
@@ -285,7 +282,7 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, j
 
 def _train_stacked(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
     """Every float32/float64 run by :func:`mnist_cli.engine.stacked.train_stack` (runs sharing a seed and dtype as
-    one), then evaluated together (:func:`mnist_cli.engine.stacked.evaluate_stack`); the half-precision runs, which
+    one), then evaluated together (:func:`mnist_cli.scoring.evaluate_stack`); the half-precision runs, which
     the stack does not implement, one by one (:func:`_train_alone`). Runs come back in the order of ``jobs``."""
 
     half = [i for i, (cell, _) in enumerate(jobs) if cell.dtype in HALF_NAMES]
@@ -311,7 +308,7 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
 
 def _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs, on_run, total) -> list[Run]:
     """:func:`_train_stacked`'s stacked part: ``jobs`` trained by :func:`mnist_cli.engine.stacked.train_stack`."""
-    from mnist_cli.engine.stacked import evaluate_stack, log_records, train_stack
+    from mnist_cli.engine.stacked import log_records, train_stack
 
     configs = [config.train_config(cell, loss) for cell, loss in jobs]
     done = 0
@@ -324,7 +321,7 @@ def _stack_runs(train_images, train_labels, test_images, test_labels, config, jo
                 on_run(done, total, f"{jobs[pos][0].label} / {jobs[pos][1]}")
 
     results = train_stack(train_images, train_labels, configs, on_stack=on_stack)
-    evaluations = evaluate_stack(results, test_images, test_labels)
+    evaluations = evaluate_stack([r.model for r in results], [c.input_scale for c in configs], test_images, test_labels)
     runs = []
     for (cell, loss), result, evaluation in zip(jobs, results, evaluations):
         explanation = explain_result(result, cell.dtype, loss)
@@ -370,7 +367,7 @@ def _run_doc(run: Run) -> dict:
 def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
     """What each loss must do in this cell: {loss: {"nonfinite": bool, "by_step": int | None}}."""
     out = {loss: {"nonfinite": False, "by_step": None} for loss in losses
-           if loss in ALWAYS_FINITE and cell.dtype not in HALF_NAMES}
+           if LOSSES[loss].promised_finite and cell.dtype not in HALF_NAMES}
     s = cell.scenario
     if s is not None and s.naive is not None and "naive" in losses:
         out["naive"] = {"nonfinite": s.naive == "fails", "by_step": s.by_step}
@@ -381,8 +378,8 @@ def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
 
 def planned_checks(config: CompareConfig) -> int:
     """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
-    (:data:`ALWAYS_FINITE`) is checked in every float32/float64 cell, naive (and fused in half precision)
-    only in the cells of named scenarios."""
+    (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
+    half precision) only in the cells of named scenarios."""
     return sum(len(_expect_doc(cell, config.losses)) for cell in config.cells())
 
 
@@ -572,6 +569,6 @@ def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
     doc["plot_seconds"] = time.perf_counter() - t0
 
 
-__all__ = ["SCENARIOS", "ALWAYS_FINITE", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
+__all__ = ["SCENARIOS", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
            "run_compare", "to_document", "stability_map", "loss_curve", "metrics_paths",
            "write_metrics", "probe_outputs", "planned_checks", "compare_config", "publish", "add_metrics", "add_plot"]

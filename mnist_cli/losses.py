@@ -1,4 +1,4 @@
-"""Cross-entropy losses of softmax regression, in pure NumPy.
+"""Cross-entropy losses of softmax regression, in pure NumPy: one record per loss (:data:`LOSSES`).
 
 Every loss takes raw logits ``z`` of shape (n, k) and integer labels ``y`` of shape (n,) and returns
 ``(loss, dlogits)``: the mean loss over the batch (a Python float) and its gradient with respect to
@@ -14,57 +14,44 @@ looks inside.
     >>> naive(z, np.array([0]))[0]     # a non-target p underflowed: 0 * log(0) = 0 * -inf = nan
     nan
 
+**Layouts.** Each formula is written once, shape-generic, with the classes on axis 1 and the examples
+on the last axis of a per-example array: the reference layout of one run, ``z`` (n, k), and the stacked
+layout of many runs sharing a batch, ``shifted`` (runs, k, B) (:mod:`mnist_cli.engine.stacked`), run
+through the same lines. The fast engine's healthy steps take a third layout, :class:`FusedKernel`
+(transposed, in place), tested against :func:`fused` bit for bit in its loss and to rounding in its
+gradient.
+
 **Precision.** Every function works in the dtype of ``z``: float64, float32, float16, or bfloat16
 (``ml_dtypes.bfloat16``). Each elementwise operation (``-``, ``*``, ``/``, ``exp``, ``log``,
 ``maximum``...) rounds its result to that dtype: NumPy's float16 loops and ml_dtypes' bfloat16 loops
 compute in float32 and round once, which for ``+ - * /`` is the correctly rounded result (float32's 24
-bits are at least twice a half format's 11 or 8, plus 2, so the double rounding is harmless). A
-reduction (:func:`_row_sum`, :func:`_mean`) rounds once too: float16 and bfloat16 accumulate in
-float32 and round the total, as PyTorch's CPU reductions do (left to itself, ml_dtypes would round
-every bfloat16 addition). Division by the batch size goes through :func:`_div_n`, so ``n`` is exact
-even where the dtype cannot hold it (bfloat16 holds integers exactly only up to 256).
+bits are at least twice a half format's 11 or 8, plus 2, so the double rounding is harmless). The
+reductions are :mod:`mnist_cli.precision`'s (float32 accumulation for the half formats, as PyTorch's CPU
+reductions do; the division by ``n`` exact).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_cli.precision import as_dtype, finfo
+from mnist_cli.precision import as_dtype, batch_mean, class_sum, div_n, finfo
 
-__all__ = ["softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs", "clipped_from_probs",
-           "LOSSES", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit", "healthy_gap",
-           "breaks_like_naive"]
+__all__ = ["Loss", "LOSSES", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
+           "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit",
+           "gradient_overflow_limit", "healthy_gap", "breaks_like_naive"]
 
 #: The lower bound of the popular ``log(clip(p, 1e-10, 1))`` workaround.
 CLIP_MIN = 1e-10
 
 
-def _is_low(dtype) -> bool:
-    """float16 and bfloat16: the formats whose reductions accumulate in float32."""
-    return as_dtype(dtype).itemsize < 4
-
-
-def _row_sum(x: np.ndarray) -> np.ndarray:
-    """``sum_j x_ij`` of an (n, k) array, kept (n, 1); float16/bfloat16 summed in float32, rounded once."""
-    if _is_low(x.dtype):
-        return np.sum(x, axis=1, keepdims=True, dtype=np.float32).astype(x.dtype)  # (n, 1)
-    return np.sum(x, axis=1, keepdims=True)  # (n, 1)
-
-
-def _mean(v: np.ndarray):
-    """``sum_i v_i / n`` of an (n,) array; float16/bfloat16 summed and divided in float32, rounded once."""
-    if _is_low(v.dtype):
-        return (np.sum(v, dtype=np.float32) / np.float32(v.shape[0])).astype(v.dtype)
-    return np.mean(v)
-
-
-def _div_n(x: np.ndarray, n: int) -> np.ndarray:
-    """``x / n``; float16/bfloat16 divided in float32 and rounded once, so ``n`` is never rounded."""
-    if _is_low(x.dtype):
-        return (x.astype(np.float32) / np.float32(n)).astype(x.dtype)
-    return x / n
+def _softmax_shifted(shifted: np.ndarray) -> np.ndarray:
+    """``exp(shifted) / sum_j exp(shifted_j)`` over the classes (axis 1), ``shifted = z - max(z)``."""
+    e = np.exp(shifted)  # each in [0, 1]
+    return e / class_sum(e)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -78,8 +65,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     """
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        e = np.exp(z - z_max)  # (n, k), each in [0, 1]
-        return e / _row_sum(e)  # (n, k)
+        return _softmax_shifted(z - z_max)  # (n, k)
 
 
 # --- where softmax breaks, per dtype --------------------------------------------------------------
@@ -148,9 +134,8 @@ def healthy_gap(dtype_name: str, k: int) -> float:
 
 
 def breaks_like_naive(loss: str, dtype) -> bool:
-    """Whether ``loss``'s gradient ``(-y_ / n) / p`` can overflow in ``dtype``: naive always, clipped where
-    its floor :data:`CLIP_MIN` rounds to 0 (float16), fused never."""
-    return loss == "naive" or (loss == "clipped" and bool(as_dtype(dtype).type(CLIP_MIN) == 0))
+    """Whether ``loss``'s gradient ``(-y_ / n) / p`` can overflow in ``dtype`` (its record's ``breaks``)."""
+    return LOSSES[loss].breaks(as_dtype(dtype))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -162,7 +147,7 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
     with np.errstate(under="ignore", over="ignore"):
         shifted = z - z_max  # (n, k), all <= 0
-        return shifted - np.log(_row_sum(np.exp(shifted)))  # (n, k)
+        return shifted - np.log(class_sum(np.exp(shifted)))  # (n, k)
 
 
 def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
@@ -170,6 +155,73 @@ def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
     out = np.zeros((y.shape[0], k), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out
+
+
+def _layout(z: np.ndarray, y: np.ndarray) -> tuple:
+    """The reference layout's ``(shifted, t, Y)``: ``z - max(z)`` (n, k), the index of each row's target
+    (``shifted[t]`` is (n,)) and the one-hot labels (n, k)."""
+    n, k = z.shape
+    return z - np.amax(z, axis=1, keepdims=True), (np.arange(n), y), onehot(y, k, z.dtype)
+
+
+def softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Reverse-mode softmax over the classes: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp``.
+
+    PyTorch's CPU ``_softmax_backward_data`` computes ``(g - sum(g * p)) * p`` (TF's SoftmaxGrad the
+    same), bit for bit this product.
+    """
+    return p * (g - class_sum(g * p))
+
+
+def _upstream(Y: np.ndarray, grad_scale: float) -> np.ndarray:
+    """``-Y * grad_scale``: what reaches ``mean``'s backward times the one-hot labels, before ``/ n``
+    (exact: ``Y`` is 0 or 1)."""
+    return -Y if grad_scale == 1.0 else -Y * Y.dtype.type(grad_scale)
+
+
+def _log_backward(g_in: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log."""
+    return g_in / p  # 0/0 = nan, -x/0 = -inf, and -inf where g_in/p overflows
+
+
+def _examples(a: np.ndarray) -> int:
+    """The examples of a batch: rows of the reference layout (n, k), the last axis of the stacked (runs, k, B)."""
+    return a.shape[-1] if a.ndim == 3 else a.shape[0]
+
+
+def _fused(shifted, t, Y, grad_scale: float = 1.0):
+    """:func:`fused` in either layout: ``(L, dL/dz, softmax(z))`` from ``shifted = z - max(z)``."""
+    n = _examples(shifted)
+    e = np.exp(shifted)  # in [0, 1]; some may underflow to 0, harmlessly
+    s = class_sum(e)  # in [1, k]
+    loss = batch_mean(np.log(s[:, 0]) - shifted[t])  # logsumexp(z) - z[y], m cancels
+    p = e / s  # softmax(z)
+    grad = div_n(p - Y, n)  # (softmax(z) - onehot(y)) / n
+    if grad_scale != 1.0:
+        grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
+    return loss, grad, p
+
+
+def _naive(p, Y, grad_scale: float = 1.0):
+    """:func:`naive_from_probs` in either layout: ``(L, dL/dz)`` from ``p = softmax(z)``."""
+    n = _examples(p)
+    loss = batch_mean(-class_sum(Y * np.log(p))[:, 0])  # log(0) = -inf, 0 * -inf = nan
+    g = _log_backward(div_n(_upstream(Y, grad_scale), n), p)  # dL/dp = (-y_ / n) / p
+    return loss, softmax_backward(p, g)
+
+
+def _clipped(p, Y, grad_scale: float = 1.0):
+    """:func:`clipped_from_probs` in either layout: ``(L, dL/dz)`` from ``p = softmax(z)``."""
+    n = _examples(p)
+    lo, hi = p.dtype.type(CLIP_MIN), p.dtype.type(1)  # the clip bounds, rounded to the dtype
+    p_c = np.minimum(np.maximum(p, lo), hi)  # clip(p); np.clip would promote bfloat16 to float32
+    loss = batch_mean(-class_sum(Y * np.log(p_c))[:, 0])
+    live = (p >= lo) & (p <= hi)  # where clip passes the gradient
+    g = np.where(live, _log_backward(div_n(_upstream(Y, grad_scale), n), p_c), p.dtype.type(0))  # dL/dp
+    return loss, softmax_backward(p, g)
+
+
+_QUIET = dict(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 
 
 def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
@@ -185,43 +237,11 @@ def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float,
     ``+inf`` if the target is such a logit (its exact value exceeds the largest float too, so ``inf`` is
     the correctly rounded loss) and finite otherwise; the gradient stays finite, that entry's
     probability being 0. Non-finite logits give NaN (``inf - inf`` in the shift). ``grad_scale``: see
-    :data:`LOSSES`.
+    :class:`Loss`.
     """
-    n = z.shape[0]
-    rows = np.arange(n)
-    z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1) the max shift
-    with np.errstate(under="ignore", invalid="ignore", over="ignore"):  # invalid: inf/nan logits; over: max - min
-        shifted = z - z_max  # (n, k), <= 0; -inf where the gap exceeds the float range
-        e = np.exp(shifted)  # (n, k), in [0, 1]; some may underflow to 0, harmlessly
-        s = _row_sum(e)  # (n, 1), in [1, k]
-        loss = _mean(np.log(s[:, 0]) - shifted[rows, y])  # logsumexp(z) - z[y], m cancels
-    grad = e / s  # (n, k) softmax(z)
-    grad[rows, y] -= 1  # softmax(z) - onehot(y)
-    grad = _div_n(grad, n)  # mean over the batch
-    if grad_scale != 1.0:
-        with np.errstate(over="ignore"):
-            grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
+    with np.errstate(**_QUIET):
+        loss, grad, _ = _fused(*_layout(z, y), grad_scale)
     return float(loss), grad
-
-
-def _softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Reverse-mode softmax: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp``.
-
-    PyTorch's CPU ``_softmax_backward_data`` computes ``(g - sum(g * p)) * p`` (TF's SoftmaxGrad the
-    same), bit for bit this product.
-    """
-    return p * (g - _row_sum(g * p))  # (n, k)
-
-
-def _upstream(y_: np.ndarray, grad_scale: float) -> np.ndarray:
-    """``-y_ * grad_scale``: what reaches ``mean``'s backward times the one-hot labels, before ``/ n``
-    (exact: ``y_`` is 0 or 1)."""
-    return -y_ if grad_scale == 1.0 else -y_ * y_.dtype.type(grad_scale)
-
-
-def _log_backward(g_in: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log."""
-    return g_in / p  # (n, k): 0/0 = nan, -x/0 = -inf, and -inf where g_in/p overflows
 
 
 def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
@@ -233,7 +253,7 @@ def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float,
     non-target p underflowed to 0; ``-inf`` where the target's did, or where ``1/(n p)`` overflows), then
     the softmax Jacobian ``dL/dz = p * (g - sum(g * p))``. Where no probability underflows it equals the
     fused gradient to rounding; where one does, the loss is nan (``0 * log(0) = 0 * -inf``) and the NaN
-    spreads through the whole row of the gradient. ``grad_scale``: see :data:`LOSSES`.
+    spreads through the whole row of the gradient. ``grad_scale``: see :class:`Loss`.
     """
     return naive_from_probs(softmax(z), y, grad_scale)
 
@@ -243,13 +263,8 @@ def naive_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> t
 
     Split off so that a cross-check can replay this half on another framework's probabilities.
     """
-    n, k = p.shape
-    y_ = onehot(y, k, p.dtype)  # (n, k)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        log_p = np.log(p)  # -inf where p == 0
-        loss = _mean(-_row_sum(y_ * log_p)[:, 0])  # 0 * -inf = nan
-        g = _log_backward(_div_n(_upstream(y_, grad_scale), n), p)  # dL/dp = (-y_ / n) / p
-        grad = _softmax_backward(p, g)  # (n, k)
+    with np.errstate(**_QUIET):
+        loss, grad = _naive(p, onehot(y, p.shape[1], p.dtype), grad_scale)
     return float(loss), grad
 
 
@@ -261,32 +276,108 @@ def clipped(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[floa
     ``1e-10 <= p <= 1`` (bounds included, as ``torch.clamp``'s backward): ``dL/dp = (-y_ / n) / clip(p)``
     there, else 0, then the softmax Jacobian. The bounds are rounded to the dtype: in float16 ``1e-10``
     rounds to 0 (the smallest subnormal is 6e-8), the clip does nothing and ``clipped`` is exactly
-    ``naive``; in bfloat16 the floor is 1.00044e-10. ``grad_scale``: see :data:`LOSSES`.
+    ``naive``; in bfloat16 the floor is 1.00044e-10. ``grad_scale``: see :class:`Loss`.
     """
     return clipped_from_probs(softmax(z), y, grad_scale)
 
 
 def clipped_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """:func:`clipped` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k)."""
-    n, k = p.shape
-    y_ = onehot(y, k, p.dtype)  # (n, k)
-    lo, hi = p.dtype.type(CLIP_MIN), p.dtype.type(1)  # the clip bounds, rounded to the dtype
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        p_c = np.minimum(np.maximum(p, lo), hi)  # (n, k) clip(p); np.clip would promote bfloat16 to float32
-        loss = _mean(-_row_sum(y_ * np.log(p_c))[:, 0])
-        live = (p >= lo) & (p <= hi)  # (n, k) where clip passes the gradient
-        g = np.where(live, _log_backward(_div_n(_upstream(y_, grad_scale), n), p_c), p.dtype.type(0))  # dL/dp
-        grad = _softmax_backward(p, g)  # (n, k)
+    with np.errstate(**_QUIET):
+        loss, grad = _clipped(p, onehot(y, p.shape[1], p.dtype), grad_scale)
     return float(loss), grad
 
 
-#: name -> loss function; the only place a loss is chosen by name. Each is ``f(z, y, grad_scale=1.0) ->
-#: (L, d(grad_scale * L)/dz)``: ``grad_scale`` is the gradient autodiff starts from (a loss scaler's
-#: scale), entering where PyTorch's backward takes it. For naive and clipped that is before the ``log``
-#: backward's division by ``p``, so ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not
-#: (with ``scale = 2**16``, ``n = 100``: from a gap of about 80 in float32 instead of 91).
-LOSSES = {
-    "fused": fused,
-    "naive": naive,
-    "clipped": clipped,
+def _stacked_from_probs(rule):
+    """A loss written on ``p`` (:func:`_naive`, :func:`_clipped`) in the stacked layout: ``(L, dL/dz, p)``."""
+
+    def stacked(shifted, t, Y):
+        p = _softmax_shifted(shifted)  # (runs, k, B), may hold exact zeros
+        loss, grad = rule(p, Y)
+        return loss, grad, p
+
+    return stacked
+
+
+class FusedKernel:
+    """:func:`fused` on transposed logits (the fast engine's layout), scaled for the SGD update; only for steps it
+    proves healthy (``tests/test_fastpath.py`` checks it against ``fused``)."""
+
+    def __init__(self, k: int, dtype, healthy_gap: float):
+        self.k, self.dtype, self.healthy_gap = k, dtype, healthy_gap
+        self._buffers: dict[tuple, tuple] = {}  # shape -> (shifted, its class rows, row max, row sum, flat view)
+
+    def _for_shape(self, shape: tuple) -> tuple:
+        if shape not in self._buffers:
+            m, _, w = shape
+            sh = np.zeros(shape, self.dtype)  # rows past k (padding) stay zero: their gradient
+            self._buffers[shape] = (sh, sh[:, : self.k], np.empty((m, 1, w), self.dtype),
+                                    np.empty((m, 1, w), self.dtype), sh.reshape(-1))
+        return self._buffers[shape]
+
+    def __call__(self, zt: np.ndarray, t: np.ndarray, coef) -> tuple[float, float | None, np.ndarray]:
+        """From logits ``zt`` (m, r, w) (m blocks of w examples, transposed; the first k of the r rows
+        are the classes, any others padding) and the flat positions ``t`` of the targets in that
+        array, return ``(gap, loss_sum, G)``: the largest logit gap of an example,
+        ``sum_i(logsumexp(z_i) - z_i[y_i])`` and ``G = coef * (softmax(z) - onehot(y))`` (m, r, w), zero
+        in the padding rows. ``loss_sum`` is None (and G unset) when the step is not proved healthy;
+        the caller then runs the reference loss."""
+        sh, shk, z_max, s, flat = self._for_shape(zt.shape)
+        zk = zt[:, : self.k]  # (m, k, w) the class rows
+        np.maximum.reduce(zk, axis=1, keepdims=True, out=z_max)  # (m, 1, w) the max shift
+        np.subtract(zk, z_max, out=shk)  # (m, k, w), <= 0
+        gap = -float(np.minimum.reduce(shk, axis=None))  # max over examples of max(z) - min(z); nan if z is
+        if not gap <= self.healthy_gap:  # nan, inf, or a probability may underflow: not proved healthy
+            return gap, None, sh
+        z_y = flat[t]  # (m * w,) shifted target logits
+        np.exp(shk, out=shk)  # (m, k, w) in (0, 1]
+        np.add.reduce(shk, axis=1, keepdims=True, out=s)  # (m, 1, w) in [1, k]
+        loss_sum = float(np.add.reduce(np.log(s).reshape(-1) - z_y))  # sum logsumexp(z) - z[y]; the max cancels
+        np.divide(coef, s, out=s)  # (m, 1, w) coef / sum(exp)
+        shk *= s  # (m, k, w) coef * softmax(z)
+        flat[t] -= coef  # coef * (softmax(z) - onehot(y))
+        return gap, loss_sum, sh
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Everything about one loss, read by every engine, the analysis and ``compare``.
+
+    ``reference(z, y, grad_scale=1.0) -> (L, d(grad_scale * L)/dz)`` on (n, k) logits: ``grad_scale`` is
+    the gradient autodiff starts from (a loss scaler's scale), entering where PyTorch's backward takes
+    it; for naive and clipped that is before the ``log`` backward's division by ``p``, so
+    ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not (with ``scale = 2**16``, ``n = 100``:
+    from a gap of about 80 in float32 instead of 91). ``stacked(shifted, t, Y) -> (L (runs,), dL/dz, p)``
+    is the same formula on the stacked layout (``shifted`` (runs, k, B) the logits less their max,
+    ``shifted[t]`` the targets (runs, B), ``Y`` (k, B) one-hot). ``fast`` is the fast engine's kernel for
+    the steps it proves healthy (None: the reference every step). ``promised_finite``: finite at every
+    step in float32 and float64 whatever the setting (``compare`` checks it). ``breaks(dtype)``: whether
+    the gradient ``(-y_ / n) / p`` can overflow in ``dtype``. Its sentences live in
+    :mod:`mnist_cli.report.explain` under the same name.
+    """
+
+    name: str
+    reference: Callable
+    stacked: Callable
+    fast: type | None
+    promised_finite: bool
+    breaks: Callable[[np.dtype], bool]
+
+    def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+        return self.reference(z, y, grad_scale)
+
+
+def _clip_floor_is_zero(dtype: np.dtype) -> bool:
+    """Whether :data:`CLIP_MIN` rounds to 0 in ``dtype`` (float16): then ``clipped`` is exactly ``naive``."""
+    return bool(dtype.type(CLIP_MIN) == 0)
+
+
+#: name -> :class:`Loss`: the only place a loss is chosen by name (its names are
+#: :data:`mnist_cli.settings.LOSS_NAMES`, in that order).
+LOSSES: dict[str, Loss] = {
+    "fused": Loss("fused", fused, _fused, FusedKernel, promised_finite=True, breaks=lambda dtype: False),
+    "naive": Loss("naive", naive, _stacked_from_probs(_naive), None, promised_finite=False,
+                  breaks=lambda dtype: True),
+    "clipped": Loss("clipped", clipped, _stacked_from_probs(_clipped), None, promised_finite=False,
+                    breaks=_clip_floor_is_zero),
 }

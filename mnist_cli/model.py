@@ -12,7 +12,6 @@ import math
 import os
 import zipfile
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,29 +19,13 @@ import numpy as np
 
 from mnist_cli.errors import ModelFileError
 from mnist_cli.fileio import atomic_write, jsonable
-from mnist_cli.precision import LOW_PRECISION, as_dtype
-from mnist_cli.settings import DTYPE_NAMES
+from mnist_cli.precision import Inputs, as_dtype, is_half, linear, round_to
+from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
 
 
-class _ScalarTypes(Mapping):
-    """dtype name -> NumPy scalar type (``np.float32``...; bfloat16's from ml_dtypes, loaded when asked for)."""
-
-    def __getitem__(self, name: str):
-        if name not in DTYPE_NAMES:
-            raise KeyError(name)
-        return as_dtype(name).type
-
-    def __iter__(self):
-        return iter(DTYPE_NAMES)
-
-    def __len__(self) -> int:
-        return len(DTYPE_NAMES)
-
-
-DTYPES = _ScalarTypes()
 INITS = ("zeros", "normal")
 #: A saved model is ~31 KB (float32) or ~63 KB (float64) plus metadata; refuse anything far larger.
 MAX_MODEL_BYTES = 4 * 1024 * 1024
@@ -51,11 +34,25 @@ _KEYS = {"W", "b", "meta"}
 
 @dataclass
 class Model:
-    """Weights ``W`` (d, k), bias ``b`` (k,) and free-form JSON metadata."""
+    """Weights ``W`` (d, k), bias ``b`` (k,), the form the model computes its logits in, and free-form JSON
+    metadata (its training settings, NaN report, provenance: never read to compute anything).
+
+    ``compute_dtype`` is the dtype of its products (default: the weights'); ``precision`` is ``pure`` (every
+    array in that dtype) or ``mixed`` (float16/bfloat16 products of float32 master weights, the softmax in
+    float32, as autocast computes). Both are saved with the model and loaded back.
+    """
 
     W: np.ndarray
     b: np.ndarray
     meta: dict = field(default_factory=dict)
+    compute_dtype: str = ""
+    precision: str = "pure"
+
+    def __post_init__(self):
+        self.compute_dtype = self.compute_dtype or self.W.dtype.name
+        problem = _form_problem(self.W.dtype.name, self.compute_dtype, self.precision)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def init(cls, d: int, k: int, how: str, dtype, rng: np.random.Generator, std: float = 0.01) -> Model:
@@ -68,64 +65,27 @@ class Model:
             raise ValueError(f"unknown init {how!r}; choose one of {', '.join(INITS)}")
         return cls(W, np.zeros(k, dtype=dtype))
 
+    @property
+    def form(self) -> tuple[str, str]:
+        """``(compute_dtype, precision)``."""
+        return self.compute_dtype, self.precision
+
     def logits(self, images: np.ndarray, input_scale: float, block: int = 2048, lanes: int = 1,
                map_blocks=map) -> np.ndarray:
-        """Logits ``z = (images * input_scale / 255) @ W + b`` of uint8 ``images`` (n, d), shape (n, k), to rounding.
-
-        Block by block to bound memory: each block of ``block`` rows is converted (not scaled) into a
-        reused buffer that stays in cache, and the scale is applied to ``W`` once instead:
-        ``x @ (s * W)``. The blocks are dealt out to ``lanes`` lanes, which ``map_blocks(fn, range(lanes))``
-        runs (``map``, or a thread pool's ``map``): every block is computed alike whichever lane takes
-        it, so the logits do not depend on the lanes.
-        """
-        if self.compute_dtype in LOW_PRECISION:  # float16/bfloat16, pure or mixed: as the model computed in training
-            from mnist_cli.engine.half import logits
-
-            return logits(images, self.W, self.b, input_scale, self.compute_dtype, block)
-        dtype = self.W.dtype
-        n, d = images.shape
-        W = self.W * dtype.type(input_scale / 255.0)  # (d, k) in pixel units
-        out = np.empty((n, self.b.shape[0]), dtype=dtype)  # (n, k)
-        starts = list(range(0, n, block))
-        lanes = max(1, min(lanes, len(starts)))
-
-        def lane(first: int) -> None:
-            x = np.empty((min(block, n), d), dtype=dtype)  # (block, d) reused by this lane
-            with np.errstate(over="ignore", invalid="ignore"):
-                for start in starts[first::lanes]:
-                    xb = x[: min(block, n - start)]
-                    np.copyto(xb, images[start : start + block], casting="unsafe")  # uint8 -> float
-                    np.matmul(xb, W, out=out[start : start + block])
-                    out[start : start + block] += self.b
-
-        list(map_blocks(lane, range(lanes)))
-        return out
-
-    @property
-    def compute_dtype(self) -> str:
-        """The dtype the model computes its logits in: its config's float16/bfloat16 (the weights of a
-        mixed-precision model are float32 masters), else the weights' own."""
-        config = self.meta.get("config", {})
-        dtype = config.get("dtype") if isinstance(config, dict) else None
-        return dtype if dtype in LOW_PRECISION else self.W.dtype.name
-
-    @property
-    def precision(self) -> str:
-        """``mixed`` for a mixed-precision model (float32 weights, half products, float32 softmax), else ``pure``."""
-        config = self.meta.get("config", {})
-        mixed = isinstance(config, dict) and config.get("precision") == "mixed" and self.compute_dtype in LOW_PRECISION
-        return "mixed" if mixed else "pure"
+        """Logits ``z = (images * input_scale / 255) @ W + b`` of uint8 ``images`` (n, d), shape (n, k), in the
+        model's compute form (:func:`logits_of`)."""
+        return logits_of([self], [input_scale], images, block, lanes, map_blocks)[0]
 
     def as_dtype(self, dtype: str, precision: str | None = None) -> Model:
         """The same weights computing in ``dtype``: float32/float64 weights cast to it; float16/bfloat16 ``pure``
-        (the weights rounded to it) or ``mixed`` (float32 weights, half products, float32 softmax)."""
+        (the weights rounded to it) or ``mixed`` (float32 weights, half products, float32 softmax). The
+        metadata, what is known of the model's training, is kept as it is."""
         from mnist_cli.settings import check_precision
 
         precision = precision or "pure"
         check_precision(dtype, precision, "none")
-        stored = "float32" if precision == "mixed" else dtype
-        meta = {**self.meta, "config": {**self.meta.get("config", {}), "dtype": dtype, "precision": precision}}
-        return Model(self.W.astype(as_dtype(stored)), self.b.astype(as_dtype(stored)), meta)  # one rounding
+        stored = as_dtype("float32" if precision == "mixed" else dtype)
+        return Model(self.W.astype(stored), self.b.astype(stored), dict(self.meta), dtype, precision)  # one rounding
 
     @property
     def finite(self) -> bool:
@@ -137,6 +97,7 @@ class Model:
         raises :class:`~mnist_cli.errors.OutputError` when the path cannot be written."""
         path = Path(path)  # written exactly as named (np.savez would append .npz to a file object's name: none here)
         info, W, b = dict(self.meta), self.W, self.b
+        info[_FORM_KEY] = {"dtype": self.compute_dtype, "precision": self.precision}
         if W.dtype.name in _AS_BITS:  # .npy cannot name ml_dtypes' bfloat16 without pickle: its bits, and the dtype
             info[_BITS_KEY] = W.dtype.name
             W, b = W.view(np.uint16), b.view(np.uint16)
@@ -191,7 +152,8 @@ class Model:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not _finite_positive(scale):
             raise ModelFileError(f"model {path} has metadata without a valid config.input_scale; {_FIX} "
                                  "(or give {input_scale})")
-        return cls(W, b, meta)
+        dtype, precision = _saved_form(meta, W, path)
+        return cls(W, b, meta, dtype, precision)
 
     @property
     def input_scale(self) -> float:
@@ -201,6 +163,86 @@ class Model:
 
 
 _FIX = "pass a model written by `mnist-softmax train {save}`"
+#: The metadata key a model's compute form is saved under (``{"dtype": ..., "precision": ...}``).
+_FORM_KEY = "compute"
+
+
+def _form_problem(weights: str, dtype: str, precision: str) -> str | None:
+    """What is wrong with computing in ``dtype`` at ``precision`` from ``weights``-typed parameters, or None:
+    pure computes in the weights' own dtype; mixed in float16/bfloat16 from float32 masters."""
+    if dtype not in DTYPE_NAMES or precision not in PRECISION_NAMES:
+        return f"unknown compute form {dtype!r}, {precision!r}"
+    if precision == "mixed" and not (dtype in HALF_NAMES and weights == "float32"):
+        return f"mixed precision computes in float16 or bfloat16 from float32 weights, not {dtype} from {weights}"
+    if precision == "pure" and dtype != weights:
+        return f"a pure {dtype} model holds {dtype} weights, not {weights}"
+    return None
+
+
+def _saved_form(meta: dict, W: np.ndarray, path: Path) -> tuple[str, str]:
+    """The compute form a loaded model was saved with (``meta[_FORM_KEY]``, removed from ``meta``); a model
+    saved before the form had a key of its own computes as its training config says (float16/bfloat16 and its
+    precision), else in its weights' dtype."""
+    form = meta.pop(_FORM_KEY, None)
+    if form is None:  # a model from before 0.2: its config named the form
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        dtype = config.get("dtype") if config.get("dtype") in HALF_NAMES else W.dtype.name
+        form = {"dtype": dtype, "precision": "mixed" if config.get("precision") == "mixed" and dtype != W.dtype.name
+                else "pure"}
+    problem = _form_problem(W.dtype.name, *(form.get(key) for key in ("dtype", "precision"))) if isinstance(
+        form, dict) else "not a dict"
+    if problem:
+        raise ModelFileError(f"model {path} has a malformed compute form ({problem}); {_FIX}")
+    return form["dtype"], form["precision"]
+
+
+def logits_of(models: list[Model], scales: list[float], images: np.ndarray, block: int = 2048, lanes: int = 1,
+              map_blocks=map) -> list[np.ndarray]:
+    """The logits ``z = (images * s / 255) @ W + b`` (n, k) of each model at its scale ``s``, in its compute
+    form; uint8 ``images`` (n, d) are read ``block`` rows at a time for all the models (which must share one
+    compute form and weight dtype).
+
+    float32/float64: each block is converted (not scaled) once into a reused buffer that stays in cache, and
+    each model's scale is applied to its ``W`` instead, ``x @ (s W)``, so a model's logits are products of
+    its own, of the same shapes whatever the other models. float16/bfloat16 (pure, or mixed under autocast):
+    ``rnd(x @ rnd(W) + rnd(b))``, ``x`` the rounded inputs (:class:`mnist_cli.precision.Inputs`), products in
+    float32 (:func:`mnist_cli.precision.linear`). The blocks are dealt out to ``lanes`` lanes, which
+    ``map_blocks(fn, range(lanes))`` runs (``map``, or a thread pool's ``map``): every block is computed alike
+    whichever lane takes it, so the logits do not depend on the lanes.
+    """
+    first = models[0]
+    assert all((m.form, m.W.dtype) == (first.form, first.W.dtype) for m in models), "one compute form at a time"
+    n, d = images.shape
+    dtype = as_dtype(first.compute_dtype)
+    half = is_half(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # a weight or logit past the range is inf, not an error
+        if half:
+            params = [(round_to(m.W, dtype), round_to(m.b, dtype)) for m in models]
+        else:
+            params = [(m.W * dtype.type(s / 255.0), m.b) for m, s in zip(models, scales)]  # (d, k) in pixel units
+    out = [np.empty((n, m.b.shape[0]), dtype=dtype) for m in models]  # (n, k) each
+    starts = list(range(0, n, block))
+    lanes = max(1, min(lanes, len(starts)))
+
+    def lane(first_block: int) -> None:
+        rows = min(block, n)
+        x = None if half else np.empty((rows, d), dtype=dtype)  # (block, d) reused by this lane
+        inputs = [Inputs(s, dtype, rows, d) for s in scales] if half else None
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in starts[first_block::lanes]:
+                part = images[start : start + block]
+                if half:
+                    for (W, b), z, to_x in zip(params, out, inputs):
+                        z[start : start + block] = linear(to_x(part), W, b, dtype).astype(dtype)
+                    continue
+                xb = x[: part.shape[0]]
+                np.copyto(xb, part, casting="unsafe")  # uint8 -> float
+                for (V, b), z in zip(params, out):
+                    np.matmul(xb, V, out=z[start : start + block])
+                    z[start : start + block] += b
+
+    list(map_blocks(lane, range(lanes)))
+    return out
 #: Dtypes a model file holds as their bits (uint16), the dtype's name under this metadata key.
 _AS_BITS, _BITS_KEY = ("bfloat16",), "weights_dtype"
 

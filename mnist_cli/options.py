@@ -67,21 +67,23 @@ class FiniteFloat(click.FloatRange):
 POSITIVE = FiniteFloat(min=0, min_open=True)
 
 
-class LossScale(click.ParamType):
-    """``none``, ``dynamic`` or a positive finite number, kept as its text (``TrainConfig.loss_scale``)."""
+class LossScaleType(click.ParamType):
+    """``none``, ``dynamic`` or a positive float32 number, kept as its canonical text (``TrainConfig.loss_scale``,
+    :class:`mnist_cli.settings.LossScale`)."""
 
     name = "loss scale"
 
     def convert(self, value, param, ctx):
-        from mnist_cli.settings import loss_scale_ok
+        from mnist_cli.settings import LossScale
 
-        text = str(value).strip().lower()
-        if not loss_scale_ok(text):
-            self.fail(f"{value!r} is not none, dynamic or a positive number (e.g. 1024).", param, ctx)
-        return text if text in ("none", "dynamic") else f"{float(text):g}"
+        try:
+            return LossScale.parse(value).text
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not none, dynamic or a positive number up to 3.4e38 (a float32), e.g. 1024.",
+                      param, ctx)
 
 
-LOSS_SCALE = LossScale()
+LOSS_SCALE = LossScaleType()
 
 
 def threads_option(f):

@@ -1,25 +1,33 @@
-"""The floating-point formats of the lab, and the low-precision matrix product as hardware computes it.
+"""The floating-point formats of the lab and every rounding a half-precision computation makes: one place.
 
     >>> import numpy as np
-    >>> from mnist_cli.precision import DTYPES, finfo, matmul_lowp
+    >>> from mnist_cli.precision import DTYPES, finfo, linear, round_to
     >>> DTYPES["bfloat16"].name, float(finfo("float16").max)
     ('bfloat16', 65504.0)
-    >>> a = np.ones((1, 2049)); b = np.full((2049, 1), 2.0**-11); b[0] = 1
-    >>> float(matmul_lowp(a, b, DTYPES["float16"])[0, 0])   # float32 accumulation: 1 + 2048 * 2^-11
+    >>> x = np.ones((1, 2049), np.float32); W = np.full((2049, 1), 2.0**-11, np.float32); W[0] = 1
+    >>> float(linear(x, W, np.zeros(1, np.float32), "float16")[0, 0])   # float32 accumulation: 1 + 2048 * 2^-11
     2.0
 
 bfloat16 comes from ``ml_dtypes`` (the JAX team's NumPy extension): ``np.dtype`` knows it, its
 elementwise ufuncs compute in float32 and round the result to bfloat16, but ``np.finfo`` does not know
 it (use :func:`finfo`), ``np.clip`` and ``np.matmul`` return float32, and ``np.sum`` rounds after every
-addition. The losses (:mod:`mnist_cli.losses`) make their reductions explicit for that reason.
+addition. Hence the explicit reductions below.
 
-Rounding in :func:`matmul_lowp`, as a tensor core or a bf16 FMA unit does it:
+**Reductions** (:func:`class_sum`, :func:`batch_mean`, :func:`div_n`), used by every loss in every layout:
+float16 and bfloat16 accumulate in float32 and round the total once, as PyTorch's CPU reductions do; the
+division by a batch size is done in float32 so that ``n`` is exact (bfloat16 holds integers exactly only
+up to 256). float32 and float64 reduce in their own dtype.
 
-1. ``a`` and ``b`` are rounded to ``dtype`` (round to nearest, ties to even);
-2. each product ``a_ij * b_jl`` is formed in float32, exactly: the significands have 11 (float16) or
+**Half-precision arrays** are held in float32 arrays whose values are representable in the half dtype
+(NumPy has no float16 BLAS kernel, ml_dtypes' bfloat16 none at all); :func:`round_to` rounds
+(to nearest, ties to even) wherever the framework would. A product, :func:`linear`, as a tensor core or a
+bf16 FMA unit computes it:
+
+1. the operands hold ``dtype`` values (:class:`Inputs` rounds a batch's pixels, :func:`round_to` weights);
+2. each product ``x_ij * W_jl`` is formed in float32, exactly: the significands have 11 (float16) or
    8 (bfloat16) bits, a product at most 22 or 16, float32 holds 24 (a bfloat16 product can still leave
    float32's range, as on hardware);
-3. the products are summed in float32 (by the BLAS ``sgemm``, in its own order);
+3. the products and the bias are summed in float32 (by the BLAS ``sgemm``, in its own order);
 4. the float32 sum is rounded to ``dtype`` once.
 """
 
@@ -30,12 +38,10 @@ from functools import cache
 
 import numpy as np
 
-from mnist_cli.settings import HALF_NAMES
+from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
 
-__all__ = ["DTYPES", "LOW_PRECISION", "as_dtype", "finfo", "matmul_lowp"]
-
-#: The dtype names, in the order the lab lists them.
-NAMES = ("float16", "bfloat16", "float32", "float64")
+__all__ = ["DTYPES", "as_dtype", "finfo", "is_half", "class_sum", "batch_mean", "div_n", "round_to", "pixel_table",
+           "Inputs", "linear"]
 
 
 @cache
@@ -44,32 +50,31 @@ def _dtype(name: str) -> np.dtype:
         import ml_dtypes  # ~0.6 s of import: only for a run that asks for bfloat16
 
         return np.dtype(ml_dtypes.bfloat16)
-    if name not in NAMES:
+    if name not in DTYPE_NAMES:
         raise KeyError(name)
     return np.dtype(name)
 
 
 class _Dtypes(Mapping):
-    """name -> NumPy dtype, the only place a dtype is chosen by name; bfloat16 loads ml_dtypes when asked for."""
+    """name -> NumPy dtype, in :data:`mnist_cli.settings.DTYPE_NAMES`' order: the only place a dtype is
+    chosen by name; bfloat16 loads ml_dtypes when asked for."""
 
     def __getitem__(self, name: str) -> np.dtype:
         return _dtype(name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(NAMES)
+        return iter(DTYPE_NAMES)
 
     def __len__(self) -> int:
-        return len(NAMES)
+        return len(DTYPE_NAMES)
 
 
 DTYPES = _Dtypes()
-#: the half formats: reductions and products accumulate in float32 (see :func:`matmul_lowp`).
-LOW_PRECISION = HALF_NAMES
 
 
 def as_dtype(dtype) -> np.dtype:
     """``np.dtype(dtype)``, where a name may also be ``"bfloat16"`` before ml_dtypes is loaded."""
-    return _dtype(dtype) if isinstance(dtype, str) and dtype in NAMES else np.dtype(dtype)
+    return _dtype(dtype) if isinstance(dtype, str) and dtype in DTYPE_NAMES else np.dtype(dtype)
 
 
 def finfo(dtype):
@@ -82,16 +87,161 @@ def finfo(dtype):
     return np.finfo(dtype)
 
 
-def matmul_lowp(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
-    """``round_dtype(sum_j round_dtype(a)_ij * round_dtype(b)_jl)``, the sum in float32: (m, d) @ (d, k) -> (m, k).
+def is_half(dtype) -> bool:
+    """float16 and bfloat16 (:data:`mnist_cli.settings.HALF_NAMES`): reductions and products accumulate in float32."""
+    return (dtype if isinstance(dtype, str) else as_dtype(dtype).name) in HALF_NAMES
 
-    See the module docstring for where each rounding happens. float32 and float64 are a plain
-    ``a @ b`` in that dtype.
+
+# --- reductions -------------------------------------------------------------------------------------
+
+
+def class_sum(x: np.ndarray) -> np.ndarray:
+    """``sum_j x_.j.`` over the classes, axis 1 (kept): (n, k) -> (n, 1), (runs, k, B) -> (runs, 1, B);
+    float16/bfloat16 summed in float32, rounded once."""
+    if x.dtype.itemsize < 4:
+        return np.sum(x, axis=1, keepdims=True, dtype=np.float32).astype(x.dtype)
+    return np.sum(x, axis=1, keepdims=True)
+
+
+def batch_mean(v: np.ndarray):
+    """``sum_i v_i / n`` over the examples, the last axis: (n,) -> a scalar, (runs, B) -> (runs,);
+    float16/bfloat16 summed and divided in float32, rounded once."""
+    n = v.shape[-1]
+    if v.dtype.itemsize < 4:
+        return (np.sum(v, axis=-1, dtype=np.float32) / np.float32(n)).astype(v.dtype)
+    return np.add.reduce(v, axis=-1) / n
+
+
+def div_n(x: np.ndarray, n: int) -> np.ndarray:
+    """``x / n``; float16/bfloat16 divided in float32 and rounded once, so ``n`` is never rounded."""
+    if x.dtype.itemsize < 4:
+        return (x.astype(np.float32) / np.float32(n)).astype(x.dtype)
+    return x / n
+
+
+# --- half-precision values held in float32 -------------------------------------------------------------
+
+_U32 = np.uint32
+#: dtype name -> the significand bits float32 has beyond it: the rounding of a float32 to float16 or
+#: bfloat16 is an integer add-and-mask on its bits wherever the result is normal.
+_DROP = {"float16": 13, "bfloat16": 16}
+_F16_MAX_BITS, _INF_BITS = 0x477FE000, 0x7F800000  # 65504 and inf, as float32 bits
+#: float16 arrays larger than this are rounded by bits (measured: a (100, 10) array casts in ~4 us, the
+#: masks of the bit path cost ~10 us; at (784, 10) the cast takes 33 us, the bits 20).
+_BITS_FROM = 2048
+_FLOAT16 = np.dtype(np.float16)
+#: Rows of inputs rounded at a time (a full batch would need a second 188 MB buffer otherwise).
+_SCRATCH_ROWS = 2048
+
+
+def _round_bits(a: np.ndarray, drop: int) -> np.ndarray:
+    """Round float32 ``a`` in place to ``24 - drop`` significand bits, ties to even: exact wherever the
+    result is a normal number of the target format (a carry into the exponent is the correct rounding)."""
+    b = a.view(_U32)
+    odd = np.right_shift(b, _U32(drop))
+    np.bitwise_and(odd, _U32(1), out=odd)  # the last kept bit: ties go to the even neighbour
+    odd += _U32((1 << (drop - 1)) - 1)
+    b += odd
+    b &= _U32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    return a
+
+
+def _round_f16(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``float32(float16(a))`` by bit arithmetic (twice as fast as NumPy's casts): the normal range by
+    :func:`_round_bits`, subnormals (``0 < |a| < 2**-14``, multiples of ``2**-24``) by adding and taking away
+    0.75 (whose float32 spacing is ``2**-24``), results past 65504 to +-inf; NaN stays NaN."""
+    if out is not a:
+        np.copyto(out, a)
+    mag = np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF))  # |a| as bits
+    small = (mag - _U32(1)) < _U32(0x38800000 - 1)  # 0 < |a| < 2^-14 (0 wraps to the top)
+    tiny = out[small] if small.any() else None  # copies, before the rounding below
+    nan = mag > _U32(_INF_BITS)
+    nans = out[nan] if nan.any() else None  # a NaN's payload must not carry into inf
+    _round_bits(out, 13)
+    if tiny is not None:
+        out[small] = np.copysign((np.abs(tiny) + np.float32(0.75)) - np.float32(0.75), tiny)
+    np.bitwise_and(out.view(_U32), _U32(0x7FFFFFFF), out=mag)
+    over = (mag > _U32(_F16_MAX_BITS)) & (mag < _U32(_INF_BITS))  # rounded past the largest float16, not NaN
+    if over.any():
+        out[over] = np.copysign(np.float32(np.inf), out[over])
+    if nans is not None:
+        out[nan] = nans
+    return out
+
+
+def round_to(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``float32(dtype(a))``: float32 ``a`` rounded to the nearest ``dtype`` value (ties to even; past the
+    largest finite value, +-inf), held in float32, which represents every float16 and bfloat16 exactly.
+    float16 by bit arithmetic (:func:`_round_f16`, checked against NumPy's cast in ``tests/test_lowp.py``),
+    bfloat16 by ml_dtypes' cast. ``out`` may be ``a``. Called where NumPy's errors are not ignored (the
+    trainer ignores them), a result past the range warns of overflow as NumPy's cast does."""
+    a = np.asarray(a, np.float32)
+    if out is None:
+        out = np.empty_like(a)
+    dtype = dtype if isinstance(dtype, np.dtype) else as_dtype(dtype)
+    if a.size > _BITS_FROM and dtype == _FLOAT16:  # small arrays: the cast costs less than the masks
+        return _round_f16(a, out)
+    np.copyto(out, a.astype(dtype), casting="unsafe")  # past the range: +-inf (NumPy warns unless told not to)
+    return out
+
+
+def pixel_table(input_scale: float, dtype) -> np.ndarray:
+    """(256,) float32: ``rnd(float32(p) * float32(input_scale / 255))`` for every pixel value ``p``."""
+    with np.errstate(over="ignore"):
+        return round_to(np.arange(256, dtype=np.float32) * np.float32(input_scale / 255.0), dtype)
+
+
+class Inputs:
+    """A batch's inputs ``x = rnd(float32(pixel) * float32(s))`` into a reused (B, d) float32 buffer.
+
+    ``x`` takes only 256 values (one per pixel value), so a cheaper way to compute it is exact for every
+    batch once it is exact for those 256 (checked at construction against :func:`pixel_table`). Tried in
+    order: no rounding at all (every ``p * s`` already a value of the dtype, e.g. raw pixels), Veltkamp's
+    split ``c = x (2^t + 1); x - c + c`` (``t`` the bits float32 has beyond the dtype: three float passes),
+    :func:`_round_bits` (five integer passes), and a look-up in the table (a gather through intp indices,
+    ~2x slower than the bits).
     """
-    dtype = np.dtype(dtype)
-    if dtype.itemsize >= 4:
-        return np.asarray(a, dtype) @ np.asarray(b, dtype)  # (m, k)
-    a32 = np.asarray(a).astype(dtype).astype(np.float32)  # (m, d) rounded to dtype, held exactly in float32
-    b32 = np.asarray(b).astype(dtype).astype(np.float32)  # (d, k)
-    with np.errstate(over="ignore"):  # a sum beyond dtype's range rounds to +-inf, as on hardware
-        return (a32 @ b32).astype(dtype)  # (m, k): float32 accumulation, one rounding
+
+    def __init__(self, input_scale: float, dtype, B: int, d: int):
+        self.dtype = as_dtype(dtype)
+        self.s = np.float32(input_scale / 255.0)
+        self.table = pixel_table(input_scale, self.dtype)
+        self.drop = _DROP[self.dtype.name]
+        self.split = np.float32(2**self.drop + 1)
+        self.x = np.empty((B, d), np.float32)
+        self.c = np.empty((min(B, _SCRATCH_ROWS), d), np.float32)  # Veltkamp's scratch, a slice of rows at a time
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = np.arange(256, dtype=np.float32) * self.s
+            ways = {"exact": scaled, "veltkamp": self._veltkamp(scaled.copy(), np.empty_like(scaled)),
+                    "bits": _round_bits(scaled.copy(), self.drop)}
+        want = self.table.view(_U32)
+        self.how = next((name for name, got in ways.items() if np.array_equal(got.view(_U32), want)), "table")
+
+    def _veltkamp(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """``x`` rounded in place to the dtype's significand by Veltkamp's split (``c`` a scratch buffer)."""
+        np.multiply(x, self.split, out=c)  # c = x (2^t + 1)
+        x -= c  # x - c
+        x += c  # hi = (x - c) + c: x to 24 - t bits, to nearest (ties are not always to even: checked)
+        return x
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """``x`` (B, d) of uint8 ``pixels`` (B, d) (the buffer is reused by the next call)."""
+        x = self.x[: pixels.shape[0]]
+        if self.how == "table":
+            return np.take(self.table, pixels, out=x)
+        np.multiply(pixels, self.s, out=x, dtype=np.float32)
+        if self.how == "veltkamp":
+            for start in range(0, x.shape[0], _SCRATCH_ROWS):
+                part = x[start : start + _SCRATCH_ROWS]
+                self._veltkamp(part, self.c[: part.shape[0]])
+            return x
+        return _round_bits(x, self.drop) if self.how == "bits" else x
+
+
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
+    (see :mod:`mnist_cli.precision`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
+    z = np.matmul(x, W, out=out)
+    z += b
+    return round_to(z, dtype, out=z)
+

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.errors import FormatError, MissingExtraError, SettingsError
-from mnist_cli.evaluate import predict_logits
 from mnist_cli.losses import softmax
 from mnist_cli.model import Model
+from mnist_cli.scoring import predict_logits
 
 PIXELS = 28 * 28
 MAX_IMAGES = 100_000  # more is a data set: use evaluate

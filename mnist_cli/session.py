@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_cli.engine import TrainResult, train
+from mnist_cli.engine.base import master_dtype
 from mnist_cli.errors import SettingsError
-from mnist_cli.evaluate import score
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
-from mnist_cli.model import DTYPES
+from mnist_cli.scoring import score
 from mnist_cli.settings import TrainConfig, changed_settings
 
 
@@ -45,7 +45,7 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "n_train": n_train,
         "final_loss": result.final_loss,
         "nan": result.nan.to_dict(),
-        "underflow_limit": underflow_limit(DTYPES["float32" if result.config.precision == "mixed" else result.config.dtype]),
+        "underflow_limit": underflow_limit(master_dtype(result.config)),
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,
         "provenance": result.model.meta["provenance"],
@@ -117,14 +117,14 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                    log_every=log_every, monitor=monitor)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
     fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
-    summary = train_summary(result, test_accuracy=test["accuracy"], train_accuracy=fit["accuracy"],
+    summary = train_summary(result, test_accuracy=test.accuracy, train_accuracy=fit.accuracy,
                             n_test=len(data.test_labels), n_train=n_train,
-                            accuracy_meaningful=test["meaningful"] and fit["meaningful"])
-    summary.update(train_loss=fit["loss"], test_loss=test["loss"], preset=preset,
+                            accuracy_meaningful=test.meaningful and fit.meaningful)
+    summary.update(train_loss=fit.loss, test_loss=test.loss, preset=preset,
                    changed=changed_settings(result.config, preset))
     if val:
         held = score(result.model, *val, config.input_scale, threads=config.threads)
-        summary["validation"] = {"n": len(val[1]), "loss": held["loss"], "accuracy": held["accuracy"],
+        summary["validation"] = {"n": len(val[1]), "loss": held.loss, "accuracy": held.accuracy,
                                  "history": [r for r in records if "val_loss" in r]}
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
@@ -153,12 +153,12 @@ def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
     from mnist_cli.model import Model
 
     def monitor(step: int, W, b) -> dict:
-        model = Model(W, b)
+        model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)  # as the run computes
         fit = score(model, train_images, train_labels, config.input_scale, threads=config.threads)
-        out = {"train_loss": fit["loss"], "train_accuracy": fit["accuracy"]}
+        out = {"train_loss": fit.loss, "train_accuracy": fit.accuracy}
         if val:
             held = score(model, *val, config.input_scale, threads=config.threads)
-            out.update(val_loss=held["loss"], val_accuracy=held["accuracy"])
+            out.update(val_loss=held.loss, val_accuracy=held.accuracy)
         return out
 
     return monitor

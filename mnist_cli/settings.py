@@ -73,15 +73,48 @@ def check_input_scale(input_scale: float, dtype: str) -> None:
                             f"below {limit:.5g}" + (" or use {dtype} float64" if dtype != "float64" else ""))
 
 
+#: The largest float32: a loss scale is a float32 (GradScaler's), so a larger one would be inf.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """A mixed-precision run's loss scaling, parsed once from its text (``TrainConfig.loss_scale``):
+    ``none``, ``dynamic`` (``torch.amp.GradScaler``'s) or a fixed positive float32 number.
+
+        >>> LossScale.parse("1048576"), LossScale.parse(" Dynamic ").text
+        (LossScale(kind='fixed', value=1048576.0), 'dynamic')
+    """
+
+    kind: str  # "none", "dynamic" or "fixed"
+    value: float | None = None  # the fixed scale
+
+    @classmethod
+    def parse(cls, text) -> LossScale:
+        """:class:`ValueError` unless ``text`` is none, dynamic or a positive number a float32 holds."""
+        word = str(text).strip().lower()
+        if word in LOSS_SCALE_CHOICES:
+            return cls(word)
+        value = float(word)  # ValueError for anything else
+        if not (0 < value <= _FLOAT32_MAX):  # NaN and inf fail too
+            raise ValueError(text)
+        return cls("fixed", value)
+
+    @property
+    def text(self) -> str:
+        """The canonical text: the word, or the number written exactly (``1048576``, ``0.5``)."""
+        if self.kind != "fixed":
+            return self.kind
+        return repr(self.value).removesuffix(".0")
+
+
 def loss_scale_ok(text: str) -> bool:
-    """``none``, ``dynamic`` or a positive finite number (mnist_cli.engine.half.parse_loss_scale, NumPy-free here)."""
-    if text in LOSS_SCALE_CHOICES:
-        return True
+    """Whether :meth:`LossScale.parse` takes ``text``."""
     try:
-        value = float(text)
+        LossScale.parse(text)
     except (TypeError, ValueError):
         return False
-    return value > 0 and math.isfinite(value)
+    return True
 
 
 def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
@@ -130,6 +163,11 @@ class TrainConfig:
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
     val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none
 
+    @property
+    def loss_scaling(self) -> LossScale:
+        """:attr:`loss_scale` parsed (:class:`LossScale`)."""
+        return LossScale.parse(self.loss_scale)
+
     def validate(self) -> None:
         """:class:`SettingsError` naming the first setting that cannot work (see :data:`_RULES`)."""
         for name, ok, what in _RULES:
@@ -157,7 +195,7 @@ _RULES = (
     ("loss", lambda v: v in LOSS_NAMES, f"the loss must be one of {', '.join(LOSS_NAMES)}"),
     ("dtype", lambda v: v in DTYPE_NAMES, f"the dtype must be one of {', '.join(DTYPE_NAMES)}"),
     ("precision", lambda v: v in PRECISION_NAMES, f"the precision must be one of {', '.join(PRECISION_NAMES)}"),
-    ("loss_scale", loss_scale_ok, "the loss scale must be none, dynamic or a positive number"),
+    ("loss_scale", loss_scale_ok, "the loss scale must be none, dynamic or a positive number a float32 holds (<= 3.4e38)"),
     ("init", lambda v: v in INIT_NAMES, f"the init must be one of {', '.join(INIT_NAMES)}"),
     ("lr", _positive, "the learning rate must be a positive finite number"),
     ("batch_size", lambda v: v >= 1, "the batch size must be at least 1"),

@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 from mnist_cli.compare import CompareConfig, run_compare  # noqa: E402
 from mnist_cli.data import load_mnist  # noqa: E402
 from mnist_cli.engine import rngs, train  # noqa: E402
-from mnist_cli.evaluate import evaluate_accuracy  # noqa: E402
+from mnist_cli.scoring import score  # noqa: E402
 from mnist_cli.settings import PRESETS, TrainConfig  # noqa: E402
 from mnist_cli.threads import blas_pinned, provenance  # noqa: E402
 
@@ -242,7 +242,8 @@ def profile_tutorial(d, steps=1000, B=100) -> dict:
 
 
 def _profile_tutorial(d, steps, B) -> dict:
-    from mnist_cli.engine.fast import FusedKernel, _aligned_rows
+    from mnist_cli.engine.fast import _aligned_rows
+    from mnist_cli.losses import FusedKernel
 
     X, labels = d.train_images, d.train_labels.astype(np.intp)
     _, rng = rngs(0)
@@ -281,7 +282,8 @@ def profile_full_batch(d) -> dict:
 
 
 def _profile_full_batch(d) -> dict:
-    from mnist_cli.engine.fast import FusedKernel, _aligned_rows, row_groups
+    from mnist_cli.engine.fast import _aligned_rows, row_groups
+    from mnist_cli.losses import FusedKernel
 
     X, labels = d.train_images, d.train_labels.astype(np.intp)
     groups = row_groups(X.shape[0])
@@ -349,7 +351,7 @@ def bench_tutorial(d, data_dir: Path, repeats: int, with_torch: bool = True) -> 
     X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
     out = {"notes": []}
     ours = train(X, y, TrainConfig())
-    accs = {"ours": evaluate_accuracy(ours.model, Xt, yt, 1.0)}
+    accs = {"ours": score(ours.model, Xt, yt, 1.0).accuracy}
     W, b, losses = numpy_tutorial(X, y)
     accs["numpy"] = accuracy_of(W, b, Xt, yt)
     np.testing.assert_allclose(losses, ours.losses, rtol=1e-3, atol=1e-5)  # the same batches, the same numbers
@@ -391,7 +393,7 @@ def bench_full_batch(d, repeats: int, steps: int) -> dict:
     ours = train(X, y, TrainConfig(full_batch=True, steps=steps, lr=lr))
     W, b = np.zeros((784, 10), np.float32), np.zeros(10, np.float32)
     plain_losses = [numpy_full_batch_step(X32, labels, W, b, lr) for _ in range(steps)]
-    accs = {"ours": evaluate_accuracy(ours.model, d.test_images, d.test_labels, 1.0),
+    accs = {"ours": score(ours.model, d.test_images, d.test_labels, 1.0).accuracy,
             "numpy": accuracy_of(W, b, d.test_images, d.test_labels)}
     np.testing.assert_allclose(ours.losses, plain_losses, rtol=1e-4)
     W, b = np.zeros((784, 10), np.float32), np.zeros(10, np.float32)
@@ -457,7 +459,7 @@ def bench_best(d, data_dir: Path, repeats: int, with_sklearn: bool) -> dict:
         result = train(X, y, config)
         times.append(time.perf_counter() - t0)
     out["ours"] = {"median": statistics.median(times), "min": min(times), "runs": len(times),
-                   "accuracy": evaluate_accuracy(result.model, Xt, yt, 1.0), "steps": result.steps}
+                   "accuracy": score(result.model, Xt, yt, 1.0).accuracy, "steps": result.steps}
     out["goal_accuracy"] = out["ours"]["accuracy"] >= GOALS["best_accuracy"]
     if not with_sklearn:
         out["notes"].append("scikit-learn skipped (--quick)" if have("sklearn") else
@@ -480,12 +482,12 @@ def peak():
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 from mnist_cli.data import load_mnist
-from mnist_cli.evaluate import evaluate_accuracy
+from mnist_cli.scoring import score
 from mnist_cli.engine import TrainConfig, train
 base = peak()
 d = load_mnist(sys.argv[1], offline=True)
 r = train(d.train_images, d.train_labels, TrainConfig())
-acc = evaluate_accuracy(r.model, d.test_images, d.test_labels, 1.0)
+acc = score(r.model, d.test_images, d.test_labels, 1.0).accuracy
 held = sum(a.nbytes for a in (d.train_images, d.train_labels, d.test_images, d.test_labels))
 f32 = (d.train_images.size + d.test_images.size) * 4
 print(json.dumps({"peak_rss": peak(), "rss_after_imports": base, "data_bytes": held, "float32_bytes": f32,
@@ -681,7 +683,7 @@ def bench_half(d, repeats: int) -> dict:
         r = train(X, y, config)
         ratio = times[name]["median"] / times["float32"]["median"]
         out["runs"][name] = {"ratio": ratio, "goal": ratio <= GOALS["half_vs_float32"],
-                             "accuracy": evaluate_accuracy(r.model, Xt, yt, 1.0),
+                             "accuracy": score(r.model, Xt, yt, 1.0).accuracy,
                              "nonfinite_steps": r.nan.steps_nonfinite_grad, "skipped": r.nan.steps_skipped}
     return out
 

@@ -82,7 +82,7 @@ product dtype in mixed precision): the two sides round at most a few times per q
 measured at most 3.5 eps (float32; 1.5 in float16/bfloat16 pure, 0 in mixed, where step 1 is
 bit-identical); a wrong learning rate, scale, loss or mean would give ~1/eps times more.
 
-*Accuracy, of the stable cells.* Test accuracy (argmax of ``lowp.logits`` or ``Model.logits`` against torch's
+*Accuracy, of the stable cells.* Test accuracy (argmax of ``Model.logits`` in the run's compute form against torch's
 own ``F.linear`` under the same autocast) is compared where nothing non-finite happened on either side and
 ``lr * s^2 <= 0.5``, the tutorial's step: correct counts out of 10000 identical, else explained when within
 the cell's limit (below). With a 10x step (lr 5) or raw pixels (s = 255, 65025x) the last iterate
@@ -130,7 +130,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_cli.losses import LOSSES, clipped_from_probs, gradient_overflow_limit, naive_from_probs, softmax, underflow_limit
-from mnist_cli.precision import DTYPES, LOW_PRECISION, finfo
+from mnist_cli.precision import DTYPES, finfo
+from mnist_cli.settings import HALF_NAMES as LOW_PRECISION
 
 EXIT_DISAGREE, EXIT_NO_TORCH = 1, 3
 K = 10  # classes
@@ -649,23 +650,19 @@ def data_of(torch, d) -> Data:
 def init_and_batches(cell: TrainCell, n: int):
     """The init and the index batches the trainer draws for ``cell`` (mnist_cli.engine.rngs/batch_order)."""
     from mnist_cli.engine import batch_order, rngs
-    from mnist_cli.model import DTYPES as SCALARS
     from mnist_cli.model import Model
 
     init_rng, order_rng = rngs(cell.seed)
     param_dtype = "float32" if cell.mixed else cell.dtype  # mixed: float32 master weights
-    m0 = Model.init(784, 10, cell.init, SCALARS[param_dtype], init_rng, 0.01)
+    m0 = Model.init(784, 10, cell.init, DTYPES[param_dtype], init_rng, 0.01)
     return m0, list(batch_order(n, 100, TRAIN_STEPS, order_rng))
 
 
 def ours_predict(cell: TrainCell, W: np.ndarray, b: np.ndarray, images: np.ndarray) -> np.ndarray:
-    from mnist_cli.engine import half as lowp
     from mnist_cli.model import Model
 
-    if cell.dtype in LOW_PRECISION:
-        z = lowp.logits(images, W, b, cell.input_scale, cell.dtype)
-    else:
-        z = Model(W, b).logits(images, cell.input_scale)
+    form = {"compute_dtype": cell.dtype, "precision": "mixed" if cell.mixed else "pure"}
+    z = Model(W, b, **form).logits(images, cell.input_scale)  # as the trained model computes
     return np.argmax(z.astype(np.float32), axis=1)
 
 

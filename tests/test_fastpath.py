@@ -16,9 +16,9 @@ import pytest
 from mnist_cli.engine import TrainConfig, scale_pixels, train
 from mnist_cli.engine import fast as fastpath
 from mnist_cli.engine import schedule as train_mod
-from mnist_cli.engine.fast import MAX_SUB_ROWS, FusedKernel, row_groups
-from mnist_cli.evaluate import predict_logits
-from mnist_cli.losses import fused
+from mnist_cli.engine.fast import MAX_SUB_ROWS, row_groups
+from mnist_cli.losses import FusedKernel, fused
+from mnist_cli.scoring import predict_logits
 
 FLOAT_RTOL = {"float32": 2e-5, "float64": 1e-12}
 

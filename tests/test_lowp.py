@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from mnist_cli.engine import batch_order, rngs, train
-from mnist_cli.engine.half import GROWTH_INTERVAL, INIT_SCALE, Inputs, LossScaler, pixel_table, round_to
+from mnist_cli.engine.half import GROWTH_INTERVAL, INIT_SCALE, LossScaler
 from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import Model
-from mnist_cli.precision import DTYPES
-from mnist_cli.settings import TrainConfig
+from mnist_cli.precision import DTYPES, Inputs, pixel_table, round_to
+from mnist_cli.settings import LossScale, TrainConfig
 
 F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
 
@@ -62,7 +62,7 @@ def test_inputs_equal_rounding_each_pixel_times_the_scale(dtype, scale):
 
 
 def test_dynamic_loss_scale_follows_grad_scaler():
-    s = LossScaler("dynamic")
+    s = LossScaler(LossScale.parse("dynamic"))
     assert s.active and s.scale == INIT_SCALE == 2.0**16
     assert s.update(False) and s.scale == 2.0**15  # a non-finite gradient: skip, halve
     for _ in range(GROWTH_INTERVAL - 1):
@@ -74,9 +74,9 @@ def test_dynamic_loss_scale_follows_grad_scaler():
     for _ in range(200):
         s.update(False)
     assert s.scale == 0.0  # a float32 scale, halved past its smallest subnormal
-    fixed = LossScaler("1024")
+    fixed = LossScaler(LossScale.parse("1024"))
     assert fixed.update(False) and fixed.scale == 1024 and not fixed.update(True) and fixed.scale == 1024
-    none = LossScaler("none")
+    none = LossScaler(LossScale.parse("none"))
     assert not none.active and none.scale == 1 and not none.update(False)
 
 
@@ -177,7 +177,7 @@ def test_bits_without_their_dtype_are_refused(tmp_path):
 
 
 def test_evaluate_counts_what_rounding_changed(mnist):
-    from mnist_cli.evaluate import evaluate_model
+    from mnist_cli.scoring import evaluate_model
 
     r = train(mnist.train_images[:5000], mnist.train_labels[:5000], TrainConfig(steps=200))
     bf = r.model.as_dtype("bfloat16")  # the weights rounded to bfloat16
@@ -258,7 +258,8 @@ def _engine(dtype: str, lr: float, W: np.ndarray, b: np.ndarray):
     images, labels = _random_data()
     config = TrainConfig(dtype=dtype, lr=lr)
     model = Model(W.astype(DTYPES[dtype]), b.astype(DTYPES[dtype]))
-    return LowPrecisionSGD(images, labels.astype(np.intp), model, config, LOSSES["fused"], Accounting(dtype, 10))
+    acct = Accounting(dtype, 10, config.steps)
+    return LowPrecisionSGD(images, labels.astype(np.intp), model, config, LOSSES["fused"], acct)
 
 
 def test_pure_update_rounds_the_learning_rate_and_the_bias_product():
@@ -281,7 +282,7 @@ def test_pure_update_is_torch_sgd(dtype, lr):
     torch = pytest.importorskip("torch")
     if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         pytest.skip("without SIMD torch rounds W's product too (see mnist_cli.engine.half)")
-    from mnist_cli.engine.half import round_to
+    from mnist_cli.precision import round_to
 
     rng = np.random.default_rng(3)
     W, b = round_to(rng.normal(0, 0.05, (784, 10)).astype(np.float32), dtype), round_to(rng.normal(0, 0.1, 10), dtype)

@@ -265,14 +265,14 @@ def test_an_automatic_download_says_what_and_from_where_in_one_line(tmp_path, ti
 def test_ctrl_c_in_train_says_how_far_it_got(cli, monkeypatch):
     import mnist_cli.engine.schedule as train_mod
 
-    record = train_mod._record
+    record = train_mod.step_record
 
     def interrupt(step, loss, acct):
         if step == 50:
             raise KeyboardInterrupt
         return record(step, loss, acct)
 
-    monkeypatch.setattr(train_mod, "_record", interrupt)
+    monkeypatch.setattr(train_mod, "step_record", interrupt)
     r = cli("train", "--loss", "naive", "--input-scale", "255", "--metrics-out", "/dev/null", "--log-every", "10")
     assert r.exit_code == 130
     assert "Interrupted." in r.stderr and "50 steps of 1000" in r.stderr
@@ -461,8 +461,8 @@ def tutorial_model(tmp_path_factory, mnist_data_dir):
 
 
 def test_predict_on_test_indices_matches_evaluate(cli, tutorial_model, mnist):
-    from mnist_cli.evaluate import predict_logits
     from mnist_cli.model import Model
+    from mnist_cli.scoring import predict_logits
 
     r = json.loads(cli("predict", str(tutorial_model), "--index", "0,7,2044", "--json").output)
     z = predict_logits(Model.load(tutorial_model), mnist.test_images[[0, 7, 2044]], 1.0)

@@ -18,9 +18,9 @@ from test_fastpath import NAN_STORY, assert_same_numbers, assert_same_story
 from mnist_cli.engine import TrainConfig, train
 from mnist_cli.engine import stacked as stack
 from mnist_cli.engine.fast import class_rows
-from mnist_cli.engine.stacked import STACK_LOSSES, evaluate_stack, log_records, train_stack
-from mnist_cli.evaluate import evaluate_model
+from mnist_cli.engine.stacked import log_records, train_stack
 from mnist_cli.losses import LOSSES
+from mnist_cli.scoring import evaluate_model, evaluate_stack
 from mnist_cli.threads import blas_kernel
 
 STEPS = 300
@@ -58,7 +58,7 @@ def assert_identical(a, b):
     np.testing.assert_array_equal(a.model.b, b.model.b)
     assert a.nan.to_dict() == b.nan.to_dict()
     assert a.order_digest == b.order_digest and a.init_digest == b.init_digest
-    np.testing.assert_array_equal(a.extras["nonfinite_grad_steps"], b.extras["nonfinite_grad_steps"])
+    np.testing.assert_array_equal(a.extras["accounting"].bad_grad, b.extras["accounting"].bad_grad)
     assert (a.snapshot is None) == (b.snapshot is None)
     if a.snapshot is not None:
         assert a.snapshot.step == b.snapshot.step
@@ -202,7 +202,7 @@ def test_stack_keeps_the_nan_story_of_chaotic_runs(mnist, kw):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", sorted(STACK_LOSSES))
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_stacked_losses_equal_the_reference_slot_by_slot(name, dtype):
     """Each slot of a stacked loss is the LOSSES reference on that run's logits: to rounding where
     finite, with the same NaN and inf pattern (extreme logits make the naive loss break)."""
@@ -212,7 +212,7 @@ def test_stacked_losses_equal_the_reference_slot_by_slot(name, dtype):
     y = rng.integers(0, k, B)
     Y = (np.arange(k)[:, None] == y).astype(dtype)
     with np.errstate(all="ignore"):
-        loss, dz, p = STACK_LOSSES[name](z - np.max(z, axis=1, keepdims=True), (slice(None), y, np.arange(B)), Y)
+        loss, dz, p = LOSSES[name].stacked(z - np.max(z, axis=1, keepdims=True), (slice(None), y, np.arange(B)), Y)
         for s in range(S):
             ref_loss, ref_dz = LOSSES[name](np.ascontiguousarray(z[s].T), y)
             rtol = 1e-5 if dtype == np.float32 else 1e-12
@@ -229,12 +229,13 @@ def test_evaluate_stack_equals_evaluate_model(mnist):
                cfg(steps=50, dtype="float64"), cfg(steps=50, lr=0.1, input_scale=16), cfg(steps=50, loss="clipped")]
     results = train_stack(mnist.train_images, mnist.train_labels, configs)
     images, labels = mnist.test_images[:3000], mnist.test_labels[:3000]
-    stacked = evaluate_stack(results, images, labels)
+    models, scales = [r.model for r in results], [c.input_scale for c in configs]
+    stacked = evaluate_stack(models, scales, images, labels)
     for r, ev in zip(results, stacked):
         ref = evaluate_model(r.model, images, labels, r.config.input_scale)
         assert set(ev) == set(ref) and ev["nonfinite_params"] == ref["nonfinite_params"]
         assert abs(ev["accuracy"] - ref["accuracy"]) <= 2 / len(labels)  # logits to rounding: a tie may flip
-        alone, = evaluate_stack([r], images, labels)
+        alone, = evaluate_stack([r.model], [r.config.input_scale], images, labels)
         assert alone == ev  # bit for bit whatever else is evaluated with it
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from mnist_cli.compare import CompareConfig, run_compare, to_document
 from mnist_cli.engine import TrainConfig, train
-from mnist_cli.evaluate import predict_logits
+from mnist_cli.scoring import predict_logits
 from mnist_cli.threads import blas_pinned, provenance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from mnist_cli.engine import batch_order, rngs, train
-from mnist_cli.evaluate import evaluate_accuracy
 from mnist_cli.losses import healthy_gap, softmax, underflow_limit
-from mnist_cli.model import DTYPES
+from mnist_cli.precision import DTYPES
+from mnist_cli.scoring import score
 from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig
 
 
 def run(mnist, **kw):
     result = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
-    return result, evaluate_accuracy(result.model, mnist.test_images, mnist.test_labels, result.config.input_scale)
+    return result, score(result.model, mnist.test_images, mnist.test_labels, result.config.input_scale).accuracy
 
 
 @pytest.mark.parametrize("loss", ["fused", "naive"])
@@ -123,7 +123,7 @@ def test_the_trainer_sees_the_batches_batch_order_yields(mnist, fast, kw):
 @pytest.mark.parametrize("name", DTYPES)
 def test_underflow_gap_and_the_healthy_bound(name):
     """The report's limit is where exp() reaches 0; at gaps within the healthy bound no probability is 0."""
-    dtype = DTYPES[name]
+    dtype = DTYPES[name].type
     limit, v = underflow_limit(dtype), dtype(underflow_limit(dtype))  # the gaps the dtype holds either side of it
     above = v if v > limit else np.nextafter(v, dtype(np.inf))
     below = v if v < limit else np.nextafter(v, dtype(0))

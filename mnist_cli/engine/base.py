@@ -21,8 +21,9 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -30,7 +31,9 @@ import numpy as np
 
 from mnist_cli.losses import healthy_gap, softmax
 from mnist_cli.model import Model
+from mnist_cli.precision import DTYPES
 from mnist_cli.settings import TrainConfig
+from mnist_cli.threads import provenance
 
 
 @dataclass
@@ -175,24 +178,27 @@ def consumed_digest(digest, indices: np.ndarray, labels: np.ndarray) -> None:
 
 
 class Accounting:
-    """The exact NaN accounting of a run, as issue 3 defines it, and the one place that decides to stop.
+    """The exact NaN accounting of one run, as issue 3 defines it, and the one place that decides to stop.
 
     Every engine calls :meth:`record` for each step it has not proved healthy (the plain loop: every
     step) and :meth:`observe_gap` for each one it has; it asks :meth:`halts` whether to apply a step's
-    update. Only the accounting writes :attr:`nan`.
+    update. Only the accounting writes :attr:`nan`. The stacked engine keeps one per run and applies
+    the same rules to a block of runs at once: :func:`block_gaps` finds the runs a step may have made
+    unhealthy, :meth:`record_block` accounts for them, :meth:`retire` closes a run whose parameters are
+    all NaN.
     """
 
-    def __init__(self, dtype_name: str, k: int, stop_on_nan: bool = False):
+    def __init__(self, dtype_name: str, k: int, steps: int, stop_on_nan: bool = False):
         self.nan = NanReport()
         self.snapshot: Snapshot | None = None
         self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
-        self.bad_grad_step = 0  # the last step whose gradient was non-finite
+        self.bad_grad = np.zeros(steps, bool)  # (steps,) the steps whose gradient was non-finite (the records')
         self.skipped_step = 0  # the last step whose update the loss scaler skipped
         self.stop_on_nan = stop_on_nan
         self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
 
     def observe_gap(self, gap: float) -> None:
-        """A step proved healthy had this largest logit gap ``max(z) - min(z)``."""
+        """A step (or a run's steps so far) had this largest logit gap ``max(z) - min(z)``."""
         if gap > self.nan.max_logit_gap:
             self.nan.max_logit_gap = gap
 
@@ -200,6 +206,26 @@ class Accounting:
         """Whether a step whose loss or gradient was non-finite (``bad``) ends the run before its update:
         with ``stop_on_nan`` it does; otherwise training goes on, as TensorFlow's does."""
         return bad and self.stop_on_nan
+
+    def count_probabilities(self, step: int, zeros: int, infs: int) -> None:
+        """A step past the healthy gap had ``zeros`` softmax probabilities of exactly 0 and ``infs`` +-inf
+        logits (the product left the dtype's range)."""
+        self.nan.count_underflow(step, zeros)
+        self.nan.count_overflow(step, infs)
+
+    def count_nonfinite(self, step: int, loss: float, grad_finite: bool, batch: Callable[[], Snapshot]) -> bool:
+        """Count a non-finite ``loss`` and gradient; keep the first such step's batch (``batch()``). Returns
+        whether either was non-finite."""
+        bad_loss = not math.isfinite(loss)
+        if bad_loss:
+            self.nan.count_loss(step, loss)
+        if not grad_finite:
+            self.bad_grad[step - 1] = True
+            self.nan.count_grad(step)
+        bad = bad_loss or not grad_finite
+        if bad and self.snapshot is None:
+            self.snapshot = batch()
+        return bad
 
     def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray,
                grad_finite: bool | None = None) -> bool:
@@ -212,22 +238,27 @@ class Accounting:
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
             rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
             with np.errstate(all="ignore"):
-                self.nan.count_underflow(step, int(np.count_nonzero(softmax(z[rows]) == 0)))
-            self.nan.count_overflow(step, int(np.count_nonzero(np.isinf(z[rows]))))
-        bad_loss = not math.isfinite(loss)
-        bad_grad = not np.isfinite(gb).all() if grad_finite is None else not grad_finite
-        if bad_loss:
-            self.nan.count_loss(step, loss)
-        if bad_grad:
-            self.bad_grad_step = step
-            self.nan.count_grad(step)
-        if (bad_loss or bad_grad) and self.snapshot is None:
-            self.snapshot = Snapshot(step, np.array(idx), np.array(y), np.array(z))
-        return bad_loss or bad_grad
+                zeros = int(np.count_nonzero(softmax(z[rows]) == 0))
+            self.count_probabilities(step, zeros, int(np.count_nonzero(np.isinf(z[rows]))))
+        grad_ok = bool(np.isfinite(gb).all()) if grad_finite is None else grad_finite
+        return self.count_nonfinite(step, loss, grad_ok, lambda: Snapshot(step, np.array(idx), np.array(y), np.array(z)))
+
+    @staticmethod
+    def record_block(accts: list, step: int, loss: np.ndarray, grad_finite: np.ndarray, unhealthy: np.ndarray,
+                     zeros: np.ndarray, infs: np.ndarray, batch: Callable[[int], Snapshot]) -> np.ndarray:
+        """:meth:`record` for ``n`` runs stepped together: ``accts`` (n,) their accountings, ``loss`` (n,),
+        ``grad_finite`` (n,), ``unhealthy`` (n,) the runs past the healthy gap (from :func:`block_gaps`) with
+        their ``zeros`` and ``infs`` (n,), ``batch(i)`` run i's snapshot. Returns (n,) whether each was non-finite."""
+        for i in np.flatnonzero(unhealthy):
+            accts[i].count_probabilities(step, int(zeros[i]), int(infs[i]))
+        bad = ~np.isfinite(loss) | ~grad_finite
+        for i in np.flatnonzero(bad):
+            accts[i].count_nonfinite(step, float(loss[i]), bool(grad_finite[i]), lambda i=i: batch(i))
+        return bad
 
     def skip(self, step: int, scaler, grad_finite: bool) -> bool:
-        """Tell ``scaler`` (:class:`mnist_cli.engine.half.LossScaler`) whether the gradient of ``step`` was finite;
-        return whether it skips the update (counted), and keep its scale."""
+        """Tell ``scaler`` (:class:`mnist_cli.engine.half.LossScaler`) whether the gradient of ``step`` was
+        finite; return whether it skips the update (counted), and keep its scale."""
         skipped = scaler.update(grad_finite)
         if skipped:
             self.skipped_step = step
@@ -242,11 +273,79 @@ class Accounting:
             self.nan.params_nonfinite = True
             self.nan.first_nonfinite_params_step = step
 
+    def retire(self, step: int) -> None:
+        """Every parameter is NaN after ``step``: it stays NaN (every operation of a step propagates it, and
+        no probability is then counted as 0), so each later step is a NaN loss and a non-finite gradient,
+        accounted here in closed form."""
+        rest = self.bad_grad.size - step
+        if rest:
+            nan = self.nan
+            nan.steps_nan_loss += rest
+            nan.first_nan_loss_step = nan.first_nan_loss_step or step + 1
+            nan.steps_nonfinite_grad += rest
+            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step + 1
+            self.bad_grad[step:] = True
+
     @property
     def nonfinite_steps(self) -> int:
         """Steps so far with a non-finite loss or gradient, counted once per kind (for progress bars)."""
         nan = self.nan
         return nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad
+
+
+def block_gaps(z: np.ndarray, z_max: np.ndarray, shifted: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's largest logit gap ``max_i(max(z_i) - min(z_i))`` (n,) of stacked logits ``z`` (n, k, B), nan if
+    its z is, and whether it is within the healthy gap ``limit`` (n,) (where no probability can be 0:
+    :func:`mnist_cli.losses.healthy_gap`).
+
+    From ``-min(z - max(z))``, one reduction: where z is finite this is the same number (``fl(z_j - m)`` is
+    monotone in ``z_j`` and ``fl(-a) = -fl(a)``), and where it is not (an inf or a nan in ``z - max(z)``) the
+    result is nan or inf, past the healthy gap; the gaps past it are taken again by the plain formula, as
+    :meth:`Accounting.record` takes them."""
+    gap = -np.minimum.reduce(shifted, axis=(1, 2))  # (n,)
+    healthy = gap <= limit
+    if not healthy.all():
+        plain = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (n,)
+        gap = np.where(healthy, gap, plain)
+    return gap, healthy
+
+
+def step_record(step: int, loss: float, acct: Accounting) -> dict:
+    """The per-step record of ``--metrics-out``-style logs, from the step's loss and its run's accounting."""
+    record = {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
+              "nonfinite_grad": bool(acct.bad_grad[step - 1])}
+    if acct.nan.loss_scale is not None:  # mixed precision with a loss scaler
+        record.update(loss_scale=acct.nan.loss_scale, skipped=acct.skipped_step == step)
+    return record
+
+
+def initial_model(config: TrainConfig, d: int, k: int) -> tuple[Model, str, np.random.Generator]:
+    """The run's starting parameters from its seed (float32 masters in mixed precision), the digest of
+    them and the generator of its batch order."""
+    init_rng, order_rng = rngs(config.seed)
+    model = Model.init(d, k, config.init, DTYPES[master_dtype(config)], init_rng, config.init_std)
+    return model, hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest(), order_rng
+
+
+def master_dtype(config: TrainConfig) -> str:
+    """The dtype of a run's parameters and of its loss: float32 masters in mixed precision, else its dtype."""
+    return "float32" if config.precision == "mixed" else config.dtype
+
+
+def build_result(config: TrainConfig, W: np.ndarray, b: np.ndarray, acct: Accounting, losses: np.ndarray,
+                 seconds: float, order_digest: str, init_digest: str, *, stopped: bool = False,
+                 engine: str | None = None, extras: dict | None = None) -> TrainResult:
+    """The :class:`TrainResult` of a finished run, its model carrying the run's compute form and the
+    metadata every saved model has (settings, steps, NaN report, provenance)."""
+    steps = losses.shape[0]
+    model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)
+    model.meta = {"config": asdict(config), "steps": steps, "nan": acct.nan.to_dict(),
+                  "provenance": provenance(config.threads)}
+    if engine is not None:
+        model.meta["engine"] = engine
+    return TrainResult(config=config, model=model, nan=acct.nan, losses=losses, steps=steps, seconds=seconds,
+                       order_digest=order_digest, init_digest=init_digest, snapshot=acct.snapshot,
+                       stopped_early=stopped, extras=extras or {})
 
 
 class Engine(Protocol):

@@ -20,7 +20,7 @@ around it cost as much as the products, so the fast step removes calls:
   also chosen on AMD Zen) multiplies float32 matrices of 12 rows ~20% faster than of 10; ``Va`` then
   carries two rows of zeros, which stay zero (their gradient rows are zero) and are never read as
   classes. Other kernels (SkylakeX, Sandybridge, ...) and float64 are measured faster unpadded.
-- **A fused kernel** (:class:`FusedKernel`, picked from :data:`FAST_KERNELS` by the same name as in
+- **A fused kernel** (:class:`mnist_cli.losses.FusedKernel`, the ``fast`` facet of the loss's record in
   :data:`mnist_cli.losses.LOSSES`) computes ``lr * s**2 * (softmax(z) - onehot(y)) / B`` directly.
   It handles a step only when it has *proved* the step healthy: every logit finite and every
   example's gap ``max(z) - min(z)`` below the underflow limit, where no probability can be 0 and the
@@ -41,9 +41,9 @@ thread throughout (:func:`mnist_cli.threads.blas_pinned`, entered by the trainer
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
+
+from mnist_cli.losses import Loss
 
 #: Rows per product. OpenBLAS (0.3.31, SkylakeX) multiplies small matrices without packing them: for
 #: 10 classes and 785 columns the forward product ``Va @ x.T`` takes that path up to 120 rows and the
@@ -71,50 +71,6 @@ def class_rows(k: int, dtype, kernel: str | None) -> int:
     """How many rows of class parameters the fast step computes with for ``k`` classes (see
     :data:`PADDED_CLASSES`); ``k`` itself unless the BLAS kernel is measured faster padded."""
     return max(k, PADDED_CLASSES.get((kernel, np.dtype(dtype).name), k)) if k == 10 else k
-
-
-class FusedKernel:
-    """:func:`mnist_cli.losses.fused` on transposed logits, scaled for the SGD update; only for steps it
-    proves healthy (``tests/test_fastpath.py`` checks it against ``fused``)."""
-
-    def __init__(self, k: int, dtype, healthy_gap: float):
-        self.k, self.dtype, self.healthy_gap = k, dtype, healthy_gap
-        self._buffers: dict[tuple, tuple] = {}  # shape -> (shifted, its class rows, row max, row sum, flat view)
-
-    def _for_shape(self, shape: tuple) -> tuple:
-        if shape not in self._buffers:
-            m, _, w = shape
-            sh = np.zeros(shape, self.dtype)  # rows past k (padding) stay zero: their gradient
-            self._buffers[shape] = (sh, sh[:, : self.k], np.empty((m, 1, w), self.dtype),
-                                    np.empty((m, 1, w), self.dtype), sh.reshape(-1))
-        return self._buffers[shape]
-
-    def __call__(self, zt: np.ndarray, t: np.ndarray, coef) -> tuple[float, float | None, np.ndarray]:
-        """From logits ``zt`` (m, r, w) (m blocks of w examples, transposed; the first k of the r rows
-        are the classes, any others padding) and the flat positions ``t`` of the targets in that
-        array, return ``(gap, loss_sum, G)``: the largest logit gap of an example,
-        ``sum_i(logsumexp(z_i) - z_i[y_i])`` and ``G = coef * (softmax(z) - onehot(y))`` (m, r, w), zero
-        in the padding rows. ``loss_sum`` is None (and G unset) when the step is not proved healthy;
-        the caller then runs the reference loss."""
-        sh, shk, z_max, s, flat = self._for_shape(zt.shape)
-        zk = zt[:, : self.k]  # (m, k, w) the class rows
-        np.maximum.reduce(zk, axis=1, keepdims=True, out=z_max)  # (m, 1, w) the max shift
-        np.subtract(zk, z_max, out=shk)  # (m, k, w), <= 0
-        gap = -float(np.minimum.reduce(shk, axis=None))  # max over examples of max(z) - min(z); nan if z is
-        if not gap <= self.healthy_gap:  # nan, inf, or a probability may underflow: not proved healthy
-            return gap, None, sh
-        z_y = flat[t]  # (m * w,) shifted target logits
-        np.exp(shk, out=shk)  # (m, k, w) in (0, 1]
-        np.add.reduce(shk, axis=1, keepdims=True, out=s)  # (m, 1, w) in [1, k]
-        loss_sum = float(np.add.reduce(np.log(s).reshape(-1) - z_y))  # sum logsumexp(z) - z[y]; the max cancels
-        np.divide(coef, s, out=s)  # (m, 1, w) coef / sum(exp)
-        shk *= s  # (m, k, w) coef * softmax(z)
-        flat[t] -= coef  # coef * (softmax(z) - onehot(y))
-        return gap, loss_sum, sh
-
-
-#: loss name (a key of LOSSES) -> fast kernel; a loss without one runs its reference every step.
-FAST_KERNELS: dict[str, type] = {"fused": FusedKernel}
 
 
 def row_groups(B: int, max_sub: int | None = None, group_rows: int | None = None) -> list[tuple[int, int, int]]:
@@ -153,12 +109,12 @@ def _aligned_rows(n: int, width: int, dtype, align: int = 64) -> np.ndarray:
 MIN_GROUPS_PER_LANE = 4
 
 
-def fast_engine(images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
+def fast_engine(images, labels, model, config, loss: Loss, acct, kernel_name=None):
     """The fast engine for ``config``, its mode chosen once: :class:`SingleProductSGD` when a batch is one
     product (``batch_size <= MAX_SUB_ROWS``), else :class:`GroupedSGD`."""
     single = row_groups(config.batch_size) == [(0, 1, config.batch_size)]
     cls = SingleProductSGD if single else GroupedSGD
-    return cls(images, labels, model, config, loss_fn, kernel_cls, acct, kernel_name)
+    return cls(images, labels, model, config, loss, acct, kernel_name)
 
 
 class FastSGD:
@@ -166,8 +122,9 @@ class FastSGD:
     factors, the reference step and the update. An engine of :class:`mnist_cli.engine.Engine`'s
     protocol; use :func:`fast_engine` to get the mode that fits the batch."""
 
-    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
-        self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
+    def __init__(self, images, labels, model, config, loss: Loss, acct, kernel_name=None):
+        self.images, self.labels, self.loss_fn, self.acct = images, labels, loss, acct
+        kernel_cls = loss.fast  # the loss's kernel for the steps it proves healthy (None: the reference)
         n, d = images.shape
         k = model.b.shape[0]
         dtype = model.W.dtype.type
@@ -303,7 +260,7 @@ class SingleProductSGD(FastSGD):
                 self.acct.observe_gap(gap)
                 np.matmul(G[0], xa, out=gW)  # (r, d + 1)
                 self._update(gW, lr)
-                return loss_sum / B, False
+                return float(self.dtype(loss_sum) / self.dtype(B)), False  # in the dtype, as the reference
         loss, bad, G = self._reference(step, j, zt[0, : self.k].T)
         if not self.acct.halts(bad):
             np.matmul(G, xa, out=gW)
@@ -348,8 +305,9 @@ class GroupedSGD(FastSGD):
     the order): its loads, targets and logits all follow that order; the reference loss and the
     accounting still see the batch in its drawn order."""
 
-    def __init__(self, images, labels, model, config, loss_fn: Callable, kernel_cls, acct, kernel_name=None):
-        super().__init__(images, labels, model, config, loss_fn, kernel_cls, acct, kernel_name)
+    def __init__(self, images, labels, model, config, loss: Loss, acct, kernel_name=None):
+        super().__init__(images, labels, model, config, loss, acct, kernel_name)
+        kernel_cls = self.kernel_cls
         self.full = self.n == self.B
         n_lanes = max(1, min(config.threads, len(self.groups) // MIN_GROUPS_PER_LANE)) if kernel_cls else 1
         indexed = [(g, *grp) for g, grp in enumerate(self.groups)]
@@ -362,7 +320,7 @@ class GroupedSGD(FastSGD):
 
             self.pool = ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="mnist-softmax-lane")
         self.partials = np.empty((len(self.groups), self.r, self.d + 1), self.dtype)  # each group's gradient
-        self.group_loss = np.empty(len(self.groups))
+        self.group_loss = np.empty(len(self.groups), self.dtype)  # each group's loss sum, in the dtype
         self.group_gap = np.empty(len(self.groups))
         self.xa = self.lanes[0].xa  # (rows, d + 1) [pixels | kappa], reused by the reference step
         self.z = np.empty((self.B, self.k), self.dtype)  # all logits, for the reference when a step needs it
@@ -397,7 +355,7 @@ class GroupedSGD(FastSGD):
                 loss_sum, gap = done
                 self.acct.observe_gap(gap)
                 self._update(self.gW, lr)
-                return loss_sum / self.B, False
+                return float(self.dtype(loss_sum) / self.dtype(self.B)), False  # in the dtype, as the reference
         z = self.z  # the reference takes the step: every logit first, then the gradient
         Vk = self.Va[: self.k]
         for start, m, w in self.groups:
@@ -421,7 +379,7 @@ class GroupedSGD(FastSGD):
         if not all(healthy):
             return None
         np.add.reduce(self.partials, axis=0, out=self.gW)  # (r, d + 1), group 0 first
-        return float(np.add.reduce(self.group_loss)), float(np.max(self.group_gap))
+        return np.add.reduce(self.group_loss), float(np.max(self.group_gap))
 
     def close(self) -> None:
         if self.pool is not None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_cli.engine.base import BatchesTaken
-from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
 
 
 class PlainSGD(BatchesTaken):

@@ -23,21 +23,30 @@ decides whether a step halts the run. The contract between :func:`train` and an 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 
-from mnist_cli.engine.base import Accounting, Engine, TrainResult, _epochs, consumed_digest, rngs
+from mnist_cli.engine.base import (
+    Accounting,
+    Engine,
+    TrainResult,
+    _epochs,
+    build_result,
+    consumed_digest,
+    initial_model,
+    master_dtype,
+    step_record,
+)
 from mnist_cli.engine.plain import PlainSGD
 from mnist_cli.errors import SettingsError
 from mnist_cli.losses import LOSSES
-from mnist_cli.model import DTYPES, N_CLASSES, Model
-from mnist_cli.precision import LOW_PRECISION
-from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig, check_steps  # noqa: F401  (re-exported)
-from mnist_cli.threads import blas_kernel, blas_pinned, provenance
+from mnist_cli.model import N_CLASSES
+from mnist_cli.precision import DTYPES, is_half
+from mnist_cli.settings import TrainConfig, check_steps
+from mnist_cli.threads import blas_kernel, blas_pinned
 
 
 class _Average:
@@ -59,15 +68,6 @@ class _Average:
         return self.sum / self.n if self.sum is not None else last
 
 
-def _record(step: int, loss: float, acct: Accounting) -> dict:
-    """The per-step record of ``--metrics-out``-style logs."""
-    record = {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
-              "nonfinite_grad": acct.bad_grad_step == step}
-    if acct.nan.loss_scale is not None:  # mixed precision with a loss scaler
-        record.update(loss_scale=acct.nan.loss_scale, skipped=acct.skipped_step == step)
-    return record
-
-
 class _Hooks:
     """The callbacks of a run, called after every step: ``progress`` every ``progress_every`` steps,
     ``on_log`` every ``log_every`` steps, ``monitor(step, W, b)`` at each epoch's end and every
@@ -83,7 +83,7 @@ class _Hooks:
         if self.progress is not None and step % self.progress_every == 0:
             self.progress(step, loss, self.acct.nonfinite_steps)
         logged = bool(self.log_every) and step % self.log_every == 0
-        record = _record(step, loss, self.acct) if logged or (self.monitor and step % self.per_epoch == 0) else None
+        record = step_record(step, loss, self.acct) if logged or (self.monitor and step % self.per_epoch == 0) else None
         if self.monitor is not None and record is not None:
             record.update(epoch=step / self.per_epoch,
                           **self.monitor(step, *self.engine.export(self.engine.params)))
@@ -99,7 +99,7 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
     losses = np.empty(steps, dtype=np.float64)
     order_hash = hashlib.sha256()
     average = _Average(config.average, steps - per_epoch * config.average_epochs)
-    lr = (np.float32 if config.dtype in LOW_PRECISION else DTYPES[config.dtype])(config.lr)  # half: float32 opmath
+    lr = DTYPES["float32" if is_half(config.dtype) else config.dtype].type(config.lr)  # half: float32 opmath
     stopped, step = False, 0
     for perm, count in _epochs(n, config.batch_size, steps, order_rng):
         engine.begin_epoch(perm, count)
@@ -164,24 +164,9 @@ def train(
                             f"{config.average_epochs * (n // config.batch_size):,} steps of {n // config.batch_size} "
                             f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
-    init_rng, order_rng = rngs(config.seed)
-    param_dtype = "float32" if config.precision == "mixed" else config.dtype  # mixed: float32 master weights
-    model = Model.init(train_images.shape[1], N_CLASSES, config.init, DTYPES[param_dtype], init_rng, config.init_std)
-    init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
-    acct = Accounting(param_dtype, N_CLASSES, config.stop_on_nan)  # the dtype the loss computes in
-    loss_fn = LOSSES[config.loss]
-    labels = train_labels.astype(np.intp)
-    if config.dtype in LOW_PRECISION:
-        from mnist_cli.engine.half import LowPrecisionSGD
-
-        engine = LowPrecisionSGD(train_images, labels, model, config, loss_fn, acct)
-    elif config.fast:
-        from mnist_cli.engine.fast import FAST_KERNELS, fast_engine
-
-        engine = fast_engine(train_images, labels, model, config, loss_fn, FAST_KERNELS.get(config.loss), acct,
-                             kernel_name=blas_kernel())
-    else:
-        engine = PlainSGD(train_images, labels, model, config, loss_fn, acct)
+    model, init_digest, order_rng = initial_model(config, train_images.shape[1], N_CLASSES)
+    acct = Accounting(master_dtype(config), N_CLASSES, steps, config.stop_on_nan)  # the dtype the loss computes in
+    engine = _engine(train_images, train_labels.astype(np.intp), model, config, acct)
 
     t0 = time.perf_counter()
     try:
@@ -195,22 +180,20 @@ def train(
         engine.close()
     seconds = time.perf_counter() - t0
 
-    model.W[...], model.b[...] = engine.export(params)
-    model.meta = {
-        "config": asdict(config),
-        "steps": step,
-        "nan": acct.nan.to_dict(),
-        "provenance": provenance(config.threads),
-    }
-    return TrainResult(
-        config=config,
-        model=model,
-        nan=acct.nan,
-        losses=losses,
-        steps=step,
-        seconds=seconds,
-        order_digest=order_digest,
-        init_digest=init_digest,
-        snapshot=acct.snapshot,
-        stopped_early=stopped,
-    )
+    W, b = (np.array(a) for a in engine.export(params))
+    return build_result(config, W, b, acct, losses, seconds, order_digest, init_digest, stopped=stopped)
+
+
+def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, acct: Accounting) -> Engine:
+    """The engine of ``config``: the half-precision one for float16/bfloat16, else the fast step (or, with
+    ``fast=False``, the plain reference loop), each taking its steps with the run's loss record."""
+    loss = LOSSES[config.loss]
+    if is_half(config.dtype):
+        from mnist_cli.engine.half import LowPrecisionSGD
+
+        return LowPrecisionSGD(images, labels, model, config, loss, acct)
+    if config.fast:
+        from mnist_cli.engine.fast import fast_engine
+
+        return fast_engine(images, labels, model, config, loss, acct, kernel_name=blas_kernel())
+    return PlainSGD(images, labels, model, config, loss, acct)

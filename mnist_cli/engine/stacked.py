@@ -25,10 +25,10 @@ of up to :data:`SLOTS` runs, those of one loss next to each other (each loss app
   rows in float32 on Haswell; never with 10 or 12 on SkylakeX). :func:`wide_is_exact` measures it,
   once per process, kernel, dtype, shape and number of runs; a wide product costs about 0.7x (float32)
   and 0.5x (float64) of the per-run calls on Haswell.
-- **Losses** (:data:`STACK_LOSSES`, the same names as :data:`mnist_cli.losses.LOSSES`) follow the
-  reference formulas term by term on the ``(n, k, B)`` layout; each run keeps its own NaN accounting
-  (:class:`mnist_cli.engine.NanReport`, exactly as issue 3 defines it), first-step
-  :class:`mnist_cli.engine.Snapshot` and per-step losses.
+- **Losses** are the ``stacked`` facet of each loss's record (:data:`mnist_cli.losses.LOSSES`): the
+  reference formulas' own lines on the ``(n, k, B)`` layout; each run keeps its own NaN accounting
+  (:class:`mnist_cli.engine.base.Accounting`, whose rules every engine shares), first-step
+  :class:`mnist_cli.engine.base.Snapshot` and per-step losses.
 - **A run that goes NaN keeps its story and stops costing.** Once every parameter of a run is NaN it
   stays NaN (every operation of a step propagates NaN: the logits, any of the three losses and its
   gradient are NaN, so each later step is a NaN loss and a non-finite gradient, and no probability is
@@ -56,21 +56,31 @@ averaging or stop on NaN (:func:`check_stackable`). BLAS runs on one thread
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from mnist_cli.engine.base import NanReport, Snapshot, TrainResult, _epochs, consumed_digest, rngs
+from mnist_cli.engine.base import (
+    Accounting,
+    Snapshot,
+    TrainResult,
+    _epochs,
+    block_gaps,
+    build_result,
+    consumed_digest,
+    initial_model,
+    step_record,
+)
 from mnist_cli.engine.fast import class_rows
 from mnist_cli.errors import SettingsError
-from mnist_cli.losses import CLIP_MIN, healthy_gap
-from mnist_cli.model import DTYPES, N_CLASSES, Model
+from mnist_cli.losses import LOSSES
+from mnist_cli.model import N_CLASSES
+from mnist_cli.precision import DTYPES, is_half
 from mnist_cli.settings import TrainConfig
-from mnist_cli.threads import blas_kernel, blas_pinned, provenance
+from mnist_cli.threads import blas_kernel, blas_pinned
 
 #: Runs per block: the width of its wide products and of the element-wise loss and accounting arrays
 #: (16 x 12 x 100, 77 KB in float32), which stay in cache with the batch; the parameters of a block are
@@ -139,79 +149,23 @@ def _probe_operands(dtype_name: str, shape: tuple[int, int, int, int]) -> tuple:
                  for c, M, e in ((d, x.T, B), (B, x, d)))  # forward At @ x.T, backward G @ x
 
 
-def stack_fused(shifted, t, Y):
-    """:func:`mnist_cli.losses.fused` for n runs: ``L_r = mean_i(logsumexp(z_ri) - z_ri[y_i])``.
-
-    ``shifted`` (n, k, B) the logits less their max over the classes, ``z - max(z)`` (the shift the
-    reference takes, computed once per block step), ``t`` the index of the target logits
-    (``shifted[t]`` is (n, B)), ``Y`` (k, B) the one-hot labels. Returns ``(L (n,), dL/dz (n, k, B),
-    softmax(z) (n, k, B))``; ``dL/dz = (softmax(z) - onehot(y)) / B``.
-    """
-    B = shifted.shape[2]
-    e = np.exp(shifted)  # (n, k, B) in [0, 1]
-    s = np.add.reduce(e, axis=1, keepdims=True)  # (n, 1, B) in [1, k]
-    loss = np.add.reduce(np.log(s[:, 0]) - shifted[t], axis=1) / B  # (n,) mean of logsumexp(z) - z[y]
-    p = e / s  # (n, k, B) softmax(z)
-    dz = p - Y  # softmax(z) - onehot(y)
-    dz /= B  # mean over the batch
-    return loss, dz, p
-
-
-def _softmax(shifted):
-    e = np.exp(shifted)  # (n, k, B), each in [0, 1]
-    return e / np.add.reduce(e, axis=1, keepdims=True)
-
-
-def _softmax_backward(p, g):
-    """``dL/dz = p * (g - sum_j(g_j * p_j))`` (TF's SoftmaxGrad), over the classes (axis 1)."""
-    return p * (g - np.add.reduce(g * p, axis=1, keepdims=True))
-
-
-def stack_naive(shifted, t, Y):
-    """:func:`mnist_cli.losses.naive` for n runs: ``p = softmax(z)``, ``L_r = mean_i(-sum_j(y_ij log p_rij))``,
-    ``dL/dp = -y_ / p / B`` through the softmax Jacobian (same arguments and returns as :func:`stack_fused`)."""
-    B = shifted.shape[2]
-    p = _softmax(shifted)  # (n, k, B), may contain exact zeros
-    log_p = np.log(p)  # -inf where p == 0
-    loss = np.add.reduce(-np.add.reduce(Y * log_p, axis=1), axis=1) / B  # (n,); 0 * -inf = nan
-    g = -Y / p / B  # dL/dp: 0/0 = nan, 1/0 = inf
-    return loss, _softmax_backward(p, g), p
-
-
-def stack_clipped(shifted, t, Y):
-    """:func:`mnist_cli.losses.clipped` for n runs: ``L_r = mean_i(-sum_j(y_ij log(clip(p_rij, 1e-10, 1))))``,
-    no gradient where ``clip`` is active (same arguments and returns as :func:`stack_fused`)."""
-    B = shifted.shape[2]
-    lo, one = shifted.dtype.type(CLIP_MIN), shifted.dtype.type(1)
-    p = _softmax(shifted)  # (n, k, B)
-    p_c = np.clip(p, lo, one)
-    loss = np.add.reduce(-np.add.reduce(Y * np.log(p_c), axis=1), axis=1) / B  # (n,)
-    live = (p >= lo) & (p <= 1)  # where clip passes the gradient
-    g = np.where(live, -Y / p_c / B, shifted.dtype.type(0))  # dL/dp
-    return loss, _softmax_backward(p, g), p
-
-
-#: loss name (a key of mnist_cli.losses.LOSSES) -> its stacked form.
-STACK_LOSSES: dict[str, Callable] = {"fused": stack_fused, "naive": stack_naive, "clipped": stack_clipped}
-
-
 def check_stackable(config: TrainConfig) -> None:
     """:class:`SettingsError` for a setting the stack does not implement (compare never sets them)."""
     for name, plain in (("weight_decay", 0.0), ("lr_decay", 1.0), ("average", False), ("full_batch", False),
                         ("stop_on_nan", False), ("epochs", None)):
         if getattr(config, name) != plain:
             raise SettingsError(name, f"stacked training does not implement {{{name}}}; train such runs one by one")
+    if is_half(config.dtype):
+        raise SettingsError("dtype", "stacked training is float32/float64 only; train half-precision runs one by one")
 
 
 @dataclass
 class _Run:
-    """One run's own state while its stack trains: its accounting, and where it sits."""
+    """One run's own state while its stack trains: its accounting, its losses, and its final parameters."""
 
     config: TrainConfig
-    nan: NanReport
+    acct: Accounting
     losses: np.ndarray  # (steps,) float64
-    bad_grad: np.ndarray  # (steps,) bool: steps whose gradient was non-finite (for the per-step records)
-    snapshot: Snapshot | None = None
     final: tuple | None = None  # (At rows, bt rows) once retired or finished
     scale: float = 1.0  # input_scale / 255
 
@@ -228,7 +182,7 @@ class _Block:
         self.bt = np.zeros((S, k, 1), dtype)  # (S, k, 1) biases
         self.coef = np.zeros((S, 1, 1), dtype)  # lr_i * s_i**2: dL/dz -> update in pixel units
         self.lr = np.zeros((S, 1, 1), dtype)  # lr_i: the bias step
-        self.max_gap = np.zeros(S)  # each run's largest logit gap so far
+        self.max_gap = np.zeros(S)  # each run's largest logit gap so far (Accounting.observe_gap, by slot)
         self.runs: list[_Run | None] = [None] * S
         self.groups: list[list] = []  # [stacked loss, first slot, end slot] of each loss's runs, in slot order
         self.zt = np.zeros((S, r, B), dtype)  # (S, r, B) logits, transposed
@@ -244,7 +198,7 @@ class _Block:
         self.lr[i] = dt(run.config.lr)
         self.max_gap[i] = max_gap
         self.runs[i] = run
-        loss = STACK_LOSSES[run.config.loss]
+        loss = LOSSES[run.config.loss].stacked
         if self.groups and self.groups[-1][0] is loss:
             self.groups[-1][2] = i + 1
         else:
@@ -257,6 +211,10 @@ class _Block:
     def live(self) -> list[int]:
         return [i for i, r in enumerate(self.runs) if r is not None]
 
+    def finite(self, i: int) -> bool:
+        """Whether every parameter of slot ``i`` is finite."""
+        return bool(np.isfinite(self.At[i]).all() and np.isfinite(self.bt[i]).all())
+
 
 class _Stack:
     """The runs of one (seed, dtype): one batch order, one converted batch per step, blocks of runs."""
@@ -266,15 +224,11 @@ class _Stack:
         self.images, self.labels = images, labels
         self.n, self.d = images.shape
         self.k, self.B, self.steps = N_CLASSES, first.batch_size, first.steps
-        self.dtype = DTYPES[first.dtype]
-        self.seed = first.seed
-        self.healthy_gap = healthy_gap(first.dtype, self.k)
-        init_rng, self.order_rng = rngs(first.seed)
-        model = Model.init(self.d, self.k, first.init, self.dtype, init_rng, first.init_std)
-        self.init_digest = hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest()
-        self.init = model
-        self.runs = [_Run(c, NanReport(), np.empty(self.steps), np.zeros(self.steps, bool), scale=c.input_scale / 255.0)
+        self.dtype = DTYPES[first.dtype].type
+        self.init, self.init_digest, self.order_rng = initial_model(first, self.d, self.k)
+        self.runs = [_Run(c, Accounting(c.dtype, self.k, self.steps), np.empty(self.steps), scale=c.input_scale / 255.0)
                      for c in configs]
+        self.healthy_gap = self.runs[0].acct.healthy_gap
         self.kernel = blas_kernel()
         self.r = class_rows(self.k, self.dtype, self.kernel)  # rows per run's product (k + padding)
         self._wide: list[bool | None] = [None] * (SLOTS + 1)  # live runs n -> wide products? (probed when first met)
@@ -282,8 +236,8 @@ class _Stack:
         At = np.zeros((self.r, self.d), self.dtype)
         rank = {loss: i for i, loss in enumerate(dict.fromkeys(c.loss for c in configs))}
         for run in sorted(self.runs, key=lambda run: rank[run.config.loss]):  # stable: in their order within a loss
-            At[: self.k] = model.W.T * self.dtype(run.scale)
-            self._seat(run, At, model.b[:, None], 0.0)
+            At[: self.k] = self.init.W.T * self.dtype(run.scale)
+            self._seat(run, At, self.init.b[:, None], 0.0)
         self.x = np.empty((self.B, self.d), self.dtype)  # (B, d) the batch in pixels, unscaled
         self.rows_k = np.arange(self.k)[:, None]  # (k, 1)
         self.cols = np.arange(self.B)  # (B,)
@@ -319,7 +273,7 @@ class _Stack:
         z += block.bt[:n]
         z_max = np.maximum.reduce(z, axis=1, keepdims=True)  # (n, 1, B) the max shift
         shifted = z - z_max  # (n, k, B), <= 0
-        gap, healthy = self._gaps(z, z_max, shifted)  # (n,) max(z) - min(z), nan if z is; (n,) within the healthy gap
+        gap, healthy = block_gaps(z, z_max, shifted, self.healthy_gap)  # (n,) each run's largest gap; within it?
         np.copyto(block.max_gap[:n], gap, where=gap > block.max_gap[:n])
         count = not healthy.all()  # a probability may be 0, a logit inf (or z is nan): count them
         loss, gb = np.empty(n, z.dtype), np.empty((n, k, 1), z.dtype)  # (n,) mean losses, (n, k, 1) dL/db
@@ -333,78 +287,42 @@ class _Stack:
         runs = block.runs[:n]
         for i, run in enumerate(runs):
             run.losses[step - 1] = loss[i]
-        if count:
-            # logits past the dtype's range (an inf logit makes the gap inf or nan)
-            infs = np.zeros(n, np.intp) if np.isfinite(gap).all() else np.count_nonzero(np.isinf(z), axis=(1, 2))
-            for i in np.flatnonzero(~healthy):
-                runs[i].nan.count_underflow(step, int(zeros[i]))
-                runs[i].nan.count_overflow(step, int(infs[i]))
         slot_products(block.G, self.x, block.gA, n, wide)  # (n, r, d) each live run's update
         block.At[:n] -= block.gA[:n]
         block.bt[:n] -= block.lr[:n] * gb
-        if np.isfinite(loss).all() and np.isfinite(gb).all():
+        grad_ok = np.isfinite(gb).all(axis=(1, 2))  # (n,) dL/db is non-finite iff dL/dz has a non-finite entry
+        if not count and np.isfinite(loss).all() and grad_ok.all():
             return False
-        return self._nonfinite(block, step, idx, y, z, loss, gb)
+        # logits past the dtype's range (an inf logit makes the gap inf or nan)
+        infs = np.zeros(n, np.intp) if np.isfinite(gap).all() else np.count_nonzero(np.isinf(z), axis=(1, 2))
+        bad = Accounting.record_block([run.acct for run in runs], step, loss, grad_ok, ~healthy, zeros, infs,
+                                      lambda i: Snapshot(step, np.array(idx), np.array(y), np.ascontiguousarray(z[i].T)))
+        return self._after_nonfinite(block, step, np.flatnonzero(bad))
 
-    def _nonfinite(self, block: _Block, step: int, idx, y, z, loss, gb) -> bool:
-        """Account the runs of ``block`` whose loss or gradient was non-finite at ``step`` (after its
-        update); retire those whose parameters are all NaN. Returns whether any was retired."""
+    def _after_nonfinite(self, block: _Block, step: int, bad: np.ndarray) -> bool:
+        """After the update of a step where the runs in slots ``bad`` had a non-finite loss or gradient: note
+        whose parameters went non-finite, retire those whose parameters are all NaN. Whether any was retired."""
         retired = False
-        for i in np.flatnonzero(~np.isfinite(loss) | ~np.isfinite(gb).all(axis=(1, 2))):
+        for i in bad:
             run = block.runs[i]
-            self._account(run, step, float(loss[i]), bool(np.isfinite(gb[i]).all()), idx, y, z[i].T)
-            if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all() and np.isfinite(block.bt[i]).all()):
-                run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+            run.acct.check_params(step, block.finite(i))
             if np.isnan(block.At[i, : self.k]).all() and np.isnan(block.bt[i]).all():
                 self._retire(block, i, step)
                 retired = True
         return retired
 
-    def _gaps(self, z, z_max, shifted) -> tuple[np.ndarray, np.ndarray]:
-        """Each run's largest logit gap ``max_i(max(z_i) - min(z_i))`` (n,), nan if its z is, and whether
-        it is within the healthy gap (n,) (where no probability can be 0: :func:`mnist_cli.losses.healthy_gap`).
-
-        From ``-min(z - max(z))``, one reduction: where z is finite this is the same number
-        (``fl(z_j - m)`` is monotone in ``z_j`` and ``fl(-a) = -fl(a)``), and where it is not (an inf or
-        a nan in ``z - max(z)``) the result is nan or inf, past the healthy gap; the gaps past it are
-        taken again by the plain formula, as :meth:`mnist_cli.engine.Accounting.record` takes them."""
-        gap = -np.minimum.reduce(shifted, axis=(1, 2))  # (n,)
-        healthy = gap <= self.healthy_gap
-        if not healthy.all():
-            plain = np.maximum.reduce(z_max[:, 0] - np.minimum.reduce(z, axis=1), axis=1)  # (n,)
-            gap = np.where(healthy, gap, plain)
-        return gap, healthy
-
-    @staticmethod
-    def _account(run: _Run, step: int, loss: float, grad_finite: bool, idx, y, z) -> None:
-        """:meth:`mnist_cli.engine.Accounting.record` for a step whose loss or gradient is non-finite."""
-        if not math.isfinite(loss):
-            run.nan.count_loss(step, loss)
-        if not grad_finite:
-            run.bad_grad[step - 1] = True
-            run.nan.count_grad(step)
-        if run.snapshot is None:
-            run.snapshot = Snapshot(step, np.array(idx), np.array(y), np.ascontiguousarray(z))
-
     def _retire(self, block: _Block, i: int, step: int) -> None:
         """Every parameter of slot ``i`` is NaN after ``step``: account the rest in closed form, free the slot."""
         run = block.runs[i]
-        rest = self.steps - step
-        if rest:
-            nan = run.nan
-            nan.steps_nan_loss += rest
-            nan.first_nan_loss_step = nan.first_nan_loss_step or step + 1
-            nan.steps_nonfinite_grad += rest
-            nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step + 1
-            run.losses[step:] = np.nan
-            run.bad_grad[step:] = True
+        run.acct.retire(step)
+        run.losses[step:] = np.nan
         self._finish(block, i)
         block.runs[i] = None
 
     def _finish(self, block: _Block, i: int) -> None:
         run = block.runs[i]
         run.final = (block.At[i, : self.k].copy(), block.bt[i].copy())
-        run.nan.max_logit_gap = max(run.nan.max_logit_gap, float(block.max_gap[i]))
+        run.acct.observe_gap(float(block.max_gap[i]))
 
     def _compact(self) -> None:
         """Seat the live runs again, in their order (so each loss's side by side), in the first slots of
@@ -430,23 +348,15 @@ class _Stack:
                 consumed_digest(order_hash, batches, labels)
             for block in self.blocks:
                 for i in block.live():
-                    run = block.runs[i]
-                    if not run.nan.params_nonfinite and not (np.isfinite(block.At[i]).all()
-                                                             and np.isfinite(block.bt[i]).all()):
-                        run.nan.params_nonfinite, run.nan.first_nonfinite_params_step = True, step
+                    block.runs[i].acct.check_params(step, block.finite(i))
                     self._finish(block, i)
         return order_hash.hexdigest()
 
 
 def log_records(result: TrainResult, every: int) -> list[dict]:
     """The per-step records ``train(on_log=..., log_every=every)`` would have made for ``result``."""
-    bad_grad = result.extras["nonfinite_grad_steps"]
-    out = []
-    for step in range(every, result.steps + 1, every):
-        loss = float(result.losses[step - 1])
-        out.append({"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
-                    "nonfinite_grad": bool(bad_grad[step - 1])})
-    return out
+    acct = result.extras["accounting"]
+    return [step_record(step, float(result.losses[step - 1]), acct) for step in range(every, result.steps + 1, every)]
 
 
 def stack_key(config: TrainConfig) -> tuple:
@@ -461,8 +371,8 @@ def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: lis
 
     Configs are grouped into stacks by :func:`stack_key`; ``on_stack(positions)`` is called as each
     stack finishes, with the positions in ``configs`` of its runs. A run's ``seconds`` is its share of
-    its stack's time; ``extras["nonfinite_grad_steps"]`` (steps,) flags the steps with a non-finite
-    gradient (for :func:`log_records`); ``extras["stack"]`` is the number of runs it was trained with.
+    its stack's time; ``extras["accounting"]`` is its :class:`Accounting` (for :func:`log_records`);
+    ``extras["stack"]`` is the number of runs it was trained with.
     """
     for config in configs:
         config.validate()
@@ -485,56 +395,12 @@ def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: lis
         digest = stack.train()
         share = (time.perf_counter() - t0) / len(group)
         for pos, run in zip(positions, stack.runs):
-            results[pos] = _result(stack, run, digest, share, len(group))
+            At, bt = run.final
+            kappa = stack.dtype(1.0 / run.scale)
+            W = np.ascontiguousarray((At * kappa).T)  # (d, k)
+            results[pos] = build_result(run.config, W, bt[:, 0].copy(), run.acct, run.losses, share, digest,
+                                        stack.init_digest, engine="stack",
+                                        extras={"accounting": run.acct, "stack": len(group)})
         if on_stack is not None:
             on_stack(positions)
     return results
-
-
-def _result(stack: _Stack, run: _Run, digest: str, seconds: float, size: int) -> TrainResult:
-    At, bt = run.final
-    kappa = stack.dtype(1.0 / run.scale)
-    W = np.ascontiguousarray((At * kappa).T)  # (d, k)
-    model = Model(W, bt[:, 0].copy())
-    model.meta = {"config": asdict(run.config), "steps": stack.steps, "nan": run.nan.to_dict(),
-                  "provenance": provenance(run.config.threads), "engine": "stack"}
-    return TrainResult(config=run.config, model=model, nan=run.nan, losses=run.losses, steps=stack.steps,
-                       seconds=seconds, order_digest=digest, init_digest=stack.init_digest, snapshot=run.snapshot,
-                       extras={"nonfinite_grad_steps": run.bad_grad, "stack": size})
-
-
-#: Test rows converted at once by :func:`evaluate_stack` (2048 x 784 float64 is 12.8 MB), and models
-#: evaluated per conversion (their logits, 32 x 10000 x 10 float64, are 25 MB).
-EVAL_ROWS = 2048
-EVAL_MODELS = 32
-
-
-def evaluate_stack(results: list[TrainResult], images: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """:func:`mnist_cli.evaluate.evaluate_model` of every result's model on uint8 ``images`` at its own
-    input scale, with each block of images converted once for :data:`EVAL_MODELS` models of a dtype.
-    Each model's logits are products of its own, of the same shapes whatever the other models: its
-    evaluation does not depend on them (and equals ``evaluate_model``'s to rounding)."""
-    from mnist_cli.evaluate import evaluate_logits
-
-    n, d = images.shape
-    out: list[dict | None] = [None] * len(results)
-    by_dtype: dict[np.dtype, list[int]] = {}
-    for pos, r in enumerate(results):
-        by_dtype.setdefault(r.model.W.dtype, []).append(pos)
-    with np.errstate(over="ignore", invalid="ignore"), blas_pinned():
-        for dtype, positions in by_dtype.items():
-            x = np.empty((min(EVAL_ROWS, n), d), dtype)  # (rows, d) one block of images, converted
-            for g in range(0, len(positions), EVAL_MODELS):
-                group = positions[g : g + EVAL_MODELS]
-                models = [results[pos].model for pos in group]
-                V = [m.W * dtype.type(results[pos].config.input_scale / 255.0) for m, pos in zip(models, group)]
-                z = [np.empty((n, m.b.shape[0]), dtype) for m in models]  # (n, k) each
-                for start in range(0, n, EVAL_ROWS):
-                    xb = x[: min(EVAL_ROWS, n - start)]
-                    np.copyto(xb, images[start : start + EVAL_ROWS], casting="unsafe")  # uint8 -> float
-                    for Vm, zm in zip(V, z):
-                        np.matmul(xb, Vm, out=zm[start : start + EVAL_ROWS])  # (rows, k) x @ (s W)
-                for pos, m, zm in zip(group, models, z):
-                    zm += m.b
-                    out[pos] = evaluate_logits(m, zm, labels)
-    return out
