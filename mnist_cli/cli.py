@@ -1,114 +1,43 @@
 """The ``mnist-softmax`` command line: thin click adapters over the library.
 
-Each command parses options, calls one library function and prints its result. Library errors
-(:class:`mnist_cli.errors.MnistError`) become one-line messages with exit code 1; bad flags and
-settings that cannot work (:class:`mnist_cli.errors.SettingsError`) exit 2; Ctrl-C exits 130, SIGTERM
-143 (after the same clean-up); ``train --fail-on-nan`` exits 3 when any non-finite value occurred.
-Library notices (the ``mnist_cli`` logger) are printed on stderr.
+Each command parses options (:mod:`mnist_cli.options`), calls one library function and prints its
+result. How errors, signals and exit codes reach the shell, and the progress bars, are
+:mod:`mnist_cli.shell`'s; ``train --fail-on-nan`` exits 3 when any non-finite value occurred.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import signal
 import sys
-import threading
 from functools import partial
 
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import MnistError, OutputError, SettingsError
-from mnist_cli.options import LOSS_SCALE, POSITIVE, FiniteFloat, data_options, output_options, threads_option
+from mnist_cli.errors import OutputError
+from mnist_cli.options import (
+    LOSS_SCALE,
+    POSITIVE,
+    RANGE_DIGITS,
+    FiniteFloat,
+    comma_list,
+    data_options,
+    int_list,
+    output_options,
+    seed_number,
+    sweep,
+    threads_option,
+)
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-
-EXIT_NAN = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports when the reader of a pipe left early
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so that flushing it at exit does not raise again on the broken pipe."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so every clean-up that Ctrl-C gets runs too."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
-class _Notices(logging.Handler):
-    """Library notices (a lock wait, a cache rebuilt), one line each on stderr."""
-
-    def emit(self, record):
-        click.echo(record.getMessage(), err=True)
-
-
-logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
-
-
-class _Group(click.Group):
-    """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes,
-    and lists its commands in the order of the work (download, train, evaluate, compare)."""
-
-    def list_commands(self, ctx):
-        return list(self.commands)  # in the order they are defined: the workflow, not the alphabet
-
-
-    def invoke(self, ctx):
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
-        try:
-            return super().invoke(ctx)
-        except SettingsError as exc:  # a setting that cannot work: worded with its flag, exit 2
-            raise click.UsageError(exc.text(_flag)) from None
-        except MnistError as exc:  # worded with the flags of the settings it names
-            raise click.ClickException(exc.text(_flag)) from None
-        except KeyboardInterrupt as exc:
-            from mnist_cli.report import interrupted_text
-
-            terminated = isinstance(exc, _Terminated)
-            click.echo("Terminated." if terminated else "Interrupted.", err=True)
-            if getattr(exc, "done", None):
-                click.echo(interrupted_text(exc.done), err=True)
-            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
-        except BrokenPipeError:  # `mnist-softmax compare --json | head -1`: the reader left; say nothing
-            _quiet_stdout()
-            ctx.exit(EXIT_BROKEN_PIPE)
-        except OSError as exc:  # disk full, permission denied, ... outside what the library wrapped
-            name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-            raise click.ClickException(f"{exc.strerror or exc}{name}: check the path and free space.") from None
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-
-
-#: Library setting names whose flag is not ``--`` + the name with dashes.
-_FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "average": "--average-epochs",
-          "precisions": "--precision", "scenarios": "--scenarios"}
-
-
-def _flag(setting: str) -> str:
-    return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
 
 
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str))
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mnist-softmax")
 def main():
     """Softmax regression on MNIST: why the naive cross-entropy breaks and the fused one does not.
@@ -264,7 +193,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
 
         probe_plot(plot_path)
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    with _step_bar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
+    with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
                               log_every=log_every if metrics_out or config.val_split or plot_path else 0,
@@ -286,38 +215,8 @@ def _outputs(*writes) -> list[str]:
             try:
                 write(path)
             except OutputError as exc:
-                failed.append(exc.text(_flag))
+                failed.append(exc.text(flag))
     return failed
-
-
-class _step_bar:
-    """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
-
-    def __init__(self, total: int, desc: str, unit: str, quiet: bool, every: int = 0):
-        from mnist_cli.progress import bars_enabled, make_bar
-
-        self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
-        self.total, self.every = total, every if not quiet else 0  # lines instead, where no bar can be drawn
-
-    def __enter__(self):
-        if self.bar is None and self.every:
-            return self.line
-        return self.update if self.bar is not None else None
-
-    def line(self, step, loss_value, n_bad):
-        """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
-        from mnist_cli.report import progress_line
-
-        if step % self.every == 0 or step == self.total:
-            click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)
-
-    def update(self, step, loss_value, n_bad):
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 @main.command(short_help="Score a saved model; answer the argmax question.")
@@ -374,7 +273,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
 @main.command(short_help="A saved model's answer for test images or your own.")
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
 @click.option("--index", "indices", default=None, metavar="LIST",
-              callback=lambda ctx, param, v: _int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
+              callback=lambda ctx, param, v: int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
 @click.option("--images", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
               help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255, or a PNG/JPEG/BMP/GIF "
               "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
@@ -401,124 +300,28 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 
-def _int_list(value):
-    if value is None:
-        return None
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
-    if not out:
-        raise click.BadParameter("give at least one index")
-    return out
-
-
 # --- compare -------------------------------------------------------------------------------------
-
-EXIT_EXPECTATION = 4  # compare --smoke / --check: an expected behaviour did not hold
-
-
-def _comma_list(convert, what: str, choices=None):
-    """A click callback turning ``"a,b,c"`` into a tuple of converted values (None stays None)."""
-
-    def callback(ctx, param, value):
-        if value is None:
-            return None
-        items = [v.strip() for v in value.split(",")]
-        try:
-            out = tuple(convert(v) for v in items)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}") from None
-        bad = [v for v in out if choices is not None and v not in choices]
-        if bad:
-            raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(choices)}")
-        if len(set(out)) != len(out):
-            raise click.BadParameter(f"{value!r} lists a value twice")
-        return out
-
-    return callback
-
-
-#: Significant digits a range's values are rounded to, so labels and file names stay short.
-RANGE_DIGITS = 4
-
-
-def _sweep(what: str):
-    """A click callback for ``--lr`` / ``--input-scale``: a comma-separated list whose items are numbers or
-    ranges ``a:b:N`` (N evenly spaced values from a to b) or ``a:b:logN`` (N log-spaced values)."""
-
-    def callback(ctx, param, value):
-        if value is None:
-            return None
-        out: list[float] = []
-        for item in (v.strip() for v in value.split(",")):
-            try:
-                out += _range(item) if ":" in item else [_positive(item)]
-            except ValueError as exc:
-                raise click.BadParameter(str(exc) or f"{item!r} is not a positive number; {what}") from None
-        if len(set(out)) != len(out):
-            raise click.BadParameter(f"{value!r} gives a value twice ({', '.join(map(repr, out))}): "
-                                     "drop the repeat or use fewer values")
-        return tuple(out)
-
-    return callback
-
-
-def _range(item: str) -> list[float]:
-    fix = "write a:b:N or a:b:logN with positive numbers a, b and N >= 2, e.g. 0.1:10:log8"
-    parts = item.split(":")
-    if len(parts) != 3:
-        raise ValueError(f"{item!r} is not a range: {fix}")
-    try:
-        a, b = _positive(parts[0]), _positive(parts[1])
-    except ValueError:
-        raise ValueError(f"{item!r}: the ends of a range must be positive numbers; {fix}") from None
-    log = parts[2].startswith("log")
-    count = parts[2][3:] if log else parts[2]
-    if not count.isdigit() or int(count) < 2:
-        raise ValueError(f"{item!r}: a range needs a whole number of values N >= 2 after the last colon; {fix}")
-    n = int(count)
-    if log:
-        values = [a * (b / a) ** (i / (n - 1)) for i in range(n)]
-    else:
-        values = [a + (b - a) * i / (n - 1) for i in range(n)]
-    return [a] + [float(f"{v:.{RANGE_DIGITS}g}") for v in values[1:-1]] + [b]
-
-
-def _positive(text: str) -> float:
-    x = float(text)
-    if not (x > 0 and x != float("inf")):
-        raise ValueError(text)
-    return x
-
-
-def _seed(text: str) -> int:
-    x = int(text)
-    if x < 0:
-        raise ValueError(text)
-    return x
-
 
 @main.command(short_help="Naive vs fused side by side: when, where, why naive breaks.")
 @click.option("--losses", default="naive,fused", show_default=True, metavar="LIST",
-              callback=_comma_list(str, "losses", LOSS_NAMES),
+              callback=comma_list(str, "losses", LOSS_NAMES),
               help="Losses to compare (naive, fused, clipped), each trained from the same init on the same batches.")
-@click.option("--lr", "lrs", default=None, metavar="LIST", callback=_sweep("e.g. 0.5,2,5 or 0.1:10:log8"),
+@click.option("--lr", "lrs", default=None, metavar="LIST", callback=sweep("e.g. 0.5,2,5 or 0.1:10:log8"),
               help="Learning rates to sweep: a list (0.5,2,5), a range of N values a:b:N, or N log-spaced values "
               f"a:b:logN (0.1:10:log8; inner values rounded to {RANGE_DIGITS} digits). Any of "
               "--lr/--input-scale/--dtype runs their grid instead of the default scenarios.")
 @click.option("--input-scale", "input_scales", default=None, metavar="LIST",
-              callback=_sweep("e.g. 1,16,255 or 1:255:log3"), help="Pixel scales to sweep, e.g. 1,255 or 1:255:log3.")
+              callback=sweep("e.g. 1,16,255 or 1:255:log3"), help="Pixel scales to sweep, e.g. 1,255 or 1:255:log3.")
 @click.option("--dtype", "dtypes", default=None, metavar="LIST",
-              callback=_comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
+              callback=comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--precision", "precisions", default=None, metavar="LIST",
-              callback=_comma_list(str, "precisions", PRECISION_NAMES),
+              callback=comma_list(str, "precisions", PRECISION_NAMES),
               help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
-@click.option("--scenarios", default=None, metavar="LIST", callback=_comma_list(str, "scenario names"),
+@click.option("--scenarios", default=None, metavar="LIST", callback=comma_list(str, "scenario names"),
               help="Run only these named scenarios, e.g. tutorial,f16,f16-mixed (no sweep).  [default: all]")
-@click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=_comma_list(_seed, "seeds >= 0"),
+@click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=comma_list(seed_number, "seeds >= 0"),
               help="Seeds (init and batch order) to run every cell with, e.g. 0,1,2,3.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="SGD steps per run.  [default: 1000; 200 with --smoke]")
@@ -589,7 +392,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
                     "named scenarios); add fused to --losses.")
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
-    with _run_bar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
+    with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
                              on_run=on_run)
     doc = publish(result, data)
@@ -616,17 +419,6 @@ def _exit(code: int, message: str) -> click.ClickException:
     error = click.ClickException(message)
     error.exit_code = code
     return error
-
-
-class _run_bar(_step_bar):
-    """A progress bar of ``total`` runs as an ``on_run(done, total, label)`` callback (None when off)."""
-
-    def __init__(self, total: int, quiet: bool):
-        super().__init__(total, "compare", "run", quiet)
-
-    def update(self, done, total, label):
-        self.bar.update(1)
-        self.bar.set_postfix_str(label, refresh=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,10 +9,11 @@
 A *cell* is one setting of (lr, input scale, dtype, seed); every selected loss is trained in every
 cell. ``train`` draws the initial parameters and the batch order from the seed alone, so within a
 cell the runs differ by the loss only; each run records digests of both and the document says
-whether they agree. With no sweep given, the cells are the :data:`SCENARIOS` table; a sweep
-(``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that matches
-a scenario keeps its name and expectation. :func:`to_document` turns the result into one JSON-able
-dict (documented in the README); :mod:`mnist_cli.report` words it, :mod:`mnist_cli.report.plots` draws it.
+whether they agree. With no sweep given, the cells are the :data:`mnist_cli.scenarios.SCENARIOS` table;
+a sweep (``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that
+matches a scenario keeps its name and expectation. :func:`mnist_cli.compare_document.to_document` turns
+the result into one JSON-able dict (documented in the README); :mod:`mnist_cli.report` words it,
+:mod:`mnist_cli.report.plots` draws it.
 """
 
 from __future__ import annotations
@@ -27,89 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cli.compare_document import to_document
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
-from mnist_cli.losses import LOSSES
-from mnist_cli.report import conclusion, number_text
+from mnist_cli.report import number_text
+from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
 from mnist_cli.settings import HALF_NAMES, TUTORIAL, TrainConfig
-from mnist_cli.threads import provenance
-
-SCHEMA = "mnist-softmax/compare/1"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A named setting and what the naive loss does there (measured on real MNIST, seeds 0-7)."""
-
-    name: str
-    about: str
-    lr: float = TUTORIAL.lr
-    input_scale: float = TUTORIAL.input_scale
-    dtype: str = TUTORIAL.dtype
-    naive: str | None = None  # "finite": naive never goes non-finite; "fails": it does, by `by_step`
-    by_step: int | None = None  # with "fails": the first non-finite step is at most this
-    precision: str = TUTORIAL.precision  # "mixed": torch.autocast's policy (half dtypes only)
-    fused: str | None = None  # as `naive`, for the fused loss where its record's promise does not hold (half precision)
-    fused_by_step: int | None = None
-
-
-#: The default cells: a 2 x 2 x 2 grid (lr x input scale x dtype), each cell named, then half precision.
-SCENARIOS = (
-    Scenario("tutorial", "TF r1.4 mnist_softmax.py as published", naive="finite"),
-    Scenario("raw-pixels", "pixels left in [0, 255], the classic beginner mistake", input_scale=255,
-             naive="fails", by_step=3),
-    Scenario("lr-5", "a learning rate 10x the tutorial's", lr=5, naive="fails", by_step=5),
-    Scenario("lr-5-raw", "both mistakes at once", lr=5, input_scale=255, naive="fails", by_step=3),
-    Scenario("f64", "float64: exp underflows only past a logit gap of 745", dtype="float64", naive="finite"),
-    Scenario("f64-raw-pixels", "float64 does not save raw pixels: gaps reach 1e6", input_scale=255,
-             dtype="float64", naive="fails", by_step=3),
-    Scenario("f64-lr-5", "float64 survives lr 5: gaps stay near 300 < 745", lr=5, dtype="float64",
-             naive="finite"),
-    Scenario("f64-lr-5-raw", "float64, both mistakes", lr=5, input_scale=255, dtype="float64",
-             naive="fails", by_step=3),
-    # half precision (measured, seeds 0-7, 1000 steps and the smoke preset): mnist_cli.engine.half
-    Scenario("f16", "float16: exp underflows past a gap of 17.3, so naive breaks at the tutorial's own settings",
-             dtype="float16", naive="fails", by_step=100, fused="finite"),
-    Scenario("f16-raw-pixels", "float16 raw pixels: logits pass 65504 and overflow, so even fused is NaN",
-             input_scale=255, dtype="float16", naive="fails", by_step=3, fused="fails", fused_by_step=3),
-    Scenario("f16-mixed", "mixed precision (autocast + GradScaler): softmax and log in float32 save naive",
-             dtype="float16", precision="mixed", naive="finite", fused="finite"),
-    Scenario("f16-mixed-raw", "mixed precision cannot save raw pixels: the float16 product overflows first",
-             input_scale=255, dtype="float16", precision="mixed", naive="fails", by_step=10, fused="fails",
-             fused_by_step=10),
-    Scenario("bf16-lr-5", "bfloat16 has float32's range, not its precision: naive breaks at lr 5 as in float32",
-             lr=5, dtype="bfloat16", naive="fails", by_step=5, fused="finite"),
-)
-
-SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
-
-
-#: Smoke runs: a subset and fewer steps; the SCENARIOS' expectations hold there too (measured).
-SMOKE = {"steps": 200, "train_limit": 2000}
 
 #: How compare trains its runs: stacked (the default, :mod:`mnist_cli.engine.stacked`) or one by one with
 #: :func:`mnist_cli.engine.train` (the reference the stack is measured against in ``scripts/bench.py``).
 ENGINES = ("stack", "alone")
-
-#: Points in each run's downsampled loss curve (``loss_curve`` in the document, the sparkline).
-CURVE_POINTS = 40
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid: the settings every loss is trained with."""
-
-    lr: float
-    input_scale: float
-    dtype: str
-    seed: int
-    scenario: Scenario | None = None
-    label: str = ""
-    precision: str = TUTORIAL.precision
-
 
 @dataclass(frozen=True)
 class CompareConfig:
@@ -211,6 +142,13 @@ def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=N
                               for k, v in given.items() if v is not None})
     config.validate()
     return config
+
+
+def planned_checks(config: CompareConfig) -> int:
+    """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
+    (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
+    half precision) only in the cells of named scenarios."""
+    return sum(len(expectations(cell, config.losses)) for cell in config.cells())
 
 
 @dataclass
@@ -330,148 +268,6 @@ def _stack_runs(train_images, train_labels, test_images, test_labels, config, jo
     return runs
 
 
-# --- the document ----------------------------------------------------------------------------------
-
-
-def loss_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
-    """The per-step losses cut into ``points`` consecutive buckets: each bucket's mean, NaN where a
-    step in it was non-finite."""
-    if losses.size == 0:
-        return []
-    out = []
-    for chunk in np.array_split(losses, min(points, losses.size)):
-        out.append(float(np.mean(chunk)) if np.isfinite(chunk).all() else float("nan"))
-    return out
-
-
-def _run_doc(run: Run) -> dict:
-    r, ev = run.result, run.evaluation
-    return {
-        "loss": run.loss,
-        "test_accuracy": ev["accuracy"],
-        "test_accuracy_softmax": ev["accuracy_softmax"],
-        "accuracy_meaningful": ev["accuracy_meaningful"],
-        "final_loss": r.final_loss,
-        "steps": r.steps,
-        "first_nonfinite_step": r.nan.first_nonfinite_step,
-        "weights_finite": r.model.finite,
-        "nan": r.nan.to_dict(),
-        "argmax": {**ev["argmax"], "nonfinite_logits": ev["nonfinite_logits"]},
-        "seconds": r.seconds,
-        "init_digest": r.init_digest,
-        "order_digest": r.order_digest,
-        "loss_curve": loss_curve(r.losses),
-    }
-
-
-def _expect_doc(cell: Cell, losses: tuple[str, ...]) -> dict:
-    """What each loss must do in this cell: {loss: {"nonfinite": bool, "by_step": int | None}}."""
-    out = {loss: {"nonfinite": False, "by_step": None} for loss in losses
-           if LOSSES[loss].promised_finite and cell.dtype not in HALF_NAMES}
-    s = cell.scenario
-    if s is not None and s.naive is not None and "naive" in losses:
-        out["naive"] = {"nonfinite": s.naive == "fails", "by_step": s.by_step}
-    if s is not None and s.fused is not None and "fused" in losses:
-        out["fused"] = {"nonfinite": s.fused == "fails", "by_step": s.fused_by_step}
-    return out
-
-
-def planned_checks(config: CompareConfig) -> int:
-    """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
-    (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
-    half precision) only in the cells of named scenarios."""
-    return sum(len(_expect_doc(cell, config.losses)) for cell in config.cells())
-
-
-def _check(label: str, loss: str, expect: dict, run: dict) -> dict:
-    first = run["first_nonfinite_step"]
-    if expect["nonfinite"]:
-        want = "non-finite" + (f" by step {expect['by_step']}" if expect["by_step"] else "")
-        ok = first is not None and (expect["by_step"] is None or first <= expect["by_step"])
-    else:
-        want, ok = "finite at every step", first is None and run["weights_finite"]
-    seen = f"first non-finite step {first}" if first is not None else "finite at every step"
-    return {"scenario": label, "loss": loss, "expect": want, "observed": seen, "ok": bool(ok)}
-
-
-#: The axes of the stability map's grid, in order (each cell's settings, then the loss); an axis that a
-#: cell's document does not carry (``precision`` in a document from before mixed precision) is left out.
-MAP_AXES = ("dtype", "precision", "lr", "input_scale", "seed")
-
-
-def _map_cell(scenario: dict, axes: list[str], losses: tuple[str, ...]) -> dict:
-    """One cell of :func:`stability_map`: its label, coordinates and first non-finite step per loss."""
-    return {"label": scenario["label"], **{a: scenario[a] for a in axes},
-            "first_nonfinite": {loss: scenario["runs"][loss]["first_nonfinite_step"] for loss in losses}}
-
-
-def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
-    """First non-finite step per cell and loss (None = never), with the grid's axes spelt out, so that a
-    notebook can rebuild the map without knowing how compare lays it out.
-
-    ``grid_axes``: every axis, in order (:data:`MAP_AXES` the document's cells carry, then ``loss``);
-    ``values``: each axis's values in the grid's order (the order the cells run in); ``axes``: the
-    cell axes with more than one value (what the text report lays out); ``cells``: one per cell, its
-    coordinates and ``first_nonfinite`` per loss; ``points``: one per cell and loss, every coordinate
-    named (a long table: ``pandas.DataFrame(points)``)."""
-    axes = [a for a in MAP_AXES if scenarios and all(a in s for s in scenarios)]
-    values = {a: list(dict.fromkeys(s[a] for s in scenarios)) for a in axes}
-    cells = [_map_cell(s, axes, losses) for s in scenarios]
-    return {
-        "grid_axes": [*axes, "loss"],
-        "axes": [a for a in axes if len(values[a]) > 1],
-        "values": {**values, "loss": list(losses)},
-        "losses": list(losses),
-        "cells": cells,
-        "points": [{**{a: c[a] for a in axes}, "loss": loss, "first_nonfinite_step": step, "label": c["label"]}
-                   for c in cells for loss, step in c["first_nonfinite"].items()],
-    }
-
-
-def to_document(result: CompareResult) -> dict:
-    """Everything ``compare`` reports, as one dict with stable keys (non-finite floats stay floats;
-    pass it through :func:`mnist_cli.report.jsonable` before ``json.dumps``)."""
-    cfg = result.config
-    by_cell: dict[Cell, dict[str, Run]] = {}
-    for run in result.runs:
-        by_cell.setdefault(run.cell, {})[run.loss] = run
-    scenarios, checks, forensics = [], [], []
-    for cell, runs in by_cell.items():
-        run_docs = {loss: _run_doc(run) for loss, run in runs.items()}
-        expect = _expect_doc(cell, cfg.losses)
-        scenarios.append({
-            "label": cell.label,
-            "name": cell.scenario.name if cell.scenario else None,
-            "about": cell.scenario.about if cell.scenario else None,
-            "lr": cell.lr, "input_scale": cell.input_scale, "dtype": cell.dtype, "precision": cell.precision,
-            "loss_scale": cfg.loss_scale if cell.precision == "mixed" else "none", "seed": cell.seed,
-            "same_init": len({d["init_digest"] for d in run_docs.values()}) == 1,
-            "same_batches": len({d["order_digest"] for d in run_docs.values()}) == 1,
-            "expect": expect,
-            "runs": run_docs,
-        })
-        checks += [_check(cell.label, loss, e, run_docs[loss]) for loss, e in expect.items()]
-        forensics += [{"scenario": cell.label, **run.explanation} for run in runs.values() if run.explanation]
-    doc = {
-        "schema": SCHEMA,
-        "settings": {
-            "losses": list(cfg.losses), "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "train_limit": cfg.train_limit, "init": TUTORIAL.init, "seeds": list(cfg.seeds),
-            "grid": "sweep" if cfg.sweep else "scenarios", "threads": cfg.threads,
-        },
-        "provenance": provenance(cfg.threads),
-        "data": {"n_train": result.n_train, "n_test": result.n_test},
-        "scenarios": scenarios,
-        "stability_map": stability_map(scenarios, cfg.losses),
-        "forensics": forensics,
-        "checks": checks,
-        "ok": all(c["ok"] for c in checks),
-        "seconds": result.seconds,
-    }
-    doc["conclusion"] = conclusion(doc)
-    return doc
-
-
 # --- per-run curves ------------------------------------------------------------------------------
 
 
@@ -569,6 +365,5 @@ def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
     doc["plot_seconds"] = time.perf_counter() - t0
 
 
-__all__ = ["SCENARIOS", "SMOKE", "Scenario", "Cell", "CompareConfig", "Run", "CompareResult",
-           "run_compare", "to_document", "stability_map", "loss_curve", "metrics_paths",
-           "write_metrics", "probe_outputs", "planned_checks", "compare_config", "publish", "add_metrics", "add_plot"]
+__all__ = ["CompareConfig", "Run", "CompareResult", "run_compare", "metrics_paths", "write_metrics", "probe_outputs",
+           "planned_checks", "compare_config", "publish", "add_metrics", "add_plot"]

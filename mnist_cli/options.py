@@ -101,3 +101,99 @@ def threads_option(f):
         "value; BLAS always runs single-threaded (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS change nothing). "
         "The default is fastest on a busy machine; more helps only full batches on idle cores.",
     )(f)
+
+
+# --- list values: --index, --losses, --seeds, --lr / --input-scale sweeps ---------------------------------
+
+
+def int_list(value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
+    if not out:
+        raise click.BadParameter("give at least one index")
+    return out
+
+
+def comma_list(convert, what: str, choices=None):
+    """A click callback turning ``"a,b,c"`` into a tuple of converted values (None stays None)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",")]
+        try:
+            out = tuple(convert(v) for v in items)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}") from None
+        bad = [v for v in out if choices is not None and v not in choices]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(choices)}")
+        if len(set(out)) != len(out):
+            raise click.BadParameter(f"{value!r} lists a value twice")
+        return out
+
+    return callback
+
+
+#: Significant digits a range's values are rounded to, so labels and file names stay short.
+RANGE_DIGITS = 4
+
+
+def sweep(what: str):
+    """A click callback for ``--lr`` / ``--input-scale``: a comma-separated list whose items are numbers or
+    ranges ``a:b:N`` (N evenly spaced values from a to b) or ``a:b:logN`` (N log-spaced values)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        out: list[float] = []
+        for item in (v.strip() for v in value.split(",")):
+            try:
+                out += number_range(item) if ":" in item else [positive_number(item)]
+            except ValueError as exc:
+                raise click.BadParameter(str(exc) or f"{item!r} is not a positive number; {what}") from None
+        if len(set(out)) != len(out):
+            raise click.BadParameter(f"{value!r} gives a value twice ({', '.join(map(repr, out))}): "
+                                     "drop the repeat or use fewer values")
+        return tuple(out)
+
+    return callback
+
+
+def number_range(item: str) -> list[float]:
+    fix = "write a:b:N or a:b:logN with positive numbers a, b and N >= 2, e.g. 0.1:10:log8"
+    parts = item.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"{item!r} is not a range: {fix}")
+    try:
+        a, b = positive_number(parts[0]), positive_number(parts[1])
+    except ValueError:
+        raise ValueError(f"{item!r}: the ends of a range must be positive numbers; {fix}") from None
+    log = parts[2].startswith("log")
+    count = parts[2][3:] if log else parts[2]
+    if not count.isdigit() or int(count) < 2:
+        raise ValueError(f"{item!r}: a range needs a whole number of values N >= 2 after the last colon; {fix}")
+    n = int(count)
+    if log:
+        values = [a * (b / a) ** (i / (n - 1)) for i in range(n)]
+    else:
+        values = [a + (b - a) * i / (n - 1) for i in range(n)]
+    return [a] + [float(f"{v:.{RANGE_DIGITS}g}") for v in values[1:-1]] + [b]
+
+
+def positive_number(text: str) -> float:
+    x = float(text)
+    if not (x > 0 and x != float("inf")):
+        raise ValueError(text)
+    return x
+
+
+def seed_number(text: str) -> int:
+    x = int(text)
+    if x < 0:
+        raise ValueError(text)
+    return x

@@ -637,7 +637,8 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
     map (trained and evaluated, then drawn: the drawing is timed apart)."""
     from dataclasses import replace
 
-    from mnist_cli.compare import add_plot, to_document
+    from mnist_cli.compare import add_plot
+    from mnist_cli.compare_document import to_document
 
     X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
     out = {}

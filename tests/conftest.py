@@ -57,7 +57,7 @@ FAST_FETCH_ENV = {
 
 def as_the_cli_says(exc) -> str:
     """A library error's message with the settings it names spelt as the CLI's flags (``--data-dir``)."""
-    from mnist_cli.cli import _flag
+    from mnist_cli.shell import flag as _flag
 
     return exc.text(_flag)
 

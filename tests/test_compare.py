@@ -14,11 +14,13 @@ from click.testing import CliRunner
 
 import mnist_cli.compare as compare_mod
 from mnist_cli.cli import main
-from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
+from mnist_cli.compare import CompareConfig, run_compare
+from mnist_cli.compare_document import stability_map, to_document
 from mnist_cli.errors import OutputError, SettingsError
 from mnist_cli.fileio import jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.report import conclusion, format_report, number_text, sparkline
+from mnist_cli.scenarios import SCENARIOS
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
@@ -575,7 +577,7 @@ def test_the_map_document_rebuilds_the_grid_from_its_axes(mnist):
     assert grid.any() and not grid.all()  # some runs broke, some never did: the grid is not trivially filled
     cell = {"label": "c", "dtype": "float32", "lr": 0.5, "input_scale": 1, "seed": 0,
             "runs": {"fused": {"first_nonfinite_step": None}}}
-    assert compare_mod.stability_map([cell], ("fused",))["grid_axes"] == ["dtype", "lr", "input_scale", "seed", "loss"]
+    assert stability_map([cell], ("fused",))["grid_axes"] == ["dtype", "lr", "input_scale", "seed", "loss"]
 
 
 def test_table_formats_list_every_run(mnist):

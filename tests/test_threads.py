@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cli.compare import CompareConfig, run_compare, to_document
+from mnist_cli.compare import CompareConfig, run_compare
+from mnist_cli.compare_document import to_document
 from mnist_cli.engine import TrainConfig, train
 from mnist_cli.scoring import predict_logits
 from mnist_cli.threads import blas_pinned, provenance

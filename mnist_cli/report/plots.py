@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.compare import CompareResult, to_document
+from mnist_cli.compare import CompareResult
+from mnist_cli.compare_document import to_document
 from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
 from mnist_cli.report import number_text
