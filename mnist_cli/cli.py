@@ -84,14 +84,15 @@ def download(force, data_dir, mirrors, offline, as_json, quiet):
       mnist-softmax download --force
     """
     from mnist_cli.data.download import ensure_mnist
+    from mnist_cli.report.download import format_download
 
     # bars on stderr like train's and compare's: not with --quiet or --json (the library checks for a terminal)
-    report = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
-                          rehash=True)
+    doc = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
+                       rehash=True).to_dict()
     if as_json:
-        _print_json(report.to_dict())
+        _print_json(doc)
     else:
-        click.echo(report.summary())
+        click.echo(format_download(doc))
 
 
 def _load_data(data_dir, mirrors, offline, quiet):

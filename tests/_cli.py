@@ -12,8 +12,7 @@ import json
 import os
 import sys
 
-from mnist_cli.data import datasets
-from mnist_cli.data import directory as store
+from mnist_cli.data import datasets, directory
 from mnist_cli.data.datasets import DatasetSpec, FileSpec
 
 spec_arg, *args = sys.argv[1:]
@@ -25,7 +24,7 @@ else:
     spec = DatasetSpec(doc["name"], tuple(FileSpec(**entry) for entry in doc["files"]), ())
 datasets.MNIST_SPEC = dataclasses.replace(spec, mirrors=())
 if os.environ.get("TEST_NO_LOCK"):
-    store.fcntl = None
+    directory.fcntl = None
 
 from mnist_cli.cli import main  # noqa: E402  (after the dataset is replaced)
 

@@ -6,9 +6,14 @@
     # -> ((60000, 784), True)
 
 ``datasets`` declares what to fetch (files, sizes, SHA-256, mirrors); ``idx`` decodes the IDX format;
-``directory`` is the data directory (its lock, stamps and caches); ``mirrors`` where files come from;
-``download`` fetches and verifies them (:func:`ensure_mnist`); ``load`` reads them (:func:`load_mnist`).
-Nothing here imports ``mnist_cli.engine`` or ``mnist_cli.report``.
+``directory`` is the data directory (its lock, stamps, caches and verification); ``mirrors`` says where
+files come from and how patiently to fetch; ``fetch`` gets one file from one mirror (http(s) or a
+directory); ``download`` decides what to fetch, fails over between mirrors and reports
+(:func:`ensure_mnist`); ``load`` reads the files into arrays (:func:`load_mnist`) and words the ``data:``
+line of every report (:func:`~mnist_cli.data.load.describe_data`). Nothing here imports
+``mnist_cli.engine`` or ``mnist_cli.report`` (``mnist_cli.report.download`` words the download report);
+only ``download`` and ``fetch`` import ``requests``, and ``load`` imports them only when files must be
+fetched.
 """
 
 from mnist_cli.data.load import MNIST, load_mnist

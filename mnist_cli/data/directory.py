@@ -1,8 +1,8 @@
 """The local data directory: where it is, which of its files are verified, and how to write into it safely.
 
-This module is shared by :mod:`mnist_cli.data.download` (which fills the directory) and
-:mod:`mnist_cli.data` (which loads from it) and imports neither ``requests`` nor ``tqdm``, so that
-loading data already present costs no network-stack start-up.
+This module is shared by :mod:`mnist_cli.data.download` and :mod:`mnist_cli.data.fetch` (which fill
+the directory) and :mod:`mnist_cli.data.load` (which loads from it) and imports neither ``requests``
+nor ``tqdm``, so that loading data already present costs no network-stack start-up.
 
 Layout of a data directory::
 

@@ -14,7 +14,8 @@ when a file is missing or changed does it import :mod:`mnist_cli.data.download` 
 ``requests``) to fetch, verify or repair the files. Files that do not match MNIST's pinned checksums
 are the user's own dataset: they are checked structurally instead (IDX, 28x28 uint8 images, labels
 0-9, as many labels as images: the headers first, before anything is decoded) and reported with
-``verified=False``.
+``verified=False``. :func:`describe_data` words that (the ``data:`` line of every report, which
+:mod:`mnist_cli.report` takes from here).
 """
 
 from __future__ import annotations
@@ -38,10 +39,14 @@ from mnist_cli.data.directory import (
 )
 from mnist_cli.data.idx import MAX_IDX_BYTES, read_header, read_idx
 from mnist_cli.errors import ChecksumError, DataDirError, FormatError
-from mnist_cli.report import describe_data
 
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
+
+
+def describe_data(data_dir, verified: bool) -> str:
+    """The line every readable report carries: where the data is and whether it is verified MNIST."""
+    return f"data: {data_dir} ({'verified MNIST' if verified else 'your own files, NOT verified MNIST'})"
 
 
 @dataclass(frozen=True)

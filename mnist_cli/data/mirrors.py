@@ -1,4 +1,4 @@
-"""Where and how patiently to fetch: the fetch settings and the mirrors, parsed and checked apart from the fetcher.
+"""Where and how patiently to fetch: the fetch settings and the mirrors, parsed and checked before any fetching.
 
     >>> FetchSettings(retries=2).retries
     2
@@ -11,7 +11,8 @@
 ``MNIST_SOFTMAX_<FIELD>``; :func:`resolve_mirrors` turns the caller's mirrors, ``$MNIST_SOFTMAX_MIRRORS``
 and the dataset's own into :class:`Mirror` objects (an http(s) base URL or a local directory);
 :func:`offline_from_env` reads ``$MNIST_SOFTMAX_OFFLINE``. A bad value is a one-line
-:class:`mnist_cli.errors.ConfigError` that names it. :mod:`mnist_cli.data.download` fetches with them.
+:class:`mnist_cli.errors.ConfigError` that names it. :mod:`mnist_cli.data.download` tries the mirrors in
+order and :mod:`mnist_cli.data.fetch` fetches from each within the settings.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 
+from mnist_cli.data.load import describe_data
 from mnist_cli.settings import HALF_NAMES
 
 WIDTH = 100  # wrap prose for an ordinary terminal
@@ -107,11 +108,6 @@ def sparkline(values: Sequence[float], width: int | None = None) -> str:
 
 
 # --- train and evaluate --------------------------------------------------------------------------
-
-
-def describe_data(data_dir, verified: bool) -> str:
-    """The line every readable report carries: where the data is and whether it is verified MNIST."""
-    return f"data: {data_dir} ({'verified MNIST' if verified else 'your own files, NOT verified MNIST'})"
 
 
 def data_lines(r: dict) -> list[str]:

@@ -1,4 +1,5 @@
-"""Loading: real MNIST, the .npy cache and its stamps, users' own MNIST-format data and its validation."""
+"""Loading (:mod:`mnist_cli.data.load`): real MNIST, the .npy cache and its stamps, users' own MNIST-format
+data and its validation."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import mnist_cli.data.download
 import mnist_cli.data.load
 from mnist_cli.data import MNIST, load_mnist
 from mnist_cli.data.datasets import MNIST_SPEC, MNIST_TEST_CLASS_COUNTS, MNIST_TRAIN_CLASS_COUNTS
-from mnist_cli.data.directory import DATA_DIR_ENV, STATE_DIR, resolve_data_dir
+from mnist_cli.data.directory import STATE_DIR
 from mnist_cli.data.idx import encode_idx
 from mnist_cli.errors import DataNotFoundError, FormatError
 
@@ -59,7 +60,8 @@ def test_cached_load_leaves_the_network_stack_alone(mnist_data_dir):
         "from mnist_cli.data import load_mnist\n"
         f"m = load_mnist({str(mnist_data_dir)!r})\n"
         "print(json.dumps({'n': len(m.train_labels),\n"
-        "    'imported': [x for x in ('requests', 'tqdm', 'mnist_cli.data.download') if x in sys.modules]}))\n"
+        "    'imported': [x for x in ('requests', 'tqdm', 'mnist_cli.data.download', 'mnist_cli.data.fetch')\n"
+        "                 if x in sys.modules]}))\n"
     )
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
     assert out["n"] == 60000 and out["imported"] == []
@@ -213,36 +215,6 @@ def test_truncated_own_file_is_refused(tmp_path, tiny_mnist):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(FormatError, match=f"{path}: the gzip stream ends early"):
         load_mnist(tmp_path, offline=True)
-
-
-def test_resolve_data_dir_order(tmp_path, monkeypatch):
-    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
-    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
-    assert resolve_data_dir() == tmp_path / "env"
-    monkeypatch.delenv(DATA_DIR_ENV)
-    default = resolve_data_dir()
-    assert default.parts[-2:] == ("mnist-softmax", "mnist") and default.is_absolute()
-
-
-def test_unknown_users_home_in_the_data_dir_is_one_line(tmp_path, tiny_mnist, monkeypatch):
-    from click.testing import CliRunner
-
-    from mnist_cli.cli import main
-    from mnist_cli.errors import ConfigError
-
-    bad = "~nosuchuser-mnist/data"
-    want = (f"Cannot find the home directory of '~nosuchuser-mnist' in {bad!r}; "
-            f"give a full path with --data-dir or {DATA_DIR_ENV}.")
-    with pytest.raises(ConfigError) as err:
-        load_mnist(bad, offline=True)
-    assert as_the_cli_says(err.value) == want
-    mirror = str(tiny_mnist.write(tmp_path / "mirror"))
-    flag = CliRunner().invoke(main, ["download", "--quiet", "--data-dir", bad, "--mirror", mirror])
-    monkeypatch.setenv(DATA_DIR_ENV, bad)
-    env = CliRunner().invoke(main, ["download", "--quiet", "--mirror", mirror])
-    for result in (flag, env):
-        assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
-        assert result.output == f"Error: {want}\n"
 
 
 # Headers are checked before anything is decoded or cached (issue 10) -------------------------------
