@@ -301,7 +301,7 @@ def _stacked_from_probs(rule):
 
 class FusedKernel:
     """:func:`fused` on transposed logits (the fast engine's layout), scaled for the SGD update; only for steps it
-    proves healthy (``tests/test_fastpath.py`` checks it against ``fused``)."""
+    proves healthy (``tests/test_engine_fast.py`` checks it against ``fused``)."""
 
     def __init__(self, k: int, dtype, healthy_gap: float):
         self.k, self.dtype, self.healthy_gap = k, dtype, healthy_gap

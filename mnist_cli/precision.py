@@ -172,7 +172,7 @@ def _round_f16(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 def round_to(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """``float32(dtype(a))``: float32 ``a`` rounded to the nearest ``dtype`` value (ties to even; past the
     largest finite value, +-inf), held in float32, which represents every float16 and bfloat16 exactly.
-    float16 by bit arithmetic (:func:`_round_f16`, checked against NumPy's cast in ``tests/test_lowp.py``),
+    float16 by bit arithmetic (:func:`_round_f16`, checked against NumPy's cast in ``tests/test_engine_half.py``),
     bfloat16 by ml_dtypes' cast. ``out`` may be ``a``. Called where NumPy's errors are not ignored (the
     trainer ignores them), a result past the range warns of overflow as NumPy's cast does."""
     a = np.asarray(a, np.float32)

@@ -107,12 +107,11 @@ implementations that round differently cannot be held to fewer. Measured: 12-13 
 differ, by 1-4 of 10000 examples, within limits of 1-12 (with OpenBLAS's Haswell, SkylakeX and Sandybridge
 kernels); float32 and most mixed ones agree exactly.
 
-*Known, not exercised by the grid.* With loss scaling, PyTorch back-propagates the scaled loss, so the
-naive loss's ``log`` backward divides ``scale / n`` (not ``1/n``) by ``p``, which overflows float32 once
-``p < scale / (n * 3.4e38)``: from a gap of about 80-82 at scale 2^16 and n = 100 (9 ties or one at the
-max). PyTorch's step is then non-finite and skipped, where mnist_cli (which scales ``dL/dz`` after the
-loss, ``mnist_cli.engine.half``) takes a finite step until its own ``(1/n)/p`` overflows, from a gap of 91-93.
-A grid cell that reached that window would FAIL in the events (the teacher-forced replay shows the step).
+*Loss scaling.* PyTorch back-propagates the scaled loss, so the naive loss's ``log`` backward divides
+``scale / n`` (not ``1/n``) by ``p``, which overflows float32 once ``p < scale / (n * 3.4e38)``: from a gap of
+about 80-82 at scale 2^16 and n = 100 (9 ties or one at the max). mnist_cli's losses take the scale where
+autograd's backward takes it (``grad_scale``, :class:`mnist_cli.losses.Loss`), so both sides skip the same
+steps there; the loss-level tables check the ``grad_scale`` path against torch.
 """
 
 from __future__ import annotations

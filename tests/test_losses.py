@@ -345,3 +345,50 @@ def test_batch_size_is_exact_beyond_what_bfloat16_holds():
     p_minus_1 = _round(_round(0.1, BF16) - 1, BF16)  # softmax = bf16(1/10), minus 1, rounded
     want = np.float32(p_minus_1) / np.float32(n)  # divided by the exact n in float32
     assert float(grad[0, 0]) == _round(want, BF16) != _round(np.float32(p_minus_1) / 256, BF16)
+
+
+# --- the record of each loss ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", __import__("mnist_cli.settings", fromlist=["LOSS_NAMES"]).LOSS_NAMES)
+def test_every_setting_loss_has_a_whole_record(name):
+    """Adding a loss means its record here (and its sentences in report.explain): every facet is there and
+    the stacked form is the reference's formula on the other layout."""
+    from mnist_cli.losses import Loss
+
+    rec = LOSSES[name]
+    assert isinstance(rec, Loss) and rec.name == name
+    assert callable(rec.reference) and callable(rec.stacked) and isinstance(rec.promised_finite, bool)
+    assert rec.fast is None or callable(rec.fast)
+    assert all(isinstance(rec.breaks(d), bool) for d in ALL)
+    z, y = random_batch(3, n=5)
+    loss, dz = rec(z, y)  # the record is the loss
+    sl, sdz, p = rec.stacked((z - z.max(axis=1, keepdims=True)).T[None], (slice(None), y, np.arange(5)),
+                             (np.arange(10)[:, None] == y).astype(z.dtype))
+    assert sl[0] == pytest.approx(loss, rel=1e-12) and np.allclose(sdz[0].T, dz, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(p[0].T, softmax(z), rtol=1e-12)
+
+
+def test_the_records_promises_and_breaks_are_the_documented_ones():
+    assert [n for n, r in LOSSES.items() if r.promised_finite] == ["fused"]
+    assert [n for n, r in LOSSES.items() if r.fast is not None] == ["fused"]
+    assert {n: r.breaks(F16) for n, r in LOSSES.items()} == {"fused": False, "naive": True, "clipped": True}
+    assert {n: r.breaks(np.dtype(np.float32)) for n, r in LOSSES.items()} == {"fused": False, "naive": True,
+                                                                             "clipped": False}
+
+
+@pytest.mark.parametrize("name", ["naive", "clipped"])
+@pytest.mark.parametrize("gap", [89.0, 90.0, 91.0, 92.0])
+def test_stacked_gradient_overflows_exactly_where_the_reference_does(name, gap):
+    """In the 1/p-overflow window (float32, batch 100: (1/n)/p overflows from a gap near 91, 1/p alone near 88.7)
+    the stacked form divides by n first, in autograd's order, as the reference does: the same NaN pattern."""
+    B = 100
+    z = np.zeros((B, 10), np.float32)
+    z[:, 1:] = gap  # the target, class 0, is `gap` below 9 tied maxima
+    y = np.zeros(B, np.intp)
+    with np.errstate(all="ignore"):
+        ref_loss, ref_dz = LOSSES[name](z, y)
+        loss, dz, _ = LOSSES[name].stacked((z - z.max(axis=1, keepdims=True)).T[None].copy(),
+                                           (slice(None), y, np.arange(B)), (np.arange(10)[:, None] == y).astype(z.dtype))
+    np.testing.assert_array_equal(np.isfinite(dz[0].T), np.isfinite(ref_dz))
+    assert np.isfinite(loss[0]) == np.isfinite(ref_loss)

@@ -207,3 +207,55 @@ def test_save_onto_a_fifo_writes_into_it_and_keeps_the_fifo(tmp_path):
     copy = tmp_path / "copy.npz"
     copy.write_bytes(received[0])
     np.testing.assert_array_equal(Model.load(copy).W, m.W)
+
+
+# --- the compute form: a field, saved and loaded ------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", [("float32", "pure"), ("float64", "pure"), ("float16", "mixed"), ("bfloat16", "mixed"),
+                                  ("float16", "pure")])
+def test_the_compute_form_is_saved_and_loaded(tmp_path, form):
+    dtype, precision = form
+    m = make_model().as_dtype(dtype, precision)
+    assert m.form == form and m.meta == make_model().meta  # the metadata says how it was trained: untouched
+    back = Model.load(m.save(tmp_path / "m.npz"))
+    assert back.form == form and "compute" not in back.meta
+    np.testing.assert_array_equal(back.logits(np.full((2, 784), 255, np.uint8), 1.0),
+                                  m.logits(np.full((2, 784), 255, np.uint8), 1.0))
+
+
+def test_the_form_is_not_read_from_the_training_settings(tmp_path):
+    """A float32 model whose metadata claims a float16 mixed run computes as its saved form says."""
+    m = make_model()
+    m.meta["config"].update(dtype="float16", precision="mixed")
+    back = Model.load(m.save(tmp_path / "m.npz"))
+    assert back.form == ("float32", "pure")
+
+
+def test_a_model_saved_without_a_form_computes_as_its_config_says(tmp_path):
+    """Files from before the form had a key of its own: a mixed-precision model's config names it."""
+    m = make_model()
+    m.meta["config"].update(dtype="float16", precision="mixed")
+    path = m.save(tmp_path / "old.npz")
+    with np.load(path) as npz:
+        meta = json.loads(str(npz["meta"]))
+        del meta["compute"]
+        np.savez(path, W=npz["W"], b=npz["b"], meta=np.array(json.dumps(meta)))
+    assert Model.load(path).form == ("float16", "mixed")
+
+
+@pytest.mark.parametrize("form", [{"dtype": "float16", "precision": "pure"}, {"dtype": "int8", "precision": "pure"},
+                                  {"dtype": "float64", "precision": "mixed"}, "float16"])
+def test_a_malformed_form_is_refused(tmp_path, form):
+    path = make_model().save(tmp_path / "m.npz")
+    with np.load(path) as npz:
+        meta = json.loads(str(npz["meta"]))
+        meta["compute"] = form
+        np.savez(path, W=npz["W"], b=npz["b"], meta=np.array(json.dumps(meta)))
+    with pytest.raises(ModelFileError, match="compute form"):
+        Model.load(path)
+
+
+def test_an_impossible_form_is_refused_at_construction():
+    with pytest.raises(ValueError, match="mixed precision"):
+        Model(np.zeros((784, 10), np.float64), np.zeros(10), compute_dtype="float16", precision="mixed")

@@ -35,7 +35,7 @@ around it cost as much as the products, so the fast step removes calls:
   any number of threads.
 
 Results equal the plain loop's to rounding (the sums run in another order); NaN counts and first
-steps are the same. ``tests/test_fastpath.py`` checks both on the stress scenarios. BLAS runs on one
+steps are the same. ``tests/test_engine_fast.py`` checks both on the stress scenarios. BLAS runs on one
 thread throughout (:func:`mnist_cli.threads.blas_pinned`, entered by the trainer).
 """
 

@@ -43,7 +43,7 @@ numbers, in the same order whatever the number of live runs (NumPy reduces an ax
 array with the same loop for every row: a sum over the batch is one pairwise sum of B terms per row, a
 sum over the classes adds the k rows in order). So a run's losses, parameters and NaN report are
 **bit-identical** however many runs share its stack and whichever slot it has
-(``tests/test_stack.py``: alone against stacked, on healthy, broken and chaotic runs in every part of
+(``tests/test_engine_stacked.py``: alone against stacked, on healthy, broken and chaotic runs in every part of
 a block, and wide against per-run products). Against :func:`mnist_cli.engine.train` (``PlainSGD``,
 ``FastSGD``) the results are equal **to rounding** only: their products have other shapes and their
 sums run in another order; the NaN stories are the same.

@@ -272,3 +272,12 @@ def test_digests_catch_an_engine_that_consumes_the_wrong_examples(mnist, monkeyp
     wrong = train(mnist.train_images, mnist.train_labels, TrainConfig(**kw))
     assert wrong.order_digest != plain.order_digest
     assert wrong.init_digest == plain.init_digest  # the init was right: only the batches differ
+
+
+@pytest.mark.parametrize("setting", [dict(steps=50), dict(full_batch=True, steps=3, train_limit=3000)],
+                         ids=["mini-batch", "full batch"])
+def test_per_step_losses_are_computed_in_the_runs_dtype(mnist, setting):
+    """The fast engine's per-step fused loss is a float32 value, as the plain loop's mean is (its sum was
+    divided in float64 before)."""
+    r = train(mnist.train_images, mnist.train_labels, TrainConfig(**setting))
+    assert np.array_equal(r.losses.astype(np.float32).astype(np.float64), r.losses)

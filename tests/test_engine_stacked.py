@@ -6,14 +6,14 @@ mixes two slots, so a run trained alone (a stack of one) and the same run among 
 slot, moved by a compaction, give identical losses, parameters, NaN reports and snapshots; on healthy,
 broken and chaotic runs alike (a chaotic run amplifies any difference, so it is the sharpest check).
 Against ``train``, whose products have other shapes, the equality is to rounding, checked as
-``tests/test_fastpath.py`` checks FastSGD against the plain loop.
+``tests/test_engine_fast.py`` checks FastSGD against the plain loop.
 """
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_fastpath import NAN_STORY, assert_same_numbers, assert_same_story
+from test_engine_fast import NAN_STORY, assert_same_numbers, assert_same_story
 
 from mnist_cli.engine import TrainConfig, train
 from mnist_cli.engine import stacked as stack
@@ -193,7 +193,7 @@ def test_stack_equals_train_when_naive_breaks(mnist, kw, first):
 @pytest.mark.parametrize("kw", [dict(loss="fused", input_scale=255), dict(loss="naive", lr=5.0, dtype="float64")],
                          ids=["fused raw pixels", "naive lr 5 float64"])
 def test_stack_keeps_the_nan_story_of_chaotic_runs(mnist, kw):
-    """Chaotic runs part from any other engine's trajectory (see test_fastpath); their NaN story holds."""
+    """Chaotic runs part from any other engine's trajectory (see test_engine_fast); their NaN story holds."""
     ours, = train_stack(mnist.train_images, mnist.train_labels, [cfg(**kw)])
     theirs = train(mnist.train_images, mnist.train_labels, cfg(**kw))
     f, p = ours.nan.to_dict(), theirs.nan.to_dict()

@@ -1,0 +1,21 @@
+"""The ``train`` pipeline (mnist_cli.session): what it scores, and in which compute form."""
+
+import numpy as np
+import pytest
+
+from mnist_cli.session import run_session
+from mnist_cli.settings import train_config
+
+
+@pytest.mark.parametrize("form", [("float16", "mixed"), ("bfloat16", "pure"), ("float32", "pure")])
+def test_validation_history_is_scored_in_the_runs_compute_form(mnist, form):
+    """The last validation record scores the final parameters exactly as the final validation score does:
+    a mixed-precision run's history was once computed in float32 while its final score was in float16."""
+    dtype, precision = form
+    config = train_config(dtype=dtype, precision=precision, steps=40, val_split=2000, train_limit=4000)
+    s = run_session(mnist, config, log_every=20)
+    history = s.summary["validation"]["history"]
+    assert history[-1]["step"] == 40
+    assert history[-1]["val_loss"] == s.summary["validation"]["loss"]
+    assert history[-1]["val_accuracy"] == s.summary["validation"]["accuracy"]
+    assert np.isfinite(history[-1]["val_loss"])
