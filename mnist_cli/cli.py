@@ -77,7 +77,7 @@ class _Group(click.Group):
         except MnistError as exc:  # worded with the flags of the settings it names
             raise click.ClickException(exc.text(_flag)) from None
         except KeyboardInterrupt as exc:
-            from mnist_cli.report import interrupted_text
+            from mnist_cli.report.train import interrupted_text
 
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
@@ -251,7 +251,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
-    from mnist_cli.report import format_train
+    from mnist_cli.report.train import format_train
     from mnist_cli.session import run_session, total_steps
     from mnist_cli.settings import train_config
 
@@ -306,7 +306,7 @@ class _step_bar:
 
     def line(self, step, loss_value, n_bad):
         """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
-        from mnist_cli.report import progress_line
+        from mnist_cli.report.train import progress_line
 
         if step % self.every == 0 or step == self.total:
             click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)
@@ -360,7 +360,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
-    from mnist_cli.report import format_evaluate
+    from mnist_cli.report.evaluate import format_evaluate
 
     if plot_path:
         from mnist_cli.report.plots import probe_plot
@@ -394,7 +394,7 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
-    from mnist_cli.report import format_predict
+    from mnist_cli.report.predict import format_predict
 
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
                           load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
@@ -604,7 +604,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
 def _compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
     """The compare document as JSON, as the readable report, or as a markdown or csv table."""
     from mnist_cli.fileio import jsonable
-    from mnist_cli.report import format_report, format_table
+    from mnist_cli.report.compare import format_report, format_table
 
     if as_json:
         return json.dumps(jsonable(doc), indent=2, allow_nan=False)

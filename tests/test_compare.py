@@ -18,7 +18,8 @@ from mnist_cli.compare import SCENARIOS, CompareConfig, run_compare, to_document
 from mnist_cli.errors import OutputError, SettingsError
 from mnist_cli.fileio import jsonable
 from mnist_cli.losses import underflow_limit
-from mnist_cli.report import conclusion, format_report, number_text, sparkline
+from mnist_cli.report.compare import conclusion, format_report
+from mnist_cli.report.text import number_text, sparkline
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
@@ -579,7 +580,7 @@ def test_the_map_document_rebuilds_the_grid_from_its_axes(mnist):
 
 
 def test_table_formats_list_every_run(mnist):
-    from mnist_cli.report import format_table
+    from mnist_cli.report.compare import format_table
 
     doc = _dense_doc(mnist)
     csv_text = format_table(doc, "csv").splitlines()

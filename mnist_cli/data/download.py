@@ -54,7 +54,7 @@ from mnist_cli.data.idx import check_idx
 from mnist_cli.data.mirrors import FetchSettings, Mirror, offline_from_env, resolve_mirrors
 from mnist_cli.errors import DATA_FIX, DataDirError, DataNotFoundError, DownloadError, FormatError, MnistError
 from mnist_cli.progress import bars_enabled, make_bar
-from mnist_cli.report import describe_data, plural
+from mnist_cli.report.text import describe_data, plural
 from mnist_cli.settings import MIRRORS_ENV, OFFLINE_ENV
 
 __all__ = ["DownloadReport", "FileReport", "ensure_mnist"]

@@ -38,7 +38,7 @@ from mnist_cli.data.directory import (
 )
 from mnist_cli.data.idx import MAX_IDX_BYTES, read_header, read_idx
 from mnist_cli.errors import ChecksumError, DataDirError, FormatError
-from mnist_cli.report import describe_data
+from mnist_cli.report.text import describe_data
 
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
