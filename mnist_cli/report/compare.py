@@ -209,25 +209,26 @@ def seed_steps(m: dict) -> dict[tuple, dict[str, list]]:
     return out
 
 
-def _agreement(cells: list[dict], loss: str, where: tuple) -> str:
-    """``k/n sS`` for the seeds of one (dtype, lr, input scale): broke in k of n, the earliest at step S."""
-    steps = [c["first_nonfinite"][loss] for c in cells if (c["dtype"], c["lr"], c["input_scale"]) == where]
+def _agreement(steps: list) -> str:
+    """``k/n sS`` for the seeds of one cell: broke in k of n, the earliest at step S; ``-`` never; blank: not run."""
     broke = [t for t in steps if t is not None]
     return f"{len(broke)}/{len(steps)} s{min(broke)}" if broke else ("-" if steps else "")
 
 
 def _agreement_map(doc: dict, width: int) -> list[str]:
-    """Seed agreement per (dtype, lr, input scale) and loss: ``k/n sS`` = broke in k of n seeds, the
-    earliest at step S; ``-`` = never."""
-    cells = doc["stability_map"]["cells"]
-    losses, values = doc["stability_map"]["losses"], doc["stability_map"]["values"]
+    """Seed agreement per (dtype, precision), lr, input scale and loss: ``k/n sS`` = broke in k of n
+    seeds, the earliest at step S; ``-`` = never. One table per dtype and precision."""
+    m = doc["stability_map"]
+    losses, values = m["losses"], m["values"]
     seeds = len(values["seed"])
+    steps = seed_steps(m)
     out = []
-    for dtype in values["dtype"]:
-        table = [[dtype, *(f"{loss} x{number_text(v)}" for loss in losses for v in values["input_scale"])]]
+    for form in forms(m):
+        table = [[form_text(form), *(f"{loss} x{number_text(v)}" for loss in losses for v in values["input_scale"])]]
         for lr in values["lr"]:
             row = [f"lr {number_text(lr)}"]
-            row += [_agreement(cells, loss, (dtype, lr, scale)) for loss in losses for scale in values["input_scale"]]
+            row += [_agreement(steps.get((form, lr, scale), {}).get(loss, []))
+                    for loss in losses for scale in values["input_scale"]]
             table.append(row)
         w = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
         lines = ["  ".join(v.ljust(n) if c == 0 else v.rjust(n) for c, (v, n) in enumerate(zip(r, w))).rstrip()
