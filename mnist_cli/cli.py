@@ -537,8 +537,7 @@ def _seed(text: str) -> int:
 @click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
-              "not a terminal, progress lines.")
+              help="Steps between the per-step records of each --metrics-out file (each ends with a final record).")
 @click.option("--all-runs", is_flag=True,
               help="Print the per-run table even for a dense sweep (more than 16 cells: by default its map and a "
               "summary only).")
