@@ -181,7 +181,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
-    from mnist_cli.report import format_train
+    from mnist_cli.report.train import format_train
     from mnist_cli.session import run_session, total_steps
     from mnist_cli.settings import train_config
 
@@ -260,7 +260,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
-    from mnist_cli.report import format_evaluate
+    from mnist_cli.report.evaluate import format_evaluate
 
     if plot_path:
         from mnist_cli.report.plots import probe_plot
@@ -294,7 +294,7 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
-    from mnist_cli.report import format_predict
+    from mnist_cli.report.predict import format_predict
 
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
                           load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
@@ -341,8 +341,7 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
 @click.option("--metrics-out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write one JSONL file of per-step records per run into DIR.")
 @click.option("--log-every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Steps between --metrics-out records, validation scores (--val-split) and, when stderr is "
-              "not a terminal, progress lines.")
+              help="Steps between the per-step records of each --metrics-out file (each ends with a final record).")
 @click.option("--all-runs", is_flag=True,
               help="Print the per-run table even for a dense sweep (more than 16 cells: by default its map and a "
               "summary only).")
@@ -408,7 +407,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
 def _compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
     """The compare document as JSON, as the readable report, or as a markdown or csv table."""
     from mnist_cli.fileio import jsonable
-    from mnist_cli.report import format_report, format_table
+    from mnist_cli.report.compare import format_report, format_table
 
     if as_json:
         return json.dumps(jsonable(doc), indent=2, allow_nan=False)

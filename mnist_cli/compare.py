@@ -33,7 +33,7 @@ from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
-from mnist_cli.report import number_text
+from mnist_cli.report.text import number_text
 from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
 from mnist_cli.settings import HALF_NAMES, TUTORIAL, TrainConfig
@@ -361,7 +361,8 @@ def add_plot(doc: dict, result: CompareResult, path: str | Path) -> None:
     from mnist_cli.report.plots import plot_compare
 
     t0 = time.perf_counter()
-    doc["plot"] = str(plot_compare(result, path, doc))
+    curves = {(run.cell.label, run.loss): run.result.losses for run in result.runs}
+    doc["plot"] = str(plot_compare(doc, path, curves))
     doc["plot_seconds"] = time.perf_counter() - t0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_cli.report import conclusion
+from mnist_cli.report.compare import conclusion
 from mnist_cli.scenarios import Cell, check, expectations
 from mnist_cli.settings import TUTORIAL
 from mnist_cli.threads import provenance
@@ -90,7 +90,7 @@ def stability_map(scenarios: list[dict], losses: tuple[str, ...]) -> dict:
 
 def to_document(result) -> dict:
     """Everything ``compare`` reports, as one dict with stable keys (non-finite floats stay floats;
-    pass it through :func:`mnist_cli.report.jsonable` before ``json.dumps``)."""
+    pass it through :func:`mnist_cli.fileio.jsonable` before ``json.dumps``)."""
     cfg = result.config
     by_cell: dict[Cell, dict] = {}  # cell -> {loss: mnist_cli.compare.Run}
     for run in result.runs:

@@ -73,7 +73,7 @@ class Group(click.Group):
         except MnistError as exc:  # worded with the flags of the settings it names
             raise click.ClickException(exc.text(flag)) from None
         except KeyboardInterrupt as exc:
-            from mnist_cli.report import interrupted_text
+            from mnist_cli.report.train import interrupted_text
 
             terminated = isinstance(exc, _Terminated)
             click.echo("Terminated." if terminated else "Interrupted.", err=True)
@@ -117,7 +117,7 @@ class StepBar:
 
     def line(self, step, loss_value, n_bad):
         """One line every ``every`` steps (a CI log): where the run is, its loss, its non-finite steps."""
-        from mnist_cli.report import progress_line
+        from mnist_cli.report.train import progress_line
 
         if step % self.every == 0 or step == self.total:
             click.echo(progress_line(step, self.total, loss_value, n_bad), err=True)

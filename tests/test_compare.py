@@ -19,7 +19,8 @@ from mnist_cli.compare_document import stability_map, to_document
 from mnist_cli.errors import OutputError, SettingsError
 from mnist_cli.fileio import jsonable
 from mnist_cli.losses import underflow_limit
-from mnist_cli.report import conclusion, format_report, number_text, sparkline
+from mnist_cli.report.compare import conclusion, format_report
+from mnist_cli.report.text import number_text, sparkline
 from mnist_cli.scenarios import SCENARIOS
 
 # --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
@@ -581,7 +582,7 @@ def test_the_map_document_rebuilds_the_grid_from_its_axes(mnist):
 
 
 def test_table_formats_list_every_run(mnist):
-    from mnist_cli.report import format_table
+    from mnist_cli.report.compare import format_table
 
     doc = _dense_doc(mnist)
     csv_text = format_table(doc, "csv").splitlines()

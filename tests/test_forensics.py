@@ -9,7 +9,7 @@ import pytest
 from mnist_cli.engine import Snapshot, TrainConfig, train
 from mnist_cli.forensics import explain
 from mnist_cli.losses import naive, softmax, underflow_limit
-from mnist_cli.report import format_explanation
+from mnist_cli.report.explain import format_explanation
 
 
 def snap(rows, labels, dtype=np.float32, step=7):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mnist_cli.cli import main
 from mnist_cli.data.idx import encode_idx
-from mnist_cli.report import nan_lines
+from mnist_cli.report.train import nan_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_train_loss_is_the_mean_cross_entropy_over_the_training_set(cli):
 
 
 def test_preset_best_is_named_in_the_report():
-    from mnist_cli.report import changed_text
+    from mnist_cli.report.train import changed_text
     from mnist_cli.settings import changed_settings, train_config
 
     changed = changed_settings(train_config("best"), "best")

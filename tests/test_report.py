@@ -1,6 +1,7 @@
 """Readable reports say what the numbers mean, and only when it applies."""
 
-from mnist_cli.report import format_evaluate, nan_lines
+from mnist_cli.report.evaluate import format_evaluate
+from mnist_cli.report.train import nan_lines
 
 
 def evaluation(differ):

@@ -1,6 +1,6 @@
 """Pictures of a comparison: the stability map as heat maps, and loss curves of a chosen few cells.
 
-    plot_compare(result, "compare.png")
+    plot_compare(doc, "compare.png", curves)   # doc: compare's document; curves: (cell label, loss) -> per-step losses
 
 The map has one panel per (dtype, loss): learning rate down, input scale across; a cell's colour is
 the earliest first non-finite step over its seeds (dark red = step 1-3, light = late, green =
@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.compare import CompareResult
-from mnist_cli.compare_document import to_document
 from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
-from mnist_cli.report import number_text
+from mnist_cli.report.compare import form_text, forms, seed_steps
+from mnist_cli.report.text import number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row
@@ -154,28 +153,28 @@ def require_matplotlib():
 
 def title(s: dict) -> str:
     """The one title format of a cell: its label, then its settings."""
-    form = s["dtype"] + (" mixed" if s.get("precision") == "mixed" else "")
+    form = form_text((s["dtype"], s.get("precision", "pure")))
     return f"{s['label']}\nlr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {form}, seed {s['seed']}"
 
 
-def _curves(ax, runs: list, colors: dict) -> None:
-    """Training loss of each run against the step (both axes log); non-finite steps as ticks on top."""
-    for k, run in enumerate(runs):
-        losses = run.result.losses
+def _curves(ax, runs: dict[str, np.ndarray], colors: dict) -> None:
+    """Training loss of each run (loss name -> its per-step losses) against the step (both axes log);
+    non-finite steps as ticks on top."""
+    for k, (name, losses) in enumerate(runs.items()):
         steps = np.arange(1, losses.size + 1)
         bad = ~np.isfinite(losses)
-        color, style = colors[run.loss], STYLES[k % len(STYLES)]
+        color, style = colors[name], STYLES[k % len(STYLES)]
         shown = np.where(bad | (losses <= 0), np.nan, losses)  # log scale: breaks the line where undefined
         few = np.isfinite(shown).sum() < 20  # a run that broke at once: show its few points
         ax.plot(steps, shown, color=color, ls=style, lw=1.6 if k == 0 else 1.0, marker="o" if few else None, ms=3,
-                label=run.loss, zorder=2 + k)
+                label=name, zorder=2 + k)
         if bad.any():
             first = int(steps[bad][0])
             y = 0.96 - 0.06 * k  # one row of ticks per loss, in axes coordinates
             ax.plot(steps[bad], np.full(bad.sum(), y), "|", color=color, ms=6, mew=0.6,
                     transform=ax.get_xaxis_transform())
             ax.axvline(first, color=color, ls="--", lw=0.8)
-            ax.annotate(f"{run.loss} non-finite from step {first}", xy=(first, y - 0.05),
+            ax.annotate(f"{name} non-finite from step {first}", xy=(first, y - 0.05),
                         xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", fontsize=7,
                         color=color, va="top")
     ax.set_xscale("log")
@@ -186,35 +185,24 @@ def _curves(ax, runs: list, colors: dict) -> None:
     ax.legend(fontsize=7, loc="lower left")
 
 
-def _forms(m: dict) -> list[tuple[str, str]]:
-    """The (dtype, precision) pairs of the map's cells, in order: one row of panels each."""
-    return list(dict.fromkeys((c["dtype"], c.get("precision", "pure")) for c in m["cells"]))
-
-
-def _form_text(form: tuple[str, str]) -> str:
-    return form[0] + (" mixed" if form[1] == "mixed" else "")
-
-
 def _agreement(doc: dict) -> dict:
     """((dtype, precision), loss) -> 2-D arrays over (lr, input scale): seeds that broke, seeds run, earliest
-    first step."""
+    first step (from :func:`mnist_cli.report.compare.seed_steps`, as the text map counts them)."""
     m = doc["stability_map"]
     lrs, scales = m["values"]["lr"], m["values"]["input_scale"]
+    seeds = seed_steps(m)
     out = {}
-    for form in _forms(m):
+    for form in forms(m):
         for loss in m["losses"]:
             broke = np.zeros((len(lrs), len(scales)), int)
             ran = np.zeros_like(broke)
             first = np.full(broke.shape, np.nan)
-            for c in m["cells"]:
-                if (c["dtype"], c.get("precision", "pure")) != form:
-                    continue
-                i, j = lrs.index(c["lr"]), scales.index(c["input_scale"])
-                ran[i, j] += 1
-                step = c["first_nonfinite"][loss]
-                if step is not None:
-                    broke[i, j] += 1
-                    first[i, j] = np.fmin(first[i, j], step)
+            for i, lr in enumerate(lrs):
+                for j, scale in enumerate(scales):
+                    steps = seeds.get((form, lr, scale), {}).get(loss, [])
+                    failed = [t for t in steps if t is not None]
+                    ran[i, j], broke[i, j] = len(steps), len(failed)
+                    first[i, j] = min(failed, default=np.nan)
             out[form, loss] = (broke, ran, first)
     return out
 
@@ -258,21 +246,19 @@ def _chosen(doc: dict) -> list[dict]:
     return (broken + healthy)[:MAX_CURVES] or ranked[:MAX_CURVES]
 
 
-def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = None) -> Path:
-    """Write the figure to ``path`` (PNG): loss curves of the chosen cells over the heat maps."""
+def plot_compare(doc: dict, path: str | Path, curves: dict[tuple[str, str], np.ndarray]) -> Path:
+    """Write the figure to ``path``: loss curves of the chosen cells over the heat maps. ``doc`` is
+    compare's document; ``curves`` maps (cell label, loss) to that run's per-step training losses (the
+    document holds 40-point curves only; the log step axis wants every step)."""
     plt = require_matplotlib()
-    doc = doc if doc is not None else to_document(result)
     path = Path(path)
     losses = doc["settings"]["losses"]
-    runs_by_label: dict[str, list] = {}
-    for run in result.runs:
-        runs_by_label.setdefault(run.cell.label, []).append(run)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {loss: palette[i % len(palette)] for i, loss in enumerate(losses)}
     chosen = _chosen(doc)
     maps = _agreement(doc)
     m = doc["stability_map"]
-    lrs, scales, dtypes = m["values"]["lr"], m["values"]["input_scale"], _forms(m)  # a row per dtype and precision
+    lrs, scales, dtypes = m["values"]["lr"], m["values"]["input_scale"], forms(m)  # a row per dtype and precision
 
     ncols = min(NCOLS, len(chosen))
     nrows = math.ceil(len(chosen) / ncols)
@@ -283,7 +269,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
     sub_curves, sub_map = fig.subfigures(2, 1, height_ratios=[3.4 * nrows, panel_h * len(dtypes) + 0.6])
     axes = np.atleast_1d(sub_curves.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, s in zip(axes, chosen):
-        _curves(ax, runs_by_label[s["label"]], colors)
+        _curves(ax, {loss: curves[s["label"], loss] for loss in s["runs"]}, colors)
         ax.set_title(title(s), fontsize=9)
     for ax in axes[len(chosen):]:
         ax.set_visible(False)
@@ -294,7 +280,7 @@ def plot_compare(result: CompareResult, path: str | Path, doc: dict | None = Non
     image = None
     for r, form in enumerate(dtypes):
         for c, loss in enumerate(losses):
-            image = _heatmap(map_axes[r, c], *maps[form, loss], lrs, scales, st["steps"], f"{loss}, {_form_text(form)}")
+            image = _heatmap(map_axes[r, c], *maps[form, loss], lrs, scales, st["steps"], f"{loss}, {form_text(form)}")
     seeds = len(m["values"]["seed"])
     sub_map.suptitle(f"Stability map: seeds that went non-finite (of {seeds}) and the earliest first "
                      "non-finite step (colour; green = never)")

@@ -1,0 +1,100 @@
+"""The report of ``evaluate``: the two argmaxes, per-class accuracy, confusion matrix, scores, calibration.
+
+    print(format_evaluate(report, "test"))   # report: evaluate --json's document
+"""
+
+from __future__ import annotations
+
+from mnist_cli.report.text import accuracy_text, data_lines, plural, provenance_text, value_text
+from mnist_cli.report.train import changed_text
+
+
+def format_evaluate(r: dict, split: str) -> str:
+    """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
+    a = r["argmax"]
+    k = len(r["per_class_accuracy"])
+    ok, finite = r.get("accuracy_meaningful", True), r["nonfinite_params"] == 0
+    lines = [
+        f"split {split}: {r['n']} examples",
+        f"  accuracy, argmax(logits)           {accuracy_text(r['accuracy'], ok, finite)}",
+        f"  accuracy, argmax(softmax(logits))  {accuracy_text(r['accuracy_softmax'], ok, finite)}",
+        f"  predictions that differ            {a['differ']}"
+        + ("  (softmax is strictly increasing: only floating-point ties can do this)" if a["differ"] else ""),
+        f"  rows where softmax made a tie      {a['ties_in_probs']}",
+        f"  probabilities exactly 0            {a['zero_probs']}",
+        f"  non-finite params/logits/probs     {r['nonfinite_params']}/{r['nonfinite_logits']}/{r['nonfinite_probs']}",
+        *_rounding_lines(r.get("rounding")),
+        "",
+        "per-class accuracy:",
+        "  " + " ".join(f"{d:>6}" for d in range(k)),
+        "  " + (" ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]) if ok
+                else accuracy_text(0, ok, finite) + ": argmax of a NaN row is 0, so every such row 'predicts' 0"),
+        "",
+        "confusion matrix (rows: true class, columns: predicted)" + (":" if ok else
+                                                                      ", non-finite rows counted as predicting 0:"),
+        "     " + " ".join(f"{d:>5}" for d in range(k)),
+    ]
+    lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
+    if "classification_report" in r:
+        lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
+    if r.get("training") and r["training"].get("config"):
+        lines += ["", f"model settings       {_training_text(r['training'])}"]
+    lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
+              f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
+    if "plot" in r:
+        lines.append(f"Wrote plot: {r['plot']}")
+    return "\n".join(lines)
+
+
+def _rounding_lines(rd: dict | None) -> list[str]:
+    """What computing in float16/bfloat16 changed against the same weights in float32 (evaluate)."""
+    if not rd:
+        return []
+    how = f"{rd['dtype']}, {rd['precision']} precision" + (" (softmax in float32)" if rd["precision"] == "mixed" else "")
+    return [f"  computed in                        {how}",
+            f"  predictions rounding changed       {rd['predictions_changed']} vs the same weights in float32 "
+            f"(accuracy {rd['accuracy_float32']:.4f} there)"]
+
+
+def classification_report_text(cr: dict) -> list[str]:
+    """scikit-learn's ``classification_report`` layout (2 decimals, support as a count)."""
+    def row(name, m):
+        return f"{name:>12}  {m['precision']:9.2f} {m['recall']:9.2f} {m['f1']:9.2f} {m['support']:9d}"
+
+    total = cr["macro"]["support"]
+    return [f"{'':>12}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", "",
+            *(row(str(c["class"]), c) for c in cr["classes"]), "",
+            f"{'accuracy':>12}  {'':>9} {'':>9} {cr['accuracy']:9.2f} {total:9d}",
+            row("macro avg", cr["macro"]), row("weighted avg", cr["weighted"])]
+
+
+def _details(r: dict) -> list[str]:
+    """Test loss, the classification report, frequent confusions, confident mistakes and calibration."""
+    cal = r["calibration"]
+    lines = [f"cross-entropy (mean over the {r['n']} examples)  {value_text(r['loss'], '.4f')}", "",
+             *classification_report_text(r["classification_report"]), "",
+             "most frequent confusions:  " + ", ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
+                                                       for c in r["confusions"]),
+             "most confident mistakes (index: label -> predicted, probability):",
+             *(f"  #{m['index']:<6} {m['label']} -> {m['predicted']}  p = {m['probability']:.4f}"
+               for m in r["confident_mistakes"]),
+             "", f"calibration: expected calibration error {value_text(cal['ece'], '.4f')} "
+             f"({len(cal['bins'])} bins of the top probability; accuracy vs mean confidence per bin)",
+             "  bin            count  confidence  accuracy"]
+    lines += [f"  ({b['lo']:.1f}, {b['hi']:.1f}]  {b['count']:>8}  {value_text(b['confidence'], '10.4f')}  "
+              f"{value_text(b['accuracy'], '8.4f')}" for b in cal["bins"] if b["count"]]
+    return lines
+
+
+def _training_text(t: dict) -> str:
+    """The model's training settings from its metadata: what differs from the tutorial, steps, version."""
+    from mnist_cli.settings import TUTORIAL, TrainConfig, changed_settings
+
+    known = {k: v for k, v in t["config"].items() if k in TUTORIAL.__dataclass_fields__}
+    try:
+        changed = changed_text(changed_settings(TrainConfig(**known)))
+    except TypeError:
+        changed = "unreadable"
+    steps = f"; {plural(t['steps'], 'step')} taken" if isinstance(t.get("steps"), int) else ""
+    version = f"; mnist-softmax {t['mnist_softmax_version']}" if t.get("mnist_softmax_version") else ""
+    return changed + steps + version
