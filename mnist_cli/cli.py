@@ -182,8 +182,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     """
     from mnist_cli.fileio import check_writable, jsonable
     from mnist_cli.report.train import format_train
-    from mnist_cli.session import run_session, total_steps
     from mnist_cli.settings import train_config
+    from mnist_cli.train import run_session, total_steps
 
     config = train_config(preset, **settings)
     for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):

@@ -28,8 +28,8 @@ from mnist_cli.losses import (
     softmax,
     underflow_limit,
 )
-from mnist_cli.precision import finfo
 from mnist_cli.report.explain import chain_text, half_backward_text, summary_text
+from mnist_cli.rounding import finfo
 
 __all__ = ["explain"]
 

@@ -26,7 +26,7 @@ gradient.
 ``maximum``...) rounds its result to that dtype: NumPy's float16 loops and ml_dtypes' bfloat16 loops
 compute in float32 and round once, which for ``+ - * /`` is the correctly rounded result (float32's 24
 bits are at least twice a half format's 11 or 8, plus 2, so the double rounding is harmless). The
-reductions are :mod:`mnist_cli.precision`'s (float32 accumulation for the half formats, as PyTorch's CPU
+reductions are :mod:`mnist_cli.rounding`'s (float32 accumulation for the half formats, as PyTorch's CPU
 reductions do; the division by ``n`` exact).
 """
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_cli.precision import as_dtype, batch_mean, class_sum, div_n, finfo
+from mnist_cli.rounding import as_dtype, batch_mean, class_sum, div_n, finfo
 
 __all__ = ["Loss", "LOSSES", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
            "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit",

@@ -19,7 +19,7 @@ import numpy as np
 
 from mnist_cli.errors import ModelFileError
 from mnist_cli.fileio import atomic_write, jsonable
-from mnist_cli.precision import Inputs, as_dtype, is_half, linear, round_to
+from mnist_cli.rounding import Inputs, as_dtype, is_half, linear, round_to
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
 
 N_FEATURES = 784  # 28 x 28 pixels
@@ -205,8 +205,8 @@ def logits_of(models: list[Model], scales: list[float], images: np.ndarray, bloc
     float32/float64: each block is converted (not scaled) once into a reused buffer that stays in cache, and
     each model's scale is applied to its ``W`` instead, ``x @ (s W)``, so a model's logits are products of
     its own, of the same shapes whatever the other models. float16/bfloat16 (pure, or mixed under autocast):
-    ``rnd(x @ rnd(W) + rnd(b))``, ``x`` the rounded inputs (:class:`mnist_cli.precision.Inputs`), products in
-    float32 (:func:`mnist_cli.precision.linear`). The blocks are dealt out to ``lanes`` lanes, which
+    ``rnd(x @ rnd(W) + rnd(b))``, ``x`` the rounded inputs (:class:`mnist_cli.rounding.Inputs`), products in
+    float32 (:func:`mnist_cli.rounding.linear`). The blocks are dealt out to ``lanes`` lanes, which
     ``map_blocks(fn, range(lanes))`` runs (``map``, or a thread pool's ``map``): every block is computed alike
     whichever lane takes it, so the logits do not depend on the lanes.
     """

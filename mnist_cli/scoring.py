@@ -21,7 +21,7 @@ import numpy as np
 from mnist_cli.losses import log_softmax
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model, logits_of
-from mnist_cli.precision import is_half
+from mnist_cli.rounding import is_half
 from mnist_cli.settings import DEFAULT_THREADS
 from mnist_cli.threads import blas_pinned
 

@@ -28,7 +28,7 @@ from mnist_cli.errors import SettingsError
 LOSS_NAMES = ("fused", "naive", "clipped")
 #: The dtypes a run can use (keys of mnist_cli.model.DTYPES); the half formats through mnist_cli.engine.half.
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
-#: float16 and bfloat16 (mnist_cli.precision.LOW_PRECISION): the dtypes ``precision`` applies to.
+#: float16 and bfloat16 (mnist_cli.rounding.LOW_PRECISION): the dtypes ``precision`` applies to.
 HALF_NAMES = ("float16", "bfloat16")
 #: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
 #: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).

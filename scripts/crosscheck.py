@@ -129,7 +129,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_cli.losses import LOSSES, clipped_from_probs, gradient_overflow_limit, naive_from_probs, softmax, underflow_limit
-from mnist_cli.precision import DTYPES, finfo
+from mnist_cli.rounding import DTYPES, finfo
 from mnist_cli.settings import HALF_NAMES as LOW_PRECISION
 
 EXIT_DISAGREE, EXIT_NO_TORCH = 1, 3

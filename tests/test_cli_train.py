@@ -179,12 +179,12 @@ def test_evaluate_refuses_a_non_finite_input_scale(cli, tmp_path):
 
 @pytest.mark.parametrize("option", ["--save", "--metrics-out"])
 def test_unwritable_outputs_fail_before_training(cli, tmp_path, monkeypatch, option):
-    import mnist_cli.session
+    import mnist_cli.train
 
     def never(*args, **kwargs):
         raise AssertionError("training ran before the output path was checked")
 
-    monkeypatch.setattr(mnist_cli.session, "train", never)
+    monkeypatch.setattr(mnist_cli.train, "train", never)
     r = cli("train", option, str(tmp_path / "missing-dir" / "out"))
     assert r.exit_code == 1 and "cannot write" in r.output and option in r.output
     r = cli("train", option, str(tmp_path))  # a directory where a file is expected: a bad flag

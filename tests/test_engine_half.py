@@ -10,7 +10,7 @@ from mnist_cli.engine.half import GROWTH_INTERVAL, INIT_SCALE, LossScaler
 from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import Model
-from mnist_cli.precision import DTYPES, Inputs, pixel_table, round_to
+from mnist_cli.rounding import DTYPES, Inputs, pixel_table, round_to
 from mnist_cli.settings import LossScale, TrainConfig
 
 F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
@@ -253,7 +253,7 @@ def _engine(dtype: str, lr: float, W: np.ndarray, b: np.ndarray):
     from mnist_cli.engine.half import LowPrecisionSGD
     from mnist_cli.losses import LOSSES
     from mnist_cli.model import Model
-    from mnist_cli.precision import DTYPES
+    from mnist_cli.rounding import DTYPES
 
     images, labels = _random_data()
     config = TrainConfig(dtype=dtype, lr=lr)
@@ -282,7 +282,7 @@ def test_pure_update_is_torch_sgd(dtype, lr):
     torch = pytest.importorskip("torch")
     if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         pytest.skip("without SIMD torch rounds W's product too (see mnist_cli.engine.half)")
-    from mnist_cli.precision import round_to
+    from mnist_cli.rounding import round_to
 
     rng = np.random.default_rng(3)
     W, b = round_to(rng.normal(0, 0.05, (784, 10)).astype(np.float32), dtype), round_to(rng.normal(0, 0.1, 10), dtype)

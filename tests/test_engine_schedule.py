@@ -8,7 +8,7 @@ import pytest
 
 from mnist_cli.engine import batch_order, rngs, train
 from mnist_cli.losses import healthy_gap, softmax, underflow_limit
-from mnist_cli.precision import DTYPES
+from mnist_cli.rounding import DTYPES
 from mnist_cli.scoring import score
 from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig
 

@@ -148,7 +148,7 @@ def test_real_raw_pixels_failure_names_a_sample_past_the_float32_limit(mnist):
 # --- float16 / bfloat16, and the gradient's own threshold ---------------------------------------------
 
 from mnist_cli.losses import gradient_overflow_limit  # noqa: E402
-from mnist_cli.precision import DTYPES, finfo  # noqa: E402
+from mnist_cli.rounding import DTYPES, finfo  # noqa: E402
 
 F16, BF16 = DTYPES["float16"], DTYPES["bfloat16"]
 

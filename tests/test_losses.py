@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mnist_cli.losses import CLIP_MIN, LOSSES, clipped, fused, log_softmax, naive, softmax
-from mnist_cli.precision import DTYPES as BY_NAME
-from mnist_cli.precision import finfo
+from mnist_cli.rounding import DTYPES as BY_NAME
+from mnist_cli.rounding import finfo
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}

@@ -150,8 +150,8 @@ def test_train_refuses_an_overflowing_scale_with_exit_2_and_no_numpy_warning(mni
 def test_an_overflowing_product_is_explained_as_overflow(mnist):
     import warnings
 
-    from mnist_cli.session import run_session
     from mnist_cli.settings import train_config
+    from mnist_cli.train import run_session
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no raw NumPy RuntimeWarning
@@ -336,8 +336,8 @@ def test_val_split_holds_out_the_last_images_and_reports_both_curves(cli, tmp_pa
 
 
 def test_validation_images_are_never_trained_on(mnist):
-    from mnist_cli.session import run_session, split_validation
     from mnist_cli.settings import train_config
+    from mnist_cli.train import run_session, split_validation
 
     config = train_config(val_split=10000, steps=50)
     images, labels, (val_images, val_labels) = split_validation(mnist, config)

@@ -8,7 +8,7 @@ from mnist_cli.cli import main
 from mnist_cli.errors import SettingsError
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import INITS
-from mnist_cli.precision import DTYPES
+from mnist_cli.rounding import DTYPES
 from mnist_cli.settings import PRESETS, TrainConfig, train_config
 
 

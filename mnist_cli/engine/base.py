@@ -31,7 +31,7 @@ import numpy as np
 
 from mnist_cli.losses import healthy_gap, softmax
 from mnist_cli.model import Model
-from mnist_cli.precision import DTYPES
+from mnist_cli.rounding import DTYPES
 from mnist_cli.settings import TrainConfig
 from mnist_cli.threads import provenance
 

@@ -55,7 +55,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_cli.engine.base import BatchesTaken
-from mnist_cli.precision import Inputs, as_dtype, linear, round_to
+from mnist_cli.rounding import Inputs, as_dtype, linear, round_to
 from mnist_cli.settings import LossScale
 
 __all__ = ["LossScaler", "LowPrecisionSGD"]

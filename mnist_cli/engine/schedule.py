@@ -44,7 +44,7 @@ from mnist_cli.engine.plain import PlainSGD
 from mnist_cli.errors import SettingsError
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import N_CLASSES
-from mnist_cli.precision import DTYPES, is_half
+from mnist_cli.rounding import DTYPES, is_half
 from mnist_cli.settings import TrainConfig, check_steps
 from mnist_cli.threads import blas_kernel, blas_pinned
 

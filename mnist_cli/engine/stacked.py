@@ -78,7 +78,7 @@ from mnist_cli.engine.fast import class_rows
 from mnist_cli.errors import SettingsError
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import N_CLASSES
-from mnist_cli.precision import DTYPES, is_half
+from mnist_cli.rounding import DTYPES, is_half
 from mnist_cli.settings import TrainConfig
 from mnist_cli.threads import blas_kernel, blas_pinned
 

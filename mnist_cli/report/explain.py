@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mnist_cli.losses import CLIP_MIN, breaks_like_naive, gradient_overflow_limit
-from mnist_cli.precision import DTYPES, finfo
 from mnist_cli.report.text import WIDTH, para, short_number
+from mnist_cli.rounding import DTYPES, finfo
 
 # --- the chain of operations, in words, for one culprit example --------------------------------------
 

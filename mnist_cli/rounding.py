@@ -1,7 +1,7 @@
 """The floating-point formats of the lab and every rounding a half-precision computation makes: one place.
 
     >>> import numpy as np
-    >>> from mnist_cli.precision import DTYPES, finfo, linear, round_to
+    >>> from mnist_cli.rounding import DTYPES, finfo, linear, round_to
     >>> DTYPES["bfloat16"].name, float(finfo("float16").max)
     ('bfloat16', 65504.0)
     >>> x = np.ones((1, 2049), np.float32); W = np.full((2049, 1), 2.0**-11, np.float32); W[0] = 1
@@ -240,7 +240,7 @@ class Inputs:
 
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
-    (see :mod:`mnist_cli.precision`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
+    (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
     z = np.matmul(x, W, out=out)
     z += b
     return round_to(z, dtype, out=z)

@@ -1,4 +1,4 @@
-"""The dtype table and the emulated low-precision product (:func:`mnist_cli.precision.linear` of rounded
+"""The dtype table and the emulated low-precision product (:func:`mnist_cli.rounding.linear` of rounded
 operands), against closed forms and an independent computation (exact float64 products of the rounded
 inputs, with the float32 summation error bound)."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnist_cli.model import Model
-from mnist_cli.precision import DTYPES, finfo, linear
+from mnist_cli.rounding import DTYPES, finfo, linear
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
 
 LOW = [DTYPES[name] for name in HALF_NAMES]

@@ -1,10 +1,10 @@
-"""The ``train`` pipeline (mnist_cli.session): what it scores, and in which compute form."""
+"""The ``train`` pipeline (mnist_cli.train): what it scores, and in which compute form."""
 
 import numpy as np
 import pytest
 
-from mnist_cli.session import run_session
 from mnist_cli.settings import train_config
+from mnist_cli.train import run_session
 
 
 @pytest.mark.parametrize("form", [("float16", "mixed"), ("bfloat16", "pure"), ("float32", "pure")])
