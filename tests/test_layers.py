@@ -83,7 +83,8 @@ class Package:
                 for t, line in targets if within(t, *forbidden) and not within(t, *allowed)]
 
     def cycles(self) -> list[str]:
-        """One shortest cycle through each module that is on one, each edge with the line that makes it."""
+        """A shortest cycle through each module on one (and not on a cycle already listed), each edge with the
+        line that makes it."""
         found, seen = [], set()
         for start in sorted(self.path):
             if start in seen:
