@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,16 @@ def as_the_cli_says(exc) -> str:
     return exc.text(_flag)
 
 
+_REAL = object()
+
+
 @pytest.fixture()
-def cli(mnist_data_dir, monkeypatch):
-    """``cli(*args, env=None)``: ``mnist-softmax *args`` through click's CliRunner on the real data, offline,
-    quiet, with no ``MNIST_SOFTMAX_THREADS`` from the caller's environment."""
+def cli(request, monkeypatch):
+    """``cli(*args, data_dir=<real MNIST>, offline=True, quiet=True, env=None)``: ``mnist-softmax *args`` through
+    click's CliRunner with ``--data-dir DIR --offline --quiet`` after them, and no ``MNIST_SOFTMAX_THREADS`` from
+    the caller's environment. The one way the tests run the command line in-process: ``data_dir=`` another
+    directory (``None``: no ``--data-dir``), ``offline=False`` / ``quiet=False`` to leave that flag out, ``env``
+    for variables of the run."""
     from click.testing import CliRunner
 
     from mnist_cli.cli import main
@@ -73,8 +80,12 @@ def cli(mnist_data_dir, monkeypatch):
     monkeypatch.delenv("MNIST_SOFTMAX_THREADS", raising=False)
     runner = CliRunner()
 
-    def invoke(*args, env=None):
-        return runner.invoke(main, [*args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"], env=env)
+    def invoke(*args, data_dir=_REAL, offline=True, quiet=True, env=None):
+        if data_dir is _REAL:
+            data_dir = request.getfixturevalue("mnist_data_dir")  # built only for a test that reads it
+        flags = ["--data-dir", str(data_dir)] if data_dir is not None else []
+        flags += ["--offline"] * offline + ["--quiet"] * quiet
+        return runner.invoke(main, [*map(str, args), *flags], env=env)
 
     return invoke
 
@@ -203,3 +214,126 @@ def full_disk(monkeypatch):
 
     monkeypatch.setattr(mnist_cli.fileio, "tempfile", types.SimpleNamespace(mkstemp=mkstemp))
     return names.append
+
+
+# --- the documented shape of `compare --json` (README "compare --json"), stated once for every test -----------
+# NUM may also be "NaN"/"Infinity"/"-Infinity"; "per-loss": an object keyed by exactly the compared losses
+NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
+NAN_REPORT = {
+    "steps_nan_loss": int, "steps_inf_loss": int, "steps_nonfinite_grad": int, "first_nan_loss_step": OPT_INT,
+    "first_inf_loss_step": OPT_INT, "first_nonfinite_grad_step": OPT_INT, "params_nonfinite": bool,
+    "first_nonfinite_params_step": OPT_INT, "underflow_probs": int, "steps_with_underflow": int,
+    "first_underflow_step": OPT_INT, "max_logit_gap": NUM, "any_nonfinite": bool, "first_nonfinite_step": OPT_INT,
+    "overflow_logits": int, "first_overflow_step": OPT_INT, "steps_skipped": int, "first_skipped_step": OPT_INT,
+    "loss_scale": (None, NUM),
+}
+RUN = {
+    "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "accuracy_meaningful": bool, "final_loss": NUM,
+    "steps": int,
+    "first_nonfinite_step": OPT_INT, "weights_finite": bool, "nan": NAN_REPORT,
+    "argmax": {"differ": int, "ties_in_probs": int, "zero_probs": int, "nonfinite_logits": int},
+    "seconds": NUM, "init_digest": str, "order_digest": str, "loss_curve": [NUM],
+}
+CHAIN = {"loss": str, "gradient": str}
+CULPRIT = {
+    "batch_row": int, "index": int, "label": int, "predicted": OPT_INT, "classes": int, "logit_max": NUM,
+    "logit_target": NUM, "logit_min": NUM, "gap_max_minus_target": NUM, "gap_max_minus_min": NUM,
+    "zero_prob_classes": [int], "target_prob_zero": bool, "underflowed_class": int, "underflowed_gap": NUM,
+    "underflowed_p": NUM, "underflowed_log_p": NUM, "underflowed_log10_p": NUM, "row_loss": NUM,
+    "row_loss_kind": str, "row_grad_finite": bool, "logits_finite": bool, "chain": CHAIN,
+}
+FORENSICS = {
+    "scenario": str, "step": int, "loss": str, "dtype": str, "underflow_limit": NUM, "smallest_subnormal": NUM,
+    "batch_size": int, "batch_loss": NUM, "batch_loss_kind": str, "batch_grad_finite": bool, "logits_finite": bool,
+    "params_finite": (bool, None), "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int,
+    "rows_nan_loss": int, "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM,
+    "max_gap_max_minus_target": NUM,
+    "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
+    "half_backward": (None, {"loss_scale": (None, NUM), "dtype": str, "dtype_max": NUM, "text": str}),
+}
+SCENARIO = {
+    "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "precision": str,
+    "loss_scale": str, "seed": int,
+    "same_init": bool, "same_batches": bool, "expect": "per-loss", "runs": "per-loss",
+}
+PROVENANCE = {
+    "threads": int, "blas_threads": int,
+    "blas": [{"library": str, "version": OPT_STR, "kernel": OPT_STR, "threading": OPT_STR}],
+    "numpy": str, "python": str, "cpu": str, "cpus": OPT_INT, "mnist_softmax": str,
+}
+DOCUMENT = {
+    "schema": str,
+    "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
+                 "seeds": [int], "grid": str, "threads": int},
+    "provenance": PROVENANCE,
+    "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
+    "scenarios": [SCENARIO],
+    "stability_map": {
+        "grid_axes": [str], "axes": [str],
+        "values": {"dtype": [str], "precision": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int], "loss": [str]},
+        "losses": [str],
+        "cells": [{"label": str, "dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int,
+                   "first_nonfinite": "per-loss"}],
+        "points": [{"dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int, "loss": str,
+                    "first_nonfinite_step": OPT_INT, "label": str}],
+    },
+    "forensics": [FORENSICS],
+    "checks": [{"scenario": str, "loss": str, "expect": str, "observed": str, "ok": bool}],
+    "ok": bool,
+    "seconds": NUM,
+    "conclusion": str,
+}
+OPTIONAL = {"metrics_files": [str], "plot": str, "plot_seconds": NUM}
+
+
+def validate(value, shape, losses, path="$"):
+    """Raise AssertionError at the first place ``value`` departs from ``shape``."""
+    if shape == "per-loss":  # an object keyed by exactly the compared losses
+        assert isinstance(value, dict), path
+        if path.endswith(".expect"):
+            assert set(value) <= set(losses), path
+            for k, v in value.items():
+                validate(v, {"nonfinite": bool, "by_step": OPT_INT}, losses, f"{path}.{k}")
+        else:
+            assert list(value) == losses, path
+            for k, v in value.items():
+                validate(v, RUN if path.endswith(".runs") else OPT_INT, losses, f"{path}.{k}")
+    elif isinstance(shape, dict):
+        assert isinstance(value, dict), f"{path}: {value!r} is not an object"
+        extra = set(value) - set(shape) - (set(OPTIONAL) if path == "$" else set())
+        assert set(shape) <= set(value) and not extra, f"{path}: keys {sorted(value)} vs {sorted(shape)}"
+        for k, v in value.items():
+            validate(v, shape.get(k, OPTIONAL.get(k)), losses, f"{path}.{k}")
+    elif isinstance(shape, list):
+        assert isinstance(value, list), path
+        for i, v in enumerate(value):
+            validate(v, shape[0], losses, f"{path}[{i}]")
+    elif isinstance(shape, tuple):
+        errors = []
+        for option in shape:
+            try:
+                return validate(value, option, losses, path)
+            except AssertionError as exc:
+                errors.append(str(exc))
+        raise AssertionError(f"{path}: {errors}")
+    elif shape is None:
+        assert value is None, path
+    elif shape == NUM:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("NaN", "Infinity", "-Infinity")
+        assert ok, f"{path}: {value!r} is not a number"
+    elif shape == OPT_INT:
+        assert value is None or (isinstance(value, int) and not isinstance(value, bool)), f"{path}: {value!r}"
+    elif shape == OPT_STR:
+        assert value is None or isinstance(value, str), path
+    elif shape is int:
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not an int"
+    else:
+        assert isinstance(value, shape), f"{path}: {value!r} is not {shape.__name__}"
+
+
+def compare_document(text: str, losses=None) -> dict:
+    """``compare --json``'s output: strict JSON (NaN spelt ``"NaN"``, never a bare constant) of the documented
+    shape, its runs keyed by exactly ``losses`` (default: the losses it says it compared); returned parsed."""
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    validate(doc, DOCUMENT, list(losses or doc["settings"]["losses"]))
+    return doc

@@ -1,12 +1,19 @@
-"""`train` and `evaluate` through click's CliRunner: exit codes, reports, JSON, model files."""
+"""`train` through the command line: exit codes, the report and what it names, JSON, model files, validation,
+progress lines, plots, the NaN story and its explanation."""
 
 import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from mnist_cli.cli import main
+from mnist_cli.forensics import digit14
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_train_tutorial_json(cli):
@@ -71,43 +78,6 @@ def test_bad_flags_exit_2(cli, flags, needle):
     assert "Traceback" not in r.output
 
 
-def test_save_then_evaluate_answers_the_argmax_question(cli, tmp_path):
-    model = tmp_path / "m.npz"
-    r = cli("train", "--steps", "300", "--save", str(model), "--json")
-    assert r.exit_code == 0, r.output
-    trained = json.loads(r.output)
-    r = cli("evaluate", str(model), "--json")
-    assert r.exit_code == 0, r.output
-    ev = json.loads(r.output)
-    assert ev["accuracy"] == trained["test_accuracy"]
-    assert ev["n"] == 10000 and sum(map(sum, ev["confusion_matrix"])) == 10000
-    assert ev["argmax"]["differ"] == 0 and ev["accuracy_softmax"] == ev["accuracy"]
-    assert ev["nonfinite_logits"] == 0
-    r = cli("evaluate", str(model))
-    assert "argmax(softmax(logits))" in r.output and "confusion matrix" in r.output
-
-
-def test_evaluate_reports_a_nan_model_instead_of_refusing(cli, tmp_path):
-    model = tmp_path / "nan.npz"
-    assert cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--save", str(model)).exit_code == 0
-    r = cli("evaluate", str(model), "--json")
-    assert r.exit_code == 0, r.output
-    ev = json.loads(r.output)
-    assert ev["nonfinite_params"] > 0 and ev["nonfinite_logits"] > 0
-    assert ev["input_scale"] == 255
-
-
-def test_evaluate_refuses_bad_model_files_in_one_line(cli, tmp_path):
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, W=np.zeros((3, 3)))
-    for path in (bad, tmp_path / "missing.npz"):
-        r = cli("evaluate", str(path))
-        assert r.exit_code == 1
-        assert "Traceback" not in r.output
-        lines = [line for line in r.output.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("Error:")
-
-
 def test_metrics_out_jsonl(cli, tmp_path):
     out = tmp_path / "curve.jsonl"
     r = cli("train", "--steps", "50", "--log-every", "10", "--metrics-out", str(out))
@@ -123,12 +93,6 @@ def test_save_to_unwritable_path_is_one_line_error(cli, tmp_path):
     blocker.write_text("x")
     r = cli("train", "--steps", "5", "--save", str(blocker / "m.npz"))
     assert r.exit_code == 1 and "cannot write" in r.output and "Traceback" not in r.output
-
-
-def test_help_has_examples():
-    for cmd in ("train", "evaluate"):
-        r = CliRunner().invoke(main, [cmd, "--help"])
-        assert r.exit_code == 0 and "Examples:" in r.output
 
 
 @pytest.mark.slow
@@ -170,13 +134,6 @@ def test_average_epochs_turns_on_averaging(cli):
     assert report["config"]["average"] is True and report["config"]["average_epochs"] == 1
 
 
-def test_evaluate_refuses_a_non_finite_input_scale(cli, tmp_path):
-    model = tmp_path / "m.npz"
-    assert cli("train", "--steps", "5", "--save", str(model)).exit_code == 0
-    r = cli("evaluate", str(model), "--input-scale", "nan")
-    assert r.exit_code == 2 and "--input-scale" in r.output
-
-
 @pytest.mark.parametrize("option", ["--save", "--metrics-out"])
 def test_unwritable_outputs_fail_before_training(cli, tmp_path, monkeypatch, option):
     import mnist_cli.train
@@ -190,3 +147,144 @@ def test_unwritable_outputs_fail_before_training(cli, tmp_path, monkeypatch, opt
     r = cli("train", option, str(tmp_path))  # a directory where a file is expected: a bad flag
     assert r.exit_code == 2 and "is a directory" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_save_writes_exactly_the_path_given(cli, tmp_path):
+    target = tmp_path / "model.txt"
+    r = cli("train", "--steps", "5", "--save", str(target))
+    assert r.exit_code == 0, r.output
+    assert target.is_file() and not (tmp_path / "model.txt.npz").exists()
+    with np.load(target) as npz:  # an .npz archive under the name the user chose
+        assert set(npz.files) == {"W", "b", "meta"}
+    assert cli("evaluate", str(target)).exit_code == 0
+
+
+# --- a model with non-finite logits has no accuracy that means something; values the dtype cannot hold ---
+
+
+def test_a_nan_model_has_no_accuracy_in_text_and_a_flag_in_json(cli, tmp_path):
+    model = tmp_path / "nan.npz"
+    r = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--save", str(model))
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if "test accuracy" in x)
+    assert "n/a (non-finite weights)" in line and "0.0" not in line
+    trained = json.loads(cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--json").output)
+    assert trained["accuracy_meaningful"] is False and 0 <= trained["test_accuracy"] <= 1  # the number stays
+    ev = json.loads(cli("evaluate", str(model), "--json").output)
+    assert ev["accuracy_meaningful"] is False and isinstance(ev["accuracy"], float)
+    text = cli("evaluate", str(model)).output
+    assert text.count("n/a (non-finite weights)") >= 2 and f"{ev['accuracy']:.4f}" not in text
+    healthy = json.loads(cli("train", "--steps", "5", "--json").output)
+    assert healthy["accuracy_meaningful"] is True
+
+
+def test_train_refuses_an_overflowing_scale_with_exit_2_and_no_numpy_warning(mnist_data_dir):
+    proc = subprocess.run([sys.executable, "-m", "mnist_cli", "train", "--input-scale", "1e300", "--steps", "5",
+                           "--quiet", "--offline", "--data-dir", str(mnist_data_dir)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--input-scale" in proc.stderr and "3.4028e+38" in proc.stderr and "RuntimeWarning" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_nan_is_spelt_one_way_in_train(cli):
+    text = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan").output
+    assert "NaN" in text and not re.search(r"\bnan\b", text), text
+
+
+def test_the_culprit_digit_is_drawn_beside_its_logits(cli, mnist):
+    s = json.loads(cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan",
+                       "--json").output)
+    c = s["explanation"]["culprits"][0]
+    assert c["digit"] == digit14(mnist.train_images[c["index"]]) and len(c["digit"]) == 14
+    assert len(c["logits"]) == 10 and max(c["logits"]) == c["logit_max"]
+    text = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "5", "--explain-nan").output
+    art = [x for x in text.splitlines() if x.startswith("    |")]
+    assert len(art) == 14 and all(len(x.split("|")[1]) == 28 for x in art)
+    assert any("█" in x for x in art) and f"z[{c['label']}] =" in art[c["label"]] and "<- label" in art[c["label"]]
+
+
+# --- the report shows what changed the result and refuses contradictions ---
+
+
+def test_the_report_names_every_changed_setting_and_both_losses(cli):
+    text = cli("train", "--average-epochs", "2", "--epochs", "3", "--train-limit", "1000").output
+    settings = next(x for x in text.splitlines() if x.strip().startswith("settings"))
+    assert "averaged over the last 2 epochs" in settings and "epochs 3" in settings
+    assert "first 1000 examples" in settings
+    assert "last batch loss" in text and "final loss" not in text
+    assert "training loss" in text and "1000 training examples" in text
+    plain = cli("train", "--steps", "5").output
+    assert "  settings        steps 5\n" in plain
+
+
+def test_train_loss_is_the_mean_cross_entropy_over_the_training_set(cli):
+    report = json.loads(cli("train", "--steps", "30", "--train-limit", "500", "--json").output)
+    assert report["changed"] == {"steps": 30, "train_limit": 500} and report["preset"] == "tutorial"
+    assert math.isfinite(report["train_loss"]) and 0 < report["train_loss"] < math.log(10)  # better than uniform
+    assert report["train_loss"] != report["final_loss"]
+
+
+@pytest.mark.parametrize("flags, names", [(["--average-epochs", "50", "--epochs", "2"], "--average-epochs / --epochs"),
+                                          (["--average-epochs", "2", "--steps", "500"], "--average-epochs / --steps")])
+def test_contradictory_settings_are_refused(cli, flags, names):
+    r = cli("train", *flags)
+    assert r.exit_code == 2 and names in r.output and "Traceback" not in r.output
+
+
+# --- --val-split; progress you can read in a CI log; curves ---
+
+
+def test_val_split_holds_out_the_last_images_and_reports_both_curves(cli, tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000", "--log-every", "4",
+            "--metrics-out", str(metrics), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    v = s["validation"]
+    assert v["n"] == 5000 and s["n_train"] == 1000 and 0 < v["accuracy"] <= 1 and v["loss"] > 0
+    steps = [h["step"] for h in v["history"]]
+    assert steps == sorted(set(range(4, 21, 4)) | {10, 20})  # every 4 steps and at each epoch's end (10 steps)
+    assert all({"train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch"} <= set(h) for h in v["history"])
+    assert [h["epoch"] for h in v["history"] if h["step"] in (10, 20)] == [1, 2]
+    logged = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [x["step"] for x in logged if "val_loss" in x] == steps
+    text = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000").output
+    assert "validation      accuracy" in text and "train loss  train acc  val loss  val acc" in text
+    assert "the last 5000 training images held out for validation" in text
+
+
+def test_a_val_split_that_leaves_nothing_to_train_on_is_refused(cli):
+    r = cli("train", "--val-split", "60000")
+    assert r.exit_code == 2 and "--val-split" in r.output
+
+
+def test_train_prints_a_progress_line_every_log_every_steps_without_a_terminal(cli):
+    r = cli("train", "--steps", "100", "--log-every", "25", "--loss", "naive", "--input-scale", "255", quiet=False)
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stderr.splitlines() if x.startswith("train: step")]
+    assert [x.split(",")[0] for x in lines] == [f"train: step {n}/100" for n in (25, 50, 75, 100)]
+    assert "NaN" in lines[-1] and "non-finite steps" in lines[-1]
+    quiet = cli("train", "--steps", "100", "--log-every", "25")
+    assert "train: step" not in quiet.stderr
+
+
+def test_train_plot_draws_curves_and_refuses_a_bad_name_before_training(cli, tmp_path, monkeypatch):
+    import mnist_cli.train
+
+    png = tmp_path / "curves.png"
+    r = cli("train", "--val-split", "5000", "--epochs", "2", "--train-limit", "1000", "--log-every", "5",
+            "--plot", str(png), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nan = tmp_path / "nan.pdf"
+    r = cli("train", "--loss", "naive", "--input-scale", "255", "--steps", "20", "--plot", str(nan))
+    assert r.exit_code == 0 and nan.read_bytes()[:5] == b"%PDF-"
+
+    def never(*args, **kwargs):
+        raise AssertionError("training ran before the --plot name was checked")
+
+    monkeypatch.setattr(mnist_cli.train, "train", never)
+    bad = cli("train", "--steps", "5", "--plot", str(tmp_path / "c.gif"))
+    assert bad.exit_code == 2 and "--plot" in bad.output and "test accuracy" not in bad.output
+    assert not (tmp_path / "c.gif").exists()

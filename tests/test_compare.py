@@ -10,10 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import compare_document  # the documented JSON shape, stated once (tests/conftest.py)
 
 import mnist_cli.compare as compare_mod
-from mnist_cli.cli import main
 from mnist_cli.compare import CompareConfig, run_compare
 from mnist_cli.compare_document import stability_map, to_document
 from mnist_cli.errors import OutputError, SettingsError
@@ -22,120 +21,6 @@ from mnist_cli.losses import underflow_limit
 from mnist_cli.report.compare import conclusion, format_report
 from mnist_cli.report.text import number_text, sparkline
 from mnist_cli.scenarios import SCENARIOS
-
-# --- the documented JSON shape (README "compare --json"); NUM may also be "NaN"/"Infinity"/"-Infinity" ---
-NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
-NAN_REPORT = {
-    "steps_nan_loss": int, "steps_inf_loss": int, "steps_nonfinite_grad": int, "first_nan_loss_step": OPT_INT,
-    "first_inf_loss_step": OPT_INT, "first_nonfinite_grad_step": OPT_INT, "params_nonfinite": bool,
-    "first_nonfinite_params_step": OPT_INT, "underflow_probs": int, "steps_with_underflow": int,
-    "first_underflow_step": OPT_INT, "max_logit_gap": NUM, "any_nonfinite": bool, "first_nonfinite_step": OPT_INT,
-    "overflow_logits": int, "first_overflow_step": OPT_INT, "steps_skipped": int, "first_skipped_step": OPT_INT,
-    "loss_scale": (None, NUM),
-}
-RUN = {
-    "loss": str, "test_accuracy": NUM, "test_accuracy_softmax": NUM, "accuracy_meaningful": bool, "final_loss": NUM,
-    "steps": int,
-    "first_nonfinite_step": OPT_INT, "weights_finite": bool, "nan": NAN_REPORT,
-    "argmax": {"differ": int, "ties_in_probs": int, "zero_probs": int, "nonfinite_logits": int},
-    "seconds": NUM, "init_digest": str, "order_digest": str, "loss_curve": [NUM],
-}
-CHAIN = {"loss": str, "gradient": str}
-CULPRIT = {
-    "batch_row": int, "index": int, "label": int, "predicted": OPT_INT, "classes": int, "logit_max": NUM,
-    "logit_target": NUM, "logit_min": NUM, "gap_max_minus_target": NUM, "gap_max_minus_min": NUM,
-    "zero_prob_classes": [int], "target_prob_zero": bool, "underflowed_class": int, "underflowed_gap": NUM,
-    "underflowed_p": NUM, "underflowed_log_p": NUM, "underflowed_log10_p": NUM, "row_loss": NUM,
-    "row_loss_kind": str, "row_grad_finite": bool, "logits_finite": bool, "chain": CHAIN,
-}
-FORENSICS = {
-    "scenario": str, "step": int, "loss": str, "dtype": str, "underflow_limit": NUM, "smallest_subnormal": NUM,
-    "batch_size": int, "batch_loss": NUM, "batch_loss_kind": str, "batch_grad_finite": bool, "logits_finite": bool,
-    "params_finite": (bool, None), "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int,
-    "rows_nan_loss": int, "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM,
-    "max_gap_max_minus_target": NUM,
-    "n_culprits": int, "culprits": [CULPRIT], "chain": (CHAIN, None), "summary": str,
-    "half_backward": (None, {"loss_scale": (None, NUM), "dtype": str, "dtype_max": NUM, "text": str}),
-}
-SCENARIO = {
-    "label": str, "name": OPT_STR, "about": OPT_STR, "lr": NUM, "input_scale": NUM, "dtype": str, "precision": str,
-    "loss_scale": str, "seed": int,
-    "same_init": bool, "same_batches": bool, "expect": "per-loss", "runs": "per-loss",
-}
-PROVENANCE = {
-    "threads": int, "blas_threads": int,
-    "blas": [{"library": str, "version": OPT_STR, "kernel": OPT_STR, "threading": OPT_STR}],
-    "numpy": str, "python": str, "cpu": str, "cpus": OPT_INT, "mnist_softmax": str,
-}
-DOCUMENT = {
-    "schema": str,
-    "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
-                 "seeds": [int], "grid": str, "threads": int},
-    "provenance": PROVENANCE,
-    "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
-    "scenarios": [SCENARIO],
-    "stability_map": {
-        "grid_axes": [str], "axes": [str],
-        "values": {"dtype": [str], "precision": [str], "lr": [NUM], "input_scale": [NUM], "seed": [int], "loss": [str]},
-        "losses": [str],
-        "cells": [{"label": str, "dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int,
-                   "first_nonfinite": "per-loss"}],
-        "points": [{"dtype": str, "precision": str, "lr": NUM, "input_scale": NUM, "seed": int, "loss": str,
-                    "first_nonfinite_step": OPT_INT, "label": str}],
-    },
-    "forensics": [FORENSICS],
-    "checks": [{"scenario": str, "loss": str, "expect": str, "observed": str, "ok": bool}],
-    "ok": bool,
-    "seconds": NUM,
-    "conclusion": str,
-}
-OPTIONAL = {"metrics_files": [str], "plot": str, "plot_seconds": NUM}
-
-
-def validate(value, shape, losses, path="$"):
-    """Raise AssertionError at the first place ``value`` departs from ``shape``."""
-    if shape == "per-loss":  # an object keyed by exactly the compared losses
-        assert isinstance(value, dict), path
-        if path.endswith(".expect"):
-            assert set(value) <= set(losses), path
-            for k, v in value.items():
-                validate(v, {"nonfinite": bool, "by_step": OPT_INT}, losses, f"{path}.{k}")
-        else:
-            assert list(value) == losses, path
-            for k, v in value.items():
-                validate(v, RUN if path.endswith(".runs") else OPT_INT, losses, f"{path}.{k}")
-    elif isinstance(shape, dict):
-        assert isinstance(value, dict), f"{path}: {value!r} is not an object"
-        extra = set(value) - set(shape) - (set(OPTIONAL) if path == "$" else set())
-        assert set(shape) <= set(value) and not extra, f"{path}: keys {sorted(value)} vs {sorted(shape)}"
-        for k, v in value.items():
-            validate(v, shape.get(k, OPTIONAL.get(k)), losses, f"{path}.{k}")
-    elif isinstance(shape, list):
-        assert isinstance(value, list), path
-        for i, v in enumerate(value):
-            validate(v, shape[0], losses, f"{path}[{i}]")
-    elif isinstance(shape, tuple):
-        errors = []
-        for option in shape:
-            try:
-                return validate(value, option, losses, path)
-            except AssertionError as exc:
-                errors.append(str(exc))
-        raise AssertionError(f"{path}: {errors}")
-    elif shape is None:
-        assert value is None, path
-    elif shape == NUM:
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("NaN", "Infinity", "-Infinity")
-        assert ok, f"{path}: {value!r} is not a number"
-    elif shape == OPT_INT:
-        assert value is None or (isinstance(value, int) and not isinstance(value, bool)), f"{path}: {value!r}"
-    elif shape == OPT_STR:
-        assert value is None or isinstance(value, str), path
-    elif shape is int:
-        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not an int"
-    else:
-        assert isinstance(value, shape), f"{path}: {value!r} is not {shape.__name__}"
-
 
 # --- the default comparison on the real data, run once ---------------------------------------------
 
@@ -291,13 +176,12 @@ def test_conclusion_of_the_real_default_run_names_every_failure(default):
 @pytest.mark.slow
 def test_document_matches_the_documented_shape(default):
     _, doc = default
-    doc = json.loads(json.dumps(jsonable({**doc, "data": {**doc["data"], "dir": "d", "verified": True}}),
-                                allow_nan=False))
-    validate(doc, DOCUMENT, doc["settings"]["losses"])
+    doc = compare_document(json.dumps(jsonable({**doc, "data": {**doc["data"], "dir": "d", "verified": True}}),
+                                      allow_nan=False))
     broken = json.loads(json.dumps(doc))
     del broken["scenarios"][0]["runs"]["naive"]["nan"]["steps_nan_loss"]
     with pytest.raises(AssertionError):  # the validator does catch a missing key
-        validate(broken, DOCUMENT, doc["settings"]["losses"])
+        compare_document(json.dumps(broken))
 
 
 @pytest.mark.slow
@@ -333,7 +217,7 @@ def test_close_sweep_values_get_distinct_labels():
 
 def test_cli_close_sweep_values_keep_their_own_rows_and_files(cli, tmp_path):
     out = tmp_path / "mo"
-    r = cli("--lr", "0.1,0.1000001", "--steps", "5", "--train-limit", "500", "--metrics-out", str(out))
+    r = cli("compare", "--lr", "0.1,0.1000001", "--steps", "5", "--train-limit", "500", "--metrics-out", str(out))
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == [
         "lr=0.1000001_x1_float32-fused.jsonl", "lr=0.1000001_x1_float32-naive.jsonl",
@@ -363,19 +247,9 @@ def test_sparkline():
 # --- the command line --------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def cli(mnist_data_dir):
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, ["compare", *args, "--data-dir", str(mnist_data_dir), "--offline", "--quiet"])
-
-    return invoke
-
-
 def test_cli_smoke_passes_prints_every_section_and_writes_curves(cli, tmp_path):
     out = tmp_path / "curves"
-    r = cli("--smoke", "--metrics-out", str(out), "--log-every", "10")
+    r = cli("compare", "--smoke", "--metrics-out", str(out), "--log-every", "10")
     assert r.exit_code == 0, r.output
     for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:", "Expectations: 26 of 26",
                    "= 0 * -inf = NaN", f"Wrote per-run curves: {out}"):
@@ -393,17 +267,16 @@ def test_cli_smoke_passes_prints_every_section_and_writes_curves(cli, tmp_path):
 
 
 def test_cli_smoke_json_validates(cli):
-    r = cli("--smoke", "--json")
+    r = cli("compare", "--smoke", "--json")
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
-    validate(doc, DOCUMENT, ["naive", "fused"])
+    doc = compare_document(r.output, ["naive", "fused"])
     assert doc["ok"] and doc["settings"]["train_limit"] == 2000 and doc["data"]["verified"] is True
 
 
 def test_cli_smoke_exits_4_when_an_expectation_fails(cli, monkeypatch):
     wrong = tuple(dataclasses.replace(s, naive="fails", by_step=3) if s.name == "tutorial" else s for s in SCENARIOS)
     monkeypatch.setattr(compare_mod, "SCENARIOS", wrong)
-    r = cli("--smoke", "--losses", "naive")
+    r = cli("compare", "--smoke", "--losses", "naive")
     assert r.exit_code == 4, r.output
     assert "FAILED tutorial / naive: expected non-finite by step 3, observed finite at every step" in r.output
 
@@ -411,9 +284,9 @@ def test_cli_smoke_exits_4_when_an_expectation_fails(cli, monkeypatch):
 @pytest.mark.parametrize("args", [["--smoke", "--losses", "clipped"], ["--check", "--lr", "2", "--losses", "naive"],
                                   ["--check", "--smoke", "--losses", "clipped,naive", "--dtype", "float64,float32",
                                    "--lr", "0.7"]])
-def test_cli_check_that_checks_nothing_exits_4_before_any_run(args, tmp_path):
+def test_cli_check_that_checks_nothing_exits_4_before_any_run(cli, args, tmp_path):
     # this data dir does not exist and --offline forbids fetching: touching the data would exit 1
-    r = CliRunner().invoke(main, ["compare", *args, "--data-dir", str(tmp_path / "none"), "--offline", "--quiet"])
+    r = cli("compare", *args, data_dir=tmp_path / "none")
     assert r.exit_code == 4, r.output
     flag = "--smoke" if "--smoke" in args else "--check"
     losses = args[args.index("--losses") + 1]
@@ -434,10 +307,10 @@ def test_planned_checks_match_the_document(mnist):
 
 
 def test_cli_sweep_with_three_losses(cli):
-    r = cli("--losses", "naive,fused,clipped", "--lr", "0.5,5", "--steps", "30", "--train-limit", "1000", "--json")
+    r = cli("compare", "--losses", "naive,fused,clipped", "--lr", "0.5,5", "--steps", "30", "--train-limit", "1000",
+            "--json")
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
-    validate(doc, DOCUMENT, ["naive", "fused", "clipped"])
+    doc = compare_document(r.output, ["naive", "fused", "clipped"])
     assert [s["label"] for s in doc["scenarios"]] == ["tutorial", "lr-5"]
     assert doc["stability_map"]["axes"] == ["lr"]
     lr5 = doc["scenarios"][1]["runs"]
@@ -448,7 +321,7 @@ def test_cli_sweep_with_three_losses(cli):
 def test_cli_plot_writes_a_png_of_sane_size(cli, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "cmp.png"
-    r = cli("--lr", "0.5,5", "--input-scale", "1,255", "--steps", "50", "--train-limit", "1000", "--plot", str(path))
+    r = cli("compare", "--lr", "0.5,5", "--input-scale", "1,255", "--steps", "50", "--train-limit", "1000", "--plot", path)
     assert r.exit_code == 0, r.output
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -458,12 +331,11 @@ def test_cli_plot_writes_a_png_of_sane_size(cli, tmp_path):
     assert f"Wrote plot: {path}" in r.output
 
 
-def test_cli_plot_without_matplotlib_gives_the_install_hint(tmp_path, monkeypatch):
+def test_cli_plot_without_matplotlib_gives_the_install_hint(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     # the hint must come before any data is touched: this data dir does not exist
-    r = CliRunner().invoke(main, ["compare", "--plot", str(tmp_path / "x.png"), "--data-dir",
-                                  str(tmp_path / "none"), "--offline", "--quiet"])
+    r = cli("compare", "--plot", tmp_path / "x.png", data_dir=tmp_path / "none")
     assert r.exit_code == 1
     assert "pip install 'mnist-softmax[plot]'" in r.output
     assert not (tmp_path / "x.png").exists()
@@ -475,15 +347,14 @@ def test_cli_plot_without_matplotlib_gives_the_install_hint(tmp_path, monkeypatc
     ("--metrics-out", "file/curves", None),
     ("--metrics-out", "curves", "it is a directory"),
 ])
-def test_cli_unwritable_outputs_fail_before_any_data_or_run(option, target, reason, tmp_path):
+def test_cli_unwritable_outputs_fail_before_any_data_or_run(cli, option, target, reason, tmp_path):
     if option == "--plot":
         pytest.importorskip("matplotlib")
     (tmp_path / "file").write_text("a regular file")  # tests run as root: a path below a file is what fails
     (tmp_path / "curves" / "tutorial-naive.jsonl").mkdir(parents=True)  # a directory where a run's file goes
     path = tmp_path / target
     # this data dir does not exist and --offline forbids fetching: touching the data would be another error
-    r = CliRunner().invoke(main, ["compare", "--smoke", option, str(path), "--data-dir", str(tmp_path / "none"),
-                                  "--offline", "--quiet"])
+    r = cli("compare", "--smoke", option, path, data_dir=tmp_path / "none")
     assert r.exit_code == 1, r.output
     if option == "--plot":
         want = f"Error: cannot write {path}: {reason}; choose a writable --plot path\n"
@@ -502,8 +373,8 @@ def test_probe_outputs_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("args", [["--lr", "0,5"], ["--lr", "a"], ["--losses", "naive,hinge"], ["--dtype", "float8"],
                                   ["--seeds", "-1"], ["--input-scale", "1,1"], ["--steps", "0"]])
-def test_cli_bad_flags_exit_2(args, tmp_path):
-    r = CliRunner().invoke(main, ["compare", *args, "--data-dir", str(tmp_path), "--offline", "--quiet"])
+def test_cli_bad_flags_exit_2(cli, args, tmp_path):
+    r = cli("compare", *args, data_dir=tmp_path)
     assert r.exit_code == 2, r.output
 
 
@@ -518,17 +389,17 @@ def test_matplotlib_and_tqdm_are_imported_lazily():
 
 @pytest.mark.parametrize("spec, values", [("0.1:10:log3", (0.1, 1.0, 10.0)), ("1:2:3", (1.0, 1.5, 2.0)),
                                           ("0.5,1:255:log3", (0.5, 1.0, 15.97, 255.0))])
-def test_cli_ranges_expand(spec, values, monkeypatch):
+def test_cli_ranges_expand(cli, spec, values, monkeypatch):
     seen = {}
     monkeypatch.setattr(compare_mod, "compare_config", lambda **kw: seen.update(kw) or (_ for _ in ()).throw(SystemExit(0)))
-    CliRunner().invoke(main, ["compare", "--lr", spec, "--offline", "--quiet"])
+    cli("compare", "--lr", spec, data_dir=None)
     assert seen["lrs"] == values
 
 
 @pytest.mark.parametrize("spec, words", [("0.1:10:log0", "N >= 2"), ("0.1:10", "not a range"), ("0:10:3", "positive"),
                                          ("1:1:2", "twice"), ("1:2:x", "whole number")])
-def test_cli_bad_ranges_exit_2_naming_the_fix(spec, words, tmp_path):
-    r = CliRunner().invoke(main, ["compare", "--input-scale", spec, "--data-dir", str(tmp_path), "--offline", "--quiet"])
+def test_cli_bad_ranges_exit_2_naming_the_fix(cli, spec, words, tmp_path):
+    r = cli("compare", "--input-scale", spec, data_dir=tmp_path)
     assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
 
 

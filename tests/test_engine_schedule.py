@@ -10,7 +10,7 @@ from mnist_cli.engine import batch_order, rngs, train
 from mnist_cli.losses import healthy_gap, softmax, underflow_limit
 from mnist_cli.rounding import DTYPES
 from mnist_cli.scoring import score
-from mnist_cli.settings import MAX_STEPS, PRESETS, TrainConfig
+from mnist_cli.settings import MAX_STEPS, TrainConfig
 
 
 def run(mnist, **kw):
@@ -168,7 +168,3 @@ def test_too_many_steps_from_epochs_are_refused_before_allocating():
         train(images, labels, config)
     train(images, labels, TrainConfig(epochs=1, steps=None))  # 10 steps: fine
 
-
-def test_presets_are_valid_configs():
-    for overrides in PRESETS.values():
-        TrainConfig(**overrides).validate()

@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from mnist_cli.cli import main
 from mnist_cli.data.directory import DATA_DIR_ENV
 
 pytestmark = pytest.mark.usefixtures("download_env")
@@ -26,32 +24,30 @@ def temp_files(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.name.endswith(".part")]
 
 
-def test_full_data_dir_is_one_line_naming_it_and_leaves_no_temp_file(tmp_path, tiny_mnist, full_disk):
+def test_full_data_dir_is_one_line_naming_it_and_leaves_no_temp_file(cli, tmp_path, tiny_mnist, full_disk):
     mirror = tiny_mnist.write(tmp_path / "mirror")
     data_dir = tmp_path / "data"
     full_disk("train-images-idx3-ubyte.gz")
-    result = CliRunner().invoke(main, ["download", "--quiet", "--data-dir", str(data_dir), "--mirror", str(mirror)])
+    result = cli("download", "--mirror", mirror, data_dir=data_dir, offline=False)
     assert result.exit_code == 1
     assert result.output == (f"Error: Cannot write to the data directory {data_dir} (No space left on device "
                              f"(free some space)); choose another with --data-dir or {DATA_DIR_ENV}.\n")
     assert temp_files(tmp_path) == []
 
 
-def test_full_disk_for_the_stamps_costs_only_their_speed(tmp_path, tiny_mnist, full_disk):
+def test_full_disk_for_the_stamps_costs_only_their_speed(cli, tmp_path, tiny_mnist, full_disk):
     mirror = tiny_mnist.write(tmp_path / "mirror")
     full_disk("stamps.json")
-    result = CliRunner().invoke(main, ["download", "--quiet", "--data-dir", str(tmp_path / "data"),
-                                       "--mirror", str(mirror)])
+    result = cli("download", "--mirror", mirror, data_dir=tmp_path / "data", offline=False)
     assert result.exit_code == 0 and "4 downloaded" in result.output, result.output
     assert temp_files(tmp_path) == []
 
 
-def test_train_prints_its_report_when_only_save_failed(tmp_path, tiny_mnist, full_disk):
+def test_train_prints_its_report_when_only_save_failed(cli, tmp_path, tiny_mnist, full_disk):
     data_dir = tiny_mnist.write(tmp_path / "data")
     model = tmp_path / "model.npz"
     full_disk("model.npz")
-    result = CliRunner().invoke(main, ["train", "--steps", "3", "--batch-size", "5", "--save", str(model),
-                                       "--data-dir", str(data_dir), "--offline", "--quiet"])
+    result = cli("train", "--steps", "3", "--batch-size", "5", "--save", model, data_dir=data_dir)
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert lines[0].startswith("loss=fused") and any(line.startswith("  test accuracy") for line in lines)
@@ -60,13 +56,12 @@ def test_train_prints_its_report_when_only_save_failed(tmp_path, tiny_mnist, ful
     assert not model.exists() and temp_files(tmp_path) == []
 
 
-def test_compare_prints_its_report_when_only_plot_failed(tmp_path, tiny_mnist, full_disk):
+def test_compare_prints_its_report_when_only_plot_failed(cli, tmp_path, tiny_mnist, full_disk):
     data_dir = tiny_mnist.write(tmp_path / "data")
     plot = tmp_path / "map.png"
     full_disk("map.png")
-    result = CliRunner().invoke(main, ["compare", "--losses", "fused", "--lr", "0.5", "--steps", "2",
-                                       "--batch-size", "5", "--plot", str(plot),
-                                       "--data-dir", str(data_dir), "--offline", "--quiet"])
+    result = cli("compare", "--losses", "fused", "--lr", "0.5", "--steps", "2", "--batch-size", "5", "--plot", plot,
+                 data_dir=data_dir)
     assert result.exit_code == 1
     assert "Conclusion:" in result.output and "1 run: training " in result.output  # the whole report, then the error
     assert result.output.splitlines()[-1] == (f"Error: cannot write {plot}: No space left on device (free some "
