@@ -158,7 +158,7 @@ class Run:
     cell: Cell
     loss: str
     result: TrainResult
-    evaluation: dict  # mnist_cli.evaluate.evaluate_model on the test set
+    evaluation: dict  # mnist_cli.scoring.evaluate_model on the test set
     explanation: dict | None  # mnist_cli.forensics.explain of the first non-finite step
     records: list[dict] = field(default_factory=list)  # per-step records, every config.log_every steps
 

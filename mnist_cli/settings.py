@@ -10,7 +10,7 @@
 
 The CLI builds its choices and ``[default: ...]`` texts from these tables (so ``--help`` never
 imports NumPy), and the library validates against them. The tables the numerics own
-(:data:`mnist_cli.losses.LOSSES`, :data:`mnist_cli.model.DTYPES`, :data:`mnist_cli.model.INITS`) must
+(:data:`mnist_cli.losses.LOSSES`, :data:`mnist_cli.rounding.DTYPES`, :data:`mnist_cli.model.INITS`) must
 name exactly what is listed here; ``tests/test_settings.py`` ties them together.
 
 Validation raises :class:`mnist_cli.errors.SettingsError`, which names the setting (``lr``, not
@@ -26,9 +26,9 @@ from mnist_cli.errors import SettingsError
 
 #: The losses, in the order the CLI lists them (keys of mnist_cli.losses.LOSSES).
 LOSS_NAMES = ("fused", "naive", "clipped")
-#: The dtypes a run can use (keys of mnist_cli.model.DTYPES); the half formats through mnist_cli.engine.half.
+#: The dtypes a run can use (keys of mnist_cli.rounding.DTYPES); the half formats through mnist_cli.engine.half.
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
-#: float16 and bfloat16 (mnist_cli.rounding.LOW_PRECISION): the dtypes ``precision`` applies to.
+#: float16 and bfloat16 (mnist_cli.rounding.is_half): the dtypes ``precision`` applies to.
 HALF_NAMES = ("float16", "bfloat16")
 #: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
 #: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).

@@ -119,7 +119,7 @@ def fast_engine(images, labels, model, config, loss: Loss, acct, kernel_name=Non
 
 class FastSGD:
     """What both fast modes share: the layout ``Va = [s * W.T | b / kappa]`` (r, d + 1), the step
-    factors, the reference step and the update. An engine of :class:`mnist_cli.engine.Engine`'s
+    factors, the reference step and the update. An engine of :class:`mnist_cli.engine.base.Engine`'s
     protocol; use :func:`fast_engine` to get the mode that fits the batch."""
 
     def __init__(self, images, labels, model, config, loss: Loss, acct, kernel_name=None):

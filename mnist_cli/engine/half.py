@@ -101,7 +101,7 @@ def _finite(a: np.ndarray) -> bool:
 
 
 class LowPrecisionSGD(BatchesTaken):
-    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.engine.Engine`), pure or mixed.
+    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.engine.base.Engine`), pure or mixed.
 
     The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
     master weights (mixed). See the module docstring for every rounding. Like every engine it runs inside

@@ -146,8 +146,8 @@ def _grid_cells(m: dict, row_axes: list[str], col_axis: str) -> tuple[dict, list
 
 
 def map_grid(m: dict) -> dict:
-    """Lay a :func:`mnist_cli.compare.stability_map` out as a 2-D table: one varying axis across (seed first, then input
-    scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
+    """Lay a :func:`mnist_cli.compare_document.stability_map` out as a 2-D table: one varying axis across (seed
+    first, then input scale, lr, dtype), the others down. ``steps[loss][row][col]`` is the first non-finite step
     (None = never); ``ran[row][col]`` is False for a combination the grid did not contain, and a row
     with no cell at all is left out."""
     col_axis = next((a for a in ("seed", "input_scale", "lr", "dtype") if a in m["axes"]), "input_scale")
