@@ -28,6 +28,7 @@ from mnist_cli.options import (
     seed_number,
     sweep,
     threads_option,
+    workers_option,
 )
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
 from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
@@ -347,12 +348,13 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
               "summary only).")
 @click.option("--format", "table_format", type=click.Choice(["text", "markdown", "csv"]), default="text",
               show_default=True, help="markdown or csv: print only the per-run table, every run, in that format.")
+@workers_option
 @threads_option
 @data_options
 @output_options
 def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
-            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir,
-            mirrors, offline, as_json, quiet):
+            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, workers, threads,
+            data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -379,13 +381,14 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
       mnist-softmax compare --scenarios tutorial,f16,f16-mixed
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
+      mnist-softmax compare --lr 0.1:10:log5 --seeds 0,1,2 --workers auto   # the seeds' stacks on every core
     """
     from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
                             log_every=log_every if metrics_out else 0, threads=threads, precisions=precisions,
-                            loss_scale=loss_scale, scenarios=scenarios)
+                            loss_scale=loss_scale, scenarios=scenarios, workers=workers)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "

@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.compare_document import to_document
+from mnist_cli.compare_workers import run_groups, train_groups, worker_count
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
 from mnist_cli.report.text import number_text
+from mnist_cli.rounding import is_half
 from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
-from mnist_cli.settings import HALF_NAMES, TUTORIAL, TrainConfig
+from mnist_cli.settings import HALF_NAMES, MAX_WORKERS, TUTORIAL, TrainConfig
 
 #: How compare trains its runs: stacked (the default, :mod:`mnist_cli.engine.stacked`) or one by one with
 #: :func:`mnist_cli.engine.train` (the reference the stack is measured against in ``scripts/bench.py``).
@@ -59,6 +61,7 @@ class CompareConfig:
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
+    workers: int | str = 1  # processes the groups of runs are dealt out to, or "auto" (never changes a number)
     engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
 
     @property
@@ -122,6 +125,8 @@ class CompareConfig:
         if self.engine not in ENGINES:
             raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         self._check_grid()
+        if self.workers != "auto" and not (isinstance(self.workers, int) and 1 <= self.workers <= MAX_WORKERS):
+            raise SettingsError("workers", f"give a number of workers from 1 to {MAX_WORKERS} or auto, got {self.workers!r}")
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
         for cell in self.cells():
@@ -131,13 +136,14 @@ class CompareConfig:
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
                    steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
-                   loss_scale=None, scenarios=None) -> CompareConfig:
+                   loss_scale=None, scenarios=None, workers=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
-                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios)
+                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios,
+                 workers=workers)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
@@ -185,80 +191,50 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
         raise SettingsError(("batch_size", "train_limit"),
                             f"batch size {config.batch_size} is larger than the {n_train} training examples")
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
+    groups = run_groups(config, jobs)
+    workers = worker_count(config.workers, len(groups))
     t0 = time.perf_counter()
-    train_one = _train_stacked if config.engine == "stack" else _train_alone
     finished: list[str] = []
 
-    def track(done: int, total: int, label: str) -> None:
-        finished.append(label)
-        if on_run is not None:
-            on_run(done, total, label)
+    def on_group(positions: list[int]) -> None:
+        for pos in positions:
+            finished.append(f"{jobs[pos][0].label} / {jobs[pos][1]}")
+            if on_run is not None:
+                on_run(len(finished), len(jobs), finished[-1])
 
+    arrays = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images,
+              "test_labels": test_labels}
     try:
-        runs = train_one(train_images, train_labels, test_images, test_labels, config, jobs, track)
+        runs = train_groups(arrays, config, jobs, groups, workers, train_group, on_group)
     except KeyboardInterrupt as exc:  # Ctrl-C: say which runs had finished (the CLI prints it)
         exc.done = {"command": "compare", "finished": finished, "runs": len(jobs)}
         raise
     return CompareResult(config, runs, n_train, len(test_labels), time.perf_counter() - t0)
 
 
-def _train_alone(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
-    """Every run by :func:`mnist_cli.engine.train`, one after the other."""
-    runs = []
-    for done, (cell, loss) in enumerate(jobs, start=1):
-        tc = config.train_config(cell, loss)
-        records: list[dict] = []
-        result = train(train_images, train_labels, tc, on_log=lambda step, rec, records=records: records.append(rec),
-                       log_every=config.log_every)
-        evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
-        explanation = explain_result(result, tc.dtype, loss)
-        runs.append(Run(cell, loss, result, evaluation, explanation, records))
-        if on_run is not None:
-            on_run(done, len(jobs), f"{cell.label} / {loss}")
-    return runs
+def train_group(train_images, train_labels, test_images, test_labels, config, jobs) -> list[Run]:
+    """One group of :func:`mnist_cli.compare_workers.run_groups` (a stack, or one run), trained and evaluated."""
+    if len(jobs) > 1 or (config.engine == "stack" and not is_half(jobs[0][0].dtype)):
+        return _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs)
+    return [_train_alone(train_images, train_labels, test_images, test_labels, config, *jobs[0])]
 
 
-def _train_stacked(train_images, train_labels, test_images, test_labels, config, jobs, on_run) -> list[Run]:
-    """Every float32/float64 run by :func:`mnist_cli.engine.stacked.train_stack` (runs sharing a seed and dtype as
-    one), then evaluated together (:func:`mnist_cli.scoring.evaluate_stack`); the half-precision runs, which
-    the stack does not implement, one by one (:func:`_train_alone`). Runs come back in the order of ``jobs``."""
-
-    half = [i for i, (cell, _) in enumerate(jobs) if cell.dtype in HALF_NAMES]
-    full = [i for i, (cell, _) in enumerate(jobs) if cell.dtype not in HALF_NAMES]
-    out: list[Run | None] = [None] * len(jobs)
-    if full:
-        stacked = _stack_runs(train_images, train_labels, test_images, test_labels, config, [jobs[i] for i in full],
-                              on_run, len(jobs))
-        for i, run in zip(full, stacked):
-            out[i] = run
-    if half:
-        done = len(full)
-
-        def on_alone(n, total, label):
-            if on_run is not None:
-                on_run(done + n, len(jobs), label)
-
-        for i, run in zip(half, _train_alone(train_images, train_labels, test_images, test_labels, config,
-                                             [jobs[i] for i in half], on_alone)):
-            out[i] = run
-    return out
+def _train_alone(train_images, train_labels, test_images, test_labels, config, cell, loss) -> Run:
+    """One run by :func:`mnist_cli.engine.train` (the half engine's, or ``engine="alone"``)."""
+    tc = config.train_config(cell, loss)
+    records: list[dict] = []
+    result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec), log_every=config.log_every)
+    evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
+    return Run(cell, loss, result, evaluation, explain_result(result, tc.dtype, loss), records)
 
 
-def _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs, on_run, total) -> list[Run]:
-    """:func:`_train_stacked`'s stacked part: ``jobs`` trained by :func:`mnist_cli.engine.stacked.train_stack`."""
+def _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs) -> list[Run]:
+    """A stack's ``jobs`` trained by :func:`mnist_cli.engine.stacked.train_stack`, evaluated together
+    (:func:`mnist_cli.scoring.evaluate_stack`)."""
     from mnist_cli.engine.stacked import log_records, train_stack
 
     configs = [config.train_config(cell, loss) for cell, loss in jobs]
-    done = 0
-
-    def on_stack(positions):
-        nonlocal done
-        for pos in positions:
-            done += 1
-            if on_run is not None:
-                on_run(done, total, f"{jobs[pos][0].label} / {jobs[pos][1]}")
-
-    results = train_stack(train_images, train_labels, configs, on_stack=on_stack)
+    results = train_stack(train_images, train_labels, configs)
     evaluations = evaluate_stack([r.model for r in results], [c.input_scale for c in configs], test_images, test_labels)
     runs = []
     for (cell, loss), result, evaluation in zip(jobs, results, evaluations):

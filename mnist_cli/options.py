@@ -6,7 +6,7 @@ import math
 
 import click
 
-from mnist_cli.settings import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV
+from mnist_cli.settings import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV, WORKERS_ENV
 
 
 def _compose(*decorators):
@@ -100,6 +100,38 @@ def threads_option(f):
         help="Threads for large batches (--full-batch) and evaluation. Results are bit-identical for any "
         "value; BLAS always runs single-threaded (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS change nothing). "
         "The default is fastest on a busy machine; more helps only full batches on idle cores.",
+    )(f)
+
+
+class Workers(click.ParamType):
+    """A number of worker processes from 1 to ``MAX_WORKERS``, or ``auto``."""
+
+    name = "workers"
+
+    def convert(self, value, param, ctx):
+        from mnist_cli.settings import MAX_WORKERS
+
+        text = str(value).strip().lower()
+        if text == "auto":
+            return text
+        if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+            self.fail(f"{value!r} is not auto or a number of workers from 1 to {MAX_WORKERS}.", param, ctx)
+        return int(text)
+
+
+def workers_option(f):
+    """``--workers N|auto`` (``MNIST_SOFTMAX_WORKERS``): processes compare deals its groups of runs out to."""
+    return click.option(
+        "--workers",
+        type=Workers(),
+        envvar=WORKERS_ENV,
+        show_envvar=True,
+        default="1",
+        show_default=True,
+        help="Worker processes for the independent groups of runs (a stack of runs sharing a seed and dtype, or one "
+        "half-precision run); auto = the CPUs this process may use, at most one per group. Every number is "
+        "bit-identical for any value. Each worker starts a Python of its own (~0.5 s), so 1 is the default: "
+        "more pays off for sweeps of several seeds or dtypes.",
     )(f)
 
 

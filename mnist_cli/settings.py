@@ -45,6 +45,9 @@ DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308
 #: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
 #: their per-step losses 80 MB; far more would only fail to allocate them.
 MAX_STEPS = 10_000_000
+#: More worker processes than this are refused (``compare --workers``): each holds a Python interpreter and
+#: its runs' parameters, and no machine here has more cores.
+MAX_WORKERS = 64
 #: More of the tool's own threads than this are refused: beyond the machine's cores they only add waiting.
 MAX_THREADS = 64
 #: The default number of the tool's own threads. Measured on a 2-core machine (scripts/bench.py
@@ -59,6 +62,7 @@ DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
 MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 THREADS_ENV = "MNIST_SOFTMAX_THREADS"
+WORKERS_ENV = "MNIST_SOFTMAX_WORKERS"
 LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
 
 

@@ -41,13 +41,17 @@ def test_ctrl_c_in_train_says_how_far_it_got(cli, monkeypatch):
 
 
 def test_ctrl_c_in_compare_names_the_finished_runs(cli, monkeypatch):
-    import mnist_cli.engine.stacked as stack_mod
+    import mnist_cli.compare as compare_mod
 
-    def train_stack(images, labels, configs, *, on_stack=None):
-        on_stack([0])  # one run done, then the user presses Ctrl-C
-        raise KeyboardInterrupt
+    real, calls = compare_mod.train_group, []
 
-    monkeypatch.setattr(stack_mod, "train_stack", train_stack)
+    def train_group(*args):
+        calls.append(1)
+        if len(calls) > 1:  # the first group done, then the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(compare_mod, "train_group", train_group)
     r = cli("compare", "--smoke")
     assert r.exit_code == 130 and "Interrupted." in r.stderr
-    assert "Done before the interrupt: 1 of " in r.stderr and "tutorial / " in r.stderr
+    assert "Done before the interrupt: 8 of 26 runs" in r.stderr and "tutorial / " in r.stderr  # the first stack

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -365,12 +364,10 @@ def stack_key(config: TrainConfig) -> tuple:
             config.init_std)
 
 
-def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: list[TrainConfig], *,
-                on_stack: Callable[[list[int]], None] | None = None) -> list[TrainResult]:
+def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: list[TrainConfig]) -> list[TrainResult]:
     """Train every config of ``configs``, stacked (see the module docstring); results in their order.
 
-    Configs are grouped into stacks by :func:`stack_key`; ``on_stack(positions)`` is called as each
-    stack finishes, with the positions in ``configs`` of its runs. A run's ``seconds`` is its share of
+    Configs are grouped into stacks by :func:`stack_key`. A run's ``seconds`` is its share of
     its stack's time; ``extras["accounting"]`` is its :class:`Accounting` (for :func:`log_records`);
     ``extras["stack"]`` is the number of runs it was trained with.
     """
@@ -401,6 +398,4 @@ def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: lis
             results[pos] = build_result(run.config, W, bt[:, 0].copy(), run.acct, run.losses, share, digest,
                                         stack.init_digest, engine="stack",
                                         extras={"accounting": run.acct, "stack": len(group)})
-        if on_stack is not None:
-            on_stack(positions)
     return results

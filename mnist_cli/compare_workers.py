@@ -1,0 +1,164 @@
+"""``compare``'s independent groups of runs, trained in this process or in worker processes, bit-identically.
+
+    groups = run_groups(config, jobs)         # [[positions of one stack], [one half-precision run], ...]
+    runs = train_groups(data, config, jobs, groups, workers=2)
+
+A *group* is what is trained as one computation: the float32/float64 runs sharing a stack
+(:func:`mnist_cli.engine.stacked.stack_key`: seed, dtype, batches), or one half-precision run (the
+half engine trains runs one by one), or, with ``engine="alone"``, any single run. A group's runs depend
+on nothing outside it (each run's numbers are bit-identical whatever else shares its process, see
+:mod:`mnist_cli.engine.stacked`), so the groups can be dealt out to worker processes: every accuracy,
+per-step loss, NaN count, digest and saved array is the same for any number of workers.
+
+Workers are started with ``spawn`` (a fresh interpreter: no copied locks or BLAS thread pools), run BLAS
+on one thread as every run does, and read the decoded dataset from shared memory that the parent fills
+once (:class:`SharedArrays`), not from copies of their own. Ctrl-C and SIGTERM stop every worker; a
+worker that dies (killed, out of memory) is a one-line :class:`WorkerError` naming its group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from multiprocessing import get_context, shared_memory
+
+import numpy as np
+
+from mnist_cli.errors import MnistError
+from mnist_cli.rounding import is_half
+
+__all__ = ["WorkerError", "SharedArrays", "run_groups", "group_label", "worker_count", "train_groups"]
+
+
+class WorkerError(MnistError):
+    """A worker process died before its group of runs finished."""
+
+    settings = ("workers",)
+
+
+def run_groups(config, jobs: list[tuple]) -> list[list[int]]:
+    """The positions in ``jobs`` ((cell, loss) pairs) of each group, in the order their first run appears."""
+    from mnist_cli.engine.stacked import stack_key
+
+    groups: dict[tuple, list[int]] = {}
+    for pos, (cell, loss) in enumerate(jobs):
+        tc = config.train_config(cell, loss)
+        alone = config.engine == "alone" or is_half(tc.dtype)
+        groups.setdefault(("run", pos) if alone else ("stack", *stack_key(tc)), []).append(pos)
+    return list(groups.values())
+
+
+def group_label(jobs: list[tuple], positions: list[int]) -> str:
+    """What a group is called in messages: its one run, or its first run and how many it holds."""
+    cell, loss = jobs[positions[0]]
+    first = f"{cell.label} / {loss}"
+    return first if len(positions) == 1 else f"the stack of {first} and {len(positions) - 1} more runs"
+
+
+def worker_count(workers, groups: int) -> int:
+    """``workers`` (a number, or ``"auto"``: the CPUs this process may use) capped by the number of groups."""
+    n = len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
+    return max(1, min(n, groups))
+
+
+class SharedArrays:
+    """Named arrays copied once into shared memory, which worker processes map without copying (:meth:`attach`)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.blocks, self.specs = [], {}
+        try:
+            for name, a in arrays.items():
+                shm = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
+                self.blocks.append(shm)
+                np.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
+                self.specs[name] = (shm.name, a.shape, a.dtype.str)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def attach(specs: dict) -> tuple[dict[str, np.ndarray], list]:
+        """The arrays of ``specs`` (:attr:`specs` of the parent's instance), and the blocks to keep open."""
+        arrays, blocks = {}, []
+        for name, (shm_name, shape, dtype) in specs.items():
+            shm = shared_memory.SharedMemory(name=shm_name)
+            blocks.append(shm)
+            arrays[name] = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
+        return arrays, blocks
+
+    def close(self) -> None:
+        """Free the shared memory (the workers have stopped)."""
+        for shm in self.blocks:
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self.blocks = []
+
+
+_DATA: dict = {}  # a worker's view of the parent's arrays (set by _attach)
+
+
+def _attach(specs: dict) -> None:
+    """A worker's initializer: map the shared arrays (kept for the worker's life), ignore Ctrl-C (the parent
+    decides when workers stop)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    arrays, blocks = SharedArrays.attach(specs)
+    _DATA.update(arrays, _blocks=blocks)
+
+
+def _work(train_group: Callable, config, jobs: list[tuple]) -> list:
+    """In a worker: ``train_group`` (:func:`mnist_cli.compare.train_group`, pickled by name) on the shared arrays."""
+    d = _DATA
+    return train_group(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"], config, jobs)
+
+
+def train_groups(arrays: dict[str, np.ndarray], config, jobs: list[tuple], groups: list[list[int]], workers: int,
+                 train_group: Callable, on_group: Callable[[list[int]], None] | None = None) -> list:
+    """Every group's runs, in the order of ``jobs``: with ``workers == 1`` one group after the other here
+    (``train_group(*arrays, config, group_jobs)``), else in that many spawned workers reading ``arrays`` from
+    shared memory. ``on_group(positions)`` is called as each group finishes."""
+    out: list = [None] * len(jobs)
+
+    def done(positions: list[int], runs: list) -> None:
+        for pos, run in zip(positions, runs):
+            out[pos] = run
+        if on_group is not None:
+            on_group(positions)
+
+    if workers <= 1:
+        for positions in groups:
+            done(positions, train_group(*arrays.values(), config, [jobs[p] for p in positions]))
+        return out
+    _in_workers(arrays, config, jobs, groups, workers, train_group, done)
+    return out
+
+
+def _in_workers(arrays, config, jobs, groups, workers: int, train_group: Callable, done: Callable) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    shared = SharedArrays(arrays)
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_attach,
+                               initargs=(shared.specs,))
+    try:
+        pending = {pool.submit(_work, train_group, config, [jobs[p] for p in positions]): positions for positions in groups}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                positions = pending.pop(future)
+                try:
+                    runs = future.result()
+                except BrokenProcessPool:
+                    raise WorkerError(f"a worker process died while training {group_label(jobs, positions)} (killed, "
+                                      "or out of memory): run again with fewer {workers}") from None
+                done(positions, runs)
+    finally:  # done, failed, Ctrl-C or SIGTERM: no worker outlives this call
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        shared.close()
