@@ -158,10 +158,9 @@ def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
 
 
 def _layout(z: np.ndarray, y: np.ndarray) -> tuple:
-    """The reference layout's ``(shifted, t, Y)``: ``z - max(z)`` (n, k), the index of each row's target
-    (``shifted[t]`` is (n,)) and the one-hot labels (n, k)."""
-    n, k = z.shape
-    return z - np.amax(z, axis=1, keepdims=True), (np.arange(n), y), onehot(y, k, z.dtype)
+    """The reference layout's ``(shifted, t)``: ``z - max(z)`` (n, k) and the index of each row's target
+    (``shifted[t]`` is (n,))."""
+    return z - np.amax(z, axis=1, keepdims=True), (np.arange(z.shape[0]), y)
 
 
 def softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -189,14 +188,20 @@ def _examples(a: np.ndarray) -> int:
     return a.shape[-1] if a.ndim == 3 else a.shape[0]
 
 
-def _fused(shifted, t, Y, grad_scale: float = 1.0):
-    """:func:`fused` in either layout: ``(L, dL/dz, softmax(z))`` from ``shifted = z - max(z)``."""
+def _fused(shifted, t, Y=None, grad_scale: float = 1.0):
+    """:func:`fused` in either layout: ``(L, dL/dz, softmax(z))`` from ``shifted = z - max(z)``. Without the
+    one-hot ``Y`` the targets' 1 is taken away in place at ``t`` (the same values, no (n, k) array) and
+    ``softmax(z)`` is not kept (None)."""
     n = _examples(shifted)
     e = np.exp(shifted)  # in [0, 1]; some may underflow to 0, harmlessly
     s = class_sum(e)  # in [1, k]
     loss = batch_mean(np.log(s[:, 0]) - shifted[t])  # logsumexp(z) - z[y], m cancels
     p = e / s  # softmax(z)
-    grad = div_n(p - Y, n)  # (softmax(z) - onehot(y)) / n
+    if Y is None:
+        p[t] -= 1  # softmax(z) - onehot(y), in place
+        grad, p = div_n(p, n), None
+    else:
+        grad = div_n(p - Y, n)  # (softmax(z) - onehot(y)) / n
     if grad_scale != 1.0:
         grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
     return loss, grad, p
@@ -240,7 +245,7 @@ def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float,
     :class:`Loss`.
     """
     with np.errstate(**_QUIET):
-        loss, grad, _ = _fused(*_layout(z, y), grad_scale)
+        loss, grad, _ = _fused(*_layout(z, y), grad_scale=grad_scale)
     return float(loss), grad
 
 
