@@ -137,7 +137,7 @@ def results(session: Path) -> list[dict]:
     db = sqlite3.connect(session)
     rows = db.execute(
         "SELECT s.job_id, s.module_path, s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, "
-        "r.output, r.diff FROM mutation_specs s JOIN work_results r ON r.job_id = s.job_id").fetchall()
+        "r.output, r.diff FROM mutation_specs s LEFT JOIN work_results r ON r.job_id = s.job_id").fetchall()
     db.close()
     keys = ("job_id", "module", "operator", "line", "worker", "test", "output", "diff")
     return [dict(zip(keys, r, strict=True)) for r in rows]
@@ -156,7 +156,7 @@ def operator_name(op: str) -> str:
 def tally(name: str, scope: dict, equivalent: dict) -> tuple[dict, list[dict]]:
     rs = results(WORK / f"{name}.sqlite")
     generated = [r for r in rs if r["output"] != "outside the scope"]
-    run = [r for r in generated if r["worker"] != "SKIPPED"]
+    run = [r for r in generated if r["worker"] != "SKIPPED"]  # the sample (no result yet: pending)
     done = [r for r in run if r["test"] is not None]
     survivors = [r for r in done if r["test"] == "SURVIVED"]
     equiv = [r for r in survivors

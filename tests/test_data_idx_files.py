@@ -61,3 +61,58 @@ def test_a_file_with_an_unknown_type_code_is_a_format_error(tmp_path, reader):
     path.write_bytes(bytes([0, 0, 0x0A, 1]) + struct.pack(">I", 1) + b"\0")
     with pytest.raises(FormatError, match=r"unknown IDX data type code 0x0a \(known: 08, 09, 0b, 0c, 0d, 0e\)"):
         reader(path)
+
+
+def _header(code: int, *dims: int) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3])
+@pytest.mark.parametrize("reader", [read_idx, check_idx, read_header])
+def test_a_file_shorter_than_a_header_is_a_format_error(tmp_path, reader, size):
+    path = tmp_path / "short"
+    path.write_bytes(b"\0" * size)
+    with pytest.raises(FormatError) as info:
+        reader(path)
+    assert str(info.value) == f"{path}: {size} bytes is too short for an IDX header (4 bytes at least)."
+
+
+@pytest.mark.parametrize("reader", [read_idx, check_idx, read_header])
+def test_a_plain_file_truncated_or_with_trailing_bytes(tmp_path, reader):
+    path = tmp_path / "x"
+    path.write_bytes(_header(0x08, 2, 3) + b"\1" * 5)
+    with pytest.raises(FormatError, match=r"truncated: the header declares shape \(2, 3\) \(6 data bytes\) but 5 follow"):
+        reader(path)
+    path.write_bytes(_header(0x08, 2, 3) + b"\1" * 9)
+    with pytest.raises(FormatError, match=r"^" + str(path) + r": 3 (or more )?trailing bytes after the"):
+        reader(path)
+
+
+def test_check_idx_counts_the_trailing_bytes_of_a_gzip_file(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(_header(0x08, 2, 3) + b"\1" * 9))
+    with pytest.raises(FormatError) as info:
+        check_idx(path)
+    assert str(info.value) == f"{path}: 3 or more trailing bytes after the IDX data."
+
+
+def test_a_gzip_file_declaring_more_than_it_can_hold_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(_header(0x08, 1000, 1000, 1000) + b"\0" * 100))
+    size = path.stat().st_size
+    with pytest.raises(FormatError) as info:
+        read_header(path)
+    assert str(info.value) == (f"{path}: the IDX header declares shape (1000, 1000, 1000) ({16 + 10**9} bytes), more "
+                               f"than a {size}-byte gzip file can hold; the file is damaged or not an IDX file.")
+
+
+def test_the_default_cap_is_two_gib_of_content(tmp_path):
+    # header and data of 2**31 bytes pass the cap (the file is then merely truncated); one byte more does not
+    path = tmp_path / "x"
+    path.write_bytes(_header(0x08, 2**31 - 8) + b"\0" * 8)
+    with pytest.raises(FormatError, match="truncated"):
+        read_idx(path)
+    path.write_bytes(_header(0x08, 2**31 - 7) + b"\0" * 8)
+    with pytest.raises(FormatError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: the IDX header declares shape ({2**31 - 7},), more than {2**31} bytes."

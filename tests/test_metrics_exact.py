@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from mnist_cli.fileio import jsonable
-from mnist_cli.metrics import argmax_agreement, calibration, precision_recall_f1, top_confusions
+from mnist_cli.metrics import (
+    accuracy,
+    argmax_agreement,
+    calibration,
+    confusion_matrix,
+    per_class_accuracy,
+    precision_recall_f1,
+    top_confusions,
+)
 
 # C[true, pred]: class 1 is predicted once (and right), class 2 never (0/0 precision), class 3 has
 # precision + recall = 5/6 < 1 (its F1 must still be the harmonic mean).
@@ -107,3 +115,18 @@ def test_argmax_agreement_counts_nonfinite_logits_and_probabilities():
     z = np.array([[np.inf, 0.0, 0.0], [1.0, 2.0, 3.0]], np.float32)  # inf - inf = nan: the whole row
     r = argmax_agreement(z)
     assert (r["nonfinite_logits"], r["nonfinite_probs"], r["zero_probs"]) == (1, 3, 0)
+
+
+def test_accuracy_against_counts_and_of_nothing():
+    assert accuracy(np.array([1, 2, 3, 4]), np.array([1, 0, 3, 0])) == 0.5
+    assert accuracy(np.array([], np.int64), np.array([], np.int64)) == 0.0
+
+
+def test_confusion_matrix_is_ten_by_ten_by_default_whatever_the_labels_reach():
+    labels, predictions = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
+    want = np.zeros((10, 10), np.int64)
+    for i, j in [(0, 0), (0, 1), (1, 1), (2, 2), (2, 0), (2, 2)]:
+        want[i, j] += 1
+    np.testing.assert_array_equal(confusion_matrix(labels, predictions), want)
+    np.testing.assert_array_equal(confusion_matrix(labels, predictions, k=3), want[:3, :3])
+    np.testing.assert_array_equal(per_class_accuracy(want[:3, :3]), [0.5, 1.0, 2 / 3])
