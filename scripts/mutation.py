@@ -14,7 +14,8 @@ survivor is printed with its diff, as a test to write.
     python scripts/mutation.py --sample 5           # a smaller sample than the scopes' own
 
 The table's columns: generated (mutants cosmic-ray made in the scope), run (the sample, executed), killed,
-survived (not killed and not argued equivalent), equivalent (survivors on the list), and the kill rate
+survived (not killed and not argued equivalent), equivalent (survivors on the list, or inside an annotation,
+which ``from __future__ import annotations`` never evaluates: such mutants are not drawn), and the kill rate
 ``killed / (run - equivalent)``.
 """
 
@@ -37,6 +38,7 @@ SCOPES = ROOT / "tests" / "mutation" / "scopes.toml"
 EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.txt"
 WORK = ROOT / ".mutation"
 SEP = " || "
+ANNOTATION = "in an annotation"  # never evaluated (from __future__ import annotations): not drawn
 
 
 def load_scopes() -> dict:
@@ -81,6 +83,25 @@ def line_ranges(source: str, names: list[str]) -> list[tuple[int, int]]:
     return list(ranges.values())
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (start, end) positions of every annotation in ``source`` if it has ``from __future__ import
+    annotations`` (they are then never evaluated, so no mutant inside one can change anything), else none."""
+    tree = ast.parse(source)
+    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
+                 any(a.name == "annotations" for a in n.names) for n in tree.body)
+    if not future:
+        return []
+    nodes = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            nodes.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            nodes.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            nodes.append(node.annotation)
+    return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in nodes]
+
+
 def cosmic(*args, cwd: Path) -> None:
     exe = Path(sys.executable).with_name("cosmic-ray")
     subprocess.run([str(exe), *args], cwd=cwd, check=True)
@@ -115,18 +136,22 @@ def write_config(name: str, scope: dict, timeout: float) -> Path:
 
 def sample(session: Path, scope: dict, tree: Path, size: int, seed: int) -> None:
     """Mark as skipped every mutant outside the scope's definitions and all but ``size`` of the rest,
-    drawn with ``seed`` from the mutants in a stable order (position, operator, occurrence)."""
-    ranges = line_ranges((tree / scope["module"]).read_text(), scope["only"]) if "only" in scope else None
+    drawn with ``seed`` from the mutants in a stable order (position, operator, occurrence); mutants inside
+    annotations that are never evaluated are not drawn."""
+    source = (tree / scope["module"]).read_text()
+    ranges = line_ranges(source, scope["only"]) if "only" in scope else None
+    spans = annotation_spans(source)
     db = sqlite3.connect(session)
     rows = db.execute("SELECT job_id, operator_name, occurrence, start_pos_row, start_pos_col, end_pos_row "
                       "FROM mutation_specs").fetchall()
     inside = [r for r in rows if ranges is None or any(a <= r[3] and r[5] <= b for a, b in ranges)]
-    inside.sort(key=lambda r: (r[3], r[4], r[1], r[2]))
-    chosen = {r[0] for r in random.Random(seed).sample(inside, min(size, len(inside)))}
+    annotated = {r[0] for r in inside if any(a <= (r[3], r[4]) < b for a, b in spans)}
+    pool = sorted((r for r in inside if r[0] not in annotated), key=lambda r: (r[3], r[4], r[1], r[2]))
+    chosen = {r[0] for r in random.Random(seed).sample(pool, min(size, len(pool)))}
     inside_ids = {r[0] for r in inside}
     for job_id, *_ in rows:
         if job_id not in chosen:
-            why = "not sampled" if job_id in inside_ids else "outside the scope"
+            why = ANNOTATION if job_id in annotated else "not sampled" if job_id in inside_ids else "outside the scope"
             db.execute("INSERT INTO work_results (job_id, worker_outcome, output) VALUES (?, 'SKIPPED', ?)",
                        (job_id, why))
     db.commit()
@@ -136,10 +161,11 @@ def sample(session: Path, scope: dict, tree: Path, size: int, seed: int) -> None
 def results(session: Path) -> list[dict]:
     db = sqlite3.connect(session)
     rows = db.execute(
-        "SELECT s.job_id, s.module_path, s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, "
+        "SELECT s.job_id, s.module_path, s.operator_name, s.start_pos_row, s.start_pos_col, r.worker_outcome, "
+        "r.test_outcome, "
         "r.output, r.diff FROM mutation_specs s LEFT JOIN work_results r ON r.job_id = s.job_id").fetchall()
     db.close()
-    keys = ("job_id", "module", "operator", "line", "worker", "test", "output", "diff")
+    keys = ("job_id", "module", "operator", "line", "col", "worker", "test", "output", "diff")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
@@ -159,11 +185,17 @@ def tally(name: str, scope: dict, equivalent: dict) -> tuple[dict, list[dict]]:
     run = [r for r in generated if r["worker"] != "SKIPPED"]  # the sample (no result yet: pending)
     done = [r for r in run if r["test"] is not None]
     survivors = [r for r in done if r["test"] == "SURVIVED"]
+    spans = annotation_spans((ROOT / scope["module"]).read_text())
+
+    def annotated(r: dict) -> bool:
+        return any(a <= (r["line"], r["col"]) < b for a, b in spans)
+
     equiv = [r for r in survivors
-             if (scope["module"], operator_name(r["operator"]), mutated_line(r["diff"])) in equivalent]
+             if (scope["module"], operator_name(r["operator"]), mutated_line(r["diff"])) in equivalent or annotated(r)]
     real = [r for r in survivors if r not in equiv]
     row = {"scope": name, "module": scope["module"] + (" (" + ", ".join(scope["only"]) + ")" if "only" in scope else ""),
-           "generated": len(generated), "run": len(done), "killed": len(done) - len(survivors),
+           "generated": len(generated), "annotations": sum(map(annotated, generated)),
+           "run": len(done), "killed": len(done) - len(survivors),
            "survived": len(real), "equivalent": len(equiv), "pending": len(run) - len(done)}
     effective = row["run"] - row["equivalent"]
     row["kill_rate"] = row["killed"] / effective if effective else 1.0
@@ -178,11 +210,13 @@ def print_table(rows: list[dict]) -> None:
         pending = f"  ({r['pending']} not run)" if r["pending"] else ""
         print(f"{r['scope']:<11} {r['generated']:>9} {r['run']:>5} {r['killed']:>6} {r['survived']:>8} "
               f"{r['equivalent']:>10} {100 * r['kill_rate']:>7.0f}%{pending}")
-    total = {k: sum(r[k] for r in rows) for k in ("generated", "run", "killed", "survived", "equivalent")}
+    total = {k: sum(r[k] for r in rows) for k in ("generated", "run", "killed", "survived", "equivalent", "annotations")}
     effective = total["run"] - total["equivalent"]
     rate = 100 * total["killed"] / effective if effective else 100.0
     print(f"{'all':<11} {total['generated']:>9} {total['run']:>5} {total['killed']:>6} {total['survived']:>8} "
           f"{total['equivalent']:>10} {rate:>7.0f}%")
+    print(f"(generated includes {total['annotations']} mutants in annotations: never evaluated, so never drawn, and"
+          " equivalent when an older sample drew them)")
 
 
 def print_survivors(scope: dict, real: list[dict]) -> None:

@@ -131,3 +131,19 @@ def test_jsonable_turns_numpy_values_into_json_numbers():
                                 "arr": [[1.0, "NaN"], ["Infinity", "-Infinity"]], "t": [-1, 2], "7": [255]}
     assert jsonable(float("nan")) == "NaN" and jsonable(np.float32(np.inf)) == "Infinity"
     assert jsonable(None) is None and jsonable("x") == "x"
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_save(tmp_path, monkeypatch):
+    leftover = tmp_path / f".model.npz.mnist-softmax-{_dead_pid()}-abcd_123.part"
+    leftover.write_bytes(b"half")
+    unlink = os.unlink
+
+    def refuse(path, *a, **kw):
+        if str(path) == str(leftover):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with atomic_write(tmp_path / "model.npz", "{save} path") as fh:
+        fh.write(b"whole")
+    assert (tmp_path / "model.npz").read_bytes() == b"whole" and leftover.exists()
