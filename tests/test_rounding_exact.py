@@ -77,6 +77,17 @@ def test_half_reductions_sum_in_float32_and_round_once(dtype):
     assert batch_mean(v).dtype == dt and class_sum(v[None, :]).dtype == dt and div_n(v, 3).dtype == dt
 
 
+@pytest.mark.parametrize("dtype, first, mean", [("float16", 2047.0, 683.0), ("bfloat16", 256.0, 86.0)])
+def test_a_half_mean_is_rounded_once_not_sum_then_quotient(dtype, first, mean):
+    # [first, 1, 1]: the sum first + 2 is not a value of the dtype (float16 2049 -> 2048, bfloat16 258 -> 256 or
+    # 260), so rounding the sum before dividing by 3 gives another mean (682.5, 85.5) than rounding once
+    dt = DTYPES[dtype]
+    v = np.array([first, 1.0, 1.0], dt)
+    assert float(Fraction(int(first) + 2, 3)) == pytest.approx(mean, abs=0.5)
+    assert batch_mean(v) == dt.type(mean)
+    assert class_sum(v[None, :])[0, 0] == dt.type(float(first) + 2)  # the sum itself rounded once
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_full_precision_reductions(dtype):
     v = np.array([1.0, 2.0, 4.0], dtype)
@@ -96,6 +107,9 @@ def test_inputs_of_every_way_are_the_pixel_table_past_a_scratch_slice(dtype, inp
     table = pixel_table(input_scale, dtype)
     np.testing.assert_array_equal(inputs(pixels).view(np.uint32), table[pixels].view(np.uint32))
     np.testing.assert_array_equal(inputs(pixels[:5]).view(np.uint32), table[pixels[:5]].view(np.uint32))
+    with np.errstate(over="ignore"):  # the table itself: float32(p) * float32(input_scale / 255), cast by NumPy
+        want = (np.arange(256, dtype=np.float32) * np.float32(input_scale / 255.0)).astype(DTYPES[dtype])
+    np.testing.assert_array_equal(table.view(np.uint32), want.astype(np.float32).view(np.uint32))
 
 
 def test_an_unknown_dtype_name_is_refused():
