@@ -20,7 +20,9 @@ def _float32_sample(seed: int, n: int = 6000) -> np.ndarray:
     bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
     a = bits.view(np.float32)
     near = (rng.standard_normal(n) * 10.0 ** rng.integers(-9, 6, n)).astype(np.float32)
-    return np.concatenate([a, near, np.array(F16_EDGES, np.float32)])
+    # NaNs whose payload would carry out of the exponent if rounded like numbers (to -0.0 or to inf)
+    nans = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7FFFF000, 0x7F801000, 0xFFC00001], np.uint32).view(np.float32)
+    return np.concatenate([a, near, nans, np.array(F16_EDGES, np.float32)])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
