@@ -4,6 +4,7 @@
 #   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
 #   make crosscheck -- the tests marked torch, then scripts/crosscheck.py: losses and training against PyTorch
+#   make mutation -- scripts/mutation.py: a sampled cosmic-ray run over the core modules (not in CI; MUTATION_FLAGS)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test lint smoke bench crosscheck clean
+.PHONY: demo test lint smoke bench crosscheck mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +44,10 @@ crosscheck: $(VENV)/.installed
 	$(PY) -m pytest -q -m torch
 	$(PY) scripts/crosscheck.py
 
+# each scope of tests/mutation/scopes.toml against its own tests, in a copy of the tree (.mutation/); ~25 min
+mutation: $(VENV)/.installed
+	$(PY) -m pip install -q 'cosmic-ray==8.7.0'
+	$(PY) scripts/mutation.py $(MUTATION_FLAGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mutation

@@ -162,15 +162,26 @@ def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
     In place: an existing target that is not a regular file (a device, a FIFO, a socket, or a terminal
     or pipe behind ``/dev/stdout``), or anything reached through ``/dev`` or ``/proc``. Otherwise the
     target is ``path`` with every symlink resolved, so the link survives and its target is replaced.
+    Raises ``OSError`` (ELOOP) for a symlink loop, which no write may replace.
     """
     path = Path(path)
     try:
         st = os.stat(path)  # follows symlinks: what the path really names
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise
         st = None
     if (st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)) or _through_streams(path):
         return path, True
     return Path(os.path.realpath(path)), False
+
+
+def _checked_target(path: Path, fail: Callable[[OSError], OutputError]) -> tuple[Path, bool]:
+    """:func:`output_target`, its ``OSError`` (a symlink loop) worded by ``fail``."""
+    try:
+        return output_target(path)
+    except OSError as exc:
+        raise fail(exc) from None
 
 
 @contextmanager
@@ -185,7 +196,7 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     fail = _output_error(path, what)
-    target, in_place = output_target(path)
+    target, in_place = _checked_target(path, fail)
     if in_place:
         try:
             fh = open(path, "ab")  # noqa: SIM115  (opened apart so that only its own OSError is worded as such)
@@ -213,7 +224,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; choose a file path for {what}", placeholders(what))
-    target, in_place = output_target(path)
+    target, in_place = _checked_target(path, _output_error(path, what))
     if in_place:
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise OutputError(f"cannot write {path}: permission denied; choose a writable {what}", placeholders(what))
