@@ -30,7 +30,7 @@ from mnist_cli.options import (
     threads_option,
 )
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, check_outputs, flag
 
 
 def _print_json(obj) -> None:
@@ -180,19 +180,13 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --val-split 5000 --plot curves.png
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
-    from mnist_cli.fileio import check_writable, jsonable
+    from mnist_cli.fileio import jsonable
     from mnist_cli.report.train import format_train
     from mnist_cli.settings import train_config
     from mnist_cli.train import run_session, total_steps
 
     config = train_config(preset, **settings)
-    for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
-        if path:
-            check_writable(path, what)  # fail now, not after training
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)
+    check_outputs(data_dir, as_json, save=save_path, metrics_out=metrics_out, plot=plot_path)  # now, not after
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
@@ -262,10 +256,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     from mnist_cli.fileio import jsonable
     from mnist_cli.report.evaluate import format_evaluate
 
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
+    check_outputs(data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
@@ -390,6 +381,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
                     "named scenarios); add fused to --losses.")
+    check_outputs(data_dir, as_json, plot=plot_path)
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:

@@ -101,6 +101,29 @@ def flag(setting: str) -> str:
     return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
+def check_outputs(data_dir, as_json: bool, **outputs) -> None:
+    """Before any long work, refuse outputs (setting name -> path; None = not asked for) that would do
+    harm: two naming one file, one replacing a file of the data directory in use, one on stdout beside
+    the ``--json`` report (no parser reads the two as one document); then check each can be written (a
+    plot: its format and matplotlib too). :class:`SettingsError` (exit 2) or :class:`OutputError`."""
+    from mnist_cli.data.directory import refuse_data_files, resolve_data_dir
+    from mnist_cli.fileio import check_distinct, check_writable, is_stdout
+
+    check_distinct(outputs)
+    refuse_data_files(resolve_data_dir(data_dir), outputs)
+    for setting, path in outputs.items():
+        if path is not None and as_json and is_stdout(path):
+            raise SettingsError((setting, "json"), f"{path} is stdout, where the JSON report goes, and the two "
+                                f"would not parse as one document: write {{{setting}}} to a file")
+    for setting, path in outputs.items():
+        if path is not None and setting == "plot":
+            from mnist_cli.report.plots import probe_plot
+
+            probe_plot(path)
+        elif path is not None:
+            check_writable(path, f"{{{setting}}} path")
+
+
 class StepBar:
     """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
 
