@@ -45,6 +45,9 @@ DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308
 #: The most steps one run may take: 10 million tutorial steps are ~15 minutes at ~10k steps/s, and
 #: their per-step losses 80 MB; far more would only fail to allocate them.
 MAX_STEPS = 10_000_000
+#: The most runs one ``compare`` may make (cells x seeds x losses; a range ``a:b:N`` may not give more values
+#: either): at ~0.1-2 s a run, 10,000 runs are hours already, and a larger grid would only exhaust memory.
+MAX_RUNS = 10_000
 #: More of the tool's own threads than this are refused: beyond the machine's cores they only add waiting.
 MAX_THREADS = 64
 #: The default number of the tool's own threads. Measured on a 2-core machine (scripts/bench.py
