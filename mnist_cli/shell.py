@@ -132,6 +132,7 @@ class StepBar:
 
         self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
         self.total, self.every = total, every if not quiet else 0  # lines instead, where no bar can be drawn
+        # (line: train's every `every` steps, compare's per run; the one place either is decided)
 
     def __enter__(self):
         if self.bar is None and self.every:
@@ -147,7 +148,7 @@ class StepBar:
 
     def update(self, step, loss_value, n_bad):
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
+        self.bar.set_postfix(loss=f"{loss_value:.4g}", nonfinite_steps=n_bad, refresh=False)
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -158,7 +159,13 @@ class RunBar(StepBar):
     """A progress bar of ``total`` runs as an ``on_run(done, total, label)`` callback (None when off)."""
 
     def __init__(self, total: int, quiet: bool):
-        super().__init__(total, "compare", "run", quiet)
+        super().__init__(total, "compare", "run", quiet, every=1)  # where no bar is drawn: a line per run
+
+    def line(self, done, total, label):
+        """One line per finished run (a CI log would otherwise be silent for the whole comparison)."""
+        from mnist_cli.report.compare import run_line
+
+        click.echo(run_line(done, total, label), err=True)
 
     def update(self, done, total, label):
         self.bar.update(1)

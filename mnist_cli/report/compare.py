@@ -37,6 +37,11 @@ DENSE_CELLS = 16
 # --- the per-run table ----------------------------------------------------------------------------
 
 
+def run_line(done: int, total: int, label: str) -> str:
+    """``compare: run 3/26 done (f16 / naive)``: progress where no bar can be drawn (a CI log)."""
+    return f"compare: run {done}/{total} done ({label})"
+
+
 def _settings(s: dict) -> str:
     return f"lr {number_text(s['lr'])}, input x{number_text(s['input_scale'])}, {s['dtype']}, seed {s['seed']}"
 
