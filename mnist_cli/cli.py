@@ -199,6 +199,9 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     if failed:  # the run's report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if fail_on_nan and session.result.nan.any_nonfinite:
+        from mnist_cli.report.train import fail_on_nan_line
+
+        click.echo(fail_on_nan_line(session.summary["nan"], session.result.steps, EXIT_NAN), err=True)
         sys.exit(EXIT_NAN)
 
 
@@ -393,6 +396,9 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
+        from mnist_cli.report.compare import failed_checks_line
+
+        click.echo(failed_checks_line(doc, "--smoke" if smoke else "--check", EXIT_EXPECTATION), err=True)
         sys.exit(EXIT_EXPECTATION)
 
 

@@ -160,7 +160,7 @@ def planned_checks(config: CompareConfig) -> int:
     """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
     (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
     half precision) only in the cells of named scenarios."""
-    return sum(len(expectations(cell, config.losses)) for cell in config.cells())
+    return sum(len(expectations(cell, config.losses, config.steps)) for cell in config.cells())
 
 
 @dataclass

@@ -37,6 +37,15 @@ DENSE_CELLS = 16
 # --- the per-run table ----------------------------------------------------------------------------
 
 
+def failed_checks_line(doc: dict, option: str, code: int) -> str:
+    """The stderr line of ``compare --smoke``/``--check`` exiting ``code``: how many expectations failed,
+    and the first of them."""
+    failed = [c for c in doc["checks"] if not c["ok"]]
+    first = failed[0]
+    return (f"{option}: {len(failed)} of {plural(len(doc['checks']), 'expectation')} failed, first {first['scenario']} "
+            f"/ {first['loss']}: expected {first['expect']}, observed {first['observed']}: exit {code}")
+
+
 def run_line(done: int, total: int, label: str) -> str:
     """``compare: run 3/26 done (f16 / naive)``: progress where no bar can be drawn (a CI log)."""
     return f"compare: run {done}/{total} done ({label})"

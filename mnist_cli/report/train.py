@@ -118,6 +118,11 @@ def format_train(s: dict, explain: bool = False) -> str:
     return "\n".join(rows)
 
 
+def fail_on_nan_line(nan: dict, steps: int, code: int) -> str:
+    """The stderr line of ``train --fail-on-nan`` exiting ``code``: the first kind of non-finite event."""
+    return f"--fail-on-nan: {nan_lines(nan, steps)[0]}: exit {code}"
+
+
 def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
     """``train: step 300/1000, batch loss 0.3707, 0 non-finite steps``: progress where no bar can be drawn."""
     return (f"train: step {step}/{total}, batch loss {value_text(loss, '.4g')}, "
