@@ -55,9 +55,30 @@ class _Notices(logging.Handler):
 logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
 
 
+class _FitFormatter(click.HelpFormatter):
+    """Click's help formatter, with the lines it keeps as written (``\\b`` blocks: examples, exit codes)
+    wrapped to the terminal too (:func:`mnist_cli.report.text.fit`)."""
+
+    def getvalue(self) -> str:
+        from mnist_cli.report.text import fit, known_width
+
+        return fit(super().getvalue(), min(self.width, known_width() or self.width))
+
+
+class _Context(click.Context):
+    formatter_class = _FitFormatter
+
+
+class _Command(click.Command):
+    context_class = _Context
+
+
 class Group(click.Group):
     """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes,
     and lists its commands in the order of the work (download, train, evaluate, compare)."""
+
+    context_class = _Context
+    command_class = _Command  # every command's --help fits the terminal too
 
     def list_commands(self, ctx):
         return list(self.commands)  # in the order they are defined: the workflow, not the alphabet

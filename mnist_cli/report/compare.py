@@ -20,6 +20,7 @@ from mnist_cli.report.text import (
     accuracy_text,
     clip,
     data_lines,
+    fitted,
     number_text,
     plural,
     sparkline,
@@ -329,6 +330,7 @@ def _report_tail(doc: dict) -> list[str]:
     return [*lines, f"{plural(n_runs, 'run')}: training {doc['seconds']:.1f} s{drawing}."]
 
 
+@fitted
 def format_report(doc: dict, *, width: int | None = None, all_runs: bool = False) -> str:
     """Tables, stability map, forensics, conclusion and checks, as the terminal shows them, laid out in
     ``width`` columns (default: the terminal's, :func:`terminal_width`). A dense sweep (more than

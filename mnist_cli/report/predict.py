@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 
-from mnist_cli.report.text import data_lines, number_text
+from mnist_cli.report.text import data_lines, fitted, number_text
 
 
+@fitted
 def format_predict(r: dict) -> str:
     """One line per image: index, label, argmax(logits) vs argmax(softmax), the top probabilities."""
     lines = [f"{r['model']} on {r['source']} (input scale {number_text(r['input_scale'])}):",

@@ -9,7 +9,7 @@ interrupted ``train`` or ``compare`` had done (:func:`interrupted_text`).
 from __future__ import annotations
 
 from mnist_cli.report.explain import format_explanation
-from mnist_cli.report.text import accuracy_text, data_lines, plural, provenance_text, short_number, value_text
+from mnist_cli.report.text import accuracy_text, data_lines, fitted, plural, provenance_text, short_number, value_text
 from mnist_cli.settings import HALF_NAMES
 
 
@@ -72,6 +72,7 @@ def half_lines(c: dict, nan: dict) -> list[str]:
     return lines
 
 
+@fitted
 def format_train(s: dict, explain: bool = False) -> str:
     """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
     c = s["config"]
