@@ -22,6 +22,7 @@ from mnist_cli.options import (
     RANGE_DIGITS,
     FiniteFloat,
     comma_list,
+    compute_options,
     data_options,
     int_list,
     output_options,
@@ -226,12 +227,7 @@ def _outputs(*writes) -> list[str]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
               help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
               "(needs the plot extra: pip install 'mnist-softmax[plot]').")
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
-              help="Compute the logits in this dtype instead of the model's own (float16/bfloat16: the weights "
-              "rounded to it, or float32 masters with --precision mixed).  [default: the model's]")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
-              help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
-              "  [default: pure]")
+@compute_options
 @threads_option
 @data_options
 @output_options
@@ -274,9 +270,10 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
               "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@compute_options
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, dtype, precision, data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -285,13 +282,14 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax predict model.npz --images digits.npy --json
       mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+      mnist-softmax predict model.npz --index 0 --dtype bfloat16     # the same weights computing in bfloat16
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
-    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
-                          load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, dtype=dtype,
+                          precision=precision, load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 

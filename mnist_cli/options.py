@@ -52,6 +52,19 @@ output_options = _compose(
 )
 
 
+def compute_options(f):
+    """``--dtype`` and ``--precision`` of ``evaluate`` and ``predict``: compute a saved model's logits in another
+    form than its own."""
+    from mnist_cli.settings import DTYPE_NAMES, PRECISION_NAMES
+
+    f = click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+                     help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
+                     "  [default: pure]")(f)
+    return click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
+                        help="Compute the logits in this dtype instead of the model's own (float16/bfloat16: the "
+                        "weights rounded to it, or float32 masters with --precision mixed).  [default: the model's]")(f)
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that also refuses NaN and infinity (``click.FloatRange`` lets NaN through)."""
 

@@ -118,12 +118,20 @@ def read_images(path) -> np.ndarray:
     return raw
 
 
-def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None) -> dict:
+def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
+                 dtype: str | None = None, precision: str | None = None) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
-    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities."""
+    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities (as computed: in
+    bfloat16 a row sums to 1 only to its few digits). ``dtype`` (and ``precision``) compute in another
+    form than the model's own, as ``evaluate`` does; ``computed_as`` says which form it was."""
+    from mnist_cli.settings import check_input_scale
+
     model = Model.load(path)
     scale = model.input_scale if input_scale is None else input_scale
+    check_input_scale(scale, dtype or model.compute_dtype)
+    if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so
+        model = model.as_dtype(dtype or model.compute_dtype, precision)
     if (indices is None) == (images is None):
         raise SettingsError(("index", "images"), "give test-set indices with {index} or a file with {images}")
     labels, where = None, {}
@@ -154,4 +162,4 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
             "logits_finite": finite,
         })
     return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-            "predictions": rows, **where}
+            "computed_as": {"dtype": model.compute_dtype, "precision": model.precision}, "predictions": rows, **where}
