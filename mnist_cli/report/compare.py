@@ -73,7 +73,8 @@ def run_rows(doc: dict) -> list[dict]:
         for loss, r in s["runs"].items():
             nan = r["nan"]
             rows.append({
-                "label": s["label"], "lr": s["lr"], "input_scale": s["input_scale"], "dtype": s["dtype"],
+                "label": s["label"], "lr": number_text(s["lr"]), "input_scale": number_text(s["input_scale"]),
+                "dtype": s["dtype"], "precision": s.get("precision", "pure"), "loss_scale": s.get("loss_scale", "none"),
                 "seed": s["seed"], "loss": loss,
                 "acc": accuracy_text(r["test_accuracy"], r.get("accuracy_meaningful", r["weights_finite"]),
                                      r["weights_finite"]),
@@ -120,6 +121,13 @@ def _table(doc: dict, width: int) -> list[str]:
     return [*out, *legend]
 
 
+def _missing_empty(row: dict) -> dict:
+    """A CSV row's numeric cells with no number (an accuracy of non-finite logits, no first non-finite step,
+    no argmax count) as empty cells, which every CSV reader takes as missing (not ``n/a`` or ``-``)."""
+    return {"acc": "" if row["acc"].startswith("n/a") else row["acc"],
+            **{k: "" for k in ("first", "argmax!=") if row[k] == "-"}}
+
+
 def format_table(doc: dict, fmt: str) -> str:
     """Every run of ``doc`` as a ``markdown`` or ``csv`` table (all columns but the sparkline)."""
     import csv
@@ -131,7 +139,7 @@ def format_table(doc: dict, fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows({**r, "time": r["time"].rstrip("s")} for r in rows)
+        writer.writerows({**r, **_missing_empty(r), "time": r["time"].rstrip("s")} for r in rows)
         return buf.getvalue().rstrip("\n")
     head = "| " + " | ".join(keys) + " |"
     rule = "|" + "|".join("---" for _ in keys) + "|"
