@@ -22,6 +22,7 @@ from mnist_cli.options import (
     RANGE_DIGITS,
     FiniteFloat,
     comma_list,
+    compute_options,
     data_options,
     int_list,
     output_options,
@@ -31,7 +32,7 @@ from mnist_cli.options import (
     workers_option,
 )
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, check_outputs, flag
 
 
 def _print_json(obj) -> None:
@@ -181,19 +182,13 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --val-split 5000 --plot curves.png
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
-    from mnist_cli.fileio import check_writable, jsonable
+    from mnist_cli.fileio import jsonable
     from mnist_cli.report.train import format_train
     from mnist_cli.settings import train_config
     from mnist_cli.train import run_session, total_steps
 
     config = train_config(preset, **settings)
-    for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
-        if path:
-            check_writable(path, what)  # fail now, not after training
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)
+    check_outputs(data_dir, as_json, save=save_path, metrics_out=metrics_out, plot=plot_path)  # now, not after
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
@@ -206,6 +201,9 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     if failed:  # the run's report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if fail_on_nan and session.result.nan.any_nonfinite:
+        from mnist_cli.report.train import fail_on_nan_line
+
+        click.echo(fail_on_nan_line(session.summary["nan"], session.result.steps, EXIT_NAN), err=True)
         sys.exit(EXIT_NAN)
 
 
@@ -230,12 +228,7 @@ def _outputs(*writes) -> list[str]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
               help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
               "(needs the plot extra: pip install 'mnist-softmax[plot]').")
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
-              help="Compute the logits in this dtype instead of the model's own (float16/bfloat16: the weights "
-              "rounded to it, or float32 masters with --precision mixed).  [default: the model's]")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
-              help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
-              "  [default: pure]")
+@compute_options
 @threads_option
 @data_options
 @output_options
@@ -263,10 +256,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     from mnist_cli.fileio import jsonable
     from mnist_cli.report.evaluate import format_evaluate
 
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
+    check_outputs(data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
@@ -281,9 +271,10 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
               "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@compute_options
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, dtype, precision, data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -292,13 +283,14 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax predict model.npz --images digits.npy --json
       mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+      mnist-softmax predict model.npz --index 0 --dtype bfloat16     # the same weights computing in bfloat16
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
-    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
-                          load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, dtype=dtype,
+                          precision=precision, load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 
@@ -393,6 +385,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
                     "named scenarios); add fused to --losses.")
+    check_outputs(data_dir, as_json, plot=plot_path)
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
@@ -404,6 +397,9 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
+        from mnist_cli.report.compare import failed_checks_line
+
+        click.echo(failed_checks_line(doc, "--smoke" if smoke else "--check", EXIT_EXPECTATION), err=True)
         sys.exit(EXIT_EXPECTATION)
 
 

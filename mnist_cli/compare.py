@@ -38,7 +38,7 @@ from mnist_cli.report.text import number_text
 from mnist_cli.rounding import is_half
 from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
-from mnist_cli.settings import HALF_NAMES, MAX_WORKERS, TUTORIAL, TrainConfig
+from mnist_cli.settings import HALF_NAMES, MAX_RUNS, MAX_WORKERS, TUTORIAL, TrainConfig
 
 #: How compare trains its runs: stacked (the default, :mod:`mnist_cli.engine.stacked`) or one by one with
 #: :func:`mnist_cli.engine.train` (the reference the stack is measured against in ``scripts/bench.py``).
@@ -74,11 +74,20 @@ class CompareConfig:
         if not self.sweep:
             return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS
                     if not self.scenarios or s.name in self.scenarios]
-        forms = [(dtype, precision) for dtype, precision in itertools.product(
+        return [(lr, scale, dtype, precision) for (dtype, precision), lr, scale in itertools.product(
+            self._forms(), self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
+
+    def _forms(self) -> list[tuple[str, str]]:
+        """The sweep's ``(dtype, precision)`` pairs (mixed with the half dtypes only)."""
+        return [(dtype, precision) for dtype, precision in itertools.product(
             self.dtypes or (TUTORIAL.dtype,), self.precisions or (TUTORIAL.precision,))
             if precision == "pure" or dtype in HALF_NAMES]
-        return [(lr, scale, dtype, precision) for (dtype, precision), lr, scale in itertools.product(
-            forms, self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
+
+    def runs(self) -> int:
+        """How many runs the grid makes (cells x losses), counted without building it."""
+        points = (len(self._forms()) * len(self.lrs or (1,)) * len(self.input_scales or (1,)) if self.sweep
+                  else len(self._points()))
+        return points * len(self.seeds) * len(self.losses)
 
     def cells(self) -> list[Cell]:
         """The grid, in order: the scenario table (times seeds), or the product of the sweeps."""
@@ -129,6 +138,9 @@ class CompareConfig:
             raise SettingsError("workers", f"give a number of workers from 1 to {MAX_WORKERS} or auto, got {self.workers!r}")
         if self.log_every < 0:
             raise SettingsError("log_every", f"must be >= 0, got {self.log_every}")
+        if self.runs() > MAX_RUNS:
+            raise SettingsError(("lrs", "input_scales", "seeds"), f"this grid makes {self.runs():,} runs, more than "
+                                f"the {MAX_RUNS:,} a compare may make: sweep fewer values")
         for cell in self.cells():
             for loss in self.losses:
                 self.train_config(cell, loss).validate()
@@ -154,7 +166,7 @@ def planned_checks(config: CompareConfig) -> int:
     """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
     (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
     half precision) only in the cells of named scenarios."""
-    return sum(len(expectations(cell, config.losses)) for cell in config.cells())
+    return sum(len(expectations(cell, config.losses, config.steps)) for cell in config.cells())
 
 
 @dataclass

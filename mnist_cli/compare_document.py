@@ -98,7 +98,7 @@ def to_document(result) -> dict:
     scenarios, checks, forensics = [], [], []
     for cell, runs in by_cell.items():
         run_docs = {loss: _run_doc(run) for loss, run in runs.items()}
-        expect = expectations(cell, cfg.losses)
+        expect = expectations(cell, cfg.losses, cfg.steps)
         scenarios.append({
             "label": cell.label,
             "name": cell.scenario.name if cell.scenario else None,

@@ -29,7 +29,8 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
     (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
     most confident mistakes there (:func:`mnist_cli.report.plots.plot_evaluation`). ``dtype`` (and ``precision``)
-    evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`)."""
+    evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`): the report's
+    ``evaluated_as`` says how this evaluation computed, ``training`` the model's settings as saved."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
@@ -44,6 +45,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     report.update(details(z, labels, report["confusion_matrix"]))
     meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
+                  evaluated_as={"dtype": model.compute_dtype, "precision": model.precision},  # not the training's
                   training_provenance=meta.get("provenance"),
                   training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
                                                           "numpy_version", "dataset_checksums")},

@@ -24,13 +24,14 @@ import math
 import os
 import re
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mnist_cli.errors import OutputError, placeholders
+from mnist_cli.errors import OutputError, SettingsError, placeholders
 
 #: Suffix of the temporary files: a run that crashed may leave ``.NAME.mnist-softmax-PID-XXXX.part`` behind.
 PART_SUFFIX = ".part"
@@ -196,6 +197,9 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     fail = _output_error(path, what)
+    if is_stdout(path):  # /dev/stdout, or the very file stdout is redirected to: write through our own stdout
+        yield _StdoutWriter()
+        return
     target, in_place = _checked_target(path, fail)
     if in_place:
         try:
@@ -215,6 +219,58 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
         except OSError as exc:
             raise fail(exc) from None
         part.commit(target)
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names the file this process's stdout writes to (``/dev/stdout``, ``/proc/self/fd/1``,
+    or ``out.txt`` in ``... > out.txt``). Re-opening it would write from its own offset over what stdout
+    wrote (or replace the file stdout is writing to), so :func:`atomic_write` writes through stdout instead."""
+    try:
+        here, out = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no such file, or stdout is no file (a test's capture)
+        return False
+    return (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino)
+
+
+class _StdoutWriter:
+    """The binary side of ``sys.stdout`` as :func:`atomic_write`'s handle: what was printed is flushed
+    first and the bytes follow it, in order; closing it leaves stdout open."""
+
+    def __init__(self):
+        sys.stdout.flush()
+        self._out = sys.stdout.buffer
+
+    def write(self, data: bytes) -> int:
+        n = self._out.write(data)
+        self._out.flush()
+        return n
+
+    def __getattr__(self, name):  # seek, tell, ... as the stream has them (a pipe has none: savefig copes)
+        return getattr(self._out, name)
+
+
+def _identity(path: str | os.PathLike):
+    """What a path names, for telling two outputs apart: the file (device, inode) if it exists, else where
+    it would be created."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "path", os.path.realpath(path)
+    return "file", st.st_dev, st.st_ino
+
+
+def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
+    """:class:`SettingsError` when two outputs (setting name -> path; None = not asked for) name the same
+    file, through any spelling, symlink or hard link: the second write would replace the first."""
+    seen: dict = {}
+    for setting, path in outputs.items():
+        if path is None:
+            continue
+        key = _identity(path)
+        if key in seen:
+            raise SettingsError((seen[key], setting), f"both name {path}: the second would replace the first; "
+                                "give each its own file")
+        seen[key] = setting
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:

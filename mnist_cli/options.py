@@ -6,7 +6,7 @@ import math
 
 import click
 
-from mnist_cli.settings import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV, WORKERS_ENV
+from mnist_cli.settings import DATA_DIR_ENV, MAX_RUNS, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV, WORKERS_ENV
 
 
 def _compose(*decorators):
@@ -50,6 +50,19 @@ output_options = _compose(
                  help="Print one JSON document instead of the readable report (and no progress bars)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
 )
+
+
+def compute_options(f):
+    """``--dtype`` and ``--precision`` of ``evaluate`` and ``predict``: compute a saved model's logits in another
+    form than its own."""
+    from mnist_cli.settings import DTYPE_NAMES, PRECISION_NAMES
+
+    f = click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+                     help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
+                     "  [default: pure]")(f)
+    return click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
+                        help="Compute the logits in this dtype instead of the model's own (float16/bfloat16: the "
+                        "weights rounded to it, or float32 masters with --precision mixed).  [default: the model's]")(f)
 
 
 class FiniteFloat(click.FloatRange):
@@ -189,11 +202,21 @@ def sweep(what: str):
             except ValueError as exc:
                 raise click.BadParameter(str(exc) or f"{item!r} is not a positive number; {what}") from None
         if len(set(out)) != len(out):
-            raise click.BadParameter(f"{value!r} gives a value twice ({', '.join(map(repr, out))}): "
-                                     "drop the repeat or use fewer values")
+            raise click.BadParameter(f"{value!r} gives {_repeats(out)} twice: drop the repeat or use fewer values")
         return tuple(out)
 
     return callback
+
+
+def _repeats(values: list[float], shown: int = 5) -> str:
+    """The values listed more than once, the first ``shown`` of them (an error line stays one line)."""
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    more = f" and {len(twice) - shown:,} more" if len(twice) > shown else ""
+    return ", ".join(map(repr, twice[:shown])) + more
 
 
 def number_range(item: str) -> list[float]:
@@ -210,6 +233,8 @@ def number_range(item: str) -> list[float]:
     if not count.isdigit() or int(count) < 2:
         raise ValueError(f"{item!r}: a range needs a whole number of values N >= 2 after the last colon; {fix}")
     n = int(count)
+    if n > MAX_RUNS:  # before the list is built: a:b:log100000000 must not take gigabytes to refuse
+        raise ValueError(f"{item!r}: {n:,} values is more than the {MAX_RUNS:,} runs a compare may make; use fewer")
     if log:
         values = [a * (b / a) ** (i / (n - 1)) for i in range(n)]
     else:

@@ -15,6 +15,9 @@ see :func:`mnist_cli.metrics.argmax_agreement`) and the ten probabilities.
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,8 @@ from mnist_cli.scoring import predict_logits
 
 PIXELS = 28 * 28
 MAX_IMAGES = 100_000  # more is a data set: use evaluate
+#: The largest picture of one digit read (a 4096x4096 scan); a larger one is refused before it is decoded.
+MAX_PICTURE_PIXELS = 4096 * 4096
 #: Picture files read through Pillow (the optional ``image`` extra), one digit per file.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_HINT = "pip install 'mnist-softmax[image]'"
@@ -40,17 +45,44 @@ def read_picture(path: Path) -> np.ndarray:
     except ImportError:
         raise MissingExtraError(f"reading {path.suffix} pictures needs Pillow: {IMAGE_HINT}", ()) from None
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow warns of a decompression bomb: its size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            width, height = img.size  # from the header: nothing decoded yet
+            if width * height > MAX_PICTURE_PIXELS:
+                raise FormatError(f"{path}: a {width}x{height} picture is too large for one digit (at most "
+                                  f"{MAX_PICTURE_PIXELS:,} pixels); crop or shrink it.", ())
             grey = img.convert("L")
             if grey.size != (28, 28):
                 grey = grey.resize((28, 28), Image.Resampling.LANCZOS)
             pixels = np.asarray(grey, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise FormatError(f"{path}: cannot read it as a picture ({exc}); give a PNG/JPEG/BMP/GIF of one digit, "
                           "or an IDX or .npy file.", ()) from None
     if pixels.mean() > 127:
         pixels = 255 - pixels
     return pixels.reshape(1, PIXELS)
+
+
+def _check_npy_header(path: Path) -> None:
+    """``ValueError`` (worded by :func:`read_images`) for a ``.npy`` whose header is not NumPy's, or declares
+    more than :data:`MAX_IMAGES` images' worth of values or more bytes than the file holds: checked before
+    NumPy allocates what the header declares."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as fh:
+        version = npy.read_magic(fh)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(fh, max_header_size=10_000)
+        body = os.fstat(fh.fileno()).st_size - fh.tell()
+    count = math.prod(shape)
+    if count > MAX_IMAGES * PIXELS:
+        raise ValueError(f"its header declares shape {shape}, more than {MAX_IMAGES:,} images of 28x28: score a "
+                         "data set with evaluate")
+    if dtype.hasobject or count * dtype.itemsize > body:
+        raise ValueError(f"its header declares shape {shape} of {dtype}, {count * dtype.itemsize:,} bytes, but "
+                         f"the file holds {body:,}")
 
 
 def read_images(path) -> np.ndarray:
@@ -61,6 +93,7 @@ def read_images(path) -> np.ndarray:
         return read_picture(path)
     try:
         if path.suffix == ".npy":
+            _check_npy_header(path)
             raw = np.load(path, allow_pickle=False)
         else:
             from mnist_cli.data.idx import read_idx
@@ -85,12 +118,20 @@ def read_images(path) -> np.ndarray:
     return raw
 
 
-def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None) -> dict:
+def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
+                 dtype: str | None = None, precision: str | None = None) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
-    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities."""
+    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities (as computed: in
+    bfloat16 a row sums to 1 only to its few digits). ``dtype`` (and ``precision``) compute in another
+    form than the model's own, as ``evaluate`` does; ``computed_as`` says which form it was."""
+    from mnist_cli.settings import check_input_scale
+
     model = Model.load(path)
     scale = model.input_scale if input_scale is None else input_scale
+    check_input_scale(scale, dtype or model.compute_dtype)
+    if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so
+        model = model.as_dtype(dtype or model.compute_dtype, precision)
     if (indices is None) == (images is None):
         raise SettingsError(("index", "images"), "give test-set indices with {index} or a file with {images}")
     labels, where = None, {}
@@ -121,4 +162,4 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
             "logits_finite": finite,
         })
     return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-            "predictions": rows, **where}
+            "computed_as": {"dtype": model.compute_dtype, "precision": model.precision}, "predictions": rows, **where}

@@ -81,15 +81,21 @@ class Cell:
     precision: str = TUTORIAL.precision
 
 
-def expectations(cell: Cell, losses: tuple[str, ...]) -> dict:
-    """What each loss must do in this cell: {loss: {"nonfinite": bool, "by_step": int | None}}."""
+def expectations(cell: Cell, losses: tuple[str, ...], steps: int | None = None) -> dict:
+    """What each loss must do in this cell of runs of ``steps`` steps: {loss: {"nonfinite": bool, "by_step":
+    int | None}}. A "fails by step N" is no expectation of a run shorter than N steps (it cannot fail by
+    then); a loss's named "finite" still is (a shorter run has fewer chances to break)."""
     out = {loss: {"nonfinite": False, "by_step": None} for loss in losses
            if LOSSES[loss].promised_finite and cell.dtype not in HALF_NAMES}
     s = cell.scenario
-    if s is not None and s.naive is not None and "naive" in losses:
-        out["naive"] = {"nonfinite": s.naive == "fails", "by_step": s.by_step}
-    if s is not None and s.fused is not None and "fused" in losses:
-        out["fused"] = {"nonfinite": s.fused == "fails", "by_step": s.fused_by_step}
+    for loss, said, by_step in (("naive", s and s.naive, s and s.by_step), ("fused", s and s.fused,
+                                                                            s and s.fused_by_step)):
+        if said is None or loss not in losses:
+            continue
+        if said == "fails" and steps is not None and by_step is not None and steps < by_step:
+            out.pop(loss, None)  # too short to say: neither "fails by N" nor the loss's promise applies
+            continue
+        out[loss] = {"nonfinite": said == "fails", "by_step": by_step}
     return out
 
 

@@ -48,6 +48,9 @@ MAX_STEPS = 10_000_000
 #: More worker processes than this are refused (``compare --workers``): each holds a Python interpreter and
 #: its runs' parameters, and no machine here has more cores.
 MAX_WORKERS = 64
+#: The most runs one ``compare`` may make (cells x seeds x losses; a range ``a:b:N`` may not give more values
+#: either): at ~0.1-2 s a run, 10,000 runs are hours already, and a larger grid would only exhaust memory.
+MAX_RUNS = 10_000
 #: More of the tool's own threads than this are refused: beyond the machine's cores they only add waiting.
 MAX_THREADS = 64
 #: The default number of the tool's own threads. Measured on a 2-core machine (scripts/bench.py

@@ -55,9 +55,30 @@ class _Notices(logging.Handler):
 logging.getLogger("mnist_cli").addHandler(_Notices(logging.INFO))
 
 
+class _FitFormatter(click.HelpFormatter):
+    """Click's help formatter, with the lines it keeps as written (``\\b`` blocks: examples, exit codes)
+    wrapped to the terminal too (:func:`mnist_cli.report.text.fit`)."""
+
+    def getvalue(self) -> str:
+        from mnist_cli.report.text import fit, known_width
+
+        return fit(super().getvalue(), min(self.width, known_width() or self.width))
+
+
+class _Context(click.Context):
+    formatter_class = _FitFormatter
+
+
+class _Command(click.Command):
+    context_class = _Context
+
+
 class Group(click.Group):
     """A group that turns library errors, Ctrl-C and SIGTERM into one-line messages and exit codes,
     and lists its commands in the order of the work (download, train, evaluate, compare)."""
+
+    context_class = _Context
+    command_class = _Command  # every command's --help fits the terminal too
 
     def list_commands(self, ctx):
         return list(self.commands)  # in the order they are defined: the workflow, not the alphabet
@@ -101,6 +122,29 @@ def flag(setting: str) -> str:
     return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
+def check_outputs(data_dir, as_json: bool, **outputs) -> None:
+    """Before any long work, refuse outputs (setting name -> path; None = not asked for) that would do
+    harm: two naming one file, one replacing a file of the data directory in use, one on stdout beside
+    the ``--json`` report (no parser reads the two as one document); then check each can be written (a
+    plot: its format and matplotlib too). :class:`SettingsError` (exit 2) or :class:`OutputError`."""
+    from mnist_cli.data.directory import refuse_data_files, resolve_data_dir
+    from mnist_cli.fileio import check_distinct, check_writable, is_stdout
+
+    check_distinct(outputs)
+    refuse_data_files(resolve_data_dir(data_dir), outputs)
+    for setting, path in outputs.items():
+        if path is not None and as_json and is_stdout(path):
+            raise SettingsError((setting, "json"), f"{path} is stdout, where the JSON report goes, and the two "
+                                f"would not parse as one document: write {{{setting}}} to a file")
+    for setting, path in outputs.items():
+        if path is not None and setting == "plot":
+            from mnist_cli.report.plots import probe_plot
+
+            probe_plot(path)
+        elif path is not None:
+            check_writable(path, f"{{{setting}}} path")
+
+
 class StepBar:
     """A progress bar of ``total`` steps as a ``progress(step, loss, nonfinite)`` callback (None when off)."""
 
@@ -109,6 +153,7 @@ class StepBar:
 
         self.bar = make_bar(total, desc, unit, bars_enabled(quiet))
         self.total, self.every = total, every if not quiet else 0  # lines instead, where no bar can be drawn
+        # (line: train's every `every` steps, compare's per run; the one place either is decided)
 
     def __enter__(self):
         if self.bar is None and self.every:
@@ -124,7 +169,7 @@ class StepBar:
 
     def update(self, step, loss_value, n_bad):
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss_value:.4g}", nan=n_bad, refresh=False)
+        self.bar.set_postfix(loss=f"{loss_value:.4g}", nonfinite_steps=n_bad, refresh=False)
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -135,7 +180,13 @@ class RunBar(StepBar):
     """A progress bar of ``total`` runs as an ``on_run(done, total, label)`` callback (None when off)."""
 
     def __init__(self, total: int, quiet: bool):
-        super().__init__(total, "compare", "run", quiet)
+        super().__init__(total, "compare", "run", quiet, every=1)  # where no bar is drawn: a line per run
+
+    def line(self, done, total, label):
+        """One line per finished run (a CI log would otherwise be silent for the whole comparison)."""
+        from mnist_cli.report.compare import run_line
+
+        click.echo(run_line(done, total, label), err=True)
 
     def update(self, done, total, label):
         self.bar.update(1)

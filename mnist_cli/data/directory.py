@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cli import fileio
-from mnist_cli.data.datasets import FileSpec
+from mnist_cli.data.datasets import MNIST_SPEC, DatasetSpec, FileSpec
 from mnist_cli.data.idx import Decoder
-from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError
+from mnist_cli.errors import ChecksumError, ConfigError, DataDirError, LockTimeoutError, SettingsError
 from mnist_cli.fileio import reason, sweep
 from mnist_cli.settings import DATA_DIR_ENV, LOCK_TIMEOUT_ENV
 
@@ -80,6 +80,22 @@ def find_file(root: Path, spec: FileSpec) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def refuse_data_files(root: Path, outputs: dict, spec: DatasetSpec = MNIST_SPEC) -> None:
+    """:class:`SettingsError` when an output (setting name -> path; None = not asked for) would replace a
+    file of the data directory ``root``: one of the dataset's files (either name) or anything in its
+    state directory (stamps, lock, caches), by its name or where its symlinks lead; other files may be written."""
+    base = Path(os.path.realpath(root))
+    names = {n for f in spec.files for n in (f.name, f.raw_name)}
+    for setting, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        for target in (Path(os.path.realpath(path.parent)) / path.name, Path(os.path.realpath(path))):
+            if (target.parent == base and target.name in names) or target.is_relative_to(base / STATE_DIR):
+                raise SettingsError((setting, "data_dir"), f"{path} is the data directory's own {target.name}: "
+                                    f"writing {{{setting}}} there would replace it; choose another path")
 
 
 def unwritable(root: Path, exc: OSError) -> DataDirError:

@@ -210,6 +210,8 @@ class Fetcher:
             raise MirrorFailed(f"connection failed ({_why(exc)})", retry=True, down=True) from None
         except requests.RequestException as exc:
             raise MirrorFailed(f"request failed ({_why(exc)})") from None
+        except UnicodeError:  # requests decodes a redirect's Location as UTF-8: a bad byte is this mirror's fault
+            raise MirrorFailed("it redirected to a Location that is not UTF-8 text") from None
         with response:
             if self.watchdog.fired:  # a head cut short by the watchdog can parse as a complete response
                 raise MirrorFailed("the deadline passed before the response was complete")

@@ -196,6 +196,7 @@ class Accounting:
         self.skipped_step = 0  # the last step whose update the loss scaler skipped
         self.stop_on_nan = stop_on_nan
         self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
+        self.bad_steps = 0  # steps whose loss or gradient (or both) was non-finite, each counted once
 
     def observe_gap(self, gap: float) -> None:
         """A step (or a run's steps so far) had this largest logit gap ``max(z) - min(z)``."""
@@ -223,6 +224,7 @@ class Accounting:
             self.bad_grad[step - 1] = True
             self.nan.count_grad(step)
         bad = bad_loss or not grad_finite
+        self.bad_steps += bad
         if bad and self.snapshot is None:
             self.snapshot = batch()
         return bad
@@ -285,12 +287,13 @@ class Accounting:
             nan.steps_nonfinite_grad += rest
             nan.first_nonfinite_grad_step = nan.first_nonfinite_grad_step or step + 1
             self.bad_grad[step:] = True
+            self.bad_steps += rest
 
     @property
     def nonfinite_steps(self) -> int:
-        """Steps so far with a non-finite loss or gradient, counted once per kind (for progress bars)."""
-        nan = self.nan
-        return nan.steps_nan_loss + nan.steps_inf_loss + nan.steps_nonfinite_grad
+        """Steps so far whose loss or gradient was non-finite, each step counted once however many of
+        the two were (for progress bars: a NaN loss with its NaN gradient is one step, not two)."""
+        return self.bad_steps
 
 
 def block_gaps(z: np.ndarray, z_max: np.ndarray, shifted: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:

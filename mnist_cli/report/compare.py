@@ -20,6 +20,7 @@ from mnist_cli.report.text import (
     accuracy_text,
     clip,
     data_lines,
+    fitted,
     number_text,
     plural,
     sparkline,
@@ -35,6 +36,20 @@ DENSE_CELLS = 16
 
 
 # --- the per-run table ----------------------------------------------------------------------------
+
+
+def failed_checks_line(doc: dict, option: str, code: int) -> str:
+    """The stderr line of ``compare --smoke``/``--check`` exiting ``code``: how many expectations failed,
+    and the first of them."""
+    failed = [c for c in doc["checks"] if not c["ok"]]
+    first = failed[0]
+    return (f"{option}: {len(failed)} of {plural(len(doc['checks']), 'expectation')} failed, first {first['scenario']} "
+            f"/ {first['loss']}: expected {first['expect']}, observed {first['observed']}: exit {code}")
+
+
+def run_line(done: int, total: int, label: str) -> str:
+    """``compare: run 3/26 done (f16 / naive)``: progress where no bar can be drawn (a CI log)."""
+    return f"compare: run {done}/{total} done ({label})"
 
 
 def _settings(s: dict) -> str:
@@ -58,7 +73,8 @@ def run_rows(doc: dict) -> list[dict]:
         for loss, r in s["runs"].items():
             nan = r["nan"]
             rows.append({
-                "label": s["label"], "lr": s["lr"], "input_scale": s["input_scale"], "dtype": s["dtype"],
+                "label": s["label"], "lr": number_text(s["lr"]), "input_scale": number_text(s["input_scale"]),
+                "dtype": s["dtype"], "precision": s.get("precision", "pure"), "loss_scale": s.get("loss_scale", "none"),
                 "seed": s["seed"], "loss": loss,
                 "acc": accuracy_text(r["test_accuracy"], r.get("accuracy_meaningful", r["weights_finite"]),
                                      r["weights_finite"]),
@@ -105,6 +121,13 @@ def _table(doc: dict, width: int) -> list[str]:
     return [*out, *legend]
 
 
+def _missing_empty(row: dict) -> dict:
+    """A CSV row's numeric cells with no number (an accuracy of non-finite logits, no first non-finite step,
+    no argmax count) as empty cells, which every CSV reader takes as missing (not ``n/a`` or ``-``)."""
+    return {"acc": "" if row["acc"].startswith("n/a") else row["acc"],
+            **{k: "" for k in ("first", "argmax!=") if row[k] == "-"}}
+
+
 def format_table(doc: dict, fmt: str) -> str:
     """Every run of ``doc`` as a ``markdown`` or ``csv`` table (all columns but the sparkline)."""
     import csv
@@ -116,7 +139,7 @@ def format_table(doc: dict, fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows({**r, "time": r["time"].rstrip("s")} for r in rows)
+        writer.writerows({**r, **_missing_empty(r), "time": r["time"].rstrip("s")} for r in rows)
         return buf.getvalue().rstrip("\n")
     head = "| " + " | ".join(keys) + " |"
     rule = "|" + "|".join("---" for _ in keys) + "|"
@@ -315,6 +338,7 @@ def _report_tail(doc: dict) -> list[str]:
     return [*lines, f"{plural(n_runs, 'run')}: training {doc['seconds']:.1f} s{drawing}."]
 
 
+@fitted
 def format_report(doc: dict, *, width: int | None = None, all_runs: bool = False) -> str:
     """Tables, stability map, forensics, conclusion and checks, as the terminal shows them, laid out in
     ``width`` columns (default: the terminal's, :func:`terminal_width`). A dense sweep (more than

@@ -19,10 +19,12 @@ from __future__ import annotations
 from mnist_cli.data.directory import printable
 from mnist_cli.data.download import VERIFIED, size_text
 from mnist_cli.data.load import describe_data
+from mnist_cli.report.text import fitted
 
 __all__ = ["format_download"]
 
 
+@fitted
 def format_download(doc: dict) -> str:
     """The text of ``mnist-softmax download`` from :meth:`mnist_cli.data.download.DownloadReport.to_dict`."""
     name, files = doc["dataset"].upper(), doc["files"]

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-from mnist_cli.report.text import accuracy_text, data_lines, plural, provenance_text, value_text
+from mnist_cli.report.text import accuracy_text, data_lines, fitted, plural, provenance_text, value_text
 from mnist_cli.report.train import changed_text
 
 
+@fitted
 def format_evaluate(r: dict, split: str) -> str:
     """The terminal report of ``evaluate``: accuracy, the argmax question, per-class table, confusion matrix."""
     a = r["argmax"]

@@ -24,7 +24,7 @@ import numpy as np
 from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
 from mnist_cli.report.compare import form_text, forms, seed_steps
-from mnist_cli.report.text import number_text
+from mnist_cli.report.text import accuracy_text, number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
 NCOLS = 4  # loss-curve panels per row
@@ -84,6 +84,10 @@ def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarra
         ax = axes[c // 5, c % 5]
         ax.imshow(W[:, c].reshape(28, 28), cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.set_title(f"W for {c}", fontsize=10)
+        bad = int(np.count_nonzero(~np.isfinite(W[:, c])))
+        if bad:  # NaN pixels draw as nothing: say so rather than show a blank square
+            ax.text(0.5, 0.5, f"{bad} of {W.shape[0]}\nnon-finite", ha="center", va="center", fontsize=8,
+                    color="firebrick", transform=ax.transAxes)
     for j, (img, mk) in enumerate(zip(mistake_images, report["confident_mistakes"])):
         ax = axes[2, j]
         ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r")
@@ -94,11 +98,24 @@ def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarra
         ax.set_yticks([])
         if not ax.images:
             ax.set_visible(False)
-    acc = report["accuracy"] if report.get("accuracy_meaningful", True) else float("nan")
-    fig.suptitle(f"Templates: each class's weights as a 28x28 image (red: ink there raises the logit, blue: "
-                 f"lowers it; |W| up to {lim:.3g})\nbelow: the most confident mistakes; {report['split']} accuracy "
-                 f"{acc:.4f}", fontsize=10)
+    fig.suptitle(evaluation_title(report, W, m), fontsize=10)
     return save_figure(plt, fig, path)
+
+
+def evaluation_title(report: dict, W: np.ndarray, mistakes: int) -> str:
+    """The title of :func:`plot_evaluation`: what the colours mean and their range (or that the weights
+    are not finite), the row of mistakes only when there is one, and the accuracy as the text report
+    words it (``n/a`` with the reason when a logit was non-finite)."""
+    finite = W[np.isfinite(W)]
+    if finite.size == W.size:
+        scale = f"|W| up to {float(np.max(np.abs(W))) if W.size else 0.0:.3g}"
+    else:
+        scale = f"non-finite weights: {W.size - finite.size} of {W.size}, drawn blank"
+    below = "below: the most confident mistakes; " if mistakes else ""
+    accuracy = accuracy_text(report["accuracy"], report.get("accuracy_meaningful", True), report.get(
+        "weights_finite", finite.size == W.size))
+    return (f"Templates: each class's weights as a 28x28 image (red: ink there raises the logit, blue: lowers it; "
+            f"{scale})\n{below}{report['split']} accuracy {accuracy}")
 
 
 def plot_training(path, summary: dict, losses: np.ndarray, history: list[dict]) -> Path:
@@ -122,6 +139,15 @@ def plot_training(path, summary: dict, losses: np.ndarray, history: list[dict]) 
             ax_loss.plot(at, [r[f"{key}_loss"] for r in points], "o-", color=color, ms=3, label=f"{name} loss")
             ax_acc.plot(at, [r[f"{key}_accuracy"] for r in points], "o-", color=color, ms=3,
                         label=f"{name} accuracy")
+    if not any(ax_acc.lines):  # say why the curves are missing, on a step axis of the run's own length
+        why = ("no accuracy curve: the parameters were non-finite at every scored step" if history
+               else "no accuracy curve: none scored (add --val-split, or more steps than --log-every)")
+        ax_acc.text(0.5, 0.6, why, ha="center", fontsize=8, wrap=True, transform=ax_acc.transAxes)
+        ax_acc.set_xlim(1, max(len(losses), 2))
+    if not finite.any():
+        ax_loss.text(0.5, 0.5, "no loss curve: every step's loss was non-finite", ha="center", fontsize=8,
+                     transform=ax_loss.transAxes)
+        ax_loss.set_xlim(1, max(len(losses), 2))
     if summary.get("accuracy_meaningful", True):
         ax_acc.axhline(summary["test_accuracy"], color="tab:green", ls="--", lw=1,
                        label=f"test accuracy, final model ({summary['test_accuracy']:.4f})")

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import math
 
-from mnist_cli.report.text import data_lines, number_text
+from mnist_cli.report.text import data_lines, fitted, number_text
 
 
+@fitted
 def format_predict(r: dict) -> str:
     """One line per image: index, label, argmax(logits) vs argmax(softmax), the top probabilities."""
-    lines = [f"{r['model']} on {r['source']} (input scale {number_text(r['input_scale'])}):",
+    form = r.get("computed_as") or {"dtype": "float32", "precision": "pure"}
+    lines = [f"{r['model']} on {r['source']} (input scale {number_text(r['input_scale'])}, computed in "
+             f"{form['dtype']}" + (", mixed precision" if form["precision"] == "mixed" else "") + "):",
              "  index  label  argmax(z)  argmax(p)  probabilities (top 3)"]
     for row in r["predictions"]:
         p = row["probabilities"]
@@ -23,6 +26,8 @@ def format_predict(r: dict) -> str:
             continue
         mark = "" if row["predicted"] == row["predicted_softmax"] else "  (argmaxes differ: a tie in p)"
         wrong = "" if row["label"] is None or row["label"] == row["predicted"] else "  WRONG"
+        total = math.fsum(p)  # rounded probabilities (bfloat16 keeps ~3 digits) need not sum to 1
+        off = f"  (sum {total:.4f}: rounded in {form['dtype']})" if round(total, 4) != 1 else ""
         lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
-                     + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
+                     + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong + off)
     return "\n".join([*lines, *data_lines(r)])

@@ -14,7 +14,10 @@ Pure functions from values to text; one module per command's report builds on th
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import re
 import shutil
 import textwrap
 from collections.abc import Sequence
@@ -99,9 +102,54 @@ def provenance_text(p: dict | None) -> str:
             f"{blas or 'BLAS unknown'}, numpy {p.get('numpy')}, {p.get('cpu')}")
 
 
+MIN_WIDTH = 40  # narrower than this, a report is not laid out any narrower (lines then wrap in the terminal)
+
+
+def known_width() -> int | None:
+    """The terminal's width, if there is one to fit: ``COLUMNS`` if set, else that of the terminal stdout
+    or (when stdout is a pipe or a file) stderr is on; None for neither (a log file has no width)."""
+    columns = shutil.get_terminal_size((0, 0)).columns  # COLUMNS, then stdout's terminal
+    for fd in (2,) if not columns else ():
+        try:
+            columns = os.get_terminal_size(fd).columns
+        except OSError:  # not a terminal either
+            pass
+    return max(MIN_WIDTH, columns) if columns else None
+
+
 def terminal_width() -> int:
-    """The width to lay the report out in: the terminal's (``COLUMNS`` first), at most :data:`WIDTH`."""
-    return min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    """The width to lay the report out in: :func:`known_width`, at most :data:`WIDTH` (also without one)."""
+    return min(WIDTH, known_width() or WIDTH)
+
+
+def fit(text: str, width: int | None = None) -> str:
+    """``text`` with every line longer than ``width`` (default :func:`terminal_width`) wrapped at words,
+    each continuation under the value of a ``label   value`` row, else indented two more than its line (a
+    word longer than the width is cut): what
+    every readable report and help text passes through last, so no line is wider than the terminal."""
+    width = width or terminal_width()
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        lead = min(len(line) - len(line.lstrip(" ")), width // 2)
+        column = re.match(r" *\S.*?\S {2,}(?=\S)", line)  # a "label   value" row: continue under the value
+        hang = column.end() if column and column.end() <= width // 2 else lead + 2
+        out += textwrap.wrap(line.strip(), width, initial_indent=" " * lead, subsequent_indent=" " * hang,
+                             break_on_hyphens=False) or [""]
+    return "\n".join(out)
+
+
+def fitted(format_function):
+    """A report's ``format_*`` whose text is :func:`fit` to the terminal, when there is one: the one way
+    each report is laid out at any width (``COLUMNS=60`` included)."""
+    @functools.wraps(format_function)
+    def formatted(*args, **kwargs) -> str:
+        text, width = format_function(*args, **kwargs), known_width()
+        return fit(text, width) if width else text  # no terminal, no width: a log keeps its long lines
+
+    return formatted
 
 
 def wrap(text: str, width: int = WIDTH) -> list[str]:

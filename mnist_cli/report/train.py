@@ -9,7 +9,7 @@ interrupted ``train`` or ``compare`` had done (:func:`interrupted_text`).
 from __future__ import annotations
 
 from mnist_cli.report.explain import format_explanation
-from mnist_cli.report.text import accuracy_text, data_lines, plural, provenance_text, short_number, value_text
+from mnist_cli.report.text import accuracy_text, data_lines, fitted, plural, provenance_text, short_number, value_text
 from mnist_cli.settings import HALF_NAMES
 
 
@@ -72,6 +72,7 @@ def half_lines(c: dict, nan: dict) -> list[str]:
     return lines
 
 
+@fitted
 def format_train(s: dict, explain: bool = False) -> str:
     """The terminal report of ``train`` (with the explanation of its first non-finite step when ``explain``)."""
     c = s["config"]
@@ -116,6 +117,11 @@ def format_train(s: dict, explain: bool = False) -> str:
     if "plot" in s:
         rows.append(f"  plot            {s['plot']}")
     return "\n".join(rows)
+
+
+def fail_on_nan_line(nan: dict, steps: int, code: int) -> str:
+    """The stderr line of ``train --fail-on-nan`` exiting ``code``: the first kind of non-finite event."""
+    return f"--fail-on-nan: {nan_lines(nan, steps)[0]}: exit {code}"
 
 
 def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
