@@ -280,9 +280,12 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
               "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
+              help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
+              ".npy a structured array, .csv a table, .jsonl one --json row per line.")
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, out, data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -290,13 +293,13 @@ def predict(model_path, indices, images, input_scale, data_dir, mirrors, offline
     Examples:
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax predict model.npz --images digits.npy --json
-      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz --out all.csv
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
-    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale,
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, out=out,
                           load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 

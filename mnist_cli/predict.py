@@ -10,16 +10,21 @@ file (``.gz`` or raw, as MNIST's) or a NumPy ``.npy`` array, of shape (n, 28, 28
 a picture of one digit (PNG, JPEG, BMP, GIF; through Pillow, the ``image`` extra; see
 :func:`read_picture`). For
 each: ``argmax(logits)`` and ``argmax(softmax(logits))`` (which floating-point ties can tell apart,
-see :func:`mnist_cli.metrics.argmax_agreement`) and the ten probabilities.
+see :func:`mnist_cli.metrics.argmax_agreement`) and the ten probabilities. With ``out=``, every row
+also goes to a file (:func:`write_predictions`: ``.npy``, ``.csv`` or ``.jsonl``), written atomically.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cli.errors import FormatError, MissingExtraError, SettingsError
+from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.losses import softmax
 from mnist_cli.model import Model
 from mnist_cli.scoring import predict_logits
@@ -29,6 +34,8 @@ MAX_IMAGES = 100_000  # more is a data set: use evaluate
 #: Picture files read through Pillow (the optional ``image`` extra), one digit per file.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_HINT = "pip install 'mnist-softmax[image]'"
+#: What ``out=`` writes, by suffix: a structured NumPy array, a CSV table, one JSON object per line.
+OUT_SUFFIXES = (".npy", ".csv", ".jsonl")
 
 
 def read_picture(path: Path) -> np.ndarray:
@@ -85,10 +92,60 @@ def read_images(path) -> np.ndarray:
     return raw
 
 
-def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None) -> dict:
+def check_out(out) -> None:
+    """Refuse an ``out`` path this module cannot write (its suffix, or a path that cannot be
+    created) before any work: :class:`SettingsError` or :class:`OutputError`."""
+    if Path(out).suffix.lower() not in OUT_SUFFIXES:
+        raise SettingsError("out", f"{out}: write predictions to a {'/'.join(OUT_SUFFIXES)} file")
+    check_writable(out, "{out} path")
+
+
+def _npy_rows(rows: list[dict], k: int) -> np.ndarray:
+    """The rows as a structured array (n,): ``index``, ``label``, ``predicted``, ``predicted_softmax``
+    (-1 where unknown: your own images have no label, non-finite logits no prediction) and
+    ``probabilities`` (k,) float64 (holds every float16/bfloat16/float32 value exactly)."""
+    table = np.zeros(len(rows), dtype=[("index", np.int64), ("label", np.int16), ("predicted", np.int16),
+                                       ("predicted_softmax", np.int16), ("probabilities", np.float64, (k,))])
+    for j, row in enumerate(rows):
+        table[j] = (row["index"], *(-1 if row[f] is None else row[f] for f in ("label", "predicted",
+                                                                               "predicted_softmax")),
+                    row["probabilities"])
+    return table
+
+
+def write_predictions(rows: list[dict], out) -> None:
+    """Every row of :func:`predict_file` to ``out``, by its suffix (:data:`OUT_SUFFIXES`), atomically:
+    ``.npy`` a structured array (:func:`_npy_rows`; ``np.load`` reads it without pickle), ``.csv`` a
+    header ``index,label,predicted,predicted_softmax,p0..p{k-1}`` and one line per image (empty where
+    unknown; probabilities as Python's shortest round-trip ``repr``, ``nan``/``inf`` where non-finite),
+    ``.jsonl`` one predict --json row per line (non-finite values as ``"NaN"``, like every JSON here)."""
+    check_out(out)
+    k = len(rows[0]["probabilities"]) if rows else 10
+    fields = ("index", "label", "predicted", "predicted_softmax")
+    with atomic_write(out, "{out} path") as fh:
+        suffix = Path(out).suffix.lower()
+        if suffix == ".npy":
+            np.save(fh, _npy_rows(rows, k), allow_pickle=False)
+            return
+        text = io.StringIO(newline="")
+        if suffix == ".csv":
+            table = csv.writer(text, lineterminator="\n")
+            table.writerow([*fields, *(f"p{c}" for c in range(k))])
+            table.writerows([["" if row[f] is None else row[f] for f in fields]
+                             + [repr(v) for v in row["probabilities"]] for row in rows])
+        else:
+            text.writelines(json.dumps(jsonable(row), allow_nan=False) + "\n" for row in rows)
+        fh.write(text.getvalue().encode("utf-8"))
+
+
+def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
+                 out=None) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
-    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities."""
+    predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities; with ``out``,
+    every row written there too (:func:`write_predictions`; a bad path fails before any work)."""
+    if out is not None:
+        check_out(out)
     model = Model.load(path)
     scale = model.input_scale if input_scale is None else input_scale
     if (indices is None) == (images is None):
@@ -120,5 +177,8 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
             "probabilities": [float(v) for v in p[j]],
             "logits_finite": finite,
         })
+    if out is not None:
+        write_predictions(rows, out)
+        where["out"] = str(out)
     return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
             "predictions": rows, **where}
