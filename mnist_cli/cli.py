@@ -29,7 +29,7 @@ from mnist_cli.options import (
     sweep,
     threads_option,
 )
-from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
+from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, NORMALIZE_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
 from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
 
 
@@ -235,11 +235,14 @@ def _outputs(*writes) -> list[str]:
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
               help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
               "  [default: pure]")
+@click.option("--normalize", type=click.Choice(NORMALIZE_NAMES), default=None,
+              help="Show the confusion matrix normalized as scikit-learn's confusion_matrix(normalize=...): over "
+              "each true class (rows sum to 1), each predicted class (columns) or all examples.  [default: counts]")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, plot_path, dtype, precision, threads, data_dir, mirrors, offline,
-             as_json, quiet):
+def evaluate(model_path, split, input_scale, plot_path, dtype, precision, normalize, threads, data_dir, mirrors,
+             offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -257,6 +260,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
       mnist-softmax evaluate model.npz --split train --json
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
+      mnist-softmax evaluate model.npz --normalize true --plot confusion.png
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
@@ -267,7 +271,8 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
 
         probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision)
+                           input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision,
+                           normalize=normalize)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_cli.metrics import calibration, precision_recall_f1, top_confusions
+from mnist_cli.metrics import calibration, normalize_confusion, precision_recall_f1, top_confusions
 from mnist_cli.model import Model
 from mnist_cli.scoring import cross_entropy, logits_and_evaluation
 from mnist_cli.settings import DEFAULT_THREADS
 
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
-                  threads: int = DEFAULT_THREADS, plot=None, dtype: str | None = None, precision: str | None = None) -> dict:
+                  threads: int = DEFAULT_THREADS, plot=None, dtype: str | None = None, precision: str | None = None,
+                  normalize: str | None = None) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
@@ -29,7 +30,9 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     ``training_provenance`` its metadata holds (None for a model saved without it) and the ``data``
     (directory, whether verified MNIST). With ``plot`` (a path) it also draws the templates and the
     most confident mistakes there (:func:`mnist_cli.report.plots.plot_evaluation`). ``dtype`` (and ``precision``)
-    evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`)."""
+    evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`). ``normalize``
+    (true, pred, all) adds ``confusion_normalized`` {``normalize``, ``matrix``}: scikit-learn's normalized
+    confusion matrix (:func:`mnist_cli.metrics.normalize_confusion`), which the report and the plot show."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
@@ -42,6 +45,9 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
         model = model.as_dtype(dtype or model.compute_dtype, precision)
     z, report = logits_and_evaluation(model, images, labels, scale, threads)
     report.update(details(z, labels, report["confusion_matrix"]))
+    if normalize is not None:
+        report["confusion_normalized"] = {"normalize": normalize,
+                                          "matrix": normalize_confusion(report["confusion_matrix"], normalize).tolist()}
     meta = model.meta
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
                   training_provenance=meta.get("provenance"),

@@ -35,6 +35,9 @@ HALF_NAMES = ("float16", "bfloat16")
 PRECISION_NAMES = ("pure", "mixed")
 #: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
 LOSS_SCALE_CHOICES = ("none", "dynamic")
+#: evaluate --normalize: scikit-learn's ``confusion_matrix(normalize=...)`` (mnist_cli.metrics.normalize_confusion):
+#: over each true class (rows sum to 1), each predicted class (columns sum to 1) or all examples.
+NORMALIZE_NAMES = ("true", "pred", "all")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
 #: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):

@@ -30,11 +30,8 @@ def format_evaluate(r: dict, split: str) -> str:
         "  " + (" ".join(f"{acc:6.3f}" for acc in r["per_class_accuracy"]) if ok
                 else accuracy_text(0, ok, finite) + ": argmax of a NaN row is 0, so every such row 'predicts' 0"),
         "",
-        "confusion matrix (rows: true class, columns: predicted)" + (":" if ok else
-                                                                      ", non-finite rows counted as predicting 0:"),
-        "     " + " ".join(f"{d:>5}" for d in range(k)),
+        *confusion_lines(r, ok),
     ]
-    lines += [f"  {i:>2} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(r["confusion_matrix"])]
     if "classification_report" in r:
         lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
     if r.get("training") and r["training"].get("config"):
@@ -44,6 +41,32 @@ def format_evaluate(r: dict, split: str) -> str:
     if "plot" in r:
         lines.append(f"Wrote plot: {r['plot']}")
     return "\n".join(lines)
+
+
+#: What each --normalize divides by (scikit-learn's confusion_matrix(normalize=...)).
+NORMALIZED_BY = {"true": "over each true class (each row sums to 1)",
+                 "pred": "over each predicted class (each column sums to 1)",
+                 "all": "over all examples (the matrix sums to 1)"}
+
+
+def confusion_title(r: dict) -> str:
+    """What the confusion matrix shown holds: counts, or normalized over what (the text and the plot)."""
+    norm = r.get("confusion_normalized")
+    return "confusion matrix" + (f" normalized {NORMALIZED_BY[norm['normalize']]}" if norm else "")
+
+
+def confusion_lines(r: dict, ok: bool = True) -> list[str]:
+    """The confusion matrix, rows true class, columns predicted: counts, or the normalized fractions (3
+    decimals) with ``--normalize``."""
+    norm = r.get("confusion_normalized")
+    k = len(r["confusion_matrix"])
+    head = ("confusion matrix (rows: true class, columns: predicted)"
+            + (f", normalized {NORMALIZED_BY[norm['normalize']]}" if norm else "")
+            + (":" if ok else ", non-finite rows counted as predicting 0:"))
+    rows = norm["matrix"] if norm else r["confusion_matrix"]
+    cell = (lambda v: f"{v:5.3f}") if norm else (lambda v: f"{v:5d}")
+    return [head, "     " + " ".join(f"{d:>5}" for d in range(k)),
+            *(f"  {i:>2} " + " ".join(cell(v) for v in row) for i, row in enumerate(rows))]
 
 
 def _rounding_lines(rd: dict | None) -> list[str]:
