@@ -20,6 +20,7 @@ from mnist_cli.options import (
     LOSS_SCALE,
     POSITIVE,
     RANGE_DIGITS,
+    VAL_SPLIT,
     FiniteFloat,
     comma_list,
     data_options,
@@ -138,9 +139,10 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help=f"L2 penalty on W.  [default: {TUTORIAL.weight_decay:g}]")
 @click.option("--average-epochs", type=click.IntRange(min=1), default=None,
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
-@click.option("--val-split", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Hold out the last N training images (TF's input_data: 5000) and report train and validation "
-              "loss and accuracy per epoch and every --log-every steps.")
+@click.option("--val-split", type=VAL_SPLIT, default=None, metavar="N|FRACTION",
+              help="Hold out the last N training images (TF's input_data: 5000) or the last FRACTION of them (0.1, "
+              "Keras's validation_split) and report train and validation loss and accuracy per epoch and every "
+              "--log-every steps; the model records which (evaluate --split val scores them).")
 @click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
 @click.option("--stop-on-nan", is_flag=True, default=None,
@@ -222,8 +224,12 @@ def _outputs(*writes) -> list[str]:
 
 @main.command(short_help="Score a saved model; answer the argmax question.")
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="Which MNIST split to score.")
+@click.option("--split", type=click.Choice(["test", "train", "val"]), default="test", show_default=True,
+              help="Which MNIST split to score; val: the training images the model was validated on (train "
+              "--val-split records them), or those --val-split names.")
+@click.option("--val-split", type=VAL_SPLIT, default=None, metavar="N|FRACTION",
+              help="With --split val: the last N (or FRACTION) of the training images, as train --val-split holds "
+              "them out.  [default: the model's own]")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
@@ -241,8 +247,8 @@ def _outputs(*writes) -> list[str]:
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, plot_path, dtype, precision, normalize, threads, data_dir, mirrors,
-             offline, as_json, quiet):
+def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, normalize, threads, data_dir,
+             mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -258,6 +264,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, normal
     Examples:
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
+      mnist-softmax train --val-split 0.1 --save model.npz && mnist-softmax evaluate model.npz --split val
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
       mnist-softmax evaluate model.npz --normalize true --plot confusion.png
@@ -272,7 +279,7 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, normal
         probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision,
-                           normalize=normalize)
+                           normalize=normalize, val_split=val_split)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 

@@ -67,6 +67,31 @@ class FiniteFloat(click.FloatRange):
 POSITIVE = FiniteFloat(min=0, min_open=True)
 
 
+class ValSplitType(click.ParamType):
+    """``--val-split``: a whole number of images (``5000``) or a fraction 0 < x < 1 (``0.1``, Keras's
+    ``validation_split``); :func:`mnist_cli.settings.val_count` turns either into a count."""
+
+    name = "validation split"
+
+    def convert(self, value, param, ctx):
+        from mnist_cli.settings import val_split_ok
+
+        if isinstance(value, (int, float)) and val_split_ok(value):
+            return value
+        text = str(value).strip()
+        try:
+            parsed = int(text) if text.lstrip("+").isdigit() else float(text)
+        except ValueError:
+            parsed = None
+        if parsed is None or not val_split_ok(parsed):
+            self.fail(f"{value!r} is neither a number of images >= 0 (5000) nor a fraction 0 < x < 1 (0.1).",
+                      param, ctx)
+        return parsed
+
+
+VAL_SPLIT = ValSplitType()
+
+
 class LossScaleType(click.ParamType):
     """``none``, ``dynamic`` or a positive float32 number, kept as its canonical text (``TrainConfig.loss_scale``,
     :class:`mnist_cli.settings.LossScale`)."""

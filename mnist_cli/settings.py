@@ -132,6 +132,39 @@ def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
                             "(GradScaler refuses half-precision gradients): add {precision} mixed or drop {loss_scale}")
 
 
+def val_split_ok(v) -> bool:
+    """Whether ``v`` is a validation split: a whole number of images >= 0, or a fraction 0 < v < 1."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 0
+    return isinstance(v, float) and 0 < v < 1
+
+
+def val_count(val_split: int | float, n: int) -> int:
+    """How many of ``n`` training images ``val_split`` holds out (the last ones): a count as it is, a
+    fraction ``x`` as Keras's ``validation_split`` does, ``n - floor(n * (1 - x))`` (``split_at`` is
+    Keras's ``floor(n * (1 - x))``; 0.1 of 60,000 is 6,000)."""
+    if isinstance(val_split, float):
+        return n - math.floor(n * (1.0 - val_split))
+    return val_split
+
+
+def held_out(val_split: int | float, n: int) -> dict:
+    """Which of ``n`` training images ``val_split`` holds out: ``split`` (as given: a count or a
+    fraction), ``n`` of them, ``start`` and ``stop`` (the slice ``[start:stop]``) and ``of`` (``n`` images
+    in all: the same slice of another training set would be other images). :class:`SettingsError` when
+    it leaves nothing to train on, or a fraction holds out nothing."""
+    count = val_count(val_split, n)
+    if count >= n:
+        raise SettingsError("val_split", f"holding out {count} of the {n} training images leaves none "
+                            "to train on: lower {val_split}")
+    if count <= 0:
+        raise SettingsError("val_split", f"a validation split of {val_split:g} holds out none of the {n} training "
+                            "images: raise {val_split}")
+    return {"split": val_split, "n": count, "start": n - count, "stop": n, "of": n}
+
+
 def check_steps(steps: int) -> None:
     """:class:`SettingsError` when a run of ``steps`` steps is past :data:`MAX_STEPS`."""
     if steps > MAX_STEPS:
@@ -164,7 +197,9 @@ class TrainConfig:
     fast: bool = True  # the fast step (mnist_cli.engine.fast); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
-    val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none
+    # hold out the last training images for validation: a count N (TF's input_data: 5000) or a fraction 0 < x < 1
+    # (Keras's validation_split: the last n - floor(n * (1 - x))); 0 = none. See val_count.
+    val_split: int | float = 0
 
     @property
     def loss_scaling(self) -> LossScale:
@@ -210,7 +245,8 @@ _RULES = (
     ("average_epochs", lambda v: v >= 1, "the number of averaged epochs must be at least 1"),
     ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "the weight decay must be a finite number >= 0"),
     ("threads", lambda v: 1 <= v <= MAX_THREADS, f"threads must be from 1 to {MAX_THREADS}"),
-    ("val_split", lambda v: v >= 0, "the validation split must be a number of images >= 0"),
+    ("val_split", lambda v: val_split_ok(v), "the validation split must be a number of images >= 0 or a fraction "
+     "0 < x < 1"),
 )
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.

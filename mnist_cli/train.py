@@ -22,11 +22,10 @@ from pathlib import Path
 
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.engine.base import master_dtype
-from mnist_cli.errors import SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.scoring import score
-from mnist_cli.settings import TrainConfig, changed_settings
+from mnist_cli.settings import TrainConfig, changed_settings, held_out, val_count
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
@@ -124,7 +123,9 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                    changed=changed_settings(result.config, preset))
     if val:
         held = score(result.model, *val, config.input_scale, threads=config.threads)
-        summary["validation"] = {"n": len(val[1]), "loss": held.loss, "accuracy": held.accuracy,
+        where = held_out(config.val_split, len(data.train_images))
+        result.model.meta["validation"] = where  # evaluate --split val scores the same images
+        summary["validation"] = {**where, "loss": held.loss, "accuracy": held.accuracy,
                                  "history": [r for r in records if "val_loss" in r]}
     summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
     if explain:
@@ -135,15 +136,12 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
 
 
 def split_validation(data, config: TrainConfig):
-    """``(train images, train labels, (validation images, labels) or ())``: the last ``config.val_split``
-    training images held out (as TF's ``input_data`` held out 5,000 of 60,000), the rest to train on."""
-    n = len(data.train_images)
+    """``(train images, train labels, (validation images, labels) or ())``: the last images of
+    :func:`held_out` kept for validation (as TF's ``input_data`` held out 5,000 of 60,000, and Keras's
+    ``validation_split`` the last fraction, before any shuffling), the rest to train on."""
     if not config.val_split:
         return data.train_images, data.train_labels, ()
-    if config.val_split >= n:
-        raise SettingsError("val_split", f"holding out {config.val_split} of the {n} training images leaves none "
-                            "to train on: lower {val_split}")
-    cut = n - config.val_split
+    cut = held_out(config.val_split, len(data.train_images))["start"]
     return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
 
 
@@ -166,7 +164,7 @@ def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
 
 def total_steps(config: TrainConfig, n_examples: int) -> int:
     """How many steps ``config`` takes on ``n_examples`` training examples (for a progress bar)."""
-    n_examples = max(n_examples - config.val_split, 1)
+    n_examples = max(n_examples - val_count(config.val_split, n_examples), 1)
     n = min(n_examples, config.train_limit or n_examples)
     per_epoch = 1 if config.full_batch else n // config.batch_size
     return config.epochs * per_epoch if config.epochs else config.steps

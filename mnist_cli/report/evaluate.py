@@ -15,7 +15,7 @@ def format_evaluate(r: dict, split: str) -> str:
     k = len(r["per_class_accuracy"])
     ok, finite = r.get("accuracy_meaningful", True), r["nonfinite_params"] == 0
     lines = [
-        f"split {split}: {r['n']} examples",
+        f"split {split}: {r['n']} examples" + _held_out_text(r.get("validation")),
         f"  accuracy, argmax(logits)           {accuracy_text(r['accuracy'], ok, finite)}",
         f"  accuracy, argmax(softmax(logits))  {accuracy_text(r['accuracy_softmax'], ok, finite)}",
         f"  predictions that differ            {a['differ']}"
@@ -67,6 +67,14 @@ def confusion_lines(r: dict, ok: bool = True) -> list[str]:
     cell = (lambda v: f"{v:5.3f}") if norm else (lambda v: f"{v:5d}")
     return [head, "     " + " ".join(f"{d:>5}" for d in range(k)),
             *(f"  {i:>2} " + " ".join(cell(v) for v in row) for i, row in enumerate(rows))]
+
+
+def _held_out_text(v: dict | None) -> str:
+    """Which training images ``--split val`` scored, and whether the model's metadata chose them."""
+    if not v:
+        return ""
+    return (f", training images {v['start']}-{v['stop'] - 1} of {v['of']} (--val-split {v['split']:g}, "
+            + ("as the model recorded)" if v["recorded"] else "as given)"))
 
 
 def _rounding_lines(rd: dict | None) -> list[str]:

@@ -44,10 +44,17 @@ _CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the p
             "val_split": "the last {} training images held out for validation"}
 
 
+def _changed_part(name: str, value) -> str:
+    """One changed setting in words (``batch 50``; a fractional ``val_split`` is a share, not a count)."""
+    if name == "val_split" and isinstance(value, float):
+        return f"the last {value:g} of the training images held out for validation"
+    return _CHANGED.get(name, name.replace("_", " ") + " {}").format(value if not isinstance(value, float)
+                                                                       else f"{value:g}")
+
+
 def changed_text(changed: dict, preset: str = "tutorial") -> str:
     """``preset best: epochs 12, lr 1, averaged over the last 8 epochs``; ``as the tutorial`` if nothing changed."""
-    parts = [_CHANGED.get(k, k.replace("_", " ") + " {}").format(v if not isinstance(v, float) else f"{v:g}")
-             for k, v in changed.items()]
+    parts = [_changed_part(k, v) for k, v in changed.items()]
     head = f"preset {preset}" if preset != "tutorial" else ""
     if not parts:
         return head or "as the tutorial"
