@@ -116,6 +116,9 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Train for N passes over the data instead of --steps.")
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
 @click.option("--init", type=click.Choice(INIT_NAMES), default=None, help=f"Initial W.  [default: {TUTORIAL.init}]")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None, metavar="MODEL.npz",
+              help="Start from a saved model's W and b (same --dtype, --precision and --input-scale; refused "
+              "otherwise, saying why); --steps/--epochs count from there and the new model records its parent.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
               help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
               f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
@@ -180,6 +183,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --preset best --save best.npz
       mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
       mnist-softmax train --val-split 5000 --plot curves.png
+      mnist-softmax train --init-from model.npz --epochs 2 --save more.npz   # continue a saved model
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable

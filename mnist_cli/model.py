@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.errors import ModelFileError
+from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.rounding import Inputs, as_dtype, is_half, linear, round_to
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
@@ -163,6 +163,36 @@ class Model:
 
 
 _FIX = "pass a model written by `mnist-softmax train {save}`"
+def load_parent(path, dtype: str, precision: str, input_scale: float) -> Model:
+    """A saved model to continue training from (``train --init-from``): :meth:`Model.load` with every one
+    of its checks, then :class:`SettingsError` naming why unless it computes as the run will (``dtype``,
+    ``precision``: the same parameter dtype and compute form), at the run's ``input_scale``, with finite
+    parameters. Its ``meta`` becomes ``{"parent": {path, params_sha256 (of W and b as loaded), steps_total,
+    test_accuracy}}``, the record the new model keeps."""
+    import hashlib
+
+    parent = Model.load(path)
+    if parent.form != (dtype, precision):
+        raise SettingsError(("init_from", "dtype", "precision"),
+                            f"{path} computes in {parent.compute_dtype} {parent.precision}, the run in {dtype} "
+                            f"{precision}: give {{dtype}} {parent.compute_dtype} {{precision}} {parent.precision} "
+                            "to continue it (its parameters are not converted)")
+    if parent.input_scale != input_scale:
+        raise SettingsError(("init_from", "input_scale"),
+                            f"{path} was trained at input scale {parent.input_scale:g}, the run uses "
+                            f"{input_scale:g}: give {{input_scale}} {parent.input_scale:g} to continue it")
+    if not parent.finite:
+        raise SettingsError("init_from", f"{path} has non-finite parameters: there is nothing to continue; "
+                            "start afresh without {init_from}")
+    meta = parent.meta
+    steps = meta.get("steps_total", meta.get("steps"))
+    parent.meta = {"parent": {"path": str(path),
+                              "params_sha256": hashlib.sha256(parent.W.tobytes() + parent.b.tobytes()).hexdigest(),
+                              "steps_total": steps if type(steps) is int and steps >= 0 else None,
+                              "test_accuracy": meta.get("test_accuracy")}}
+    return parent
+
+
 #: The metadata key a model's compute form is saved under (``{"dtype": ..., "precision": ...}``).
 _FORM_KEY = "compute"
 

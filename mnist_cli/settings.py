@@ -183,6 +183,7 @@ class TrainConfig:
     epochs: int | None = None  # full passes over the (limited) training set instead of steps
     init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
     init_std: float = 0.01
+    init_from: str | None = None  # a saved model's path: start from its W and b instead of init (same dtype, form)
     dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
     precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
     loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
@@ -298,6 +299,9 @@ def train_config(preset: str = "tutorial", **overrides) -> TrainConfig:
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if "steps" in given and "epochs" in given:
         raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}, not both")
+    if given.get("init_from") and ({"init", "init_std"} & set(given)):
+        raise SettingsError(("init_from", "init"), "a run continued from a saved model starts from its parameters: "
+                            "drop {init}")
     if given.get("full_batch") and "batch_size" in given:
         raise SettingsError(("full_batch", "batch_size"),
                             "a full batch is every training example: drop {batch_size}")

@@ -121,6 +121,8 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                             accuracy_meaningful=test.meaningful and fit.meaningful)
     summary.update(train_loss=fit.loss, test_loss=test.loss, preset=preset,
                    changed=changed_settings(result.config, preset))
+    if "parent" in result.model.meta:  # train --init-from: what it continued, and the steps in all
+        summary.update(parent=result.model.meta["parent"], steps_total=result.model.meta["steps_total"])
     if val:
         held = score(result.model, *val, config.input_scale, threads=config.threads)
         where = held_out(config.val_split, len(data.train_images))

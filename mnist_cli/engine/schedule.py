@@ -181,7 +181,8 @@ def train(
     seconds = time.perf_counter() - t0
 
     W, b = (np.array(a) for a in engine.export(params))
-    return build_result(config, W, b, acct, losses, seconds, order_digest, init_digest, stopped=stopped)
+    return build_result(config, W, b, acct, losses, seconds, order_digest, init_digest, stopped=stopped,
+                        parent=model.meta.get("parent"))
 
 
 def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, acct: Accounting) -> Engine:

@@ -41,7 +41,7 @@ _CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the p
             "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
             "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
             "batch_size": "batch {}", "init_std": "init std {}",
-            "val_split": "the last {} training images held out for validation"}
+            "val_split": "the last {} training images held out for validation", "init_from": "started from {}"}
 
 
 def _changed_part(name: str, value) -> str:
@@ -111,6 +111,8 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"  time            {s['seconds']:.3f} s training{rate}",
         f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
+    if s.get("parent"):
+        rows.append(f"  continued from  {parent_text(s['parent'], s['steps'], s.get('steps_total'))}")
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
     if s.get("validation"):
@@ -123,6 +125,14 @@ def format_train(s: dict, explain: bool = False) -> str:
     if "plot" in s:
         rows.append(f"  plot            {s['plot']}")
     return "\n".join(rows)
+
+
+def parent_text(parent: dict, steps: int, total: int | None) -> str:
+    """``m.npz (1000 steps there + 500 here = 1500; its W, b sha256 3f2a9c1e0b7d...)``: a continued run's parent."""
+    there = parent.get("steps_total")
+    count = (f"{there} steps there + {steps} here = {total}" if there is not None and total is not None
+             else f"{steps} steps here, its own unknown")
+    return f"{parent['path']} ({count}; its W, b sha256 {parent['params_sha256'][:12]}...)"
 
 
 def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
