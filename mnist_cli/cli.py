@@ -15,7 +15,6 @@ from functools import partial
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import OutputError
 from mnist_cli.options import (
     LOSS_SCALE,
     POSITIVE,
@@ -31,7 +30,7 @@ from mnist_cli.options import (
     threads_option,
 )
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, NORMALIZE_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, write_outputs
 
 
 def _print_json(obj) -> None:
@@ -146,6 +145,13 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Hold out the last N training images (TF's input_data: 5000) or the last FRACTION of them (0.1, "
               "Keras's validation_split) and report train and validation loss and accuracy per epoch and every "
               "--log-every steps; the model records which (evaluate --split val scores them).")
+@click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+              help="With --val-split: stop when the validation loss has not improved for PATIENCE evaluations (epoch "
+              "ends and every --log-every steps) and keep the best parameters (Keras's EarlyStopping with "
+              "restore_best_weights); a non-finite loss never counts as best.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --save MODEL.npz: also write the model every N epochs to MODEL-epoch003.npz (epoch 3), "
+              "atomically.")
 @click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
 @click.option("--stop-on-nan", is_flag=True, default=None,
@@ -166,8 +172,8 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @threads_option
 @data_options
 @output_options
-def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, data_dir, mirrors, offline,
-          as_json, quiet, **settings):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, checkpoint_every, data_dir,
+          mirrors, offline, as_json, quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -184,6 +190,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
       mnist-softmax train --val-split 5000 --plot curves.png
       mnist-softmax train --init-from model.npz --epochs 2 --save more.npz   # continue a saved model
+      mnist-softmax train --epochs 20 --val-split 0.1 --early-stop 3 --checkpoint-every 5 --save m.npz
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import check_writable, jsonable
@@ -192,6 +199,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     from mnist_cli.train import run_session, total_steps
 
     config = train_config(preset, **settings)
+    if checkpoint_every and not save_path:
+        raise click.UsageError("--checkpoint-every names its files after --save MODEL.npz: add --save.")
     for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
         if path:
             check_writable(path, what)  # fail now, not after training
@@ -204,26 +213,15 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
                    every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
                               log_every=log_every if metrics_out or config.val_split or plot_path else 0,
-                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path))
-    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
+                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path),
+                              checkpoint_every=checkpoint_every or 0, save_path=save_path)
+    failed = write_outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
     if failed:  # the run's report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if fail_on_nan and session.result.nan.any_nonfinite:
         sys.exit(EXIT_NAN)
-
-
-def _outputs(*writes) -> list[str]:
-    """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
-    failed = []
-    for write, path in writes:
-        if path:
-            try:
-                write(path)
-            except OutputError as exc:
-                failed.append(exc.text(flag))
-    return failed
 
 
 @main.command(short_help="Score a saved model; answer the argmax question.")
@@ -415,7 +413,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
                              on_run=on_run)
     doc = publish(result, data)
-    failed = _outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
+    failed = write_outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
     click.echo(_compare_text(doc, as_json, table_format, all_runs))
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))

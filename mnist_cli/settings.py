@@ -201,6 +201,9 @@ class TrainConfig:
     # hold out the last training images for validation: a count N (TF's input_data: 5000) or a fraction 0 < x < 1
     # (Keras's validation_split: the last n - floor(n * (1 - x))); 0 = none. See val_count.
     val_split: int | float = 0
+    # stop when the validation loss has not improved for this many evaluations (epoch ends and every log_every
+    # steps) and keep the best parameters: Keras's EarlyStopping(patience, restore_best_weights=True); None = never
+    early_stop: int | None = None
 
     @property
     def loss_scaling(self) -> LossScale:
@@ -219,6 +222,11 @@ class TrainConfig:
             raise SettingsError(("average_epochs", "epochs"),
                                 f"averaging over the last {self.average_epochs} epochs needs at least that many, "
                                 f"but the run has {self.epochs}: lower {{average_epochs}} or raise {{epochs}}")
+        if self.early_stop is not None and not self.val_split:
+            raise SettingsError(("early_stop", "val_split"), "early stopping watches the validation loss: add {val_split}")
+        if self.early_stop is not None and self.average:
+            raise SettingsError(("early_stop", "average_epochs"),
+                                "early stopping keeps the best iterate, averaging the mean of the last ones: choose one")
         if self.epochs is None and self.steps is None:
             raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}")
         if self.epochs is None:
@@ -246,6 +254,7 @@ _RULES = (
     ("average_epochs", lambda v: v >= 1, "the number of averaged epochs must be at least 1"),
     ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "the weight decay must be a finite number >= 0"),
     ("threads", lambda v: 1 <= v <= MAX_THREADS, f"threads must be from 1 to {MAX_THREADS}"),
+    ("early_stop", lambda v: v >= 1, "the patience must be at least 1 evaluation"),
     ("val_split", lambda v: val_split_ok(v), "the validation split must be a number of images >= 0 or a fraction "
      "0 < x < 1"),
 )

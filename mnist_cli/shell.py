@@ -17,7 +17,7 @@ import threading
 
 import click
 
-from mnist_cli.errors import MnistError, SettingsError
+from mnist_cli.errors import MnistError, OutputError, SettingsError
 
 EXIT_NAN = 3  # train --fail-on-nan: a non-finite value occurred
 EXIT_EXPECTATION = 4  # compare --smoke / --check: an expected behaviour did not hold
@@ -99,6 +99,18 @@ _FLAGS = {"lrs": "--lr", "input_scales": "--input-scale", "dtypes": "--dtype", "
 def flag(setting: str) -> str:
     """The CLI's spelling of a library setting (``batch_size`` -> ``--batch-size``)."""
     return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def write_outputs(*writes) -> list[str]:
+    """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
+    failed = []
+    for write, path in writes:
+        if path:
+            try:
+                write(path)
+            except OutputError as exc:
+                failed.append(exc.text(flag))
+    return failed
 
 
 class StepBar:

@@ -94,7 +94,7 @@ class Session:
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
                 progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial",
-                progress_every: int = 10, history: bool = False) -> Session:
+                progress_every: int = 10, history: bool = False, checkpoint_every: int = 0, save_path=None) -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
@@ -104,16 +104,18 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     ``log_every`` steps even without a validation split (for :meth:`Session.plot`).
     The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
     cross-entropy of the final parameters over all the training examples used and the test set.
-    Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot work with this data (e.g. a
-    batch larger than the training set).
+    ``checkpoint_every`` N writes the current model every N epochs to :func:`checkpoint_name` of
+    ``save_path``, atomically. Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot
+    work with this data (e.g. a batch larger than the training set).
     """
     records: list[dict] = []
     images, labels, val = split_validation(data, config)
     n_train = min(len(images), config.train_limit or len(images))
     monitor = _monitor(images[:n_train], labels[:n_train], val, config) if val or history else None
+    on_epoch = _checkpoints(config, checkpoint_every, save_path, data.checksums) if checkpoint_every else None
     result = train(images, labels, config, progress=progress, progress_every=progress_every,
                    on_log=lambda step, record: records.append(record),
-                   log_every=log_every, monitor=monitor)
+                   log_every=log_every, monitor=monitor, on_epoch=on_epoch)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
     fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
     summary = train_summary(result, test_accuracy=test.accuracy, train_accuracy=fit.accuracy,
@@ -121,6 +123,10 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                             accuracy_meaningful=test.meaningful and fit.meaningful)
     summary.update(train_loss=fit.loss, test_loss=test.loss, preset=preset,
                    changed=changed_settings(result.config, preset))
+    if "early_stop" in result.extras:  # --early-stop: which step the kept parameters came from
+        summary["early_stop"] = result.model.meta["early_stop"] = result.extras["early_stop"]
+    if on_epoch is not None:
+        summary["checkpoints"] = on_epoch.written
     if "parent" in result.model.meta:  # train --init-from: what it continued, and the steps in all
         summary.update(parent=result.model.meta["parent"], steps_total=result.model.meta["steps_total"])
     if val:
@@ -135,6 +141,30 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
 
         summary["explanation"] = explain_result(result, config.dtype, config.loss, images)
     return Session(result, summary, records, data.checksums)
+
+
+def checkpoint_name(save_path, epoch: int) -> Path:
+    """``MODEL-epoch003.npz`` beside ``MODEL.npz``: the name ``train --checkpoint-every`` writes epoch 3 to."""
+    path = Path(save_path)
+    return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
+
+
+def _checkpoints(config: TrainConfig, every: int, save_path, checksums: dict):
+    """The ``on_epoch`` callback of :func:`mnist_cli.engine.train` that saves the current model every ``every``
+    epochs (:meth:`Model.save`: atomic), its metadata the run's settings, the steps so far and the epoch;
+    ``.written`` lists the paths."""
+    from mnist_cli import __version__
+    from mnist_cli.model import Model
+
+    def on_epoch(epoch: int, step: int, W, b) -> None:
+        if epoch % every == 0:
+            model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)
+            model.meta = {"config": asdict(config), "steps": step, "checkpoint": {"epoch": epoch, "step": step},
+                          "dataset_checksums": checksums, "mnist_softmax_version": __version__}
+            on_epoch.written.append(str(model.save(checkpoint_name(save_path, epoch))))
+
+    on_epoch.written = []
+    return on_epoch
 
 
 def split_validation(data, config: TrainConfig):

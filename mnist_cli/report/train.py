@@ -41,7 +41,8 @@ _CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the p
             "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
             "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
             "batch_size": "batch {}", "init_std": "init std {}",
-            "val_split": "the last {} training images held out for validation", "init_from": "started from {}"}
+            "val_split": "the last {} training images held out for validation", "init_from": "started from {}",
+            "early_stop": "early stopping with patience {}"}
 
 
 def _changed_part(name: str, value) -> str:
@@ -111,6 +112,10 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"  time            {s['seconds']:.3f} s training{rate}",
         f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
+    if s.get("early_stop"):
+        rows.append(f"  early stop      {early_stop_text(s['early_stop'], s['steps'])}")
+    if s.get("checkpoints"):
+        rows.append(f"  checkpoints     {', '.join(s['checkpoints'])}")
     if s.get("parent"):
         rows.append(f"  continued from  {parent_text(s['parent'], s['steps'], s.get('steps_total'))}")
     if s["stopped_early"]:
@@ -133,6 +138,16 @@ def parent_text(parent: dict, steps: int, total: int | None) -> str:
     count = (f"{there} steps there + {steps} here = {total}" if there is not None and total is not None
              else f"{steps} steps here, its own unknown")
     return f"{parent['path']} ({count}; its W, b sha256 {parent['params_sha256'][:12]}...)"
+
+
+def early_stop_text(e: dict, steps: int) -> str:
+    """Where early stopping ended the run and which step's parameters the model holds."""
+    when = (f"stopped at step {e['stopped_at']}: {e['patience']} evaluations without a lower validation loss"
+            if e["stopped_at"] is not None else f"ran all {steps} steps (patience {e['patience']} not used up)")
+    kept = (f"kept the parameters of step {e['best_step']} (validation loss {e['best_val_loss']:.4f}, the best of "
+            f"{e['evaluations']} evaluations)" if e["restored"]
+            else "no evaluation had a finite validation loss: the last parameters are kept, none is 'best'")
+    return f"{when}; {kept}"
 
 
 def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
