@@ -23,6 +23,7 @@ from mnist_cli.options import (
     FiniteFloat,
     comma_list,
     data_options,
+    foreign_option,
     int_list,
     output_options,
     seed_number,
@@ -243,14 +244,15 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
               help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
               "  [default: pure]")
+@foreign_option
 @click.option("--normalize", type=click.Choice(NORMALIZE_NAMES), default=None,
               help="Show the confusion matrix normalized as scikit-learn's confusion_matrix(normalize=...): over "
               "each true class (rows sum to 1), each predicted class (columns) or all examples.  [default: counts]")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, normalize, threads, data_dir,
-             mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, foreign, normalize, threads,
+             data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -270,6 +272,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
       mnist-softmax evaluate model.npz --normalize true --plot confusion.png
+      mnist-softmax evaluate theirs.npz --foreign           # an archive of just W and b
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
@@ -281,7 +284,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
         probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision,
-                           normalize=normalize, val_split=val_split)
+                           normalize=normalize, val_split=val_split, foreign=foreign)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -297,9 +300,10 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
               help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
               ".npy a structured array, .csv a table, .jsonl one --json row per line.")
+@foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, out, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, out, foreign, data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -313,7 +317,7 @@ def predict(model_path, indices, images, input_scale, out, data_dir, mirrors, of
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
-    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, out=out,
+    report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, out=out, foreign=foreign,
                           load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 

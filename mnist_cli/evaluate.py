@@ -22,7 +22,7 @@ from mnist_cli.settings import DEFAULT_THREADS, held_out, val_split_ok
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
                   threads: int = DEFAULT_THREADS, plot=None, dtype: str | None = None, precision: str | None = None,
-                  normalize: str | None = None, val_split: int | float | None = None) -> dict:
+                  normalize: str | None = None, val_split: int | float | None = None, foreign: bool = False) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
@@ -34,11 +34,12 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     evaluate the weights computing in another dtype than the model's own (:meth:`Model.as_dtype`). ``normalize``
     (true, pred, all) adds ``confusion_normalized`` {``normalize``, ``matrix``}: scikit-learn's normalized
     confusion matrix (:func:`mnist_cli.metrics.normalize_confusion`), which the report and the plot show.
-    ``split="val"`` scores the training images the model was validated on (:func:`split_examples`)."""
+    ``split="val"`` scores the training images the model was validated on (:func:`split_examples`);
+    ``foreign`` accepts an archive of just W and b (:meth:`Model.load`), the report's ``foreign`` True."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
-    model = Model.load(path)
+    model = Model.load(path, foreign=foreign)
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
     if split == "val" and val_split is None and not isinstance(model.meta.get("validation"), dict):
@@ -58,7 +59,8 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
                   training_provenance=meta.get("provenance"),
                   training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
                                                           "numpy_version", "dataset_checksums")},
-                  data={"dir": str(data.data_dir), "verified": data.verified}, **where)
+                  data={"dir": str(data.data_dir), "verified": data.verified}, foreign=bool(meta.get("foreign")),
+                  **where)
     if plot is not None:
         from mnist_cli.report.plots import plot_evaluation
 

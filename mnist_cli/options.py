@@ -111,6 +111,13 @@ class LossScaleType(click.ParamType):
 LOSS_SCALE = LossScaleType()
 
 
+#: ``--foreign`` (evaluate, predict): accept an archive of just W and b, from elsewhere (mnist_cli.model.Model.load).
+foreign_option = click.option(
+    "--foreign", is_flag=True,
+    help="Accept MODEL.npz holding just W (784x10) and b (10) from elsewhere (np.savez(path, W=W, b=b)), with "
+    "every other check kept; nothing is known of its training (input scale 1 unless --input-scale).")
+
+
 def threads_option(f):
     """``--threads N`` (``MNIST_SOFTMAX_THREADS``): the tool's own threads; BLAS always runs on one."""
     from mnist_cli.settings import DEFAULT_THREADS, MAX_THREADS

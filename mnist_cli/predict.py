@@ -139,14 +139,15 @@ def write_predictions(rows: list[dict], out) -> None:
 
 
 def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
-                 out=None) -> dict:
+                 out=None, foreign: bool = False) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
     predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities; with ``out``,
-    every row written there too (:func:`write_predictions`; a bad path fails before any work)."""
+    every row written there too (:func:`write_predictions`; a bad path fails before any work); ``foreign``
+    accepts an archive of just W and b (:meth:`Model.load`)."""
     if out is not None:
         check_out(out)
-    model = Model.load(path)
+    model = Model.load(path, foreign=foreign)
     scale = model.input_scale if input_scale is None else input_scale
     if (indices is None) == (images is None):
         raise SettingsError(("index", "images"), "give test-set indices with {index} or a file with {images}")
@@ -181,4 +182,4 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         write_predictions(rows, out)
         where["out"] = str(out)
     return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-            "predictions": rows, **where}
+            "foreign": bool(model.meta.get("foreign")), "predictions": rows, **where}

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from mnist_cli.report.text import accuracy_text, data_lines, plural, provenance_text, value_text
+from mnist_cli.report.text import accuracy_text, data_lines, foreign_lines, plural, provenance_text, value_text
 from mnist_cli.report.train import changed_text
 
 
@@ -36,7 +36,7 @@ def format_evaluate(r: dict, split: str) -> str:
         lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
     if r.get("training") and r["training"].get("config"):
         lines += ["", f"model settings       {_training_text(r['training'])}"]
-    lines += ["", f"model trained with   {provenance_text(r.get('training_provenance'))}",
+    lines += ["", *foreign_lines(r), f"model trained with   {provenance_text(r.get('training_provenance'))}",
               f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
     if "plot" in r:
         lines.append(f"Wrote plot: {r['plot']}")

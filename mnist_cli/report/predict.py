@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from mnist_cli.report.text import data_lines, number_text
+from mnist_cli.report.text import data_lines, foreign_lines, number_text
 
 
 def format_predict(r: dict) -> str:
@@ -27,4 +27,4 @@ def format_predict(r: dict) -> str:
                      + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
     if r.get("out"):
         lines.append(f"predictions of {len(r['predictions'])} images written to {r['out']}")
-    return "\n".join([*lines, *data_lines(r)])
+    return "\n".join([*lines, *foreign_lines(r), *data_lines(r)])

@@ -87,6 +87,14 @@ def data_lines(r: dict) -> list[str]:
     return [describe_data(data["dir"], data["verified"])] if "dir" in data else []
 
 
+def foreign_lines(r: dict) -> list[str]:
+    """For a model from elsewhere (``--foreign``): that nothing is known of its training."""
+    if not r.get("foreign"):
+        return []
+    return ["model: W and b from elsewhere (--foreign): nothing is known of its training (settings, data, "
+            f"provenance); computed at input scale {number_text(r['input_scale'])}"]
+
+
 def provenance_text(p: dict | None) -> str:
     """One line naming what computed a result: threads, BLAS library and kernel, NumPy, CPU."""
     if not isinstance(p, dict) or not p:  # a model saved before provenance was recorded (or tampered with)
