@@ -31,7 +31,7 @@ from mnist_cli.options import (
     threads_option,
 )
 from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, NORMALIZE_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, write_outputs
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, probe_plot, write_outputs
 
 
 def _print_json(obj) -> None:
@@ -205,10 +205,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     for path, what in ((save_path, "{save} path"), (metrics_out, "{metrics_out} path")):
         if path:
             check_writable(path, what)  # fail now, not after training
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)
+    probe_plot(plot_path)
     data = _load_data(data_dir, mirrors, offline, quiet or as_json)
     with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
@@ -278,10 +275,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
     from mnist_cli.fileio import jsonable
     from mnist_cli.report.evaluate import format_evaluate
 
-    if plot_path:
-        from mnist_cli.report.plots import probe_plot
-
-        probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
+    probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
     report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
                            input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision,
                            normalize=normalize, val_split=val_split, foreign=foreign)
@@ -300,10 +294,13 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
               help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
               ".npy a structured array, .csv a table, .jsonl one --json row per line.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Also draw the 28x28 inputs the model saw (a picture after MNIST's geometry), at most 20.")
 @foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, out, foreign, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, out, plot_path, foreign, data_dir, mirrors, offline, as_json,
+            quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -317,8 +314,9 @@ def predict(model_path, indices, images, input_scale, out, foreign, data_dir, mi
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
+    probe_plot(plot_path)
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, out=out, foreign=foreign,
-                          load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+                          plot=plot_path, load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 

@@ -38,25 +38,73 @@ IMAGE_HINT = "pip install 'mnist-softmax[image]'"
 OUT_SUFFIXES = (".npy", ".csv", ".jsonl")
 
 
+#: MNIST's geometry (LeCun et al.): each digit's bounding box fitted into 20x20 keeping its aspect ratio, then
+#: placed in 28x28 with its centre of mass at the field's centre (the test set's mean centre of mass, in
+#: pixel-index coordinates: (13.99, 14.01), so 14).
+BOX, FIELD, CENTRE = 20, 28, 14.0
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) box-filter resampling along one axis: output pixel ``i`` covers the source interval
+    ``[i * n_in / n_out, (i + 1) * n_in / n_out)`` and averages the source pixels by their overlap with it:
+
+        R[i, j] = |[i r, (i + 1) r) ∩ [j, j + 1)| / r,    r = n_in / n_out
+
+    (rows sum to 1: anti-aliased when shrinking, a blend of at most two pixels when growing)."""
+    r = n_in / n_out
+    lo = np.arange(n_out)[:, None] * r  # (n_out, 1) start of each output pixel's interval
+    j = np.arange(n_in)[None, :]  # (1, n_in)
+    overlap = np.clip(np.minimum(lo + r, j + 1) - np.maximum(lo, j), 0.0, None)  # (n_out, n_in)
+    return overlap / r
+
+
+def mnist_geometry(ink: np.ndarray) -> np.ndarray:
+    """A digit as MNIST drew its digits: ``ink`` (h, w) float, 0 = background; the bounding box of the
+    pixels above 10% of the strongest resampled into :data:`BOX` x BOX keeping the aspect ratio
+    (the longer side becomes 20, :func:`_area_matrix` on each axis), its values scaled so the strongest
+    is 255, placed in :data:`FIELD` x FIELD so its centre of mass ``sum(v * (y, x)) / sum(v)`` lands on
+    (:data:`CENTRE`, CENTRE), rounded to whole pixels (and kept inside the field). (28, 28) uint8;
+    all zeros for a blank picture."""
+    top = float(ink.max()) if ink.size else 0.0
+    if top <= 0:
+        return np.zeros((FIELD, FIELD), dtype=np.uint8)
+    rows, cols = np.flatnonzero((ink > 0.1 * top).any(axis=1)), np.flatnonzero((ink > 0.1 * top).any(axis=0))
+    box = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (bh, bw) the digit's bounding box
+    scale = BOX / max(box.shape)
+    h, w = (max(1, round(n * scale)) for n in box.shape)  # the longer side 20, the other in proportion
+    digit = _area_matrix(box.shape[0], h) @ box @ _area_matrix(box.shape[1], w).T  # (h, w)
+    digit *= 255.0 / digit.max()
+    mass = digit.sum()
+    cy = (digit.sum(axis=1) @ np.arange(h)) / mass  # centre of mass within the digit
+    cx = (digit.sum(axis=0) @ np.arange(w)) / mass
+    y0 = min(max(round(CENTRE - cy), 0), FIELD - h)  # where its top-left corner goes
+    x0 = min(max(round(CENTRE - cx), 0), FIELD - w)
+    field = np.zeros((FIELD, FIELD))
+    field[y0:y0 + h, x0:x0 + w] = digit
+    return np.clip(np.round(field), 0, 255).astype(np.uint8)
+
+
 def read_picture(path: Path) -> np.ndarray:
-    """One digit from a picture file, as MNIST draws it: grey levels (``L``), resized to 28x28 when it is
-    another size, and inverted when the background is light (MNIST's digits are white on black; a
-    drawing is usually black on white: the mean grey level above 127 decides). (1, 784) uint8."""
+    """One digit from a picture file, as MNIST draws it: grey levels (``L``), inverted when the background
+    is light (MNIST's digits are white on black; a drawing is usually black on white: the mean grey level
+    above 127 decides). A 28x28 picture is taken as it is (already the model's input); any other size
+    gets MNIST's geometry (:func:`mnist_geometry`) after the background level (the median grey) is
+    subtracted. (1, 784) uint8."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise MissingExtraError(f"reading {path.suffix} pictures needs Pillow: {IMAGE_HINT}", ()) from None
     try:
         with Image.open(path) as img:
-            grey = img.convert("L")
-            if grey.size != (28, 28):
-                grey = grey.resize((28, 28), Image.Resampling.LANCZOS)
-            pixels = np.asarray(grey, dtype=np.uint8)
+            pixels = np.asarray(img.convert("L"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise FormatError(f"{path}: cannot read it as a picture ({exc}); give a PNG/JPEG/BMP/GIF of one digit, "
                           "or an IDX or .npy file.", ()) from None
     if pixels.mean() > 127:
         pixels = 255 - pixels
+    if pixels.shape != (FIELD, FIELD):
+        grey = pixels.astype(np.float64)
+        pixels = mnist_geometry(np.clip(grey - np.median(grey), 0.0, None))
     return pixels.reshape(1, PIXELS)
 
 
@@ -139,12 +187,13 @@ def write_predictions(rows: list[dict], out) -> None:
 
 
 def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
-                 out=None, foreign: bool = False) -> dict:
+                 out=None, foreign: bool = False, plot=None) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
     predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities; with ``out``,
     every row written there too (:func:`write_predictions`; a bad path fails before any work); ``foreign``
-    accepts an archive of just W and b (:meth:`Model.load`)."""
+    accepts an archive of just W and b (:meth:`Model.load`); ``plot`` (a path) draws the 28x28 inputs the
+    model saw (:func:`mnist_cli.report.plots.plot_predictions`)."""
     if out is not None:
         check_out(out)
     model = Model.load(path, foreign=foreign)
@@ -181,5 +230,10 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
     if out is not None:
         write_predictions(rows, out)
         where["out"] = str(out)
-    return {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-            "foreign": bool(model.meta.get("foreign")), "predictions": rows, **where}
+    report = {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
+              "foreign": bool(model.meta.get("foreign")), "predictions": rows, **where}
+    if plot is not None:
+        from mnist_cli.report.plots import plot_predictions
+
+        report["plot"] = str(plot_predictions(plot, x, report))
+    return report

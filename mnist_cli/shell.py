@@ -101,6 +101,15 @@ def flag(setting: str) -> str:
     return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
+def probe_plot(path) -> None:
+    """Before any work, when a plot is asked for: its name, matplotlib and the path are checked
+    (:func:`mnist_cli.report.plots.probe_plot`, imported only then)."""
+    if path:
+        from mnist_cli.report.plots import probe_plot as probe
+
+        probe(path)
+
+
 def write_outputs(*writes) -> list[str]:
     """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
     failed = []

@@ -122,6 +122,36 @@ def _confusion_panel(ax, report: dict) -> None:
     ax.set_title(confusion_title(report), fontsize=9)
 
 
+#: The most images predict --plot draws (the first ones of the report).
+MAX_PANELS = 20
+
+
+def plot_predictions(path, images: np.ndarray, report: dict) -> Path:
+    """The 28x28 images the model saw (``images`` (n, 784) uint8, after a picture's MNIST geometry), at most
+    :data:`MAX_PANELS`, each titled with its index, label (if known), prediction and its probability;
+    white on black as MNIST stores them."""
+    plt = require_matplotlib()
+    rows = report["predictions"][:MAX_PANELS]
+    cols = min(len(rows), 5)
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, squeeze=False, layout="constrained",
+                             figsize=(max(2.0 * cols, 6.0), 2.3 * ((len(rows) + cols - 1) // cols) + 0.5))
+    for ax, img, row in zip(axes.ravel(), images, rows):
+        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        label = "" if row["label"] is None else f": label {row['label']}"
+        guess = (f"read as {row['predicted']} (p = {row['probabilities'][row['predicted']]:.3f})"
+                 if row["predicted"] is not None else "non-finite logits")
+        wrong = row["label"] is not None and row["label"] != row["predicted"]
+        ax.set_title(f"#{row['index']}{label}\n{guess}", fontsize=9, color="firebrick" if wrong else "black")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_visible(False)
+    fig.suptitle(f"What the model saw: the 28x28 inputs of {report['source']}"
+                 + (f" (the first {MAX_PANELS})" if len(report["predictions"]) > MAX_PANELS else ""), fontsize=10)
+    return save_figure(plt, fig, path)
+
+
 def plot_training(path, summary: dict, losses: np.ndarray, history: list[dict]) -> Path:
     """Loss (every step's batch loss, light; the training and validation loss of the current
     parameters, bold) and accuracy (training and validation) against the step, non-finite steps

@@ -25,6 +25,8 @@ def format_predict(r: dict) -> str:
         wrong = "" if row["label"] is None or row["label"] == row["predicted"] else "  WRONG"
         lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
                      + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
+    if r.get("plot"):
+        lines.append(f"Wrote plot: {r['plot']} (the 28x28 inputs the model saw)")
     if r.get("out"):
         lines.append(f"predictions of {len(r['predictions'])} images written to {r['out']}")
     return "\n".join([*lines, *foreign_lines(r), *data_lines(r)])
