@@ -58,8 +58,8 @@ def main():
     or none applies; 130 Ctrl-C; 141 the reader of a pipe left; 143 SIGTERM.
 
     \b
-    Environment: MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated), MNIST_SOFTMAX_OFFLINE,
-    MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
+    Environment: MNIST_SOFTMAX_DATASET, MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated),
+    MNIST_SOFTMAX_OFFLINE, MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
     _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (seconds; see the README).
     Shell completion: eval "$(_MNIST_SOFTMAX_COMPLETE=bash_source mnist-softmax)" (zsh_source, fish_source).
     """
@@ -70,7 +70,7 @@ def main():
               help="Fetch every file again, even when present and valid (replaces your own files too).")
 @data_options
 @output_options
-def download(force, data_dir, mirrors, offline, as_json, quiet):
+def download(force, dataset, data_dir, mirrors, offline, as_json, quiet):
     """Fetch the four MNIST files into the data directory and verify them.
 
     A file counts only if its decompressed content has the pinned size and SHA-256. Files already
@@ -83,23 +83,25 @@ def download(force, data_dir, mirrors, offline, as_json, quiet):
       mnist-softmax download --mirror ../shared/datasets/mnist --offline
       mnist-softmax download --data-dir ./data --json
       mnist-softmax download --force
+      mnist-softmax download --dataset fashion-mnist
     """
+    from mnist_cli.data.datasets import dataset_spec
     from mnist_cli.data.download import ensure_mnist
     from mnist_cli.report.download import format_download
 
     # bars on stderr like train's and compare's: not with --quiet or --json (the library checks for a terminal)
     doc = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
-                       rehash=True).to_dict()
+                       rehash=True, spec=dataset_spec(dataset)).to_dict()
     if as_json:
         _print_json(doc)
     else:
         click.echo(format_download(doc))
 
 
-def _load_data(data_dir, mirrors, offline, quiet):
+def _load_data(dataset, data_dir, mirrors, offline, quiet):
     from mnist_cli.data import load_mnist
 
-    return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
+    return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet, dataset=dataset)
 
 
 @main.command(short_help="Train with one loss; report accuracy and every NaN.")
@@ -173,8 +175,8 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @threads_option
 @data_options
 @output_options
-def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, checkpoint_every, data_dir,
-          mirrors, offline, as_json, quiet, **settings):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, checkpoint_every, dataset,
+          data_dir, mirrors, offline, as_json, quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -206,7 +208,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
         if path:
             check_writable(path, what)  # fail now, not after training
     probe_plot(plot_path)
-    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
+    data = _load_data(dataset, data_dir, mirrors, offline, quiet or as_json)
     with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
@@ -249,7 +251,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
 @data_options
 @output_options
 def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, foreign, normalize, threads,
-             data_dir, mirrors, offline, as_json, quiet):
+             dataset, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -276,9 +278,9 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
     from mnist_cli.report.evaluate import format_evaluate
 
     probe_plot(plot_path)  # a bad name or no matplotlib costs no data load
-    report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision,
-                           normalize=normalize, val_split=val_split, foreign=foreign)
+    load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
+    report = evaluate_file(model_path, load, split=split, input_scale=input_scale, threads=threads, plot=plot_path,
+                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -299,7 +301,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, out, plot_path, foreign, data_dir, mirrors, offline, as_json,
+def predict(model_path, indices, images, input_scale, out, plot_path, foreign, dataset, data_dir, mirrors, offline, as_json,
             quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
@@ -315,8 +317,9 @@ def predict(model_path, indices, images, input_scale, out, plot_path, foreign, d
     from mnist_cli.report.predict import format_predict
 
     probe_plot(plot_path)
+    load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, out=out, foreign=foreign,
-                          plot=plot_path, load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+                          plot=plot_path, load_data=load)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 
@@ -370,8 +373,8 @@ def predict(model_path, indices, images, input_scale, out, plot_path, foreign, d
 @data_options
 @output_options
 def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
-            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, data_dir,
-            mirrors, offline, as_json, quiet):
+            train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, threads, dataset,
+            data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -409,8 +412,10 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
         raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
                     "named scenarios); add fused to --losses.")
+    if (smoke or check) and dataset != "mnist":
+        raise click.UsageError("compare's expectations are measured on MNIST only: drop --smoke/--check.")
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
-    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
+    data = _load_data(dataset, data_dir, mirrors, offline, quiet or as_json)
     with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
                              on_run=on_run)

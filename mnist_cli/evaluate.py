@@ -58,8 +58,8 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
                   training_provenance=meta.get("provenance"),
                   training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
-                                                          "numpy_version", "dataset_checksums")},
-                  data={"dir": str(data.data_dir), "verified": data.verified}, foreign=bool(meta.get("foreign")),
+                                                          "numpy_version", "dataset_checksums", "dataset")},
+                  data=data.where, foreign=bool(meta.get("foreign")),
                   **where)
     if plot is not None:
         from mnist_cli.report.plots import plot_evaluation

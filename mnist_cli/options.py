@@ -6,7 +6,7 @@ import math
 
 import click
 
-from mnist_cli.settings import DATA_DIR_ENV, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV
+from mnist_cli.settings import DATA_DIR_ENV, DATASET_ENV, DATASET_NAMES, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV
 
 
 def _compose(*decorators):
@@ -19,6 +19,16 @@ def _compose(*decorators):
 
 
 data_options = _compose(
+    click.option(
+        "--dataset",
+        type=click.Choice(DATASET_NAMES),
+        envvar=DATASET_ENV,
+        show_envvar=True,
+        default="mnist",
+        show_default=True,
+        help="Which declared dataset (verified by its pinned SHA-256); each has its own default data directory. "
+        "Another MNIST-format dataset: --data-dir with its files (reported as NOT verified).",
+    ),
     click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=str),

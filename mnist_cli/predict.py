@@ -210,7 +210,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         if bad:
             raise SettingsError("index", f"test-set index {bad[0]} is outside 0-{n - 1}")
         x, labels = data.test_images[list(indices)], data.test_labels[list(indices)]
-        where = {"data": {"dir": str(data.data_dir), "verified": data.verified}}
+        where = {"data": data.where}
     if len(x) > MAX_IMAGES:
         raise SettingsError("images", f"{len(x)} images is more than {MAX_IMAGES:,}: use evaluate for a data set")
     z = predict_logits(model, x, scale)  # (n, k)

@@ -38,6 +38,8 @@ LOSS_SCALE_CHOICES = ("none", "dynamic")
 #: evaluate --normalize: scikit-learn's ``confusion_matrix(normalize=...)`` (mnist_cli.metrics.normalize_confusion):
 #: over each true class (rows sum to 1), each predicted class (columns sum to 1) or all examples.
 NORMALIZE_NAMES = ("true", "pred", "all")
+#: The declared datasets (mnist_cli.data.datasets.dataset_spec): --dataset, MNIST_SOFTMAX_DATASET.
+DATASET_NAMES = ("mnist", "fashion-mnist")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
 #: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):
@@ -62,6 +64,7 @@ DATA_DIR_ENV = "MNIST_SOFTMAX_DATA_DIR"
 MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 THREADS_ENV = "MNIST_SOFTMAX_THREADS"
+DATASET_ENV = "MNIST_SOFTMAX_DATASET"
 LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
 
 

@@ -67,6 +67,7 @@ class Session:
 
         model = self.result.model
         model.meta.update(test_accuracy=self.summary["test_accuracy"], dataset_checksums=self.checksums,
+                          dataset=self.summary["data"]["dataset"],
                           numpy_version=model.meta["provenance"]["numpy"], mnist_softmax_version=__version__)
         self.summary["saved"] = str(model.save(path))
         return Path(self.summary["saved"])
@@ -135,7 +136,7 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
         result.model.meta["validation"] = where  # evaluate --split val scores the same images
         summary["validation"] = {**where, "loss": held.loss, "accuracy": held.accuracy,
                                  "history": [r for r in records if "val_loss" in r]}
-    summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
+    summary["data"] = data.where
     if explain:
         from mnist_cli.forensics import explain_result
 

@@ -273,8 +273,9 @@ def _report_head(doc: dict, width: int) -> list[str]:
     same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
     seeds = ",".join(str(s) for s in st["seeds"])
     return [*wrap(
-        f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
-        f"images, {plural(st['steps'], 'SGD step')} of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
+        f"{' vs '.join(st['losses'])} cross-entropy on {data.get('title', 'MNIST')}: {data['n_train']} training / "
+        f"{data['n_test']} test images, {plural(st['steps'], 'SGD step')} of {st['batch_size']}, {st['init']} init, "
+        f"seed {seeds}. Within each "
         "scenario every loss starts from the same parameters and sees the same batches ("
         + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
            if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width),

@@ -5,7 +5,15 @@
 
 from __future__ import annotations
 
-from mnist_cli.report.text import accuracy_text, data_lines, foreign_lines, plural, provenance_text, value_text
+from mnist_cli.report.text import (
+    accuracy_text,
+    class_name,
+    data_lines,
+    foreign_lines,
+    plural,
+    provenance_text,
+    value_text,
+)
 from mnist_cli.report.train import changed_text
 
 
@@ -15,7 +23,7 @@ def format_evaluate(r: dict, split: str) -> str:
     k = len(r["per_class_accuracy"])
     ok, finite = r.get("accuracy_meaningful", True), r["nonfinite_params"] == 0
     lines = [
-        f"split {split}: {r['n']} examples" + _held_out_text(r.get("validation")),
+        f"split {split}: {r['n']} examples" + _held_out_text(r.get("validation")) + _classes_text(r),
         f"  accuracy, argmax(logits)           {accuracy_text(r['accuracy'], ok, finite)}",
         f"  accuracy, argmax(softmax(logits))  {accuracy_text(r['accuracy_softmax'], ok, finite)}",
         f"  predictions that differ            {a['differ']}"
@@ -36,6 +44,9 @@ def format_evaluate(r: dict, split: str) -> str:
         lines += ["", *(_details(r) if ok else [f"loss, precision/recall, calibration: {accuracy_text(0, ok, finite)}"])]
     if r.get("training") and r["training"].get("config"):
         lines += ["", f"model settings       {_training_text(r['training'])}"]
+    trained_on, scored_on = (r.get("training") or {}).get("dataset"), (r.get("data") or {}).get("dataset")
+    if trained_on and scored_on and trained_on != scored_on:
+        lines += ["", f"NOTE: the model was trained on {trained_on}, scored here on {scored_on}"]
     lines += ["", *foreign_lines(r), f"model trained with   {provenance_text(r.get('training_provenance'))}",
               f"evaluated with       {provenance_text(r.get('provenance'))}", *data_lines(r)]
     if "plot" in r:
@@ -69,6 +80,14 @@ def confusion_lines(r: dict, ok: bool = True) -> list[str]:
             *(f"  {i:>2} " + " ".join(cell(v) for v in row) for i, row in enumerate(rows))]
 
 
+def _classes_text(r: dict) -> str:
+    """The class names of a dataset whose classes are not its digits (the tables below number them)."""
+    classes = (r.get("data") or {}).get("classes") or []
+    if all(name == str(c) for c, name in enumerate(classes)):
+        return ""
+    return "\n  classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(classes))
+
+
 def _held_out_text(v: dict | None) -> str:
     """Which training images ``--split val`` scored, and whether the model's metadata chose them."""
     if not v:
@@ -87,14 +106,15 @@ def _rounding_lines(rd: dict | None) -> list[str]:
             f"(accuracy {rd['accuracy_float32']:.4f} there)"]
 
 
-def classification_report_text(cr: dict) -> list[str]:
-    """scikit-learn's ``classification_report`` layout (2 decimals, support as a count)."""
+def classification_report_text(cr: dict, names=None) -> list[str]:
+    """scikit-learn's ``classification_report`` layout (2 decimals, support as a count); ``names``: its
+    ``target_names`` (the dataset's class names)."""
     def row(name, m):
         return f"{name:>12}  {m['precision']:9.2f} {m['recall']:9.2f} {m['f1']:9.2f} {m['support']:9d}"
 
     total = cr["macro"]["support"]
     return [f"{'':>12}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", "",
-            *(row(str(c["class"]), c) for c in cr["classes"]), "",
+            *(row(names[c["class"]] if names else str(c["class"]), c) for c in cr["classes"]), "",
             f"{'accuracy':>12}  {'':>9} {'':>9} {cr['accuracy']:9.2f} {total:9d}",
             row("macro avg", cr["macro"]), row("weighted avg", cr["weighted"])]
 
@@ -103,12 +123,12 @@ def _details(r: dict) -> list[str]:
     """Test loss, the classification report, frequent confusions, confident mistakes and calibration."""
     cal = r["calibration"]
     lines = [f"cross-entropy (mean over the {r['n']} examples)  {value_text(r['loss'], '.4f')}", "",
-             *classification_report_text(r["classification_report"]), "",
-             "most frequent confusions:  " + ", ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
-                                                       for c in r["confusions"]),
+             *classification_report_text(r["classification_report"], (r.get("data") or {}).get("classes")), "",
+             "most frequent confusions:  " + ", ".join(f"{class_name(r, c['true'])} as {class_name(r, c['predicted'])} "
+                                                       f"({c['count']})" for c in r["confusions"]),
              "most confident mistakes (index: label -> predicted, probability):",
-             *(f"  #{m['index']:<6} {m['label']} -> {m['predicted']}  p = {m['probability']:.4f}"
-               for m in r["confident_mistakes"]),
+             *(f"  #{m['index']:<6} {class_name(r, m['label'])} -> {class_name(r, m['predicted'])}  "
+               f"p = {m['probability']:.4f}" for m in r["confident_mistakes"]),
              "", f"calibration: expected calibration error {value_text(cal['ece'], '.4f')} "
              f"({len(cal['bins'])} bins of the top probability; accuracy vs mean confidence per bin)",
              "  bin            count  confidence  accuracy"]

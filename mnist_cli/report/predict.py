@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from mnist_cli.report.text import data_lines, foreign_lines, number_text
+from mnist_cli.report.text import class_name, data_lines, foreign_lines, number_text
 
 
 def format_predict(r: dict) -> str:
@@ -24,7 +24,7 @@ def format_predict(r: dict) -> str:
         mark = "" if row["predicted"] == row["predicted_softmax"] else "  (argmaxes differ: a tie in p)"
         wrong = "" if row["label"] is None or row["label"] == row["predicted"] else "  WRONG"
         lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
-                     + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong)
+                     + ", ".join(f"{class_name(r, c)}: {p[c]:.4f}" for c in top) + mark + wrong)
     if r.get("plot"):
         lines.append(f"Wrote plot: {r['plot']} (the 28x28 inputs the model saw)")
     if r.get("out"):
