@@ -48,11 +48,13 @@ class DatasetSpec:
     name: str
     files: tuple[FileSpec, ...]
     mirrors: tuple[str, ...]
-    title: str = ""  # how reports name it ("verified Fashion-MNIST"); default: the name in capitals
+    title: str = ""  # a declared dataset's name in reports ("verified Fashion-MNIST"); "" for a stand-in
     classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # label -> the class's name in reports
 
-    def __post_init__(self):
-        object.__setattr__(self, "title", self.title or self.name.upper())
+    @property
+    def label(self) -> str:
+        """How the download report names the files: the title, else the name in capitals."""
+        return self.title or self.name.upper()
 
     def file(self, role: str) -> FileSpec:
         """The file holding ``role`` (e.g. ``"train_images"``)."""
@@ -66,6 +68,7 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 MNIST_SPEC = DatasetSpec(
     name="mnist",
+    title="MNIST",
     files=(
         FileSpec(
             name="train-images-idx3-ubyte.gz",

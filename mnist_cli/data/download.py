@@ -175,7 +175,7 @@ def _fetching(spec: DatasetSpec, todo: list[FileSpec], root: Path, mirrors: list
     size = sum(f.gz_size or f.size for f in todo)
     others = len(mirrors) - 1
     more = f" (then {others} other mirror{'s' if others != 1 else ''} if it fails)" if others else ""
-    return (f"Downloading {spec.title} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {size_text(size)}) into "
+    return (f"Downloading {spec.label} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {size_text(size)}) into "
             f"{root} from {printable(str(mirrors[0]))}{more}.")
 
 
@@ -209,7 +209,7 @@ class _Plan:
         foreign = [r.name for r in self.reports.values() if r.status == "foreign"]
         if self.todo and foreign:
             raise DataNotFoundError(
-                f"{self.root} holds files that are not {self.spec.title} ({', '.join(foreign)}) but lacks "
+                f"{self.root} holds files that are not {self.spec.label} ({', '.join(foreign)}) but lacks "
                 f"{', '.join(f.name for f in self.todo)}: add the missing files of your dataset, or choose another "
                 "directory with {data_dir}."
             )
@@ -238,7 +238,7 @@ class _Plan:
 
 def _unavailable(spec: DatasetSpec, root: Path, todo: list[FileSpec], corrupt: set[str]) -> str:
     """Why offline mode cannot help: which files are missing, which are corrupt (each said as it is)."""
-    name = spec.title
+    name = spec.label
     missing = [f.name for f in todo if f.name not in corrupt]
     damaged = [f.name for f in todo if f.name in corrupt]
     what = []
