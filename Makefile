@@ -3,7 +3,7 @@
 #   make test   -- create .venv, install with test extras, run the test suite
 #   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
-#   make crosscheck -- the tests marked torch, then scripts/crosscheck.py: losses and training against PyTorch
+#   make crosscheck -- the tests marked torch and sklearn, then scripts/crosscheck.py: losses and training against PyTorch
 #   make mutation -- scripts/mutation.py: a sampled cosmic-ray run over the core modules (not in CI; MUTATION_FLAGS)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -40,8 +40,9 @@ bench: $(VENV)/.installed
 
 # torch 2.13.0 only: its CPU build installs from this machine's disk; any other version pulls a CUDA build
 crosscheck: $(VENV)/.installed
-	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q 'torch==2.13.0' 'scikit-learn>=1.4'
 	$(PY) -m pytest -q -m torch
+	$(PY) -m pytest -q -m sklearn
 	$(PY) scripts/crosscheck.py
 
 # each scope of tests/mutation/scopes.toml against its own tests, in a copy of the tree (.mutation/); ~25 min

@@ -15,15 +15,16 @@ from functools import partial
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import OutputError
 from mnist_cli.options import (
     LOSS_SCALE,
     POSITIVE,
     RANGE_DIGITS,
+    VAL_SPLIT,
     FiniteFloat,
     comma_list,
     compute_options,
     data_options,
+    foreign_option,
     int_list,
     output_options,
     seed_number,
@@ -31,8 +32,8 @@ from mnist_cli.options import (
     threads_option,
     workers_option,
 )
-from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
-from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, check_outputs, flag
+from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, NORMALIZE_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
+from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, check_outputs, exit_error, write_outputs
 
 
 def _print_json(obj) -> None:
@@ -59,8 +60,8 @@ def main():
     or none applies; 130 Ctrl-C; 141 the reader of a pipe left; 143 SIGTERM.
 
     \b
-    Environment: MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated), MNIST_SOFTMAX_OFFLINE,
-    MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
+    Environment: MNIST_SOFTMAX_DATASET, MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated),
+    MNIST_SOFTMAX_OFFLINE, MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
     _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (seconds; see the README).
     Shell completion: eval "$(_MNIST_SOFTMAX_COMPLETE=bash_source mnist-softmax)" (zsh_source, fish_source).
     """
@@ -71,7 +72,7 @@ def main():
               help="Fetch every file again, even when present and valid (replaces your own files too).")
 @data_options
 @output_options
-def download(force, data_dir, mirrors, offline, as_json, quiet):
+def download(force, dataset, data_dir, mirrors, offline, as_json, quiet):
     """Fetch the four MNIST files into the data directory and verify them.
 
     A file counts only if its decompressed content has the pinned size and SHA-256. Files already
@@ -84,23 +85,25 @@ def download(force, data_dir, mirrors, offline, as_json, quiet):
       mnist-softmax download --mirror ../shared/datasets/mnist --offline
       mnist-softmax download --data-dir ./data --json
       mnist-softmax download --force
+      mnist-softmax download --dataset fashion-mnist
     """
+    from mnist_cli.data.datasets import dataset_spec
     from mnist_cli.data.download import ensure_mnist
     from mnist_cli.report.download import format_download
 
     # bars on stderr like train's and compare's: not with --quiet or --json (the library checks for a terminal)
     doc = ensure_mnist(data_dir, mirrors=mirrors, offline=offline, force=force, progress=not (quiet or as_json),
-                       rehash=True).to_dict()
+                       rehash=True, spec=dataset_spec(dataset)).to_dict()
     if as_json:
         _print_json(doc)
     else:
         click.echo(format_download(doc))
 
 
-def _load_data(data_dir, mirrors, offline, quiet):
+def _load_data(dataset, data_dir, mirrors, offline, quiet):
     from mnist_cli.data import load_mnist
 
-    return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet)
+    return load_mnist(data_dir, mirrors=mirrors, offline=offline, progress=not quiet, dataset=dataset)
 
 
 @main.command(short_help="Train with one loss; report accuracy and every NaN.")
@@ -117,6 +120,9 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Train for N passes over the data instead of --steps.")
 @click.option("--full-batch", is_flag=True, default=None, help="Each step uses the whole training set (batch = n).")
 @click.option("--init", type=click.Choice(INIT_NAMES), default=None, help=f"Initial W.  [default: {TUTORIAL.init}]")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None, metavar="MODEL.npz",
+              help="Start from a saved model's W and b (same --dtype, --precision and --input-scale; refused "
+              "otherwise, saying why); --steps/--epochs count from there and the new model records its parent.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
               help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
               f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
@@ -140,9 +146,17 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help=f"L2 penalty on W.  [default: {TUTORIAL.weight_decay:g}]")
 @click.option("--average-epochs", type=click.IntRange(min=1), default=None,
               help="Report the average of the iterates over the last N epochs (Polyak-Ruppert averaging).")
-@click.option("--val-split", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Hold out the last N training images (TF's input_data: 5000) and report train and validation "
-              "loss and accuracy per epoch and every --log-every steps.")
+@click.option("--val-split", type=VAL_SPLIT, default=None, metavar="N|FRACTION",
+              help="Hold out the last N training images (TF's input_data: 5000) or the last FRACTION of them (0.1, "
+              "Keras's validation_split) and report train and validation loss and accuracy per epoch and every "
+              "--log-every steps; the model records which (evaluate --split val scores them).")
+@click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+              help="With --val-split: stop when the validation loss has not improved for PATIENCE evaluations (epoch "
+              "ends and every --log-every steps) and keep the best parameters (Keras's EarlyStopping with "
+              "restore_best_weights); a non-finite loss never counts as best.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --save MODEL.npz: also write the model every N epochs to MODEL-epoch003.npz (epoch 3), "
+              "atomically.")
 @click.option("--plain-loop", "fast", flag_value=False, default=None,
               help="Run the plain reference loop (one NumPy call per formula) instead of the fast step; same results.")
 @click.option("--stop-on-nan", is_flag=True, default=None,
@@ -163,8 +177,8 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @threads_option
 @data_options
 @output_options
-def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, data_dir, mirrors, offline,
-          as_json, quiet, **settings):
+def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, log_every, checkpoint_every, dataset,
+          data_dir, mirrors, offline, as_json, quiet, **settings):
     """Train softmax regression with one loss and report accuracy and every NaN.
 
     The defaults are the TensorFlow r1.4 tutorial (mnist_softmax.py): zeros init, lr 0.5, 1000 steps
@@ -180,6 +194,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
       mnist-softmax train --preset best --save best.npz
       mnist-softmax train --preset best --val-split 10000     # the held-out score it was chosen by
       mnist-softmax train --val-split 5000 --plot curves.png
+      mnist-softmax train --init-from model.npz --epochs 2 --save more.npz   # continue a saved model
+      mnist-softmax train --epochs 20 --val-split 0.1 --early-stop 3 --checkpoint-every 5 --save m.npz
       mnist-softmax train --json --quiet | jq .test_accuracy
     """
     from mnist_cli.fileio import jsonable
@@ -188,14 +204,17 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     from mnist_cli.train import run_session, total_steps
 
     config = train_config(preset, **settings)
-    check_outputs(data_dir, as_json, save=save_path, metrics_out=metrics_out, plot=plot_path)  # now, not after
-    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
+    if checkpoint_every and not save_path:
+        raise click.UsageError("--checkpoint-every names its files after --save MODEL.npz: add --save.")
+    check_outputs(dataset, data_dir, as_json, save=save_path, metrics_out=metrics_out, plot=plot_path)  # now, not after
+    data = _load_data(dataset, data_dir, mirrors, offline, quiet or as_json)
     with StepBar(total_steps(config, len(data.train_images)), "train", "step", quiet or as_json,
                    every=log_every) as progress:
         session = run_session(data, config, explain=explain_nan, progress=progress,
                               log_every=log_every if metrics_out or config.val_split or plot_path else 0,
-                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path))
-    failed = _outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
+                              preset=preset, progress_every=math.gcd(10, log_every), history=bool(plot_path),
+                              checkpoint_every=checkpoint_every or 0, save_path=save_path)
+    failed = write_outputs((session.save, save_path), (session.write_metrics, metrics_out), (session.plot, plot_path))
     click.echo(json.dumps(jsonable(session.summary), indent=2, allow_nan=False) if as_json
                else format_train(session.summary, explain=explain_nan))
     if failed:  # the run's report first, then what could not be written
@@ -207,33 +226,29 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
         sys.exit(EXIT_NAN)
 
 
-def _outputs(*writes) -> list[str]:
-    """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
-    failed = []
-    for write, path in writes:
-        if path:
-            try:
-                write(path)
-            except OutputError as exc:
-                failed.append(exc.text(flag))
-    return failed
-
-
 @main.command(short_help="Score a saved model; answer the argmax question.")
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="Which MNIST split to score.")
+@click.option("--split", type=click.Choice(["test", "train", "val"]), default="test", show_default=True,
+              help="Which MNIST split to score; val: the training images the model was validated on (train "
+              "--val-split records them), or those --val-split names.")
+@click.option("--val-split", type=VAL_SPLIT, default=None, metavar="N|FRACTION",
+              help="With --split val: the last N (or FRACTION) of the training images, as train --val-split holds "
+              "them out.  [default: the model's own]")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
               help="Also draw the ten rows of W as 28x28 templates and the most confident mistakes "
               "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @compute_options
+@foreign_option
+@click.option("--normalize", type=click.Choice(NORMALIZE_NAMES), default=None,
+              help="Show the confusion matrix normalized as scikit-learn's confusion_matrix(normalize=...): over "
+              "each true class (rows sum to 1), each predicted class (columns) or all examples.  [default: counts]")
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, input_scale, plot_path, dtype, precision, threads, data_dir, mirrors, offline,
-             as_json, quiet):
+def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, foreign, normalize, threads,
+             dataset, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -249,16 +264,20 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
     Examples:
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax evaluate model.npz --split train --json
+      mnist-softmax train --val-split 0.1 --save model.npz && mnist-softmax evaluate model.npz --split val
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
+      mnist-softmax evaluate model.npz --normalize true --plot confusion.png
+      mnist-softmax evaluate theirs.npz --foreign           # an archive of just W and b
     """
     from mnist_cli.evaluate import evaluate_file
     from mnist_cli.fileio import jsonable
     from mnist_cli.report.evaluate import format_evaluate
 
-    check_outputs(data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
-    report = evaluate_file(model_path, lambda: _load_data(data_dir, mirrors, offline, quiet or as_json), split=split,
-                           input_scale=input_scale, threads=threads, plot=plot_path, dtype=dtype, precision=precision)
+    check_outputs(dataset, data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
+    load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
+    report = evaluate_file(model_path, load, split=split, input_scale=input_scale, threads=threads, plot=plot_path,
+                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -272,9 +291,16 @@ def evaluate(model_path, split, input_scale, plot_path, dtype, precision, thread
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @compute_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
+              help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
+              ".npy a structured array, .csv a table, .jsonl one --json row per line.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+              help="Also draw the 28x28 inputs the model saw (a picture after MNIST's geometry), at most 20.")
+@foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, dtype, precision, data_dir, mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, dtype, precision, out, plot_path, foreign, dataset, data_dir,
+            mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -282,15 +308,17 @@ def predict(model_path, indices, images, input_scale, dtype, precision, data_dir
     Examples:
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax predict model.npz --images digits.npy --json
-      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz | head
+      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz --out all.csv
       mnist-softmax predict model.npz --index 0 --dtype bfloat16     # the same weights computing in bfloat16
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file
     from mnist_cli.report.predict import format_predict
 
+    check_outputs(dataset, data_dir, as_json, out=out, plot=plot_path)
+    load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, dtype=dtype,
-                          precision=precision, load_data=lambda: _load_data(data_dir, mirrors, offline, quiet or as_json))
+                          precision=precision, out=out, foreign=foreign, plot=plot_path, load_data=load)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 
@@ -346,6 +374,7 @@ def predict(model_path, indices, images, input_scale, dtype, precision, data_dir
 @output_options
 def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
             train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, workers, threads,
+            dataset,
             data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
@@ -376,24 +405,27 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
       mnist-softmax compare --lr 0.1:10:log5 --seeds 0,1,2 --workers auto   # the seeds' stacks on every core
     """
     from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
+    from mnist_cli.report.compare import compare_text
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
                             log_every=log_every if metrics_out else 0, threads=threads, precisions=precisions,
                             loss_scale=loss_scale, scenarios=scenarios, workers=workers)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
-        raise _exit(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
+        raise exit_error(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
                     "named scenarios); add fused to --losses.")
-    check_outputs(data_dir, as_json, plot=plot_path)
+    if (smoke or check) and dataset != "mnist":
+        raise click.UsageError("compare's expectations are measured on MNIST only: drop --smoke/--check.")
+    check_outputs(dataset, data_dir, as_json, plot=plot_path)
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
-    data = _load_data(data_dir, mirrors, offline, quiet or as_json)
+    data = _load_data(dataset, data_dir, mirrors, offline, quiet or as_json)
     with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:
         result = run_compare(data.train_images, data.train_labels, data.test_images, data.test_labels, config,
                              on_run=on_run)
     doc = publish(result, data)
-    failed = _outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
-    click.echo(_compare_text(doc, as_json, table_format, all_runs))
+    failed = write_outputs((partial(add_metrics, doc, result), metrics_out), (partial(add_plot, doc, result), plot_path))
+    click.echo(compare_text(doc, as_json, table_format, all_runs))
     if failed:  # the report first, then what could not be written
         raise click.ClickException("\n".join(failed))
     if (smoke or check) and not doc["ok"]:
@@ -401,23 +433,6 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
 
         click.echo(failed_checks_line(doc, "--smoke" if smoke else "--check", EXIT_EXPECTATION), err=True)
         sys.exit(EXIT_EXPECTATION)
-
-
-def _compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
-    """The compare document as JSON, as the readable report, or as a markdown or csv table."""
-    from mnist_cli.fileio import jsonable
-    from mnist_cli.report.compare import format_report, format_table
-
-    if as_json:
-        return json.dumps(jsonable(doc), indent=2, allow_nan=False)
-    return format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format)
-
-
-def _exit(code: int, message: str) -> click.ClickException:
-    """A one-line error with its own exit code."""
-    error = click.ClickException(message)
-    error.exit_code = code
-    return error
 
 
 if __name__ == "__main__":  # pragma: no cover

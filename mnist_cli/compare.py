@@ -335,7 +335,7 @@ def write_metrics(result: CompareResult, directory: str | Path) -> list[Path]:
 def publish(result: CompareResult, data) -> dict:
     """The document of ``result`` with where its data came from (``data``: a :class:`mnist_cli.data.MNIST`)."""
     doc = to_document(result)
-    doc["data"].update(dir=str(data.data_dir), verified=data.verified)
+    doc["data"].update(data.where)
     return doc
 
 

@@ -23,6 +23,21 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, k: int = 10) -
     return np.bincount(labels.astype(np.int64) * k + predictions, minlength=k * k).reshape(k, k)
 
 
+def normalize_confusion(cm: np.ndarray, normalize: str) -> np.ndarray:
+    """scikit-learn's ``confusion_matrix(normalize=...)`` of counts ``C[true, pred]`` (k, k), float64:
+
+        true:  C[i, j] / sum_j' C[i, j']     (each row sums to 1: row i is recall's denominator)
+        pred:  C[i, j] / sum_i' C[i', j]     (each column sums to 1: column j is precision's)
+        all:   C[i, j] / sum_i'j' C[i', j']  (the whole matrix sums to 1)
+
+    A row (column) with no examples divides 0 by 0: 0 there, as scikit-learn's ``nan_to_num``."""
+    cm = np.asarray(cm, dtype=np.float64)  # (k, k)
+    totals = {"true": cm.sum(axis=1, keepdims=True), "pred": cm.sum(axis=0, keepdims=True), "all": cm.sum()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = cm / totals[normalize]  # (k, k); 0/0 only where the whole row/column/matrix is 0
+    return np.where(np.isnan(out), 0.0, out)
+
+
 def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     """``diag(C) / rowsum(C)``: the recall of each class (nan for a class with no examples)."""
     with np.errstate(invalid="ignore", divide="ignore"):

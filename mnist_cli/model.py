@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.errors import ModelFileError
+from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.rounding import Inputs, as_dtype, is_half, linear, round_to
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
@@ -107,8 +107,11 @@ class Model:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Model:
-        """Read a model saved by :meth:`save`, refusing anything else.
+    def load(cls, path: str | os.PathLike, foreign: bool = False) -> Model:
+        """Read a model saved by :meth:`save`, refusing anything else; with ``foreign``, also an archive
+        of just ``W`` (784, 10) and ``b`` (10,) in float16/float32/float64 from elsewhere (``np.savez(path,
+        W=W, b=b)``), under every check below but the metadata's; its ``meta`` is then ``{"foreign": True}``
+        (nothing is known of its training; input scale 1 unless the caller gives one).
 
         Before any array is read: a size cap on the file and on its decompressed members, exactly
         the members ``W``, ``b``, ``meta``, and their ``.npy`` headers (shape, dtype, no objects), so
@@ -131,9 +134,10 @@ class Model:
             raise ModelFileError(f"cannot load model {path}: it is not a valid .npz (zip) archive; {_FIX}")
         try:
             with zipfile.ZipFile(path) as zf:
-                _check_members(zf, path)
+                has_meta = _check_members(zf, path, foreign)
             with np.load(path, allow_pickle=False) as npz:
-                W, b, meta_arr = npz["W"], npz["b"], npz["meta"]
+                W, b = npz["W"], npz["b"]
+                meta_arr = npz["meta"] if has_meta else np.array(json.dumps({"foreign": True}))
         except ModelFileError:
             raise
         except (ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile,
@@ -163,6 +167,38 @@ class Model:
 
 
 _FIX = "pass a model written by `mnist-softmax train {save}`"
+
+
+def load_parent(path, dtype: str, precision: str, input_scale: float) -> Model:
+    """A saved model to continue training from (``train --init-from``): :meth:`Model.load` with every one
+    of its checks, then :class:`SettingsError` naming why unless it computes as the run will (``dtype``,
+    ``precision``: the same parameter dtype and compute form), at the run's ``input_scale``, with finite
+    parameters. Its ``meta`` becomes ``{"parent": {path, params_sha256 (of W and b as loaded), steps_total,
+    test_accuracy}}``, the record the new model keeps."""
+    import hashlib
+
+    parent = Model.load(path)
+    if parent.form != (dtype, precision):
+        raise SettingsError(("init_from", "dtype", "precision"),
+                            f"{path} computes in {parent.compute_dtype} {parent.precision}, the run in {dtype} "
+                            f"{precision}: give {{dtype}} {parent.compute_dtype} {{precision}} {parent.precision} "
+                            "to continue it (its parameters are not converted)")
+    if parent.input_scale != input_scale:
+        raise SettingsError(("init_from", "input_scale"),
+                            f"{path} was trained at input scale {parent.input_scale:g}, the run uses "
+                            f"{input_scale:g}: give {{input_scale}} {parent.input_scale:g} to continue it")
+    if not parent.finite:
+        raise SettingsError("init_from", f"{path} has non-finite parameters: there is nothing to continue; "
+                            "start afresh without {init_from}")
+    meta = parent.meta
+    steps = meta.get("steps_total", meta.get("steps"))
+    parent.meta = {"parent": {"path": str(path),
+                              "params_sha256": hashlib.sha256(parent.W.tobytes() + parent.b.tobytes()).hexdigest(),
+                              "steps_total": steps if type(steps) is int and steps >= 0 else None,
+                              "test_accuracy": meta.get("test_accuracy")}}
+    return parent
+
+
 #: The metadata key a model's compute form is saved under (``{"dtype": ..., "precision": ...}``).
 _FORM_KEY = "compute"
 
@@ -267,14 +303,18 @@ _MEMBERS = ("W.npy", "b.npy", "meta.npy")
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _member_headers(zf: zipfile.ZipFile, path: Path) -> dict:
-    """``{"W" | "b" | "meta": (shape, dtype)}`` from the ``.npy`` headers of exactly a model's members,
-    plainly stored or deflated, within :data:`MAX_MODEL_BYTES` unpacked, without objects."""
+def _member_headers(zf: zipfile.ZipFile, path: Path, foreign: bool = False) -> dict:
+    """``{"W" | "b" | "meta": (shape, dtype)}`` from the ``.npy`` headers of exactly a model's members (with
+    ``foreign``, or of just ``W`` and ``b``), plainly stored or deflated, within :data:`MAX_MODEL_BYTES`
+    unpacked, without objects."""
     infos = zf.infolist()
     names = sorted(info.filename for info in infos)
-    if names != sorted(_MEMBERS):
+    if names != sorted(_MEMBERS) and not (foreign and names == sorted(_MEMBERS[:2])):
         keys = [name.removesuffix(".npy") for name in names]
-        raise ModelFileError(f"model {path} has arrays {keys}, expected {sorted(_KEYS)}; {_FIX}")
+        hint = "" if foreign or names != sorted(_MEMBERS[:2]) else " (weights from elsewhere: add {foreign})"
+        raise ModelFileError(f"model {path} has arrays {keys}, expected {sorted(_KEYS)}"
+                             + (" or, from elsewhere, ['W', 'b']" if foreign else "") + f"{hint}; {_FIX}",
+                             ("foreign", "save"))
     unpacked = sum(info.file_size for info in infos)
     if unpacked > MAX_MODEL_BYTES:
         raise ModelFileError(f"model {path} unpacks to {unpacked} bytes, over the {MAX_MODEL_BYTES}-byte cap; {_FIX}")
@@ -293,10 +333,16 @@ def _member_headers(zf: zipfile.ZipFile, path: Path) -> dict:
     return headers
 
 
-def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
-    """Refuse an archive whose members are not exactly a model's, before reading any array data."""
-    headers = _member_headers(zf, path)
-    (w_shape, w_dtype), (b_shape, b_dtype), (m_shape, m_dtype) = headers["W"], headers["b"], headers["meta"]
+def _check_members(zf: zipfile.ZipFile, path: Path, foreign: bool = False) -> bool:
+    """Refuse an archive whose members are not exactly a model's (with ``foreign``, or just ``W`` and ``b``
+    in a float dtype: bfloat16 bits need the metadata that names them), before reading any array data;
+    whether it has the metadata member."""
+    headers = _member_headers(zf, path, foreign)
+    (w_shape, w_dtype), (b_shape, b_dtype) = headers["W"], headers["b"]
+    (m_shape, m_dtype) = headers.get("meta", ((), np.dtype("U1")))
+    if "meta" not in headers and w_dtype == np.uint16:
+        raise ModelFileError(f"model {path} holds uint16 W and b without metadata: give float16, float32 or float64 "
+                             "weights")
     if w_shape != (N_FEATURES, N_CLASSES) or b_shape != (N_CLASSES,):
         raise ModelFileError(f"model {path} has W{w_shape} and b{b_shape}, expected W(784, 10) and b(10,); {_FIX}")
     if w_dtype not in (np.float16, np.float32, np.float64, np.uint16) or b_dtype != w_dtype:
@@ -304,3 +350,4 @@ def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
                              f"or bfloat16 bits; {_FIX}")
     if m_shape != () or m_dtype.kind != "U":
         raise ModelFileError(f"model {path} has malformed metadata; {_FIX}")
+    return "meta" in headers

@@ -6,7 +6,16 @@ import math
 
 import click
 
-from mnist_cli.settings import DATA_DIR_ENV, MAX_RUNS, MIRRORS_ENV, OFFLINE_ENV, THREADS_ENV, WORKERS_ENV
+from mnist_cli.settings import (
+    DATA_DIR_ENV,
+    DATASET_ENV,
+    DATASET_NAMES,
+    MAX_RUNS,
+    MIRRORS_ENV,
+    OFFLINE_ENV,
+    THREADS_ENV,
+    WORKERS_ENV,
+)
 
 
 def _compose(*decorators):
@@ -19,6 +28,16 @@ def _compose(*decorators):
 
 
 data_options = _compose(
+    click.option(
+        "--dataset",
+        type=click.Choice(DATASET_NAMES),
+        envvar=DATASET_ENV,
+        show_envvar=True,
+        default="mnist",
+        show_default=True,
+        help="Which declared dataset (verified by its pinned SHA-256); each has its own default data directory. "
+        "Another MNIST-format dataset: --data-dir with its files (reported as NOT verified).",
+    ),
     click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=str),
@@ -80,6 +99,31 @@ class FiniteFloat(click.FloatRange):
 POSITIVE = FiniteFloat(min=0, min_open=True)
 
 
+class ValSplitType(click.ParamType):
+    """``--val-split``: a whole number of images (``5000``) or a fraction 0 < x < 1 (``0.1``, Keras's
+    ``validation_split``); :func:`mnist_cli.settings.val_count` turns either into a count."""
+
+    name = "validation split"
+
+    def convert(self, value, param, ctx):
+        from mnist_cli.settings import val_split_ok
+
+        if isinstance(value, (int, float)) and val_split_ok(value):
+            return value
+        text = str(value).strip()
+        try:
+            parsed = int(text) if text.lstrip("+").isdigit() else float(text)
+        except ValueError:
+            parsed = None
+        if parsed is None or not val_split_ok(parsed):
+            self.fail(f"{value!r} is neither a number of images >= 0 (5000) nor a fraction 0 < x < 1 (0.1).",
+                      param, ctx)
+        return parsed
+
+
+VAL_SPLIT = ValSplitType()
+
+
 class LossScaleType(click.ParamType):
     """``none``, ``dynamic`` or a positive float32 number, kept as its canonical text (``TrainConfig.loss_scale``,
     :class:`mnist_cli.settings.LossScale`)."""
@@ -97,6 +141,13 @@ class LossScaleType(click.ParamType):
 
 
 LOSS_SCALE = LossScaleType()
+
+
+#: ``--foreign`` (evaluate, predict): accept an archive of just W and b, from elsewhere (mnist_cli.model.Model.load).
+foreign_option = click.option(
+    "--foreign", is_flag=True,
+    help="Accept MODEL.npz holding just W (784x10) and b (10) from elsewhere (np.savez(path, W=W, b=b)), with "
+    "every other check kept; nothing is known of its training (input scale 1 unless --input-scale).")
 
 
 def threads_option(f):

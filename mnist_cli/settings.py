@@ -35,6 +35,11 @@ HALF_NAMES = ("float16", "bfloat16")
 PRECISION_NAMES = ("pure", "mixed")
 #: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
 LOSS_SCALE_CHOICES = ("none", "dynamic")
+#: evaluate --normalize: scikit-learn's ``confusion_matrix(normalize=...)`` (mnist_cli.metrics.normalize_confusion):
+#: over each true class (rows sum to 1), each predicted class (columns sum to 1) or all examples.
+NORMALIZE_NAMES = ("true", "pred", "all")
+#: The declared datasets (mnist_cli.data.datasets.dataset_spec): --dataset, MNIST_SOFTMAX_DATASET.
+DATASET_NAMES = ("mnist", "fashion-mnist")
 #: How W starts (mnist_cli.model.INITS).
 INIT_NAMES = ("zeros", "normal")
 #: The largest finite value of each dtype (``numpy.finfo(dtype).max``, tied to it in tests/test_settings.py):
@@ -66,6 +71,7 @@ MIRRORS_ENV = "MNIST_SOFTMAX_MIRRORS"
 OFFLINE_ENV = "MNIST_SOFTMAX_OFFLINE"
 THREADS_ENV = "MNIST_SOFTMAX_THREADS"
 WORKERS_ENV = "MNIST_SOFTMAX_WORKERS"
+DATASET_ENV = "MNIST_SOFTMAX_DATASET"
 LOCK_TIMEOUT_ENV = "MNIST_SOFTMAX_LOCK_TIMEOUT"
 
 
@@ -136,6 +142,39 @@ def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
                             "(GradScaler refuses half-precision gradients): add {precision} mixed or drop {loss_scale}")
 
 
+def val_split_ok(v) -> bool:
+    """Whether ``v`` is a validation split: a whole number of images >= 0, or a fraction 0 < v < 1."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 0
+    return isinstance(v, float) and 0 < v < 1
+
+
+def val_count(val_split: int | float, n: int) -> int:
+    """How many of ``n`` training images ``val_split`` holds out (the last ones): a count as it is, a
+    fraction ``x`` as Keras's ``validation_split`` does, ``n - floor(n * (1 - x))`` (``split_at`` is
+    Keras's ``floor(n * (1 - x))``; 0.1 of 60,000 is 6,000)."""
+    if isinstance(val_split, float):
+        return n - math.floor(n * (1.0 - val_split))
+    return val_split
+
+
+def held_out(val_split: int | float, n: int) -> dict:
+    """Which of ``n`` training images ``val_split`` holds out: ``split`` (as given: a count or a
+    fraction), ``n`` of them, ``start`` and ``stop`` (the slice ``[start:stop]``) and ``of`` (``n`` images
+    in all: the same slice of another training set would be other images). :class:`SettingsError` when
+    it leaves nothing to train on, or a fraction holds out nothing."""
+    count = val_count(val_split, n)
+    if count >= n:
+        raise SettingsError("val_split", f"holding out {count} of the {n} training images leaves none "
+                            "to train on: lower {val_split}")
+    if count <= 0:
+        raise SettingsError("val_split", f"a validation split of {val_split:g} holds out none of the {n} training "
+                            "images: raise {val_split}")
+    return {"split": val_split, "n": count, "start": n - count, "stop": n, "of": n}
+
+
 def check_steps(steps: int) -> None:
     """:class:`SettingsError` when a run of ``steps`` steps is past :data:`MAX_STEPS`."""
     if steps > MAX_STEPS:
@@ -154,6 +193,7 @@ class TrainConfig:
     epochs: int | None = None  # full passes over the (limited) training set instead of steps
     init: str = "zeros"  # tf.zeros; "normal" draws W ~ N(0, init_std^2) from the seed
     init_std: float = 0.01
+    init_from: str | None = None  # a saved model's path: start from its W and b instead of init (same dtype, form)
     dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
     precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
     loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
@@ -168,7 +208,12 @@ class TrainConfig:
     fast: bool = True  # the fast step (mnist_cli.engine.fast); False runs the plain loop, the reference it is tested against
     stop_on_nan: bool = False  # stop at the first non-finite loss or gradient, before applying its update
     threads: int = DEFAULT_THREADS  # the tool's own threads (full-batch row groups); never changes a result
-    val_split: int = 0  # hold out the last N training images for validation (TF's input_data: 5000); 0 = none
+    # hold out the last training images for validation: a count N (TF's input_data: 5000) or a fraction 0 < x < 1
+    # (Keras's validation_split: the last n - floor(n * (1 - x))); 0 = none. See val_count.
+    val_split: int | float = 0
+    # stop when the validation loss has not improved for this many evaluations (epoch ends and every log_every
+    # steps) and keep the best parameters: Keras's EarlyStopping(patience, restore_best_weights=True); None = never
+    early_stop: int | None = None
 
     @property
     def loss_scaling(self) -> LossScale:
@@ -187,6 +232,11 @@ class TrainConfig:
             raise SettingsError(("average_epochs", "epochs"),
                                 f"averaging over the last {self.average_epochs} epochs needs at least that many, "
                                 f"but the run has {self.epochs}: lower {{average_epochs}} or raise {{epochs}}")
+        if self.early_stop is not None and not self.val_split:
+            raise SettingsError(("early_stop", "val_split"), "early stopping watches the validation loss: add {val_split}")
+        if self.early_stop is not None and self.average:
+            raise SettingsError(("early_stop", "average_epochs"),
+                                "early stopping keeps the best iterate, averaging the mean of the last ones: choose one")
         if self.epochs is None and self.steps is None:
             raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}")
         if self.epochs is None:
@@ -214,7 +264,9 @@ _RULES = (
     ("average_epochs", lambda v: v >= 1, "the number of averaged epochs must be at least 1"),
     ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "the weight decay must be a finite number >= 0"),
     ("threads", lambda v: 1 <= v <= MAX_THREADS, f"threads must be from 1 to {MAX_THREADS}"),
-    ("val_split", lambda v: v >= 0, "the validation split must be a number of images >= 0"),
+    ("early_stop", lambda v: v >= 1, "the patience must be at least 1 evaluation"),
+    ("val_split", lambda v: val_split_ok(v), "the validation split must be a number of images >= 0 or a fraction "
+     "0 < x < 1"),
 )
 
 #: name -> overrides of TrainConfig; "tutorial" is the defaults.
@@ -266,6 +318,9 @@ def train_config(preset: str = "tutorial", **overrides) -> TrainConfig:
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if "steps" in given and "epochs" in given:
         raise SettingsError(("steps", "epochs"), "give {steps} or {epochs}, not both")
+    if given.get("init_from") and ({"init", "init_std"} & set(given)):
+        raise SettingsError(("init_from", "init"), "a run continued from a saved model starts from its parameters: "
+                            "drop {init}")
     if given.get("full_batch") and "batch_size" in given:
         raise SettingsError(("full_batch", "batch_size"),
                             "a full batch is every training example: drop {batch_size}")

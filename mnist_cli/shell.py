@@ -17,7 +17,7 @@ import threading
 
 import click
 
-from mnist_cli.errors import MnistError, SettingsError
+from mnist_cli.errors import MnistError, OutputError, SettingsError
 
 EXIT_NAN = 3  # train --fail-on-nan: a non-finite value occurred
 EXIT_EXPECTATION = 4  # compare --smoke / --check: an expected behaviour did not hold
@@ -122,27 +122,47 @@ def flag(setting: str) -> str:
     return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
-def check_outputs(data_dir, as_json: bool, **outputs) -> None:
+def check_outputs(dataset: str, data_dir, as_json: bool, **outputs) -> None:
     """Before any long work, refuse outputs (setting name -> path; None = not asked for) that would do
     harm: two naming one file, one replacing a file of the data directory in use, one on stdout beside
     the ``--json`` report (no parser reads the two as one document); then check each can be written (a
     plot: its format and matplotlib too). :class:`SettingsError` (exit 2) or :class:`OutputError`."""
+    from mnist_cli.data.datasets import dataset_spec
     from mnist_cli.data.directory import refuse_data_files, resolve_data_dir
     from mnist_cli.fileio import check_distinct, check_writable, is_stdout
 
     check_distinct(outputs)
-    refuse_data_files(resolve_data_dir(data_dir), outputs)
+    refuse_data_files(resolve_data_dir(data_dir, dataset), outputs, dataset_spec(dataset))
     for setting, path in outputs.items():
         if path is not None and as_json and is_stdout(path):
             raise SettingsError((setting, "json"), f"{path} is stdout, where the JSON report goes, and the two "
                                 f"would not parse as one document: write {{{setting}}} to a file")
     for setting, path in outputs.items():
         if path is not None and setting == "plot":
-            from mnist_cli.report.plots import probe_plot
-
             probe_plot(path)
         elif path is not None:
             check_writable(path, f"{{{setting}}} path")
+
+
+def probe_plot(path) -> None:
+    """Before any work, when a plot is asked for: its name, matplotlib and the path are checked
+    (:func:`mnist_cli.report.plots.probe_plot`, imported only then)."""
+    if path:
+        from mnist_cli.report.plots import probe_plot as probe
+
+        probe(path)
+
+
+def write_outputs(*writes) -> list[str]:
+    """Run each ``(write, path)`` whose path is given; the messages of those that failed to write."""
+    failed = []
+    for write, path in writes:
+        if path:
+            try:
+                write(path)
+            except OutputError as exc:
+                failed.append(exc.text(flag))
+    return failed
 
 
 class StepBar:
@@ -191,3 +211,10 @@ class RunBar(StepBar):
     def update(self, done, total, label):
         self.bar.update(1)
         self.bar.set_postfix_str(label, refresh=False)
+
+
+def exit_error(code: int, message: str) -> click.ClickException:
+    """A one-line error with its own exit code."""
+    error = click.ClickException(message)
+    error.exit_code = code
+    return error

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.engine.base import master_dtype
-from mnist_cli.errors import SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.losses import underflow_limit
 from mnist_cli.scoring import score
-from mnist_cli.settings import TrainConfig, changed_settings
+from mnist_cli.settings import TrainConfig, changed_settings, held_out, val_count
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
@@ -68,6 +67,7 @@ class Session:
 
         model = self.result.model
         model.meta.update(test_accuracy=self.summary["test_accuracy"], dataset_checksums=self.checksums,
+                          dataset=self.summary["data"]["dataset"],
                           numpy_version=model.meta["provenance"]["numpy"], mnist_softmax_version=__version__)
         self.summary["saved"] = str(model.save(path))
         return Path(self.summary["saved"])
@@ -95,7 +95,7 @@ class Session:
 
 def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: int = 0,
                 progress: Callable[[int, float, int], None] | None = None, preset: str = "tutorial",
-                progress_every: int = 10, history: bool = False) -> Session:
+                progress_every: int = 10, history: bool = False, checkpoint_every: int = 0, save_path=None) -> Session:
     """Train ``config`` on ``data`` (a :class:`mnist_cli.data.MNIST`), score it on the test set and on
     the training examples it used, and explain its first non-finite step when ``explain``.
 
@@ -105,16 +105,18 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     ``log_every`` steps even without a validation split (for :meth:`Session.plot`).
     The summary's ``final_loss`` is the last mini-batch's; ``train_loss`` and ``test_loss`` are the mean
     cross-entropy of the final parameters over all the training examples used and the test set.
-    Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot work with this data (e.g. a
-    batch larger than the training set).
+    ``checkpoint_every`` N writes the current model every N epochs to :func:`checkpoint_name` of
+    ``save_path``, atomically. Raises :class:`mnist_cli.errors.SettingsError` for settings that cannot
+    work with this data (e.g. a batch larger than the training set).
     """
     records: list[dict] = []
     images, labels, val = split_validation(data, config)
     n_train = min(len(images), config.train_limit or len(images))
     monitor = _monitor(images[:n_train], labels[:n_train], val, config) if val or history else None
+    on_epoch = _checkpoints(config, checkpoint_every, save_path, data.checksums) if checkpoint_every else None
     result = train(images, labels, config, progress=progress, progress_every=progress_every,
                    on_log=lambda step, record: records.append(record),
-                   log_every=log_every, monitor=monitor)
+                   log_every=log_every, monitor=monitor, on_epoch=on_epoch)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
     fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
     summary = train_summary(result, test_accuracy=test.accuracy, train_accuracy=fit.accuracy,
@@ -122,11 +124,19 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
                             accuracy_meaningful=test.meaningful and fit.meaningful)
     summary.update(train_loss=fit.loss, test_loss=test.loss, preset=preset,
                    changed=changed_settings(result.config, preset))
+    if "early_stop" in result.extras:  # --early-stop: which step the kept parameters came from
+        summary["early_stop"] = result.model.meta["early_stop"] = result.extras["early_stop"]
+    if on_epoch is not None:
+        summary["checkpoints"] = on_epoch.written
+    if "parent" in result.model.meta:  # train --init-from: what it continued, and the steps in all
+        summary.update(parent=result.model.meta["parent"], steps_total=result.model.meta["steps_total"])
     if val:
         held = score(result.model, *val, config.input_scale, threads=config.threads)
-        summary["validation"] = {"n": len(val[1]), "loss": held.loss, "accuracy": held.accuracy,
+        where = held_out(config.val_split, len(data.train_images))
+        result.model.meta["validation"] = where  # evaluate --split val scores the same images
+        summary["validation"] = {**where, "loss": held.loss, "accuracy": held.accuracy,
                                  "history": [r for r in records if "val_loss" in r]}
-    summary["data"] = {"dir": str(data.data_dir), "verified": data.verified}
+    summary["data"] = data.where
     if explain:
         from mnist_cli.forensics import explain_result
 
@@ -134,16 +144,37 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     return Session(result, summary, records, data.checksums)
 
 
+def checkpoint_name(save_path, epoch: int) -> Path:
+    """``MODEL-epoch003.npz`` beside ``MODEL.npz``: the name ``train --checkpoint-every`` writes epoch 3 to."""
+    path = Path(save_path)
+    return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
+
+
+def _checkpoints(config: TrainConfig, every: int, save_path, checksums: dict):
+    """The ``on_epoch`` callback of :func:`mnist_cli.engine.train` that saves the current model every ``every``
+    epochs (:meth:`Model.save`: atomic), its metadata the run's settings, the steps so far and the epoch;
+    ``.written`` lists the paths."""
+    from mnist_cli import __version__
+    from mnist_cli.model import Model
+
+    def on_epoch(epoch: int, step: int, W, b) -> None:
+        if epoch % every == 0:
+            model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)
+            model.meta = {"config": asdict(config), "steps": step, "checkpoint": {"epoch": epoch, "step": step},
+                          "dataset_checksums": checksums, "mnist_softmax_version": __version__}
+            on_epoch.written.append(str(model.save(checkpoint_name(save_path, epoch))))
+
+    on_epoch.written = []
+    return on_epoch
+
+
 def split_validation(data, config: TrainConfig):
-    """``(train images, train labels, (validation images, labels) or ())``: the last ``config.val_split``
-    training images held out (as TF's ``input_data`` held out 5,000 of 60,000), the rest to train on."""
-    n = len(data.train_images)
+    """``(train images, train labels, (validation images, labels) or ())``: the last images of
+    :func:`held_out` kept for validation (as TF's ``input_data`` held out 5,000 of 60,000, and Keras's
+    ``validation_split`` the last fraction, before any shuffling), the rest to train on."""
     if not config.val_split:
         return data.train_images, data.train_labels, ()
-    if config.val_split >= n:
-        raise SettingsError("val_split", f"holding out {config.val_split} of the {n} training images leaves none "
-                            "to train on: lower {val_split}")
-    cut = n - config.val_split
+    cut = held_out(config.val_split, len(data.train_images))["start"]
     return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
 
 
@@ -166,7 +197,7 @@ def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
 
 def total_steps(config: TrainConfig, n_examples: int) -> int:
     """How many steps ``config`` takes on ``n_examples`` training examples (for a progress bar)."""
-    n_examples = max(n_examples - config.val_split, 1)
+    n_examples = max(n_examples - val_count(config.val_split, n_examples), 1)
     n = min(n_examples, config.train_limit or n_examples)
     per_epoch = 1 if config.full_batch else n // config.batch_size
     return config.epochs * per_epoch if config.epochs else config.steps

@@ -266,7 +266,7 @@ DOCUMENT = {
     "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
                  "seeds": [int], "grid": str, "threads": int},
     "provenance": PROVENANCE,
-    "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool},
+    "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool, "dataset": str, "title": str, "classes": list},
     "scenarios": [SCENARIO],
     "stability_map": {
         "grid_axes": [str], "axes": [str],

@@ -48,6 +48,13 @@ class DatasetSpec:
     name: str
     files: tuple[FileSpec, ...]
     mirrors: tuple[str, ...]
+    title: str = ""  # a declared dataset's name in reports ("verified Fashion-MNIST"); "" for a stand-in
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # label -> the class's name in reports
+
+    @property
+    def label(self) -> str:
+        """How the download report names the files: the title, else the name in capitals."""
+        return self.title or self.name.upper()
 
     def file(self, role: str) -> FileSpec:
         """The file holding ``role`` (e.g. ``"train_images"``)."""
@@ -61,6 +68,7 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 MNIST_SPEC = DatasetSpec(
     name="mnist",
+    title="MNIST",
     files=(
         FileSpec(
             name="train-images-idx3-ubyte.gz",
@@ -110,3 +118,55 @@ MNIST_SPEC = DatasetSpec(
 MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MNIST_TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 
+
+FASHION_MNIST_SPEC = DatasetSpec(
+    name="fashion-mnist",
+    title="Fashion-MNIST",
+    # Zalando Research's fashion-mnist README, label order
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"),
+    # Sizes and SHA-256 of the decompressed files: computed here from Debian's dataset-fashion-mnist
+    # 0.0~git20200523.55506a9-1 (`apt-get download dataset-fashion-mnist`, /usr/share/datasets/fashion-mnist/).
+    # Debian recompressed the .gz files (24 bytes smaller than the publisher's), so only the content is
+    # pinned; gz_md5 is the publisher's (its README and torchvision's FashionMNIST), for reference.
+    files=(
+        FileSpec(
+            name="train-images-idx3-ubyte.gz",
+            role="train_images",
+            size=47040016,
+            sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        FileSpec(
+            name="train-labels-idx1-ubyte.gz",
+            role="train_labels",
+            size=60008,
+            sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            gz_md5="25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        FileSpec(
+            name="t10k-images-idx3-ubyte.gz",
+            role="test_images",
+            size=7840016,
+            sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            gz_md5="bef4ecab320f06d8554ea6380940ec79",
+        ),
+        FileSpec(
+            name="t10k-labels-idx1-ubyte.gz",
+            role="test_labels",
+            size=10008,
+            sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            gz_md5="bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+    ),
+    # the two places the publisher's README names: its S3 bucket and the repository's data/fashion folder
+    mirrors=(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
+)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The declared dataset called ``name`` (one of :data:`mnist_cli.settings.DATASET_NAMES`)."""
+    return {"mnist": MNIST_SPEC, "fashion-mnist": FASHION_MNIST_SPEC}[name]  # looked up now: tests replace them

@@ -53,13 +53,14 @@ _LOCK_POLL = 0.1  # seconds between attempts to take the lock
 notices = logging.getLogger("mnist_cli")
 
 
-def resolve_data_dir(data_dir=None) -> Path:
-    """``data_dir`` if given, else ``$MNIST_SOFTMAX_DATA_DIR``, else the platform's user cache directory."""
+def resolve_data_dir(data_dir=None, dataset: str = "mnist") -> Path:
+    """``data_dir`` if given, else ``$MNIST_SOFTMAX_DATA_DIR``, else the platform's user cache directory's
+    folder for ``dataset`` (``.../mnist-softmax/mnist``, ``.../mnist-softmax/fashion-mnist``)."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or None
     if chosen is None:
         from platformdirs import user_cache_path  # imported only when needed: start-up time counts
 
-        return user_cache_path("mnist-softmax", appauthor=False) / "mnist"
+        return user_cache_path("mnist-softmax", appauthor=False) / dataset
     home = expand_home(Path(chosen), f"give a full path with {{data_dir}} or {DATA_DIR_ENV}")
     return Path(os.path.normpath(home.absolute()))  # /a/./b/../c -> /a/c (symlinks kept)
 

@@ -81,6 +81,7 @@ class DownloadReport:
     data_dir: Path
     files: list[FileReport]
     notices: list[str] = field(default_factory=list)  # what the check of the decoded-array cache found
+    title: str = ""  # the dataset's name in reports (DatasetSpec.title)
 
     @property
     def verified(self) -> bool:
@@ -98,6 +99,7 @@ class DownloadReport:
         """The JSON-able document: what ``download --json`` prints and :mod:`mnist_cli.report.download` words."""
         return {
             "dataset": self.dataset,
+            "title": self.title,
             "data_dir": str(self.data_dir),
             "verified": self.verified,
             "downloaded": len(self.downloaded),
@@ -145,7 +147,7 @@ def ensure_mnist(
     bar per download on stderr, only when stderr is a terminal (:func:`mnist_cli.progress.bars_enabled`).
     """
     spec = spec or datasets.MNIST_SPEC
-    root = resolve_data_dir(data_dir)
+    root = resolve_data_dir(data_dir, spec.name)
     candidates = resolve_mirrors(mirrors, spec)
     offline = offline or offline_from_env()
     settings = settings or FetchSettings.from_env()
@@ -165,7 +167,7 @@ def ensure_mnist(
                 notices.warning(_fetching(spec, plan.todo, root, usable))
             plan.fetch(_Failover(root, spec, usable, skipped, fetcher), force)
     plan.stamps.save()
-    return DownloadReport(spec.name, root, [plan.reports[f.name] for f in spec.files], found)
+    return DownloadReport(spec.name, root, [plan.reports[f.name] for f in spec.files], found, spec.title)
 
 
 def _fetching(spec: DatasetSpec, todo: list[FileSpec], root: Path, mirrors: list[Mirror]) -> str:
@@ -173,7 +175,7 @@ def _fetching(spec: DatasetSpec, todo: list[FileSpec], root: Path, mirrors: list
     size = sum(f.gz_size or f.size for f in todo)
     others = len(mirrors) - 1
     more = f" (then {others} other mirror{'s' if others != 1 else ''} if it fails)" if others else ""
-    return (f"Downloading {spec.name.upper()} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {size_text(size)}) into "
+    return (f"Downloading {spec.label} ({len(todo)} file{'s' if len(todo) != 1 else ''}, {size_text(size)}) into "
             f"{root} from {printable(str(mirrors[0]))}{more}.")
 
 
@@ -207,7 +209,7 @@ class _Plan:
         foreign = [r.name for r in self.reports.values() if r.status == "foreign"]
         if self.todo and foreign:
             raise DataNotFoundError(
-                f"{self.root} holds files that are not {self.spec.name.upper()} ({', '.join(foreign)}) but lacks "
+                f"{self.root} holds files that are not {self.spec.label} ({', '.join(foreign)}) but lacks "
                 f"{', '.join(f.name for f in self.todo)}: add the missing files of your dataset, or choose another "
                 "directory with {data_dir}."
             )
@@ -236,7 +238,7 @@ class _Plan:
 
 def _unavailable(spec: DatasetSpec, root: Path, todo: list[FileSpec], corrupt: set[str]) -> str:
     """Why offline mode cannot help: which files are missing, which are corrupt (each said as it is)."""
-    name = spec.name.upper()
+    name = spec.label
     missing = [f.name for f in todo if f.name not in corrupt]
     damaged = [f.name for f in todo if f.name in corrupt]
     what = []

@@ -44,9 +44,10 @@ IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
 
 
-def describe_data(data_dir, verified: bool) -> str:
-    """The line every readable report carries: where the data is and whether it is verified MNIST."""
-    return f"data: {data_dir} ({'verified MNIST' if verified else 'your own files, NOT verified MNIST'})"
+def describe_data(data_dir, verified: bool, title: str = "MNIST") -> str:
+    """The line every readable report carries: where the data is and whether it is the verified dataset
+    (``title``: MNIST, Fashion-MNIST)."""
+    return f"data: {data_dir} ({f'verified {title}' if verified else f'your own files, NOT verified {title}'})"
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,19 @@ class MNIST:
     data_dir: Path
     verified: bool  # True: matched pinned checksums; False: user's own MNIST-format data validated structurally
     checksums: dict  # file name -> sha256 hex of decompressed content (for model metadata)
+    dataset: str = "mnist"  # the declared dataset it was checked against (mnist_cli.data.datasets.dataset_spec)
+    title: str = "MNIST"  # its name in reports
 
     @property
     def provenance(self) -> str:
-        """One line for reports: the data directory and whether this is verified MNIST."""
-        return describe_data(self.data_dir, self.verified)
+        """One line for reports: the data directory and whether this is the verified dataset."""
+        return describe_data(self.data_dir, self.verified, self.title)
+
+    @property
+    def where(self) -> dict:
+        """What a report says of the data: ``dir``, ``verified``, ``dataset``, its ``title`` and ``classes``."""
+        return {"dir": str(self.data_dir), "verified": self.verified, "dataset": self.dataset, "title": self.title,
+                "classes": list(datasets.dataset_spec(self.dataset).classes)}
 
 
 @dataclass(frozen=True)
@@ -74,15 +83,18 @@ class _Source:
     pinned: bool  # matched the pinned checksum
 
 
-def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bool = False) -> MNIST:
-    """Load MNIST from ``data_dir`` (see :func:`resolve_data_dir`), fetching missing files first."""
-    spec = datasets.MNIST_SPEC
-    root = resolve_data_dir(data_dir)
+def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bool = False,
+               dataset: str = "mnist") -> MNIST:
+    """Load ``dataset`` (MNIST, or Fashion-MNIST: :func:`mnist_cli.data.datasets.dataset_spec`) from
+    ``data_dir`` (see :func:`resolve_data_dir`), fetching missing files first."""
+    spec = datasets.dataset_spec(dataset)
+    root = resolve_data_dir(data_dir, spec.name)
     stamps = Stamps(root)
     sources = _stamped_sources(root, spec, stamps)
     for attempt in range(2):
         try:
-            return _load(root, spec, stamps, sources, mirrors=mirrors, offline=offline, progress=progress)
+            return _load(root, spec, stamps, sources, mirrors=mirrors, offline=offline, progress=progress,
+                         dataset=dataset)
         except FormatError as exc:  # the user's own file, not the MNIST one: say how to get MNIST back
             raise exc.with_fix() from None
         except _Rotten as exc:  # trusted by its stamp, but its content changed (bit rot): verify and repair
@@ -101,7 +113,8 @@ class _Rotten(Exception):
         self.path = path
 
 
-def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, progress: bool) -> MNIST:
+def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, progress: bool,
+          dataset: str = "mnist") -> MNIST:
     if sources is None:
         from mnist_cli.data.download import ensure_mnist  # only now: requests and tqdm cost start-up time
 
@@ -123,6 +136,8 @@ def _load(root: Path, spec, stamps: Stamps, sources, *, mirrors, offline: bool, 
         data_dir=root,
         verified=all(s.pinned for s in sources.values()),
         checksums={f.name: sources[f.role].sha256 for f in spec.files},
+        dataset=dataset,
+        title=spec.title or "MNIST",  # a stand-in for MNIST (tests) is named as MNIST
     )
 
 

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from mnist_cli.losses import healthy_gap, softmax
-from mnist_cli.model import Model
+from mnist_cli.model import Model, load_parent
 from mnist_cli.rounding import DTYPES
 from mnist_cli.settings import TrainConfig
 from mnist_cli.threads import provenance
@@ -323,10 +323,14 @@ def step_record(step: int, loss: float, acct: Accounting) -> dict:
 
 
 def initial_model(config: TrainConfig, d: int, k: int) -> tuple[Model, str, np.random.Generator]:
-    """The run's starting parameters from its seed (float32 masters in mixed precision), the digest of
-    them and the generator of its batch order."""
+    """The run's starting parameters from its seed (float32 masters in mixed precision), or those of the
+    saved model ``config.init_from`` (:func:`mnist_cli.model.load_parent`: the same dtype and compute form,
+    its record in ``meta["parent"]``), the digest of them and the generator of its batch order."""
     init_rng, order_rng = rngs(config.seed)
-    model = Model.init(d, k, config.init, DTYPES[master_dtype(config)], init_rng, config.init_std)
+    if config.init_from:
+        model = load_parent(config.init_from, config.dtype, config.precision, config.input_scale)
+    else:
+        model = Model.init(d, k, config.init, DTYPES[master_dtype(config)], init_rng, config.init_std)
     return model, hashlib.sha256(model.W.tobytes() + model.b.tobytes()).hexdigest(), order_rng
 
 
@@ -337,13 +341,17 @@ def master_dtype(config: TrainConfig) -> str:
 
 def build_result(config: TrainConfig, W: np.ndarray, b: np.ndarray, acct: Accounting, losses: np.ndarray,
                  seconds: float, order_digest: str, init_digest: str, *, stopped: bool = False,
-                 engine: str | None = None, extras: dict | None = None) -> TrainResult:
+                 engine: str | None = None, extras: dict | None = None, parent: dict | None = None) -> TrainResult:
     """The :class:`TrainResult` of a finished run, its model carrying the run's compute form and the
-    metadata every saved model has (settings, steps, NaN report, provenance)."""
+    metadata every saved model has (settings, steps, NaN report, provenance); a run continued from a saved
+    model also its ``parent`` record and ``steps_total`` (the parent's and this run's)."""
     steps = losses.shape[0]
     model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)
     model.meta = {"config": asdict(config), "steps": steps, "nan": acct.nan.to_dict(),
                   "provenance": provenance(config.threads)}
+    if parent is not None:
+        total = parent["steps_total"]
+        model.meta.update(parent=parent, steps_total=None if total is None else total + steps)
     if engine is not None:
         model.meta["engine"] = engine
     return TrainResult(config=config, model=model, nan=acct.nan, losses=losses, steps=steps, seconds=seconds,

@@ -23,6 +23,7 @@ decides whether a step halts the run. The contract between :func:`train` and an 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,18 +69,50 @@ class _Average:
         return self.sum / self.n if self.sum is not None else last
 
 
+class _EarlyStop:
+    """Keras's ``EarlyStopping(monitor="val_loss", patience, restore_best_weights=True)`` over the monitor's
+    evaluations: an evaluation improves when its validation loss is finite, below the best so far
+    (``min_delta`` 0) and the parameters are finite, and then its parameters are kept; after ``patience``
+    evaluations in a row without one the run stops. A non-finite loss never improves, so a NaN run never
+    becomes the best (with no finite evaluation there is nothing to restore: ``best`` stays None)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.wait, self.evaluations = patience, 0, 0
+        self.best, self.best_step, self.best_loss, self.stopped_at = None, None, math.inf, None
+
+    def observe(self, step: int, val_loss: float, params: np.ndarray, finite: bool) -> bool:
+        """Take one evaluation; True when the run should stop here."""
+        self.evaluations += 1
+        if finite and math.isfinite(val_loss) and val_loss < self.best_loss:
+            self.best, self.best_step, self.best_loss, self.wait = params.copy(), step, val_loss, 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_at = step
+        return self.stopped_at is not None
+
+    def summary(self) -> dict:
+        """``patience``, ``evaluations``, ``best_step`` and ``best_val_loss`` (None: no finite evaluation),
+        ``stopped_at`` (None: the run took all its steps) and ``restored`` (whether the best was kept)."""
+        return {"patience": self.patience, "evaluations": self.evaluations, "best_step": self.best_step,
+                "best_val_loss": self.best_loss if self.best is not None else None, "stopped_at": self.stopped_at,
+                "restored": self.best is not None}
+
+
 class _Hooks:
     """The callbacks of a run, called after every step: ``progress`` every ``progress_every`` steps,
     ``on_log`` every ``log_every`` steps, ``monitor(step, W, b)`` at each epoch's end and every
-    ``log_every`` steps (its dict joins the step's record)."""
+    ``log_every`` steps (its dict joins the step's record, and its ``val_loss`` the ``early`` stop's
+    evaluations), ``on_epoch(epoch, step, W, b)`` at each epoch's end. Returns True to stop the run."""
 
     def __init__(self, engine: Engine, acct: Accounting, progress, progress_every: int, on_log, log_every: int,
-                 monitor, per_epoch: int):
+                 monitor, per_epoch: int, early: _EarlyStop | None = None, on_epoch=None):
         self.engine, self.acct, self.per_epoch = engine, acct, per_epoch
         self.progress, self.progress_every = progress, progress_every
         self.on_log, self.log_every, self.monitor = on_log, log_every, monitor
+        self.early, self.on_epoch = early, on_epoch
 
-    def __call__(self, step: int, loss: float) -> None:
+    def __call__(self, step: int, loss: float) -> bool:
         if self.progress is not None and step % self.progress_every == 0:
             self.progress(step, loss, self.acct.nonfinite_steps)
         logged = bool(self.log_every) and step % self.log_every == 0
@@ -89,6 +122,11 @@ class _Hooks:
                           **self.monitor(step, *self.engine.export(self.engine.params)))
         if self.on_log is not None and record is not None:
             self.on_log(step, record)
+        if self.on_epoch is not None and step % self.per_epoch == 0:
+            self.on_epoch(step // self.per_epoch, step, *self.engine.export(self.engine.params))
+        if self.early is not None and record is not None and "val_loss" in record:
+            return self.early.observe(step, record["val_loss"], self.engine.params, self.engine.finite())
+        return False
 
 
 def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, steps: int, order_rng,
@@ -100,7 +138,7 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
     order_hash = hashlib.sha256()
     average = _Average(config.average, steps - per_epoch * config.average_epochs)
     lr = DTYPES["float32" if is_half(config.dtype) else config.dtype].type(config.lr)  # half: float32 opmath
-    stopped, step = False, 0
+    stopped, ended, step = False, False, 0
     for perm, count in _epochs(n, config.batch_size, steps, order_rng):
         engine.begin_epoch(perm, count)
         done = count
@@ -114,17 +152,19 @@ def _schedule(engine: Engine, acct: Accounting, config: TrainConfig, n: int, ste
             halt = acct.halts(bad)  # the engine did not apply this step's update: the run ends here
             if not halt:
                 average.add(step, engine.params)
-            hooks(step, loss)
-            if halt:
-                stopped, done = True, j + 1
+            out_of_patience = hooks(step, loss)  # early stopping
+            if halt or out_of_patience:
+                stopped, ended, done = halt, True, j + 1
                 break
         consumed_digest(order_hash, *engine.consumed(done))  # the examples the engine read, step by step
-        if stopped:
+        if ended:
             break
         if step % per_epoch == 0 and config.lr_decay != 1.0:
             lr = lr.dtype.type(lr * config.lr_decay)
     acct.check_params(step, engine.finite())  # overflow without a flagged step (never seen)
-    return losses[:step], step, stopped, average.result(engine.params), order_hash.hexdigest()
+    kept = hooks.early.best if hooks.early is not None and hooks.early.best is not None else None
+    final = kept if kept is not None else average.result(engine.params)  # early stopping: the best evaluation's
+    return losses[:step], step, stopped, final, order_hash.hexdigest()
 
 
 def train(
@@ -137,13 +177,17 @@ def train(
     on_log: Callable[[int, dict], None] | None = None,
     log_every: int = 0,
     monitor: Callable[[int, np.ndarray, np.ndarray], dict] | None = None,
+    on_epoch: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
 ) -> TrainResult:
     """Run SGD on uint8 ``train_images`` (n, 784) and ``train_labels`` (n,) with ``config``.
 
     ``progress(step, loss, nonfinite_steps)`` is called every ``progress_every`` steps;
     ``on_log(step, record)`` every ``log_every`` steps (0 = never) with the step's loss and flags;
     with ``monitor(step, W, b) -> dict`` (e.g. validation metrics of the current parameters), also at
-    every epoch's end, the monitor's dict and the ``epoch`` joining the record.
+    every epoch's end, the monitor's dict and the ``epoch`` joining the record. With ``config.early_stop``
+    the monitor's ``val_loss`` decides when to stop and which parameters the result keeps (:class:`_EarlyStop`;
+    ``result.extras["early_stop"]`` says which step they came from). ``on_epoch(epoch, step, W, b)`` is called
+    at every epoch's end with the current parameters (``train --checkpoint-every``).
     BLAS runs on one thread (:func:`mnist_cli.threads.blas_pinned`); ``config.threads`` of the tool's own
     share out large batches, and no number depends on them.
     """
@@ -171,7 +215,11 @@ def train(
     t0 = time.perf_counter()
     try:
         with np.errstate(all="ignore"), blas_pinned():
-            hooks = _Hooks(engine, acct, progress, progress_every, on_log, log_every, monitor, n // config.batch_size)
+            early = _EarlyStop(config.early_stop) if config.early_stop is not None else None
+            if early is not None and monitor is None:
+                raise SettingsError(("early_stop", "val_split"), "early stopping needs the validation loss: add {val_split}")
+            hooks = _Hooks(engine, acct, progress, progress_every, on_log, log_every, monitor, n // config.batch_size,
+                           early, on_epoch)
             losses, step, stopped, params, order_digest = _schedule(engine, acct, config, n, steps, order_rng, hooks)
     except KeyboardInterrupt as exc:  # Ctrl-C: say what was done (the CLI prints it)
         exc.done = {"command": "train", "steps": acct.steps_done, "of": steps, "nan": acct.nan.to_dict()}
@@ -181,7 +229,9 @@ def train(
     seconds = time.perf_counter() - t0
 
     W, b = (np.array(a) for a in engine.export(params))
-    return build_result(config, W, b, acct, losses, seconds, order_digest, init_digest, stopped=stopped)
+    extras = {"early_stop": early.summary()} if early is not None else None
+    return build_result(config, W, b, acct, losses, seconds, order_digest, init_digest, stopped=stopped,
+                        parent=model.meta.get("parent"), extras=extras)
 
 
 def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, acct: Accounting) -> Engine:

@@ -296,8 +296,9 @@ def _report_head(doc: dict, width: int) -> list[str]:
     same = all(s["same_init"] and s["same_batches"] for s in doc["scenarios"])
     seeds = ",".join(str(s) for s in st["seeds"])
     return [*wrap(
-        f"{' vs '.join(st['losses'])} cross-entropy on MNIST: {data['n_train']} training / {data['n_test']} test "
-        f"images, {plural(st['steps'], 'SGD step')} of {st['batch_size']}, {st['init']} init, seed {seeds}. Within each "
+        f"{' vs '.join(st['losses'])} cross-entropy on {data.get('title', 'MNIST')}: {data['n_train']} training / "
+        f"{data['n_test']} test images, {plural(st['steps'], 'SGD step')} of {st['batch_size']}, {st['init']} init, "
+        f"seed {seeds}. Within each "
         "scenario every loss starts from the same parameters and sees the same batches ("
         + ("checked: the digests of the initial parameters and of the examples each run consumed agree)."
            if same else "NOT the case here: the digests of the init or of the examples consumed differ)."), width),
@@ -436,3 +437,14 @@ def conclusion(doc: dict) -> str:
     if len(losses) > 1:
         parts += _accuracy_sentences(doc)
     return " ".join(parts + _argmax_sentence(doc))
+
+
+def compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
+    """The compare document as JSON, as the readable report, or as a markdown or csv table."""
+    import json
+
+    from mnist_cli.fileio import jsonable
+
+    if as_json:
+        return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+    return format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format)

@@ -27,7 +27,7 @@ __all__ = ["format_download"]
 @fitted
 def format_download(doc: dict) -> str:
     """The text of ``mnist-softmax download`` from :meth:`mnist_cli.data.download.DownloadReport.to_dict`."""
-    name, files = doc["dataset"].upper(), doc["files"]
+    name, files = doc.get("title") or doc["dataset"].upper(), doc["files"]
     n = len(files)
     if not doc["downloaded"] and doc["verified"]:
         head = f"{name} in {doc['data_dir']}: all {n} files present and verified; nothing downloaded."
@@ -46,5 +46,5 @@ def format_download(doc: dict) -> str:
         lines.append(f"  {f['name']:<28} {size_text(f['file_size'] or 0):>9}  {what}")
         lines += [f"    note: {printable(note)}" for note in f["notes"]]
     lines += [f"  note: {printable(note)}" for note in doc["notices"]]
-    lines.append(describe_data(doc["data_dir"], doc["verified"]))
+    lines.append(describe_data(doc["data_dir"], doc["verified"], doc.get("title") or "MNIST"))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import numpy as np
 from mnist_cli.errors import MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write
 from mnist_cli.report.compare import form_text, forms, seed_steps
+from mnist_cli.report.evaluate import confusion_title
 from mnist_cli.report.text import accuracy_text, number_text
 
 INSTALL_HINT = "pip install 'mnist-softmax[plot]'"
@@ -72,12 +73,13 @@ def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarra
     """The tutorial's classic figure: each class's column of ``W`` (784,) as a 28x28 template (red:
     ink there raises the class's logit, blue: lowers it), over the most confident mistakes of
     ``report["confident_mistakes"]`` (their images ``mistake_images`` (m, 784)) with label, prediction
-    and probability."""
+    and probability; beside them the confusion matrix (:func:`_confusion_panel`)."""
     plt = require_matplotlib()
     k, m = W.shape[1], len(mistake_images)
-    rows = 2 + (1 if m else 0)
-    fig, axes = plt.subplots(rows, max(5, m), figsize=(2.0 * max(5, m), 2.3 * rows + 0.6), squeeze=False,
-                             layout="constrained")
+    rows, cols = 2 + (1 if m else 0), max(5, m)
+    fig = plt.figure(figsize=(2.0 * cols + 5.2, 2.3 * rows + 0.6), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[2.0 * cols, 5.2])
+    axes = left.subplots(rows, cols, squeeze=False)
     finite = W[np.isfinite(W)]
     lim = float(np.max(np.abs(finite))) if finite.size else 1.0
     for c in range(k):
@@ -98,7 +100,56 @@ def plot_evaluation(path, W: np.ndarray, report: dict, mistake_images: np.ndarra
         ax.set_yticks([])
         if not ax.images:
             ax.set_visible(False)
-    fig.suptitle(evaluation_title(report, W, m), fontsize=10)
+    _confusion_panel(right.subplots(), report)
+    fig.suptitle(evaluation_title(report, W, m) + "; right: the confusion matrix", fontsize=10)
+    return save_figure(plt, fig, path)
+
+
+def _confusion_panel(ax, report: dict) -> None:
+    """scikit-learn's ``ConfusionMatrixDisplay``: true class down, predicted across, each cell's value
+    written in it (counts, or 2-decimal fractions with ``--normalize``), dark cells in white text."""
+    norm = report.get("confusion_normalized")
+    cm = np.asarray(norm["matrix"] if norm else report["confusion_matrix"], dtype=np.float64)  # (k, k)
+    k = cm.shape[0]
+    top = float(cm.max()) if cm.size else 1.0
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=top or 1.0)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]:.2f}" if norm else f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > top / 2 else "black")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set(xlabel="predicted label", ylabel="true label")
+    ax.set_title(confusion_title(report), fontsize=9)
+
+
+#: The most images predict --plot draws (the first ones of the report).
+MAX_PANELS = 20
+
+
+def plot_predictions(path, images: np.ndarray, report: dict) -> Path:
+    """The 28x28 images the model saw (``images`` (n, 784) uint8, after a picture's MNIST geometry), at most
+    :data:`MAX_PANELS`, each titled with its index, label (if known), prediction and its probability;
+    white on black as MNIST stores them."""
+    plt = require_matplotlib()
+    rows = report["predictions"][:MAX_PANELS]
+    cols = min(len(rows), 5)
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, squeeze=False, layout="constrained",
+                             figsize=(max(2.0 * cols, 6.0), 2.3 * ((len(rows) + cols - 1) // cols) + 0.5))
+    for ax, img, row in zip(axes.ravel(), images, rows):
+        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        label = "" if row["label"] is None else f": label {row['label']}"
+        guess = (f"read as {row['predicted']} (p = {row['probabilities'][row['predicted']]:.3f})"
+                 if row["predicted"] is not None else "non-finite logits")
+        wrong = row["label"] is not None and row["label"] != row["predicted"]
+        ax.set_title(f"#{row['index']}{label}\n{guess}", fontsize=9, color="firebrick" if wrong else "black")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_visible(False)
+    fig.suptitle(f"What the model saw: the 28x28 inputs of {report['source']}"
+                 + (f" (the first {MAX_PANELS})" if len(report["predictions"]) > MAX_PANELS else ""), fontsize=10)
     return save_figure(plt, fig, path)
 
 

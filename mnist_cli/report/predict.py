@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from mnist_cli.report.text import data_lines, fitted, number_text
+from mnist_cli.report.text import class_name, data_lines, fitted, foreign_lines, number_text
 
 
 @fitted
@@ -29,5 +29,9 @@ def format_predict(r: dict) -> str:
         total = math.fsum(p)  # rounded probabilities (bfloat16 keeps ~3 digits) need not sum to 1
         off = f"  (sum {total:.4f}: rounded in {form['dtype']})" if round(total, 4) != 1 else ""
         lines.append(f"  {row['index']:>5}  {label:>5}  {row['predicted']:>9}  {row['predicted_softmax']:>9}  "
-                     + ", ".join(f"{c}: {p[c]:.4f}" for c in top) + mark + wrong + off)
-    return "\n".join([*lines, *data_lines(r)])
+                     + ", ".join(f"{class_name(r, c)}: {p[c]:.4f}" for c in top) + mark + wrong + off)
+    if r.get("plot"):
+        lines.append(f"Wrote plot: {r['plot']} (the 28x28 inputs the model saw)")
+    if r.get("out"):
+        lines.append(f"predictions of {len(r['predictions'])} images written to {r['out']}")
+    return "\n".join([*lines, *foreign_lines(r), *data_lines(r)])

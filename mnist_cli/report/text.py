@@ -87,7 +87,23 @@ def sparkline(values: Sequence[float], width: int | None = None) -> str:
 def data_lines(r: dict) -> list[str]:
     """The report's line naming the data directory and whether it is verified MNIST (if known)."""
     data = r.get("data") or {}
-    return [describe_data(data["dir"], data["verified"])] if "dir" in data else []
+    return [describe_data(data["dir"], data["verified"], data.get("title", "MNIST"))] if "dir" in data else []
+
+
+def class_name(r: dict, label) -> str:
+    """A class as the report's dataset names it: the digit for MNIST, ``7 (Sneaker)`` for Fashion-MNIST."""
+    classes = (r.get("data") or {}).get("classes")
+    if not classes or label is None or classes[label] == str(label):
+        return str(label)
+    return f"{label} ({classes[label]})"
+
+
+def foreign_lines(r: dict) -> list[str]:
+    """For a model from elsewhere (``--foreign``): that nothing is known of its training."""
+    if not r.get("foreign"):
+        return []
+    return ["model: W and b from elsewhere (--foreign): nothing is known of its training (settings, data, "
+            f"provenance); computed at input scale {number_text(r['input_scale'])}"]
 
 
 def provenance_text(p: dict | None) -> str:

@@ -41,13 +41,21 @@ _CHANGED = {"average_epochs": "averaged over the last {} epochs", "fast": "the p
             "stop_on_nan": "stop at the first NaN", "full_batch": "full batch", "input_scale": "input scale {}",
             "lr_decay": "lr decay {}", "weight_decay": "weight decay {}", "train_limit": "first {} examples",
             "batch_size": "batch {}", "init_std": "init std {}",
-            "val_split": "the last {} training images held out for validation"}
+            "val_split": "the last {} training images held out for validation", "init_from": "started from {}",
+            "early_stop": "early stopping with patience {}"}
+
+
+def _changed_part(name: str, value) -> str:
+    """One changed setting in words (``batch 50``; a fractional ``val_split`` is a share, not a count)."""
+    if name == "val_split" and isinstance(value, float):
+        return f"the last {value:g} of the training images held out for validation"
+    return _CHANGED.get(name, name.replace("_", " ") + " {}").format(value if not isinstance(value, float)
+                                                                       else f"{value:g}")
 
 
 def changed_text(changed: dict, preset: str = "tutorial") -> str:
     """``preset best: epochs 12, lr 1, averaged over the last 8 epochs``; ``as the tutorial`` if nothing changed."""
-    parts = [_CHANGED.get(k, k.replace("_", " ") + " {}").format(v if not isinstance(v, float) else f"{v:g}")
-             for k, v in changed.items()]
+    parts = [_changed_part(k, v) for k, v in changed.items()]
     head = f"preset {preset}" if preset != "tutorial" else ""
     if not parts:
         return head or "as the tutorial"
@@ -105,6 +113,12 @@ def format_train(s: dict, explain: bool = False) -> str:
         f"  time            {s['seconds']:.3f} s training{rate}",
         f"  computed with   {provenance_text(s.get('provenance'))}",
     ]
+    if s.get("early_stop"):
+        rows.append(f"  early stop      {early_stop_text(s['early_stop'], s['steps'])}")
+    if s.get("checkpoints"):
+        rows.append(f"  checkpoints     {', '.join(s['checkpoints'])}")
+    if s.get("parent"):
+        rows.append(f"  continued from  {parent_text(s['parent'], s['steps'], s.get('steps_total'))}")
     if s["stopped_early"]:
         rows.append(f"  stopped         at step {s['steps']}, before its update (stop on NaN)")
     if s.get("validation"):
@@ -122,6 +136,24 @@ def format_train(s: dict, explain: bool = False) -> str:
 def fail_on_nan_line(nan: dict, steps: int, code: int) -> str:
     """The stderr line of ``train --fail-on-nan`` exiting ``code``: the first kind of non-finite event."""
     return f"--fail-on-nan: {nan_lines(nan, steps)[0]}: exit {code}"
+
+
+def parent_text(parent: dict, steps: int, total: int | None) -> str:
+    """``m.npz (1000 steps there + 500 here = 1500; its W, b sha256 3f2a9c1e0b7d...)``: a continued run's parent."""
+    there = parent.get("steps_total")
+    count = (f"{there} steps there + {steps} here = {total}" if there is not None and total is not None
+             else f"{steps} steps here, its own unknown")
+    return f"{parent['path']} ({count}; its W, b sha256 {parent['params_sha256'][:12]}...)"
+
+
+def early_stop_text(e: dict, steps: int) -> str:
+    """Where early stopping ended the run and which step's parameters the model holds."""
+    when = (f"stopped at step {e['stopped_at']}: {e['patience']} evaluations without a lower validation loss"
+            if e["stopped_at"] is not None else f"ran all {steps} steps (patience {e['patience']} not used up)")
+    kept = (f"kept the parameters of step {e['best_step']} (validation loss {e['best_val_loss']:.4f}, the best of "
+            f"{e['evaluations']} evaluations)" if e["restored"]
+            else "no evaluation had a finite validation loss: the last parameters are kept, none is 'best'")
+    return f"{when}; {kept}"
 
 
 def progress_line(step: int, total: int, loss: float, nonfinite: int) -> str:
