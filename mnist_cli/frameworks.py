@@ -19,8 +19,9 @@ measured in the real framework by ``scripts/probe_frameworks.py`` (its output, w
   bit-identical, float16 and bfloat16) or ``"every_op"`` (each op rounded to the dtype: NumPy's, TensorFlow's
   Eigen kernels); ``softmax_divide``: ``e / s`` (``"divide"``) or ``e * (1 / s)`` (``"reciprocal"``, TF's Eigen
   softmax: ``softmax * sum.inverse()``);
-- ``loss_sum``: the accumulator of the fused loss's batch sum (PyTorch's float16 ``nll_loss``: float16, so
-  a batch whose sum passes 65504 has an ``inf`` mean; a plain ``sum``/``mean`` accumulates in float32);
+- ``nll_sum``, ``mean_sum``: whether the fused loss's (``nll_loss``) and the naive graph's (``mean``) batch sum
+  is rounded to a half dtype before the division (PyTorch's float16 ``nll_loss`` and TF's float16 ``reduce_mean``
+  are: a batch whose sum passes 65504 has an ``inf`` mean; PyTorch's ``mean`` accumulates in float32);
 
 and, per framework: ``log_backward``, the naive backward's order (``grad / x``, PyTorch; ``grad * reciprocal(x)``,
 TF, which matters in float16); the autocast/mixed policies (the ops each computes in float32); the loss
@@ -34,12 +35,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mnist_cli.errors import ConfigError
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
 
-__all__ = ["Rules", "Scaler", "Profile", "PROFILES", "FRAMEWORK_NAMES", "DEFAULT_FRAMEWORK", "profile",
+__all__ = ["Rules", "PLAIN", "Scaler", "Profile", "PROFILES", "FRAMEWORK_NAMES", "DEFAULT_FRAMEWORK", "profile",
            "check_probes"]
 
 
@@ -51,12 +52,18 @@ class Rules:
     daz: bool = False
     softmax: str = "every_op"  # "every_op" | "float32_once" (half formats only; float32/float64 compute natively)
     softmax_divide: str = "divide"  # "divide" (e / s) | "reciprocal" (e * (1 / s))
-    loss_sum: str = "float32"  # the fused loss's batch-sum accumulator in a half format: "float32" | "dtype"
+    mean_sum: str = "float32"  # a half-format batch sum of naive/clipped's ``mean``: "float32" | "dtype" (rounded)
+    nll_sum: str = "float32"  # the same for the fused loss (PyTorch's float16 nll_loss: "dtype")
+    log_backward: str = "divide"  # the profile's (Profile.rules fills it in)
+    fused_form: str = "target"  # "target": logsumexp - z[y] | "labels": sum_j y_j (logsumexp - z_j) (TF: 0 * inf)
 
     @property
     def plain(self) -> bool:
         """The numpy profile's arithmetic: nothing to emulate (the formulas run exactly as before profiles)."""
-        return self == Rules()
+        return self == PLAIN
+
+
+PLAIN = Rules()
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,10 @@ class Profile:
     notes: tuple[str, ...] = ()
 
     def rules(self, dtype) -> Rules:
+        """The :class:`Rules` of ``dtype`` (a name or a NumPy dtype), with the profile's backward order."""
         name = dtype if isinstance(dtype, str) else getattr(dtype, "name", str(dtype))
-        return self.per_dtype.get(name, Rules())
+        fused_form = "labels" if self.fused_neg_inf == "nan" else "target"
+        return replace(self.per_dtype.get(name, Rules()), log_backward=self.log_backward, fused_form=fused_form)
 
     def smallest_positive(self, dtype) -> float:
         """The smallest positive result this framework keeps in ``dtype``: the smallest normal under FTZ,
@@ -137,7 +146,7 @@ PROFILES: dict[str, Profile] = {
         notes=("the arithmetic the lab computed before profiles: every half-precision op rounded, no flushing",)),
     "torch": Profile(
         "torch", "torch 2.13.0+cpu",
-        {"float16": Rules(softmax="float32_once", loss_sum="dtype"), "bfloat16": _HALF_ONCE},
+        {"float16": Rules(softmax="float32_once", nll_sum="dtype"), "bfloat16": _HALF_ONCE},
         log_backward="divide", mixed_policies=_TORCH_POLICIES, mixed="autocast-cuda",
         scaler=Scaler("torch.amp.GradScaler", 65536.0, 2.0, 0.5, 2000),
         notes=("no flushing of subnormals (torch.set_flush_denormal not called)",
@@ -146,7 +155,7 @@ PROFILES: dict[str, Profile] = {
         "tensorflow", "tensorflow-cpu 2.21.0, keras 3.15.1",
         {"float32": _FLUSH, "float64": _FLUSH,
          "bfloat16": Rules(ftz=True, daz=True, softmax_divide="reciprocal"),
-         "float16": Rules(softmax_divide="reciprocal")},
+         "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype")},
         log_backward="reciprocal", mixed_policies=_KERAS_POLICIES, mixed="mixed_float16",
         scaler=Scaler("keras.mixed_precision.LossScaleOptimizer", 32768.0, 2.0, 0.5, 2000),
         fused_neg_inf="nan",
@@ -210,9 +219,12 @@ def check_probes(found: dict) -> list[str]:
                         problems.append(f"{fw} {setting} {dtype}: softmax rounded once in "
                                         f"{f['softmax_rounding']['float32_rounded_once']:.4f} of entries, "
                                         f"profile {r.softmax}")
-                if fw == "torch" and "nll_mean_overflows" in f and f["nll_mean_overflows"] != (r.loss_sum == "dtype"):
-                    problems.append(f"torch {dtype}: nll_loss batch sum overflow {f['nll_mean_overflows']}, "
-                                    f"profile loss_sum {r.loss_sum}")
+                if "nll_mean_overflows" in f and f["nll_mean_overflows"] != (r.nll_sum == "dtype"):
+                    problems.append(f"{fw} {dtype}: nll_loss batch sum overflows {f['nll_mean_overflows']}, "
+                                    f"profile nll_sum {r.nll_sum}")
+                if "mean_overflows" in f and f["mean_overflows"] != (r.mean_sum == "dtype"):
+                    problems.append(f"{fw} {setting} {dtype}: mean of a sum past the range overflows "
+                                    f"{f['mean_overflows']}, profile mean_sum {r.mean_sum}")
     if "torch" in found:
         s = found["torch"]["scaler"]
         mine = PROFILES["torch"].scaler
