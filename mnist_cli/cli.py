@@ -29,7 +29,7 @@ from mnist_cli.options import (
     sweep,
     threads_option,
 )
-from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
+from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, INIT_NAMES, LOSS_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
 from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, flag
 
 
@@ -47,6 +47,7 @@ def main():
       mnist-softmax download
       mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
+      mnist-softmax train --loss naive --framework tensorflow --fail-on-nan
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax compare
@@ -125,6 +126,10 @@ def _load_data(data_dir, mirrors, offline, quiet):
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="--precision mixed only: dynamic = torch.amp.GradScaler (2^16, x2 after 2000 finite steps, x0.5 "
               f"and skip on a non-finite gradient); N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")
+@click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
+              help="Compute the losses as this framework does (measured: tensorflow flushes subnormals, so its "
+              "float32 softmax underflows from a gap of 87.3, not 104; torch rounds a half softmax once); numpy = "
+              f"pure IEEE.  [default: {TUTORIAL.framework}]")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake."
               f"  [default: {TUTORIAL.input_scale:g}]")

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from mnist_cli.errors import ConfigError
-from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
+from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, HALF_NAMES
 
 __all__ = ["Rules", "PLAIN", "Scaler", "Profile", "PROFILES", "FRAMEWORK_NAMES", "DEFAULT_FRAMEWORK", "profile",
            "check_probes"]
@@ -56,6 +56,7 @@ class Rules:
     nll_sum: str = "float32"  # the same for the fused loss (PyTorch's float16 nll_loss: "dtype")
     log_backward: str = "divide"  # the profile's (Profile.rules fills it in)
     fused_form: str = "target"  # "target": logsumexp - z[y] | "labels": sum_j y_j (logsumexp - z_j) (TF: 0 * inf)
+    fused_float32: bool = False  # the fused kernel computes a half dtype in float32, rounds once (TF float16)
 
     @property
     def plain(self) -> bool:
@@ -155,7 +156,7 @@ PROFILES: dict[str, Profile] = {
         "tensorflow", "tensorflow-cpu 2.21.0, keras 3.15.1",
         {"float32": _FLUSH, "float64": _FLUSH,
          "bfloat16": Rules(ftz=True, daz=True, softmax_divide="reciprocal"),
-         "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype")},
+         "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype", fused_float32=True)},
         log_backward="reciprocal", mixed_policies=_KERAS_POLICIES, mixed="mixed_float16",
         scaler=Scaler("keras.mixed_precision.LossScaleOptimizer", 32768.0, 2.0, 0.5, 2000),
         fused_neg_inf="nan",
@@ -165,8 +166,8 @@ PROFILES: dict[str, Profile] = {
                "the half-precision softmax's sum order (Eigen's reduction) is not reproduced: ~88% of "
                "probabilities bit-identical")),
 }
-FRAMEWORK_NAMES = tuple(PROFILES)
 DEFAULT_FRAMEWORK = "numpy"
+assert tuple(PROFILES) == FRAMEWORK_NAMES  # settings.py, NumPy-free, lists them for the CLI and TrainConfig
 
 
 def profile(name: str | Profile | None = None) -> Profile:

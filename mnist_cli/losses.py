@@ -239,7 +239,7 @@ def _fused(shifted, t, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
     e = flush(np.exp(shifted), rules.ftz)  # in [0, 1]; some may underflow to 0, harmlessly
     s = class_sum(e)  # in [1, k]
     if rules.fused_form == "labels":  # TF's kernel: sum_j y_j (logsumexp - z_j): 0 * inf = nan for a -inf z_j
-        rows = class_sum(Y * (np.log(s) - shifted.astype(dtype, copy=False)))[:, 0]
+        rows = class_sum(Y.astype(shifted.dtype, copy=False) * (np.log(s) - shifted))[:, 0].astype(dtype, copy=False)
     else:
         rows = (np.log(s[:, 0]) - shifted[t]).astype(dtype, copy=False)  # logsumexp(z) - z[y], m cancels
     loss = batch_mean(rows, rules.nll_sum)
@@ -291,6 +291,9 @@ def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None)
     rules = rules_of(framework, z.dtype)
     with np.errstate(**_QUIET):
         loss, grad, _ = _fused(*_layout(z, y, rules), grad_scale, rules)
+        if rules.fused_float32 and is_half(z.dtype):  # TF's float16 kernel: the loss from a float32 shift, no -inf
+            shifted, t, Y = _layout(z.astype(np.float32), y, rules)
+            loss = _fused(shifted, t, Y.astype(z.dtype), grad_scale, rules)[0]
     return float(loss), grad
 
 

@@ -450,7 +450,7 @@ def check_losses(tch: Torch, dtype, rows, n: int, cells: dict, rng) -> None:
                 mean_rows = float(np.mean(rows_t))  # PyTorch's per-example losses, averaged in float64
                 r_differ, r_over, r_worst = compare(dtype, name, (mean_rows, gt), ours, z, y, pt)
                 replay_ok = math.isinf(sum_t) and np.isfinite(rows_t).all() and not r_differ and not r_over
-                why = (f"PyTorch's nll_loss sums the {z.shape[0]} losses in {dtype.name}: the sum overflowed "
+                why = (f"{tch.name}'s fused loss sums the {z.shape[0]} losses in {dtype.name}: the sum overflowed "
                        f"({sum_t}), the mean of its own per-example losses is {mean_rows:.6g}")
             what = describe(z, y, idx, tags, ours, (lt, gt), pt, tch.profile) + (f" [{why}]" if replay_ok and why else "")
             if replay_ok:
