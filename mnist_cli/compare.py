@@ -60,40 +60,43 @@ class CompareConfig:
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
     engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
+    frameworks: tuple[str, ...] = ()  # profiles to sweep (mnist_cli.frameworks); none given: each scenario's own
 
     @property
     def sweep(self) -> bool:
-        return bool(self.lrs or self.input_scales or self.dtypes or self.precisions)
+        return bool(self.lrs or self.input_scales or self.dtypes or self.precisions or self.frameworks)
 
     def _points(self) -> list[tuple]:
-        """``(lr, input scale, dtype, precision)`` of every cell but the seed: the scenarios, or the sweep's
-        product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
+        """``(lr, input scale, dtype, precision, framework)`` of every cell but the seed: the scenarios, or the
+        sweep's product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
         if not self.sweep:
-            return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS
+            return [(s.lr, s.input_scale, s.dtype, s.precision, s.framework) for s in SCENARIOS
                     if not self.scenarios or s.name in self.scenarios]
         forms = [(dtype, precision) for dtype, precision in itertools.product(
             self.dtypes or (TUTORIAL.dtype,), self.precisions or (TUTORIAL.precision,))
             if precision == "pure" or dtype in HALF_NAMES]
-        return [(lr, scale, dtype, precision) for (dtype, precision), lr, scale in itertools.product(
-            forms, self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
+        return [(lr, scale, dtype, precision, fw) for (dtype, precision), lr, scale, fw in itertools.product(
+            forms, self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,),
+            self.frameworks or (TUTORIAL.framework,))]
 
     def cells(self) -> list[Cell]:
         """The grid, in order: the scenario table (times seeds), or the product of the sweeps."""
         many_seeds = len(self.seeds) > 1
         cells = []
-        for (lr, scale, dtype, precision), seed in itertools.product(self._points(), self.seeds):
-            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype, s.precision)
-                             == (lr, scale, dtype, precision)), None)
+        for (lr, scale, dtype, precision, fw), seed in itertools.product(self._points(), self.seeds):
+            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype, s.precision, s.framework)
+                             == (lr, scale, dtype, precision, fw)), None)
             label = scenario.name if scenario else (f"lr={number_text(lr)} x{number_text(scale)} {dtype}"
-                                                   + (" mixed" if precision == "mixed" else ""))
+                                                   + (" mixed" if precision == "mixed" else "")
+                                                   + (f" {fw}" if fw != TUTORIAL.framework else ""))
             cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else ""),
-                              precision))
+                              precision, fw))
         return cells
 
     def train_config(self, cell: Cell, loss: str) -> TrainConfig:
         return TrainConfig(loss=loss, lr=cell.lr, input_scale=cell.input_scale, dtype=cell.dtype, seed=cell.seed,
                            steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit,
-                           threads=self.threads, precision=cell.precision,
+                           threads=self.threads, precision=cell.precision, framework=cell.framework,
                            loss_scale=self.loss_scale if cell.precision == "mixed" else "none")
 
     def _check_grid(self) -> None:
@@ -115,7 +118,7 @@ class CompareConfig:
             raise SettingsError("losses", "give at least one loss")
         if not self.seeds:
             raise SettingsError("seeds", "give at least one seed")
-        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "scenarios", "seeds"):
+        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "scenarios", "seeds", "frameworks"):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
@@ -131,13 +134,16 @@ class CompareConfig:
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
                    steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
-                   loss_scale=None, scenarios=None) -> CompareConfig:
+                   loss_scale=None, scenarios=None, frameworks=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
+    if smoke and scenarios is None and not (lrs or input_scales or dtypes or precisions or frameworks):
+        scenarios = [s.name for s in SCENARIOS if s.smoke]  # the scenarios measured under the smoke preset
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
-                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios)
+                 log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios,
+                 frameworks=frameworks)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
@@ -223,8 +229,11 @@ def _train_stacked(train_images, train_labels, test_images, test_labels, config,
     one), then evaluated together (:func:`mnist_cli.scoring.evaluate_stack`); the half-precision runs, which
     the stack does not implement, one by one (:func:`_train_alone`). Runs come back in the order of ``jobs``."""
 
-    half = [i for i, (cell, _) in enumerate(jobs) if cell.dtype in HALF_NAMES]
-    full = [i for i, (cell, _) in enumerate(jobs) if cell.dtype not in HALF_NAMES]
+    def alone(cell) -> bool:  # the stack computes the plain (numpy) arithmetic in float32/float64 only
+        return cell.dtype in HALF_NAMES or cell.framework != TUTORIAL.framework
+
+    half = [i for i, (cell, _) in enumerate(jobs) if alone(cell)]
+    full = [i for i, (cell, _) in enumerate(jobs) if not alone(cell)]
     out: list[Run | None] = [None] * len(jobs)
     if full:
         stacked = _stack_runs(train_images, train_labels, test_images, test_labels, config, [jobs[i] for i in full],
