@@ -1029,6 +1029,68 @@ def explain_training(rows: list[TrainRow]) -> None:
               "not compared.")
 
 
+def framework_loop(ref, W0, b0, images, labels, batches, lr: float, scale: float) -> int | None:
+    """The tutorial's float32 naive SGD written in ``ref``'s own ops (TensorFlow eager ``GradientTape`` or PyTorch
+    autograd; nothing from mnist_cli but the init and batch order fed in): the first step whose loss or gradient is
+    non-finite, None if none."""
+    s = np.float32(scale / 255.0)
+    W, b = W0.astype(np.float32), b0.astype(np.float32)
+    for step, idx in enumerate(batches, start=1):
+        x = images[idx].astype(np.float32) * s
+        y = labels[idx].astype(np.int64)
+        if isinstance(ref, TensorFlow):
+            tf = ref.tf
+            Wt, bt = tf.constant(W), tf.constant(b)
+            with tf.GradientTape() as tape:
+                tape.watch([Wt, bt])
+                loss = ref.loss("naive", tf.matmul(tf.constant(x), Wt) + bt, tf.one_hot(y, 10, dtype=tf.float32))
+            gW, gb = (g.numpy() for g in tape.gradient(loss, [Wt, bt]))
+            value = float(loss)
+        else:
+            t = ref.torch
+            Wt, bt = t.from_numpy(W.copy()).requires_grad_(), t.from_numpy(b.copy()).requires_grad_()
+            loss = ref.loss("naive", t.from_numpy(x) @ Wt + bt, t.from_numpy(y))
+            loss.backward()
+            gW, gb, value = Wt.grad.numpy(), bt.grad.numpy(), loss.item()
+        if not (math.isfinite(value) and np.isfinite(gW).all() and np.isfinite(gb).all()):
+            return step
+        W, b = W - np.float32(lr) * gW, b - np.float32(lr) * gb
+    return None
+
+
+def scenario_level(refs: dict) -> int:
+    """The named compare scenarios of a framework profile (``lr-2-torch``, ``lr-2-tensorflow``): the first non-finite
+    step of the naive loss in mnist_cli (computing as the profile) and in the real framework's own loop, fed the
+    same init and batches: identical, and the scenario's expectation holds in the real framework."""
+    from mnist_cli.data import load_mnist
+    from mnist_cli.engine import batch_order, rngs, train
+    from mnist_cli.model import Model
+    from mnist_cli.scenarios import SCENARIOS
+    from mnist_cli.settings import TUTORIAL, TrainConfig
+
+    shared = Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+    d = load_mnist(mirrors=[str(shared)] if shared.is_dir() else [])
+    fails = 0
+    print("named scenarios of the framework profiles: naive's first non-finite step, ours vs the framework's loop")
+    for sc in (s for s in SCENARIOS if s.framework in refs):
+        t0 = time.perf_counter()
+        cfg = TrainConfig(loss="naive", lr=sc.lr, input_scale=sc.input_scale, dtype=sc.dtype, framework=sc.framework)
+        ours = train(d.train_images, d.train_labels, cfg).nan.first_nonfinite_step
+        init_rng, order_rng = rngs(cfg.seed)
+        m0 = Model.init(784, 10, TUTORIAL.init, DTYPES["float32"], init_rng, 0.01)
+        batches = list(batch_order(len(d.train_labels), cfg.batch_size, cfg.steps, order_rng))
+        real = framework_loop(refs[sc.framework], m0.W, m0.b, d.train_images.reshape(len(d.train_labels), -1),
+                              d.train_labels, batches, sc.lr, sc.input_scale)
+        holds = sc.naive is None or ((real is not None) == (sc.naive == "fails")
+                                     and (sc.by_step is None or real is None or real <= sc.by_step))
+        ok = ours == real and holds
+        fails += not ok
+        print(f"  {sc.name:16} ours {ours!s:>5}  {refs[sc.framework].name} {real!s:>5}  expectation "
+              f"{'holds' if holds else 'FAILS'} in {refs[sc.framework].name}  {time.perf_counter() - t0:.1f} s  "
+              f"{'ok' if ok else 'FAIL'}")
+    return fails
+
+
 BATCHES = (1, 7, BATCH, 1000)  # the loss level's call sizes
 
 
@@ -1082,7 +1144,7 @@ def loss_level(ref, strict: bool = False) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--level", choices=("all", "loss", "training"), default="all", help="what to check (default: all)")
+    ap.add_argument("--level", choices=("all", "loss", "scenarios", "training"), default="all", help="what to check (default: all)")
     ap.add_argument("--framework", choices=("all", "torch", "tensorflow"), default="all",
                     help="the loss level's reference frameworks (default: both; the training level is PyTorch's)")
     ap.add_argument("--strict", action="store_true", help="an explained loss-level row is a disagreement")
@@ -1100,6 +1162,9 @@ def main(argv=None) -> int:
         for ref in refs.values():
             fails += loss_level(ref, args.strict)
             print()
+    if args.level in ("all", "scenarios"):
+        fails += scenario_level(refs)
+        print()
     if args.level in ("all", "training") and "torch" in refs:
         trained = training_level(refs["torch"].torch)
         if trained is None:
