@@ -1144,7 +1144,8 @@ def loss_level(ref, strict: bool = False) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--level", choices=("all", "loss", "scenarios", "training"), default="all", help="what to check (default: all)")
+    ap.add_argument("--level", choices=("all", "loss", "scenarios", "training"), default="all",
+                    help="what to check (default: all)")
     ap.add_argument("--framework", choices=("all", "torch", "tensorflow"), default="all",
                     help="the loss level's reference frameworks (default: both; the training level is PyTorch's)")
     ap.add_argument("--strict", action="store_true", help="an explained loss-level row is a disagreement")
