@@ -3,7 +3,9 @@
 #   make test   -- create .venv, install with test extras, run the test suite
 #   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
-#   make crosscheck -- the tests marked torch and sklearn, then scripts/crosscheck.py: losses and training against PyTorch
+#   make crosscheck -- the tests marked torch; scripts/probe_frameworks.py --check (the profiles still match the
+#                      installed frameworks); scripts/crosscheck.py: losses against PyTorch and TensorFlow, each
+#                      with its profile, training against PyTorch; the tests marked sklearn
 #   make mutation -- scripts/mutation.py: a sampled cosmic-ray run over the core modules (not in CI; MUTATION_FLAGS)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -38,11 +40,15 @@ bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]' 'torch==2.13.0'
 	$(PY) scripts/bench.py $(BENCH_FLAGS)
 
-# torch 2.13.0 only: its CPU build installs from this machine's disk; any other version pulls a CUDA build
+# torch 2.13.0 and tensorflow-cpu 2.21.0 only: both install from this machine's local package mirror (any other
+# torch version pulls a CUDA build); the profiles in mnist_cli/frameworks.py were measured with these versions.
+# Measured on 2 cores: install ~1-2 min the first time, probes ~65 s, loss level ~75 s (torch) + ~190 s
+# (tensorflow), training level ~90 s.
 crosscheck: $(VENV)/.installed
-	$(PY) -m pip install -q 'torch==2.13.0' 'scikit-learn>=1.4'
+	$(PY) -m pip install -q 'torch==2.13.0' 'tensorflow-cpu==2.21.0' 'scikit-learn>=1.4'
 	$(PY) -m pytest -q -m torch
 	$(PY) -m pytest -q -m sklearn
+	$(PY) scripts/probe_frameworks.py --check > /dev/null
 	$(PY) scripts/crosscheck.py
 
 # each scope of tests/mutation/scopes.toml against its own tests, in a copy of the tree (.mutation/); ~25 min

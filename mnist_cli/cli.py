@@ -26,13 +26,23 @@ from mnist_cli.options import (
     data_options,
     foreign_option,
     int_list,
+    normalize_option,
     output_options,
+    predict_output_options,
     seed_number,
     sweep,
     threads_option,
     workers_option,
 )
-from mnist_cli.settings import DTYPE_NAMES, INIT_NAMES, LOSS_NAMES, NORMALIZE_NAMES, PRECISION_NAMES, PRESETS, TUTORIAL
+from mnist_cli.settings import (
+    DTYPE_NAMES,
+    FRAMEWORK_NAMES,
+    INIT_NAMES,
+    LOSS_NAMES,
+    PRECISION_NAMES,
+    PRESETS,
+    TUTORIAL,
+)
 from mnist_cli.shell import EXIT_EXPECTATION, EXIT_NAN, Group, RunBar, StepBar, check_outputs, exit_error, write_outputs
 
 
@@ -50,6 +60,7 @@ def main():
       mnist-softmax download
       mnist-softmax train --loss fused
       mnist-softmax train --loss naive --input-scale 255 --explain-nan
+      mnist-softmax train --loss naive --framework tensorflow --fail-on-nan
       mnist-softmax train --save model.npz && mnist-softmax evaluate model.npz
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax compare
@@ -133,6 +144,10 @@ def _load_data(dataset, data_dir, mirrors, offline, quiet):
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="--precision mixed only: dynamic = torch.amp.GradScaler (2^16, x2 after 2000 finite steps, x0.5 "
               f"and skip on a non-finite gradient); N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")
+@click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
+              help="Compute the losses as this framework does (measured: tensorflow flushes subnormals, so its "
+              "float32 softmax underflows from a gap of 87.3, not 104; torch rounds a half softmax once); numpy = "
+              f"pure IEEE.  [default: {TUTORIAL.framework}]")
 @click.option("--input-scale", type=POSITIVE, default=None,
               help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake."
               f"  [default: {TUTORIAL.input_scale:g}]")
@@ -241,9 +256,7 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
               "(needs the plot extra: pip install 'mnist-softmax[plot]').")
 @compute_options
 @foreign_option
-@click.option("--normalize", type=click.Choice(NORMALIZE_NAMES), default=None,
-              help="Show the confusion matrix normalized as scikit-learn's confusion_matrix(normalize=...): over "
-              "each true class (rows sum to 1), each predicted class (columns) or all examples.  [default: counts]")
+@normalize_option
 @threads_option
 @data_options
 @output_options
@@ -291,11 +304,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @click.option("--input-scale", type=POSITIVE, default=None,
               help="Pixel scale the model expects.  [default: the one it was trained with]")
 @compute_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
-              help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
-              ".npy a structured array, .csv a table, .jsonl one --json row per line.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
-              help="Also draw the 28x28 inputs the model saw (a picture after MNIST's geometry), at most 20.")
+@predict_output_options
 @foreign_option
 @data_options
 @output_options
@@ -341,6 +350,10 @@ def predict(model_path, indices, images, input_scale, dtype, precision, out, plo
               help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
+@click.option("--framework", "frameworks", default=None, metavar="LIST",
+              callback=comma_list(str, "frameworks", FRAMEWORK_NAMES),
+              help="Frameworks to sweep: numpy,torch,tensorflow (each cell computes as that framework does: "
+              "tensorflow flushes subnormals, so float32 naive breaks from a gap of 87.3, torch from 104).")
 @click.option("--scenarios", default=None, metavar="LIST", callback=comma_list(str, "scenario names"),
               help="Run only these named scenarios, e.g. tutorial,f16,f16-mixed (no sweep).  [default: all]")
 @click.option("--seeds", default="0", show_default=True, metavar="LIST", callback=comma_list(seed_number, "seeds >= 0"),
@@ -372,10 +385,9 @@ def predict(model_path, indices, images, input_scale, dtype, precision, out, plo
 @threads_option
 @data_options
 @output_options
-def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios, seeds, steps, batch_size,
+def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, frameworks, scenarios, seeds, steps, batch_size,
             train_limit, smoke, check, plot_path, metrics_out, log_every, all_runs, table_format, workers, threads,
-            dataset,
-            data_dir, mirrors, offline, as_json, quiet):
+            dataset, data_dir, mirrors, offline, as_json, quiet):
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
@@ -400,6 +412,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
       mnist-softmax compare --losses naive,fused,clipped --input-scale 1,255 --dtype float32,float64
       mnist-softmax compare --dtype float16,bfloat16,float32 --precision pure,mixed --input-scale 1,255
       mnist-softmax compare --scenarios tutorial,f16,f16-mixed
+      mnist-softmax compare --lr 1,2,3 --framework torch,tensorflow --losses naive,fused
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
       mnist-softmax compare --lr 0.1:10:log5 --seeds 0,1,2 --workers auto   # the seeds' stacks on every core
@@ -410,7 +423,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,
                             log_every=log_every if metrics_out else 0, threads=threads, precisions=precisions,
-                            loss_scale=loss_scale, scenarios=scenarios, workers=workers)
+                            loss_scale=loss_scale, scenarios=scenarios, workers=workers, frameworks=frameworks)
     if (smoke or check) and not planned_checks(config):  # a check of nothing must not pass in CI
         raise exit_error(EXIT_EXPECTATION, f"{'--smoke' if smoke else '--check'} would check nothing: no expectation covers "
                     f"--losses {','.join(losses)} in these settings (fused is checked in every setting, naive in the "
@@ -433,7 +446,3 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, scenarios
 
         click.echo(failed_checks_line(doc, "--smoke" if smoke else "--check", EXIT_EXPECTATION), err=True)
         sys.exit(EXIT_EXPECTATION)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -35,7 +35,6 @@ from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
 from mnist_cli.report.text import number_text
-from mnist_cli.rounding import is_half
 from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
 from mnist_cli.settings import HALF_NAMES, MAX_RUNS, MAX_WORKERS, TUTORIAL, TrainConfig
@@ -63,19 +62,21 @@ class CompareConfig:
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
     workers: int | str = 1  # processes the groups of runs are dealt out to, or "auto" (never changes a number)
     engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
+    frameworks: tuple[str, ...] = ()  # profiles to sweep (mnist_cli.frameworks); none given: each scenario's own
 
     @property
     def sweep(self) -> bool:
-        return bool(self.lrs or self.input_scales or self.dtypes or self.precisions)
+        return bool(self.lrs or self.input_scales or self.dtypes or self.precisions or self.frameworks)
 
     def _points(self) -> list[tuple]:
-        """``(lr, input scale, dtype, precision)`` of every cell but the seed: the scenarios, or the sweep's
-        product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
+        """``(lr, input scale, dtype, precision, framework)`` of every cell but the seed: the scenarios, or the
+        sweep's product (mixed precision only with the half dtypes; a float32/float64 cell is computed once)."""
         if not self.sweep:
-            return [(s.lr, s.input_scale, s.dtype, s.precision) for s in SCENARIOS
+            return [(s.lr, s.input_scale, s.dtype, s.precision, s.framework) for s in SCENARIOS
                     if not self.scenarios or s.name in self.scenarios]
-        return [(lr, scale, dtype, precision) for (dtype, precision), lr, scale in itertools.product(
-            self._forms(), self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,))]
+        return [(lr, scale, dtype, precision, fw) for (dtype, precision), lr, scale, fw in itertools.product(
+            self._forms(), self.lrs or (TUTORIAL.lr,), self.input_scales or (TUTORIAL.input_scale,),
+            self.frameworks or (TUTORIAL.framework,))]
 
     def _forms(self) -> list[tuple[str, str]]:
         """The sweep's ``(dtype, precision)`` pairs (mixed with the half dtypes only)."""
@@ -85,27 +86,28 @@ class CompareConfig:
 
     def runs(self) -> int:
         """How many runs the grid makes (cells x losses), counted without building it."""
-        points = (len(self._forms()) * len(self.lrs or (1,)) * len(self.input_scales or (1,)) if self.sweep
-                  else len(self._points()))
+        points = (len(self._forms()) * len(self.lrs or (1,)) * len(self.input_scales or (1,))
+                  * len(self.frameworks or (1,)) if self.sweep else len(self._points()))
         return points * len(self.seeds) * len(self.losses)
 
     def cells(self) -> list[Cell]:
         """The grid, in order: the scenario table (times seeds), or the product of the sweeps."""
         many_seeds = len(self.seeds) > 1
         cells = []
-        for (lr, scale, dtype, precision), seed in itertools.product(self._points(), self.seeds):
-            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype, s.precision)
-                             == (lr, scale, dtype, precision)), None)
+        for (lr, scale, dtype, precision, fw), seed in itertools.product(self._points(), self.seeds):
+            scenario = next((s for s in SCENARIOS if (s.lr, s.input_scale, s.dtype, s.precision, s.framework)
+                             == (lr, scale, dtype, precision, fw)), None)
             label = scenario.name if scenario else (f"lr={number_text(lr)} x{number_text(scale)} {dtype}"
-                                                   + (" mixed" if precision == "mixed" else ""))
+                                                   + (" mixed" if precision == "mixed" else "")
+                                                   + (f" {fw}" if fw != TUTORIAL.framework else ""))
             cells.append(Cell(lr, scale, dtype, seed, scenario, label + (f" seed={seed}" if many_seeds else ""),
-                              precision))
+                              precision, fw))
         return cells
 
     def train_config(self, cell: Cell, loss: str) -> TrainConfig:
         return TrainConfig(loss=loss, lr=cell.lr, input_scale=cell.input_scale, dtype=cell.dtype, seed=cell.seed,
                            steps=self.steps, batch_size=self.batch_size, train_limit=self.train_limit,
-                           threads=self.threads, precision=cell.precision,
+                           threads=self.threads, precision=cell.precision, framework=cell.framework,
                            loss_scale=self.loss_scale if cell.precision == "mixed" else "none")
 
     def _check_grid(self) -> None:
@@ -127,7 +129,7 @@ class CompareConfig:
             raise SettingsError("losses", "give at least one loss")
         if not self.seeds:
             raise SettingsError("seeds", "give at least one seed")
-        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "scenarios", "seeds"):
+        for axis in ("losses", "lrs", "input_scales", "dtypes", "precisions", "scenarios", "seeds", "frameworks"):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
@@ -148,14 +150,16 @@ class CompareConfig:
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
                    steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
-                   loss_scale=None, scenarios=None, workers=None) -> CompareConfig:
+                   loss_scale=None, scenarios=None, workers=None, frameworks=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
+    if smoke and scenarios is None and not (lrs or input_scales or dtypes or precisions or frameworks):
+        scenarios = [s.name for s in SCENARIOS if s.smoke]  # the scenarios measured under the smoke preset
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
                  log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios,
-                 workers=workers)
+                 workers=workers, frameworks=frameworks)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
@@ -226,13 +230,15 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
 
 def train_group(train_images, train_labels, test_images, test_labels, config, jobs) -> list[Run]:
     """One group of :func:`mnist_cli.compare_workers.run_groups` (a stack, or one run), trained and evaluated."""
-    if len(jobs) > 1 or (config.engine == "stack" and not is_half(jobs[0][0].dtype)):
+    from mnist_cli.engine.stacked import stackable
+
+    if len(jobs) > 1 or (config.engine == "stack" and stackable(config.train_config(*jobs[0]))):
         return _stack_runs(train_images, train_labels, test_images, test_labels, config, jobs)
     return [_train_alone(train_images, train_labels, test_images, test_labels, config, *jobs[0])]
 
 
 def _train_alone(train_images, train_labels, test_images, test_labels, config, cell, loss) -> Run:
-    """One run by :func:`mnist_cli.engine.train` (the half engine's, or ``engine="alone"``)."""
+    """One run by :func:`mnist_cli.engine.train` (one the stack does not compute, or ``engine="alone"``)."""
     tc = config.train_config(cell, loss)
     records: list[dict] = []
     result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec), log_every=config.log_every)

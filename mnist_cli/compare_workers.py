@@ -3,9 +3,10 @@
     groups = run_groups(config, jobs)         # [[positions of one stack], [one half-precision run], ...]
     runs = train_groups(data, config, jobs, groups, workers=2)
 
-A *group* is what is trained as one computation: the float32/float64 runs sharing a stack
-(:func:`mnist_cli.engine.stacked.stack_key`: seed, dtype, batches), or one half-precision run (the
-half engine trains runs one by one), or, with ``engine="alone"``, any single run. A group's runs depend
+A *group* is what is trained as one computation: the runs sharing a stack
+(:func:`mnist_cli.engine.stacked.stack_key`: seed, dtype, batches; float32/float64 in the plain profile,
+:func:`mnist_cli.engine.stacked.stackable`), or one run the stack does not compute (half precision,
+another framework's profile), or, with ``engine="alone"``, any single run. A group's runs depend
 on nothing outside it (each run's numbers are bit-identical whatever else shares its process, see
 :mod:`mnist_cli.engine.stacked`), so the groups can be dealt out to worker processes: every accuracy,
 per-step loss, NaN count, digest and saved array is the same for any number of workers.
@@ -25,7 +26,6 @@ from multiprocessing import get_context, shared_memory
 import numpy as np
 
 from mnist_cli.errors import MnistError
-from mnist_cli.rounding import is_half
 
 __all__ = ["WorkerError", "SharedArrays", "run_groups", "group_label", "worker_count", "train_groups"]
 
@@ -38,12 +38,12 @@ class WorkerError(MnistError):
 
 def run_groups(config, jobs: list[tuple]) -> list[list[int]]:
     """The positions in ``jobs`` ((cell, loss) pairs) of each group, in the order their first run appears."""
-    from mnist_cli.engine.stacked import stack_key
+    from mnist_cli.engine.stacked import stack_key, stackable
 
     groups: dict[tuple, list[int]] = {}
     for pos, (cell, loss) in enumerate(jobs):
         tc = config.train_config(cell, loss)
-        alone = config.engine == "alone" or is_half(tc.dtype)
+        alone = config.engine == "alone" or not stackable(tc)
         groups.setdefault(("run", pos) if alone else ("stack", *stack_key(tc)), []).append(pos)
     return list(groups.values())
 

@@ -17,9 +17,11 @@ This module finds the numbers; every sentence of the document (``chain``, ``summ
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
+from mnist_cli.frameworks import profile
 from mnist_cli.losses import (
     CLIP_MIN,
     LOSSES,
@@ -123,7 +125,8 @@ def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = No
     mixed = getattr(result.config, "precision", "pure") == "mixed"
     broke = result.nan.first_nonfinite_params_step  # the parameters were non-finite after this step
     e = explain(result.snapshot, "float32" if mixed else dtype, loss_name,  # mixed: the loss ran in float32
-                params_finite=broke is None or broke >= result.snapshot.step)
+                params_finite=broke is None or broke >= result.snapshot.step,
+                framework=getattr(result.config, "framework", None))
     if mixed and not e["culprits"]:  # every example's loss and dL/dz finite: the half backward product overflowed
         e["half_backward"] = _half_backward(e, result.config, result.snapshot)
         e["summary"] = e["half_backward"]["text"]
@@ -150,7 +153,7 @@ def digit14(image: np.ndarray) -> list[list[int]]:
 
 
 def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int = 3,
-            params_finite: bool | None = None) -> dict:
+            params_finite: bool | None = None, framework: str | None = None) -> dict:
     """Explain ``snapshot`` (the batch of a run's first non-finite step) as a JSON-able dict.
 
     ``dtype`` is the run's dtype (default: the logits'); ``loss_name`` a key of ``LOSSES``;
@@ -166,11 +169,12 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
     z = z.astype(dtype, copy=False)
     y = np.asarray(snapshot.labels).astype(np.intp)  # (B,)
     idx = np.asarray(snapshot.indices)  # (B,)
-    limit = underflow_limit(dtype)
-    loss_fn = LOSSES[loss_name]
+    framework = None if framework in (None, "numpy") else framework  # the profile the run computed as
+    limit = underflow_limit(dtype, framework)
+    loss_fn = partial(LOSSES[loss_name], framework=framework)
 
     with np.errstate(all="ignore"):
-        p = softmax(z)  # (B, k) in the run's dtype: the zeros the loss saw
+        p = softmax(z, framework)  # (B, k) in the run's dtype: the zeros the loss saw
         z64 = z.astype(np.float64)
         z_max = np.max(z64, axis=1, keepdims=True)  # (B, 1) the max shift
         # exact log-probabilities (float64 log-sum-exp): what p would be without rounding
@@ -195,6 +199,9 @@ def explain(snapshot, dtype=None, loss_name: str = "naive", *, max_culprits: int
         "loss": loss_name,
         "dtype": dtype.name,
         "underflow_limit": limit,
+        "framework": framework or "numpy",
+        "flushes": bool(framework and profile(framework).rules(dtype).ftz),  # FTZ: results below the smallest normal
+        "smallest_normal": float(finfo(dtype).smallest_normal),
         "smallest_subnormal": float(finfo(dtype).smallest_subnormal),
         "batch_size": int(z.shape[0]),
         "batch_loss": float(batch_loss),

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_cli.rounding import as_dtype, batch_mean, class_sum, div_n, finfo
+from mnist_cli.frameworks import PLAIN, Rules, profile
+from mnist_cli.rounding import as_dtype, batch_mean, class_sum, div_n, finfo, flush, is_half
 
-__all__ = ["Loss", "LOSSES", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
+__all__ = ["Loss", "LOSSES", "rules_of", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
            "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit",
            "gradient_overflow_limit", "healthy_gap", "breaks_like_naive"]
 
@@ -48,30 +49,57 @@ __all__ = ["Loss", "LOSSES", "softmax", "log_softmax", "onehot", "fused", "naive
 CLIP_MIN = 1e-10
 
 
-def _softmax_shifted(shifted: np.ndarray) -> np.ndarray:
+def rules_of(framework, dtype) -> Rules:
+    """The arithmetic :class:`mnist_cli.frameworks.Rules` of ``framework`` (a name, a profile, or None: the
+    lab's plain IEEE arithmetic) in ``dtype``."""
+    return PLAIN if framework is None else profile(framework).rules(dtype)
+
+
+def _once(rules: Rules, dtype) -> bool:
+    """Whether softmax (and its backward) is computed in float32 and rounded once to the half ``dtype``."""
+    return rules.softmax == "float32_once" and is_half(dtype)
+
+
+def _divide(e: np.ndarray, s: np.ndarray, rules: Rules) -> np.ndarray:
+    """``e / s`` (NumPy, PyTorch's division) or ``e * (1 / s)`` (TF's Eigen softmax), results flushed under FTZ."""
+    return flush(e * (s.dtype.type(1) / s) if rules.softmax_divide == "reciprocal" else e / s, rules.ftz)
+
+
+def _softmax_shifted(shifted: np.ndarray, rules: Rules = PLAIN) -> np.ndarray:
     """``exp(shifted) / sum_j exp(shifted_j)`` over the classes (axis 1), ``shifted = z - max(z)``."""
-    e = np.exp(shifted)  # each in [0, 1]
-    return e / class_sum(e)
+    e = flush(np.exp(shifted), rules.ftz)  # each in [0, 1]; under FTZ 0 below the smallest normal
+    return _divide(e, class_sum(e), rules)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
+def _shift(z: np.ndarray, rules: Rules) -> np.ndarray:
+    """``z - max(z)`` over the classes as the framework computes it: in float32 for a softmax rounded once,
+    else in z's dtype (subnormal inputs read as 0 under DAZ, subnormal results flushed under FTZ)."""
+    if _once(rules, z.dtype):
+        z = z.astype(np.float32)
+    z = flush(z, rules.daz)
+    return flush(z - np.amax(z, axis=1, keepdims=True), rules.ftz)
+
+
+def softmax(z: np.ndarray, framework=None) -> np.ndarray:
     """Row-wise ``softmax(z)_j = exp(z_j - m) / sum_i exp(z_i - m)`` with ``m = max_i z_i``.
 
     The max shift is what ``tf.nn.softmax`` does: it prevents overflow, but entries whose gap to the
     row maximum exceeds about 104 (float32), 745 (float64), 17.3 (float16) or 92.9 (bfloat16) still
     underflow to exactly 0 (a little less after the division by the row sum); see
     :func:`underflow_limit`. A gap beyond the largest float makes ``z - m`` itself
-    ``-inf``, whose exp is 0 as well.
+    ``-inf``, whose exp is 0 as well. ``framework``: compute as that profile does
+    (:mod:`mnist_cli.frameworks`: TensorFlow flushes subnormals, so its float32 limit is 87.3; PyTorch computes
+    a half-precision softmax in float32 and rounds it once).
     """
-    z_max = np.amax(z, axis=1, keepdims=True)  # (n, 1)
+    rules = rules_of(framework, z.dtype)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        return _softmax_shifted(z - z_max)  # (n, k)
+        return _softmax_shifted(_shift(z, rules), rules).astype(z.dtype, copy=False)  # (n, k)
 
 
 # --- where softmax breaks, per dtype --------------------------------------------------------------
 
 
-def underflow_limit(dtype) -> float:
+def underflow_limit(dtype, framework=None) -> float:
     """``-log(smallest subnormal / 2)``: a logit farther than this below the row maximum has an exact
     ``exp(z - max)`` below half the smallest positive number of ``dtype``, which rounds to exactly 0
     (and so does its probability); a shade nearer, exp still rounds up to the smallest subnormal.
@@ -81,6 +109,8 @@ def underflow_limit(dtype) -> float:
     and 744.4, is where the exact value drops below the smallest subnormal, not where the rounded one
     is 0.)
     """
+    if framework is not None:  # TensorFlow's FTZ: -log(smallest normal), 87.3 in float32
+        return profile(framework).underflow_limit(dtype)
     # log(2) - log(s), not -log(s / 2): half the float64 smallest subnormal is 0 in Python floats
     return math.log(2) - math.log(float(finfo(dtype).smallest_subnormal))
 
@@ -109,7 +139,7 @@ def gradient_overflow_limit(dtype, batch: int = 1, ties: float = 9) -> float:
     return math.log(_overflow_threshold(dtype)) - math.log(r) - math.log(ties)
 
 
-def healthy_gap(dtype_name: str, k: int) -> float:
+def healthy_gap(dtype_name: str, k: int, framework=None) -> float:
     """``-log(k * u)``, ``u`` the smallest subnormal (about 101.0 in float32, 742.1 in float64 for
     ``k = 10``): when an example's logit gap ``max(z) - min(z)`` is at most this, none of its ``k``
     softmax probabilities is 0. The accounting counts zero probabilities only past it, and the fast
@@ -129,7 +159,13 @@ def healthy_gap(dtype_name: str, k: int) -> float:
        ``1 <= s <= k``: rounding is monotone and a rounded sum of ``m`` terms of at most 1 is at most
        ``m``, which is representable.
     4. So ``e_j / s > (k / 2) u / k = u / 2``, which rounds to at least ``u > 0``. QED
+
+    Under a profile that flushes subnormals (``framework``, TensorFlow) the same holds with ``u`` the smallest
+    normal number and a factor 2 to spare: ``-log(2 k u)`` (84.6 in float32): every ``e_j >= 2 k u (1 - eps)``,
+    so ``e_j / s >= 2 u (1 - eps)^2 > u``, never flushed.
     """
+    if framework is not None and profile(framework).rules(dtype_name).ftz:
+        return -math.log(2 * k * float(finfo(dtype_name).smallest_normal))
     return -math.log(k * float(finfo(dtype_name).smallest_subnormal))
 
 
@@ -157,19 +193,24 @@ def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
     return out
 
 
-def _layout(z: np.ndarray, y: np.ndarray) -> tuple:
-    """The reference layout's ``(shifted, t)``: ``z - max(z)`` (n, k) and the index of each row's target
-    (``shifted[t]`` is (n,))."""
-    return z - np.amax(z, axis=1, keepdims=True), (np.arange(z.shape[0]), y)
+def _layout(z: np.ndarray, y: np.ndarray, rules: Rules = PLAIN) -> tuple:
+    """The reference layout's ``(shifted, t, Y)``: ``z - max(z)`` (n, k) (:func:`_shift`), the index of each
+    row's target (``shifted[t]`` is (n,)) and the one-hot labels (n, k) in z's dtype."""
+    n, k = z.shape
+    return _shift(z, rules), (np.arange(n), y), onehot(y, k, z.dtype)
 
 
-def softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+def softmax_backward(p: np.ndarray, g: np.ndarray, rules: Rules = PLAIN) -> np.ndarray:
     """Reverse-mode softmax over the classes: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp``.
 
     PyTorch's CPU ``_softmax_backward_data`` computes ``(g - sum(g * p)) * p`` (TF's SoftmaxGrad the
-    same), bit for bit this product.
+    same), bit for bit this product; in a half dtype PyTorch computes it in float32 and rounds once
+    (``rules.softmax == "float32_once"``); under FTZ each product's subnormals are flushed.
     """
-    return p * (g - class_sum(g * p))
+    if _once(rules, p.dtype):
+        p32, g32 = p.astype(np.float32), g.astype(np.float32)
+        return (p32 * (g32 - np.sum(g32 * p32, axis=1, keepdims=True))).astype(p.dtype)
+    return flush(p * (g - class_sum(flush(g * p, rules.ftz))), rules.ftz)
 
 
 def _upstream(Y: np.ndarray, grad_scale: float) -> np.ndarray:
@@ -178,8 +219,11 @@ def _upstream(Y: np.ndarray, grad_scale: float) -> np.ndarray:
     return -Y if grad_scale == 1.0 else -Y * Y.dtype.type(grad_scale)
 
 
-def _log_backward(g_in: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log."""
+def _log_backward(g_in: np.ndarray, p: np.ndarray, rules: Rules = PLAIN) -> np.ndarray:
+    """Reverse-mode ``log``: ``dL/dp = g_in / p`` (PyTorch's ``grad / self``), ``g_in`` the gradient reaching log;
+    TensorFlow's ``grad * reciprocal(x)`` (``rules.log_backward == "reciprocal"``: another rounding in float16)."""
+    if rules.log_backward == "reciprocal":
+        return flush(g_in * (p.dtype.type(1) / p), rules.ftz)  # 0 * inf = nan, -x * inf = -inf
     return g_in / p  # 0/0 = nan, -x/0 = -inf, and -inf where g_in/p overflows
 
 
@@ -188,48 +232,47 @@ def _examples(a: np.ndarray) -> int:
     return a.shape[-1] if a.ndim == 3 else a.shape[0]
 
 
-def _fused(shifted, t, Y=None, grad_scale: float = 1.0):
-    """:func:`fused` in either layout: ``(L, dL/dz, softmax(z))`` from ``shifted = z - max(z)``. Without the
-    one-hot ``Y`` the targets' 1 is taken away in place at ``t`` (the same values, no (n, k) array) and
-    ``softmax(z)`` is not kept (None)."""
-    n = _examples(shifted)
-    e = np.exp(shifted)  # in [0, 1]; some may underflow to 0, harmlessly
+def _fused(shifted, t, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
+    """:func:`fused` in either layout: ``(L, dL/dz, softmax(z))`` from ``shifted = z - max(z)`` (float32 for a
+    half dtype computed once, ``Y``'s dtype the result's: each row's loss and ``p`` rounded once to it)."""
+    n, dtype = _examples(shifted), Y.dtype
+    e = flush(np.exp(shifted), rules.ftz)  # in [0, 1]; some may underflow to 0, harmlessly
     s = class_sum(e)  # in [1, k]
-    loss = batch_mean(np.log(s[:, 0]) - shifted[t])  # logsumexp(z) - z[y], m cancels
-    p = e / s  # softmax(z)
-    if Y is None:
-        p[t] -= 1  # softmax(z) - onehot(y), in place
-        grad, p = div_n(p, n), None
+    if rules.fused_form == "labels":  # TF's kernel: sum_j y_j (logsumexp - z_j): 0 * inf = nan for a -inf z_j
+        rows = class_sum(Y.astype(shifted.dtype, copy=False) * (np.log(s) - shifted))[:, 0].astype(dtype, copy=False)
     else:
-        grad = div_n(p - Y, n)  # (softmax(z) - onehot(y)) / n
+        rows = (np.log(s[:, 0]) - shifted[t]).astype(dtype, copy=False)  # logsumexp(z) - z[y], m cancels
+    loss = batch_mean(rows, rules.nll_sum)
+    p = _divide(e, s, rules).astype(dtype, copy=False)  # softmax(z)
+    grad = flush(div_n(p - Y, n), rules.ftz)  # (softmax(z) - onehot(y)) / n
     if grad_scale != 1.0:
         grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
     return loss, grad, p
 
 
-def _naive(p, Y, grad_scale: float = 1.0):
+def _naive(p, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
     """:func:`naive_from_probs` in either layout: ``(L, dL/dz)`` from ``p = softmax(z)``."""
     n = _examples(p)
-    loss = batch_mean(-class_sum(Y * np.log(p))[:, 0])  # log(0) = -inf, 0 * -inf = nan
-    g = _log_backward(div_n(_upstream(Y, grad_scale), n), p)  # dL/dp = (-y_ / n) / p
-    return loss, softmax_backward(p, g)
+    loss = batch_mean(-class_sum(Y * np.log(p))[:, 0], rules.mean_sum)  # log(0) = -inf, 0 * -inf = nan
+    g = _log_backward(div_n(_upstream(Y, grad_scale), n), p, rules)  # dL/dp = (-y_ / n) / p
+    return loss, softmax_backward(p, g, rules)
 
 
-def _clipped(p, Y, grad_scale: float = 1.0):
+def _clipped(p, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
     """:func:`clipped_from_probs` in either layout: ``(L, dL/dz)`` from ``p = softmax(z)``."""
     n = _examples(p)
     lo, hi = p.dtype.type(CLIP_MIN), p.dtype.type(1)  # the clip bounds, rounded to the dtype
     p_c = np.minimum(np.maximum(p, lo), hi)  # clip(p); np.clip would promote bfloat16 to float32
-    loss = batch_mean(-class_sum(Y * np.log(p_c))[:, 0])
+    loss = batch_mean(-class_sum(Y * np.log(p_c))[:, 0], rules.mean_sum)
     live = (p >= lo) & (p <= hi)  # where clip passes the gradient
-    g = np.where(live, _log_backward(div_n(_upstream(Y, grad_scale), n), p_c), p.dtype.type(0))  # dL/dp
-    return loss, softmax_backward(p, g)
+    g = np.where(live, _log_backward(div_n(_upstream(Y, grad_scale), n), p_c, rules), p.dtype.type(0))  # dL/dp
+    return loss, softmax_backward(p, g, rules)
 
 
 _QUIET = dict(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 
 
-def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None) -> tuple[float, np.ndarray]:
     """``softmax_cross_entropy_with_logits``: ``L = mean_i(logsumexp(z_i) - z_i[y_i])``.
 
     With ``m_i = max_j z_ij``, ``logsumexp(z_i) = m_i + log(sum_j exp(z_ij - m_i))``; the shifted
@@ -242,14 +285,19 @@ def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float,
     ``+inf`` if the target is such a logit (its exact value exceeds the largest float too, so ``inf`` is
     the correctly rounded loss) and finite otherwise; the gradient stays finite, that entry's
     probability being 0. Non-finite logits give NaN (``inf - inf`` in the shift). ``grad_scale``: see
-    :class:`Loss`.
+    :class:`Loss`. ``framework``: as that profile computes it (TF's kernel: NaN for a non-target ``-inf``
+    logit; PyTorch's float16 ``nll_loss``: the batch sum rounded to float16).
     """
+    rules = rules_of(framework, z.dtype)
     with np.errstate(**_QUIET):
-        loss, grad, _ = _fused(*_layout(z, y), grad_scale=grad_scale)
+        loss, grad, _ = _fused(*_layout(z, y, rules), grad_scale, rules)
+        if rules.fused_float32 and is_half(z.dtype):  # TF's float16 kernel: the loss from a float32 shift, no -inf
+            shifted, t, Y = _layout(z.astype(np.float32), y, rules)
+            loss = _fused(shifted, t, Y.astype(z.dtype), grad_scale, rules)[0]
     return float(loss), grad
 
 
-def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None) -> tuple[float, np.ndarray]:
     """The tutorial's first version: ``p = softmax(z)``, ``L = mean_i(-sum_j(y_ij * log(p_ij)))``.
 
     The gradient is what autodiff takes *through* that graph, with no shortcut, in PyTorch autograd's
@@ -260,20 +308,21 @@ def naive(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float,
     fused gradient to rounding; where one does, the loss is nan (``0 * log(0) = 0 * -inf``) and the NaN
     spreads through the whole row of the gradient. ``grad_scale``: see :class:`Loss`.
     """
-    return naive_from_probs(softmax(z), y, grad_scale)
+    return naive_from_probs(softmax(z, framework), y, grad_scale, framework)
 
 
-def naive_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+def naive_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
+                     framework=None) -> tuple[float, np.ndarray]:
     """:func:`naive` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k).
 
     Split off so that a cross-check can replay this half on another framework's probabilities.
     """
     with np.errstate(**_QUIET):
-        loss, grad = _naive(p, onehot(y, p.shape[1], p.dtype), grad_scale)
+        loss, grad = _naive(p, onehot(y, p.shape[1], p.dtype), grad_scale, rules_of(framework, p.dtype))
     return float(loss), grad
 
 
-def clipped(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+def clipped(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None) -> tuple[float, np.ndarray]:
     """The common workaround ``L = mean_i(-sum_j(y_ij * log(clip(p_ij, 1e-10, 1))))``, ``p = softmax(z)``.
 
     Finite in float32 and float64, but biased: a confidently wrong example costs at most
@@ -283,13 +332,14 @@ def clipped(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[floa
     rounds to 0 (the smallest subnormal is 6e-8), the clip does nothing and ``clipped`` is exactly
     ``naive``; in bfloat16 the floor is 1.00044e-10. ``grad_scale``: see :class:`Loss`.
     """
-    return clipped_from_probs(softmax(z), y, grad_scale)
+    return clipped_from_probs(softmax(z, framework), y, grad_scale, framework)
 
 
-def clipped_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+def clipped_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
+                       framework=None) -> tuple[float, np.ndarray]:
     """:func:`clipped` after its softmax: ``(L, dL/dz)`` given ``p = softmax(z)`` (n, k)."""
     with np.errstate(**_QUIET):
-        loss, grad = _clipped(p, onehot(y, p.shape[1], p.dtype), grad_scale)
+        loss, grad = _clipped(p, onehot(y, p.shape[1], p.dtype), grad_scale, rules_of(framework, p.dtype))
     return float(loss), grad
 
 
@@ -348,7 +398,8 @@ class FusedKernel:
 class Loss:
     """Everything about one loss, read by every engine, the analysis and ``compare``.
 
-    ``reference(z, y, grad_scale=1.0) -> (L, d(grad_scale * L)/dz)`` on (n, k) logits: ``grad_scale`` is
+    ``reference(z, y, grad_scale=1.0, framework=None) -> (L, d(grad_scale * L)/dz)`` on (n, k) logits
+    (``framework``: a profile of :mod:`mnist_cli.frameworks`, None the plain IEEE arithmetic): ``grad_scale`` is
     the gradient autodiff starts from (a loss scaler's scale), entering where PyTorch's backward takes
     it; for naive and clipped that is before the ``log`` backward's division by ``p``, so
     ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not (with ``scale = 2**16``, ``n = 100``:
@@ -368,8 +419,9 @@ class Loss:
     promised_finite: bool
     breaks: Callable[[np.dtype], bool]
 
-    def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
-        return self.reference(z, y, grad_scale)
+    def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
+                 framework=None) -> tuple[float, np.ndarray]:
+        return self.reference(z, y, grad_scale, framework)
 
 
 def _clip_floor_is_zero(dtype: np.dtype) -> bool:

@@ -199,6 +199,25 @@ def workers_option(f):
     )(f)
 
 
+def normalize_option(f):
+    """``evaluate --normalize true|pred|all``: scikit-learn's normalized confusion matrix."""
+    from mnist_cli.settings import NORMALIZE_NAMES
+
+    return click.option("--normalize", type=click.Choice(NORMALIZE_NAMES), default=None,
+        help="Show the confusion matrix normalized as scikit-learn's confusion_matrix(normalize=...): over "
+        "each true class (rows sum to 1), each predicted class (columns) or all examples.  [default: counts]")(f)
+
+
+#: ``predict --out FILE`` and ``--plot FILE``: where its rows and the 28x28 inputs it saw are written.
+predict_output_options = _compose(
+    click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy|csv|jsonl",
+        help="Also write every image's index, label, predictions and probabilities to FILE (atomically): "
+        ".npy a structured array, .csv a table, .jsonl one --json row per line."),
+    click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png|svg|pdf",
+        help="Also draw the 28x28 inputs the model saw (a picture after MNIST's geometry), at most 20."),
+)
+
+
 # --- list values: --index, --losses, --seeds, --lr / --input-scale sweeps ---------------------------------
 
 

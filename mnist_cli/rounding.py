@@ -40,8 +40,8 @@ import numpy as np
 
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
 
-__all__ = ["DTYPES", "as_dtype", "finfo", "is_half", "class_sum", "batch_mean", "div_n", "round_to", "pixel_table",
-           "Inputs", "linear"]
+__all__ = ["DTYPES", "as_dtype", "finfo", "is_half", "class_sum", "batch_mean", "div_n", "flush", "round_to",
+           "pixel_table", "Inputs", "linear"]
 
 
 @cache
@@ -103,12 +103,17 @@ def class_sum(x: np.ndarray) -> np.ndarray:
     return np.sum(x, axis=1, keepdims=True)
 
 
-def batch_mean(v: np.ndarray):
+def batch_mean(v: np.ndarray, sum_in: str = "float32"):
     """``sum_i v_i / n`` over the examples, the last axis: (n,) -> a scalar, (runs, B) -> (runs,);
-    float16/bfloat16 summed and divided in float32, rounded once."""
+    float16/bfloat16 summed and divided in float32, rounded once. ``sum_in="dtype"``: the sum is rounded to
+    the half dtype before the division (PyTorch's float16 ``nll_loss``, TF's float16 ``reduce_mean``), so a
+    batch whose sum passes 65504 has an ``inf`` mean."""
     n = v.shape[-1]
     if v.dtype.itemsize < 4:
-        return (np.sum(v, axis=-1, dtype=np.float32) / np.float32(n)).astype(v.dtype)
+        total = np.sum(v, axis=-1, dtype=np.float32)
+        if sum_in == "dtype":
+            total = total.astype(v.dtype).astype(np.float32)  # past 65504: inf
+        return (total / np.float32(n)).astype(v.dtype)
     return np.add.reduce(v, axis=-1) / n
 
 
@@ -117,6 +122,16 @@ def div_n(x: np.ndarray, n: int) -> np.ndarray:
     if x.dtype.itemsize < 4:
         return (x.astype(np.float32) / np.float32(n)).astype(x.dtype)
     return x / n
+
+
+def flush(x: np.ndarray, on: bool = True) -> np.ndarray:
+    """Flush to zero (FTZ; on inputs, DAZ): every entry with ``0 < |x| < smallest normal`` of x's dtype becomes
+    0 of its sign, as TensorFlow's CPU kernels do (:mod:`mnist_cli.frameworks`). ``on=False``: ``x`` itself."""
+    if not on:
+        return x
+    tiny = x.dtype.type(finfo(x.dtype).smallest_normal)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(x) < tiny, np.copysign(x.dtype.type(0), x), x)
 
 
 # --- half-precision values held in float32 -------------------------------------------------------------

@@ -33,6 +33,8 @@ HALF_NAMES = ("float16", "bfloat16")
 #: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
 #: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
 PRECISION_NAMES = ("pure", "mixed")
+#: The framework profiles a run can compute as (mnist_cli.frameworks.PROFILES): "numpy" is the pure-IEEE reference.
+FRAMEWORK_NAMES = ("numpy", "torch", "tensorflow")
 #: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
 LOSS_SCALE_CHOICES = ("none", "dynamic")
 #: evaluate --normalize: scikit-learn's ``confusion_matrix(normalize=...)`` (mnist_cli.metrics.normalize_confusion):
@@ -214,6 +216,7 @@ class TrainConfig:
     # stop when the validation loss has not improved for this many evaluations (epoch ends and every log_every
     # steps) and keep the best parameters: Keras's EarlyStopping(patience, restore_best_weights=True); None = never
     early_stop: int | None = None
+    framework: str = "numpy"  # compute as this profile does (mnist_cli.frameworks): numpy (pure IEEE), torch, tensorflow
 
     @property
     def loss_scaling(self) -> LossScale:
@@ -254,6 +257,7 @@ _RULES = (
     ("precision", lambda v: v in PRECISION_NAMES, f"the precision must be one of {', '.join(PRECISION_NAMES)}"),
     ("loss_scale", loss_scale_ok, "the loss scale must be none, dynamic or a positive number a float32 holds (<= 3.4e38)"),
     ("init", lambda v: v in INIT_NAMES, f"the init must be one of {', '.join(INIT_NAMES)}"),
+    ("framework", lambda v: v in FRAMEWORK_NAMES, f"the framework must be one of {', '.join(FRAMEWORK_NAMES)}"),
     ("lr", _positive, "the learning rate must be a positive finite number"),
     ("batch_size", lambda v: v >= 1, "the batch size must be at least 1"),
     ("steps", lambda v: v >= 1, "the number of steps must be at least 1"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.engine.base import master_dtype
 from mnist_cli.fileio import atomic_write, jsonable
+from mnist_cli.frameworks import profile
 from mnist_cli.losses import underflow_limit
 from mnist_cli.scoring import score
 from mnist_cli.settings import TrainConfig, changed_settings, held_out, val_count
@@ -44,7 +45,8 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "n_train": n_train,
         "final_loss": result.final_loss,
         "nan": result.nan.to_dict(),
-        "underflow_limit": underflow_limit(master_dtype(result.config)),
+        "underflow_limit": underflow_limit(master_dtype(result.config), result.config.framework),
+        "framework": profile(result.config.framework).describe(),
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,
         "provenance": result.model.meta["provenance"],

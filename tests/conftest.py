@@ -244,6 +244,7 @@ CULPRIT = {
 }
 FORENSICS = {
     "scenario": str, "step": int, "loss": str, "dtype": str, "underflow_limit": NUM, "smallest_subnormal": NUM,
+    "framework": str, "flushes": bool, "smallest_normal": NUM,  # the profile the run computed as (issue 19)
     "batch_size": int, "batch_loss": NUM, "batch_loss_kind": str, "batch_grad_finite": bool, "logits_finite": bool,
     "params_finite": (bool, None), "rows_with_zero_prob": int, "zero_probs": int, "rows_above_limit": int,
     "rows_nan_loss": int, "rows_inf_loss": int, "rows_nonfinite_grad": int, "max_gap_max_minus_min": NUM,

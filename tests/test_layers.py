@@ -25,8 +25,8 @@ import mnist_cli
 MAX_LINES = 450
 SUBPACKAGES = ("data", "engine", "report")
 PIPELINES = ("train", "compare", "compare_document", "compare_workers", "evaluate", "predict", "forensics", "cli", "shell")
-BASE = ("settings", "errors", "fileio", "rounding", "losses", "model", "metrics", "scoring", "scenarios", "threads",
-        "progress", "options")
+BASE = ("settings", "errors", "fileio", "rounding", "frameworks", "losses", "model", "metrics", "scoring", "scenarios",
+        "threads", "progress", "options")
 ENTRY = ("mnist_cli", "mnist_cli.__main__")  # the package's version and `python -m mnist_cli`
 
 

@@ -188,10 +188,11 @@ class Accounting:
     all NaN.
     """
 
-    def __init__(self, dtype_name: str, k: int, steps: int, stop_on_nan: bool = False):
+    def __init__(self, dtype_name: str, k: int, steps: int, stop_on_nan: bool = False, framework=None):
         self.nan = NanReport()
         self.snapshot: Snapshot | None = None
-        self.healthy_gap = healthy_gap(dtype_name, k)  # within it no probability can be 0 (proved there)
+        self.framework = framework  # the profile whose softmax the zero probabilities are counted in (None: numpy)
+        self.healthy_gap = healthy_gap(dtype_name, k, framework)  # within it no probability can be 0 (proved there)
         self.bad_grad = np.zeros(steps, bool)  # (steps,) the steps whose gradient was non-finite (the records')
         self.skipped_step = 0  # the last step whose update the loss scaler skipped
         self.stop_on_nan = stop_on_nan
@@ -240,7 +241,7 @@ class Accounting:
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
             rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
             with np.errstate(all="ignore"):
-                zeros = int(np.count_nonzero(softmax(z[rows]) == 0))
+                zeros = int(np.count_nonzero(softmax(z[rows], self.framework) == 0))
             self.count_probabilities(step, zeros, int(np.count_nonzero(np.isinf(z[rows]))))
         grad_ok = bool(np.isfinite(gb).all()) if grad_finite is None else grad_finite
         return self.count_nonfinite(step, loss, grad_ok, lambda: Snapshot(step, np.array(idx), np.array(y), np.array(z)))

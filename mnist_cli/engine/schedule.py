@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -209,7 +210,8 @@ def train(
                             f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
     model, init_digest, order_rng = initial_model(config, train_images.shape[1], N_CLASSES)
-    acct = Accounting(master_dtype(config), N_CLASSES, steps, config.stop_on_nan)  # the dtype the loss computes in
+    acct = Accounting(master_dtype(config), N_CLASSES, steps, config.stop_on_nan,  # the dtype the loss computes in
+                      _framework(config))
     engine = _engine(train_images, train_labels.astype(np.intp), model, config, acct)
 
     t0 = time.perf_counter()
@@ -234,15 +236,24 @@ def train(
                         parent=model.meta.get("parent"), extras=extras)
 
 
+def _framework(config: TrainConfig) -> str | None:
+    """The profile the run's losses compute as: None for numpy (the formulas' plain arithmetic, every engine)."""
+    return None if config.framework == "numpy" else config.framework
+
+
 def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, acct: Accounting) -> Engine:
     """The engine of ``config``: the half-precision one for float16/bfloat16, else the fast step (or, with
-    ``fast=False``, the plain reference loop), each taking its steps with the run's loss record."""
-    loss = LOSSES[config.loss]
+    ``fast=False``, the plain reference loop), each taking its steps with the run's loss record. Under a
+    framework profile other than numpy the loss computes as that framework does, and float32/float64 take the
+    plain loop (the fast kernel's healthy steps are proved for the plain arithmetic only)."""
+    loss, framework = LOSSES[config.loss], _framework(config)
+    if framework is not None:
+        loss = partial(loss, framework=framework)
     if is_half(config.dtype):
         from mnist_cli.engine.half import LowPrecisionSGD
 
         return LowPrecisionSGD(images, labels, model, config, loss, acct)
-    if config.fast:
+    if config.fast and framework is None:
         from mnist_cli.engine.fast import fast_engine
 
         return fast_engine(images, labels, model, config, loss, acct, kernel_name=blas_kernel())

@@ -154,8 +154,14 @@ def check_stackable(config: TrainConfig) -> None:
                         ("stop_on_nan", False), ("epochs", None)):
         if getattr(config, name) != plain:
             raise SettingsError(name, f"stacked training does not implement {{{name}}}; train such runs one by one")
-    if is_half(config.dtype):
-        raise SettingsError("dtype", "stacked training is float32/float64 only; train half-precision runs one by one")
+    if not stackable(config):
+        raise SettingsError(("dtype", "framework"), "stacked training computes the plain float32/float64 arithmetic "
+                            "only; train half-precision runs and other frameworks' one by one")
+
+
+def stackable(config: TrainConfig) -> bool:
+    """Whether the stack computes ``config``'s arithmetic: float32/float64 in the plain (``numpy``) profile."""
+    return not is_half(config.dtype) and config.framework == "numpy"
 
 
 @dataclass

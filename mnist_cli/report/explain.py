@@ -207,7 +207,9 @@ def _explanation_head(e: dict, width: int = WIDTH) -> list[str]:
     """Which limits the dtype sets, and what the whole batch did."""
     dtype = DTYPES[e["dtype"]]
     lines = [para("", f"Step {e['step']}, {e['loss']} loss, {e['dtype']}: exp() underflows to 0 past a logit gap of "
-                  f"{e['underflow_limit']:.1f} (smallest subnormal {e['smallest_subnormal']:.3g})", 0, width)]
+                  f"{e['underflow_limit']:.1f} " + (f"({e['framework']} flushes results below the smallest normal "
+                  f"{e['smallest_normal']:.3g} to 0)" if e.get("flushes") else
+                  f"(smallest subnormal {e['smallest_subnormal']:.3g})"), 0, width)]
     if breaks_like_naive(e["loss"], e["dtype"]):
         n = e["batch_size"]
         lines.append(para("", f"the gradient (-y_ / n) / p[target] can break earlier: 1/p overflows (largest "
@@ -234,7 +236,8 @@ def _probability_lines(e: dict, c: dict, width: int = WIDTH) -> list[str]:
         return [f"    p[{j}] = exp({short_number(c['underflowed_log_p'])}) -> exactly 0 in {e['dtype']}"]
     zero = j in c["zero_prob_classes"]
     lines = [f"    p[{j}] = exp({short_number(c['underflowed_log_p'])}) ~ 1e{c['underflowed_log10_p']:.0f} -> "
-             + ("rounds to exactly 0" if zero else f"rounds to {c['underflowed_p']:.3g}, not 0") + f" in {e['dtype']}"]
+             + (("is flushed to 0" if e.get("flushes") else "rounds to exactly 0") if zero
+                else f"rounds to {c['underflowed_p']:.3g}, not 0") + f" in {e['dtype']}"]
     if not zero and not c["row_grad_finite"]:
         lines.append(para("", f"the gap {short_number(c['gap_max_minus_target'])} is below the underflow limit "
                           f"{e['underflow_limit']:.1f}: the loss is finite, the gradient breaks because "

@@ -1,0 +1,63 @@
+"""The framework profiles (mnist_cli.frameworks) hold what the probes measured in the real frameworks."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mnist_cli.errors import ConfigError
+from mnist_cli.frameworks import DEFAULT_FRAMEWORK, PROFILES, Rules, check_probes, profile
+from mnist_cli.losses import underflow_limit
+
+PROBES = Path(__file__).resolve().parents[1] / "scripts" / "probes.json"
+
+
+@pytest.fixture(scope="module")
+def probes():
+    return json.loads(PROBES.read_text())
+
+
+def test_every_profile_agrees_with_the_recorded_probes(probes):
+    assert check_probes(probes) == []
+
+
+def test_a_profile_that_disagrees_with_a_probe_is_caught(probes):
+    """The check can fail: flip a measured fact and it is named."""
+    probes["tensorflow"]["settings"]["onednn=0,eager"]["dtypes"]["float32"]["ftz"] = False
+    probes["torch"]["log_backward"]["order"] = "grad * reciprocal(x)"
+    found = check_probes(probes)
+    assert any("tensorflow onednn=0,eager float32: ftz/daz" in p for p in found)
+    assert any("torch default: log backward reciprocal" in p for p in found)
+
+
+def test_the_probes_name_the_versions_the_profiles_record(probes):
+    assert probes["torch"]["version"] in PROFILES["torch"].measured_with
+    assert probes["tensorflow"]["version"] in PROFILES["tensorflow"].measured_with
+    assert probes["tensorflow"]["keras_version"] in PROFILES["tensorflow"].measured_with
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_the_numpy_profile_is_the_labs_pure_ieee_arithmetic(dtype):
+    """The default profile computes what the lab computed before profiles: same limits, nothing emulated."""
+    numpy = PROFILES["numpy"]
+    assert DEFAULT_FRAMEWORK == "numpy" and profile(None) is numpy
+    assert numpy.rules(dtype).plain
+    assert numpy.underflow_limit(dtype) == underflow_limit(dtype)
+
+
+def test_tensorflow_flushes_subnormals_so_its_float32_gap_is_87_not_104():
+    tf, torch = PROFILES["tensorflow"], PROFILES["torch"]
+    assert tf.underflow_limit("float32") == pytest.approx(-math.log(2.0**-126))  # 87.34
+    assert torch.underflow_limit("float32") == pytest.approx(103.97, abs=0.01)
+    assert tf.underflow_limit("float64") == pytest.approx(708.40, abs=0.01)
+    assert tf.underflow_limit("float16") == torch.underflow_limit("float16")  # float16 is not flushed in TF
+
+
+def test_an_unknown_framework_is_a_typed_error_naming_the_choices():
+    with pytest.raises(ConfigError, match="numpy, torch, tensorflow"):
+        profile("jax")
+
+
+def test_rules_default_to_the_plain_arithmetic():
+    assert Rules().plain and not Rules(ftz=True).plain and not Rules(softmax="float32_once").plain
