@@ -43,7 +43,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
         model = model.as_dtype(dtype or model.compute_dtype, precision)
     z, report = logits_and_evaluation(model, images, labels, scale, threads)
     report.update(details(z, labels, report["confusion_matrix"]))
-    meta = model.meta
+    meta = _printable(model.meta)  # what a model file says is shown, never obeyed: no terminal escapes
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
                   evaluated_as={"dtype": model.compute_dtype, "precision": model.precision},  # not the training's
                   training_provenance=meta.get("provenance"),
@@ -56,6 +56,18 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
         shown = [m["index"] for m in report["confident_mistakes"]]
         report["plot"] = str(plot_evaluation(plot, model.W, report, images[shown]))
     return report
+
+
+def _printable(obj):
+    """``obj`` (a model's metadata) with every string passed through
+    :func:`mnist_cli.data.directory.printable` (control characters, OSC and C1 sequences shown escaped)."""
+    from mnist_cli.data.directory import printable
+
+    if isinstance(obj, dict):
+        return {printable(k): _printable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_printable(v) for v in obj]
+    return printable(obj) if isinstance(obj, str) else obj
 
 
 def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10) -> dict:

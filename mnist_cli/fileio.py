@@ -20,6 +20,7 @@ process is gone (a killed run's leftovers) and nothing else.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import re
@@ -38,6 +39,7 @@ PART_SUFFIX = ".part"
 _PART_TAG = "mnist-softmax"
 # mkstemp's random part is 8 characters of [a-z0-9_]; the pid tells a live writer's file from a leftover.
 _PART_NAME = re.compile(rf"^\.(?P<name>.+)\.{_PART_TAG}-(?P<pid>\d+)-[a-z0-9_]{{8}}{re.escape(PART_SUFFIX)}$")
+_STEM_MAX = 200  # 255 - ".", ".mnist-softmax-", a pid of up to 10 digits, "-", 8 random, ".part" = 215
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
@@ -45,6 +47,12 @@ def reason(exc: OSError) -> str:
     """Why ``exc`` happened, for a one-line message: the OS's words (plus a hint for a full disk)."""
     text = exc.strerror or type(exc).__name__
     return f"{text} (free some space)" if exc.errno in _NO_SPACE else text
+
+
+def _stem(name: str) -> str:
+    """The part of a target's name its temporary file carries: all of it, or its first :data:`_STEM_MAX`
+    characters, so that a legal name of up to 255 bytes still leaves room for the tag, pid and suffix."""
+    return name[:_STEM_MAX]
 
 
 def _alive(pid: int) -> bool:
@@ -69,7 +77,7 @@ def sweep(directory: Path, name: str | None = None) -> None:
         return
     for entry in entries:
         match = _PART_NAME.match(entry.name)
-        if match is None or (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+        if match is None or (name is not None and match["name"] != _stem(name)) or _alive(int(match["pid"])):
             continue
         try:
             if entry.is_file(follow_symlinks=False):
@@ -95,7 +103,8 @@ class PartFile:
     def __init__(self, root: Path, name: str, fail: Callable[[OSError], Exception]):
         self._fail = fail
         try:
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.{_PART_TAG}-{os.getpid()}-", suffix=PART_SUFFIX)
+            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{_stem(name)}.{_PART_TAG}-{os.getpid()}-",
+                                       suffix=PART_SUFFIX)
         except OSError as exc:
             raise fail(exc) from None
         self.path = Path(tmp)
@@ -191,6 +200,7 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
         return
     target, in_place = output_target(path)
     if in_place:
+        _tell_if_waiting(path)
         try:
             fh = open(path, "ab")  # noqa: SIM115  (opened apart so that only its own OSError is worded as such)
         except OSError as exc:
@@ -260,6 +270,19 @@ def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
             raise SettingsError((seen[key], setting), f"both name {path}: the second would replace the first; "
                                 "give each its own file")
         seen[key] = setting
+
+
+def _tell_if_waiting(path: Path) -> None:
+    """Before opening a FIFO to write (which waits until a reader opens it), say so when none has yet:
+    a notice on the ``mnist_cli`` logger (stderr at the command line), not a silent hang."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # succeeds only with a reader at the other end
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader (yet)
+            logging.getLogger("mnist_cli").warning(f"waiting for a reader on {path} (a FIFO): open it for reading, "
+                                                "or press Ctrl-C")
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:

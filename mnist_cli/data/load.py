@@ -20,6 +20,7 @@ are the user's own dataset: they are checked structurally instead (IDX, 28x28 ui
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ class _Source:
 def load_mnist(data_dir=None, *, mirrors=(), offline: bool = False, progress: bool = False) -> MNIST:
     """Load MNIST from ``data_dir`` (see :func:`resolve_data_dir`), fetching missing files first."""
     spec = datasets.MNIST_SPEC
+    if mirrors:  # checked even when no file is fetched: a bad --mirror is refused as download refuses it
+        from mnist_cli.data.mirrors import resolve_mirrors
+
+        resolve_mirrors(mirrors, dataclasses.replace(spec, mirrors=()), environ={})
     root = resolve_data_dir(data_dir)
     stamps = Stamps(root)
     sources = _stamped_sources(root, spec, stamps)
