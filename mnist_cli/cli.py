@@ -120,7 +120,7 @@ def _load_data(data_dir, mirrors, offline, quiet):
               help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
               f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
-              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is torch.autocast's policy "
+              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is CUDA autocast's policy "
               "(products in the dtype; softmax, log and the loss in float32; float32 master weights)."
               f"  [default: {TUTORIAL.precision}]")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
@@ -310,7 +310,7 @@ def predict(model_path, indices, images, input_scale, dtype, precision, data_dir
               callback=comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--precision", "precisions", default=None, metavar="LIST",
               callback=comma_list(str, "precisions", PRECISION_NAMES),
-              help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
+              help="Precisions to sweep with the half dtypes: pure,mixed (mixed = CUDA autocast's policy).")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
 @click.option("--scenarios", default=None, metavar="LIST", callback=comma_list(str, "scenario names"),
