@@ -258,12 +258,21 @@ def _identity(path: str | os.PathLike):
     return "file", st.st_dev, st.st_ino
 
 
+def is_devnull(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the null device, which any number of outputs may share (nothing is kept)."""
+    try:
+        return os.path.samefile(path, os.devnull)
+    except OSError:
+        return False
+
+
 def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
     """:class:`SettingsError` when two outputs (setting name -> path; None = not asked for) name the same
-    file, through any spelling, symlink or hard link: the second write would replace the first."""
+    file, through any spelling, symlink or hard link: the second write would replace the first. The null
+    device may take them all."""
     seen: dict = {}
     for setting, path in outputs.items():
-        if path is None:
+        if path is None or is_devnull(path):
             continue
         key = _identity(path)
         if key in seen:
