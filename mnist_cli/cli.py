@@ -25,6 +25,7 @@ from mnist_cli.options import (
     compute_options,
     data_options,
     foreign_option,
+    given_once,
     int_list,
     normalize_option,
     output_options,
@@ -65,12 +66,11 @@ def main():
       mnist-softmax predict model.npz --index 0,1,2
       mnist-softmax compare
 
-    \b
-    Exit codes: 0 done; 1 an error (one line saying what and how to fix it); 2 a bad flag or setting;
+    Exit codes: 0 done; 1 an error (one line saying what and how to fix it; a bad environment
+    variable, mirror or data directory too); 2 a bad flag, or settings that cannot work together;
     3 train --fail-on-nan saw a non-finite value; 4 compare --smoke/--check: an expectation failed
     or none applies; 130 Ctrl-C; 141 the reader of a pipe left; 143 SIGTERM.
 
-    \b
     Environment: MNIST_SOFTMAX_DATASET, MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated),
     MNIST_SOFTMAX_OFFLINE, MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
     _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (seconds; see the README).
@@ -138,7 +138,7 @@ def _load_data(dataset, data_dir, mirrors, offline, quiet):
               help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
               f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
-              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is torch.autocast's policy "
+              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is CUDA autocast's policy "
               "(products in the dtype; softmax, log and the loss in float32; float32 master weights)."
               f"  [default: {TUTORIAL.precision}]")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
@@ -298,7 +298,8 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
 @click.option("--index", "indices", default=None, metavar="LIST",
               callback=lambda ctx, param, v: int_list(v), help="Test-set indices, e.g. 0,1,2 or 2044.")
-@click.option("--images", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+@click.option("--images", type=click.Path(dir_okay=False, exists=True), multiple=True, callback=given_once,
+              metavar="FILE",
               help="An IDX (.gz or raw) or .npy file of 28x28 images, pixels 0-255, or a PNG/JPEG/BMP/GIF "
               "picture of one digit (needs the image extra: pip install 'mnist-softmax[image]').")
 @click.option("--input-scale", type=POSITIVE, default=None,
@@ -347,7 +348,7 @@ def predict(model_path, indices, images, input_scale, dtype, precision, out, plo
               callback=comma_list(str, "dtypes", DTYPE_NAMES), help=f"Dtypes to sweep: {','.join(DTYPE_NAMES)}.")
 @click.option("--precision", "precisions", default=None, metavar="LIST",
               callback=comma_list(str, "precisions", PRECISION_NAMES),
-              help="Precisions to sweep with the half dtypes: pure,mixed (mixed = torch.autocast's policy).")
+              help="Precisions to sweep with the half dtypes: pure,mixed (mixed = CUDA autocast's policy).")
 @click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
               help="Loss scaling of the mixed-precision cells.  [default: dynamic, torch.amp.GradScaler's]")
 @click.option("--framework", "frameworks", default=None, metavar="LIST",
@@ -399,7 +400,6 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, framework
     agreement, a loss sparkline), the stability map, forensics of each first non-finite step and a
     conclusion computed from the results.
 
-    \b
     Exit codes: 0 done; 1 an error; 2 a bad flag; 4 with --smoke or --check, an expectation failed,
     or none applies (checked are fused in every setting and naive in the named scenarios, so e.g.
     --losses clipped alone checks nothing): then it exits 4 at once, before any training.
@@ -431,6 +431,8 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, framework
     if (smoke or check) and dataset != "mnist":
         raise click.UsageError("compare's expectations are measured on MNIST only: drop --smoke/--check.")
     check_outputs(dataset, data_dir, as_json, plot=plot_path)
+    if as_json and table_format != "text":
+        raise click.UsageError(f"--json prints the document, --format {table_format} a table: choose one")
     probe_outputs(config, metrics_out=metrics_out, plot=plot_path)  # an unwritable output costs no runs
     data = _load_data(dataset, data_dir, mirrors, offline, quiet or as_json)
     with RunBar(len(config.cells()) * len(config.losses), quiet or as_json) as on_run:

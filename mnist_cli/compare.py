@@ -163,6 +163,9 @@ def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=N
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
+    if loss_scale is not None and not any(c.precision == "mixed" for c in config.cells()):
+        raise SettingsError(("loss_scale", "precisions"), "loss scaling applies to mixed-precision cells only, and "
+                            "this grid has none: add mixed to {precisions} with a half dtype, or drop {loss_scale}")
     return config
 
 

@@ -55,7 +55,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     if normalize is not None:
         report["confusion_normalized"] = {"normalize": normalize,
                                           "matrix": normalize_confusion(report["confusion_matrix"], normalize).tolist()}
-    meta = model.meta
+    meta = _printable(model.meta)  # what a model file says is shown, never obeyed: no terminal escapes
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
                   evaluated_as={"dtype": model.compute_dtype, "precision": model.precision},  # not the training's
                   training_provenance=meta.get("provenance"),
@@ -98,6 +98,18 @@ def split_examples(data, split: str, meta: dict, val_split=None, path="model") -
                                 f"images, but this training set has {n}: use the data it was trained on, or choose "
                                 "the images with {val_split}")
     return data.train_images[where["start"]:], data.train_labels[where["start"]:], {"validation": where}
+
+
+def _printable(obj):
+    """``obj`` (a model's metadata) with every string passed through
+    :func:`mnist_cli.data.directory.printable` (control characters, OSC and C1 sequences shown escaped)."""
+    from mnist_cli.data.directory import printable
+
+    if isinstance(obj, dict):
+        return {printable(k): _printable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_printable(v) for v in obj]
+    return printable(obj) if isinstance(obj, str) else obj
 
 
 def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10) -> dict:

@@ -20,6 +20,7 @@ process is gone (a killed run's leftovers) and nothing else.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import re
@@ -38,6 +39,7 @@ PART_SUFFIX = ".part"
 _PART_TAG = "mnist-softmax"
 # mkstemp's random part is 8 characters of [a-z0-9_]; the pid tells a live writer's file from a leftover.
 _PART_NAME = re.compile(rf"^\.(?P<name>.+)\.{_PART_TAG}-(?P<pid>\d+)-[a-z0-9_]{{8}}{re.escape(PART_SUFFIX)}$")
+_STEM_MAX = 200  # 255 - ".", ".mnist-softmax-", a pid of up to 10 digits, "-", 8 random, ".part" = 215
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
@@ -45,6 +47,12 @@ def reason(exc: OSError) -> str:
     """Why ``exc`` happened, for a one-line message: the OS's words (plus a hint for a full disk)."""
     text = exc.strerror or type(exc).__name__
     return f"{text} (free some space)" if exc.errno in _NO_SPACE else text
+
+
+def _stem(name: str) -> str:
+    """The part of a target's name its temporary file carries: all of it, or its first :data:`_STEM_MAX`
+    characters, so that a legal name of up to 255 bytes still leaves room for the tag, pid and suffix."""
+    return name[:_STEM_MAX]
 
 
 def _alive(pid: int) -> bool:
@@ -69,7 +77,7 @@ def sweep(directory: Path, name: str | None = None) -> None:
         return
     for entry in entries:
         match = _PART_NAME.match(entry.name)
-        if match is None or (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+        if match is None or (name is not None and match["name"] != _stem(name)) or _alive(int(match["pid"])):
             continue
         try:
             if entry.is_file(follow_symlinks=False):
@@ -95,7 +103,8 @@ class PartFile:
     def __init__(self, root: Path, name: str, fail: Callable[[OSError], Exception]):
         self._fail = fail
         try:
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.{_PART_TAG}-{os.getpid()}-", suffix=PART_SUFFIX)
+            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{_stem(name)}.{_PART_TAG}-{os.getpid()}-",
+                                       suffix=PART_SUFFIX)
         except OSError as exc:
             raise fail(exc) from None
         self.path = Path(tmp)
@@ -202,6 +211,7 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
         return
     target, in_place = _checked_target(path, fail)
     if in_place:
+        _tell_if_waiting(path)
         try:
             fh = open(path, "ab")  # noqa: SIM115  (opened apart so that only its own OSError is worded as such)
         except OSError as exc:
@@ -259,18 +269,40 @@ def _identity(path: str | os.PathLike):
     return "file", st.st_dev, st.st_ino
 
 
+def is_devnull(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the null device, which any number of outputs may share (nothing is kept)."""
+    try:
+        return os.path.samefile(path, os.devnull)
+    except OSError:
+        return False
+
+
 def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
     """:class:`SettingsError` when two outputs (setting name -> path; None = not asked for) name the same
-    file, through any spelling, symlink or hard link: the second write would replace the first."""
+    file, through any spelling, symlink or hard link: the second write would replace the first. The null
+    device may take them all."""
     seen: dict = {}
     for setting, path in outputs.items():
-        if path is None:
+        if path is None or is_devnull(path):
             continue
         key = _identity(path)
         if key in seen:
             raise SettingsError((seen[key], setting), f"both name {path}: the second would replace the first; "
                                 "give each its own file")
         seen[key] = setting
+
+
+def _tell_if_waiting(path: Path) -> None:
+    """Before opening a FIFO to write (which waits until a reader opens it), say so when none has yet:
+    a notice on the ``mnist_cli`` logger (stderr at the command line), not a silent hang."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # succeeds only with a reader at the other end
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader (yet)
+            logging.getLogger("mnist_cli").warning(f"waiting for a reader on {path} (a FIFO): open it for reading, "
+                                                "or press Ctrl-C")
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:

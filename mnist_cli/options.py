@@ -71,6 +71,15 @@ output_options = _compose(
 )
 
 
+def given_once(ctx, param, values):
+    """A click callback for a ``multiple=True`` option that takes one value: refuses a second (click would
+    keep only the last, silently); the value or None."""
+    if len(values) > 1:
+        raise click.BadParameter(f"given {len(values)} times ({', '.join(values)}); give one (run the command once "
+                                 "per file)")
+    return values[0] if values else None
+
+
 def compute_options(f):
     """``--dtype`` and ``--precision`` of ``evaluate`` and ``predict``: compute a saved model's logits in another
     form than its own."""
@@ -269,8 +278,9 @@ def sweep(what: str):
         for item in (v.strip() for v in value.split(",")):
             try:
                 out += number_range(item) if ":" in item else [positive_number(item)]
-            except ValueError as exc:
-                raise click.BadParameter(str(exc) or f"{item!r} is not a positive number; {what}") from None
+            except ValueError as exc:  # a range words its own problem; a lone item is not a positive number
+                raise click.BadParameter(str(exc) if ":" in item else f"{item!r} is not a positive finite number; "
+                                         f"{what}") from None
         if len(set(out)) != len(out):
             raise click.BadParameter(f"{value!r} gives {_repeats(out)} twice: drop the repeat or use fewer values")
         return tuple(out)

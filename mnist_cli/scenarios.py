@@ -28,7 +28,7 @@ class Scenario:
     dtype: str = TUTORIAL.dtype
     naive: str | None = None  # "finite": naive never goes non-finite; "fails": it does, by `by_step`
     by_step: int | None = None  # with "fails": the first non-finite step is at most this
-    precision: str = TUTORIAL.precision  # "mixed": torch.autocast's policy (half dtypes only)
+    precision: str = TUTORIAL.precision  # "mixed": CUDA autocast's policy (half dtypes only)
     fused: str | None = None  # as `naive`, for the fused loss where its record's promise does not hold (half precision)
     fused_by_step: int | None = None
     framework: str = TUTORIAL.framework  # the profile the cell computes as (mnist_cli.frameworks)

@@ -31,7 +31,7 @@ DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 #: float16 and bfloat16 (mnist_cli.rounding.is_half): the dtypes ``precision`` applies to.
 HALF_NAMES = ("float16", "bfloat16")
 #: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
-#: torch.autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
+#: CUDA autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
 PRECISION_NAMES = ("pure", "mixed")
 #: The framework profiles a run can compute as (mnist_cli.frameworks.PROFILES): "numpy" is the pure-IEEE reference.
 FRAMEWORK_NAMES = ("numpy", "torch", "tensorflow")
@@ -197,7 +197,7 @@ class TrainConfig:
     init_std: float = 0.01
     init_from: str | None = None  # a saved model's path: start from its W and b instead of init (same dtype, form)
     dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
-    precision: str = "pure"  # "mixed": torch.autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
+    precision: str = "pure"  # "mixed": CUDA autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
     loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
     input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
     seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss

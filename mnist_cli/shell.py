@@ -129,12 +129,12 @@ def check_outputs(dataset: str, data_dir, as_json: bool, **outputs) -> None:
     plot: its format and matplotlib too). :class:`SettingsError` (exit 2) or :class:`OutputError`."""
     from mnist_cli.data.datasets import dataset_spec
     from mnist_cli.data.directory import refuse_data_files, resolve_data_dir
-    from mnist_cli.fileio import check_distinct, check_writable, is_stdout
+    from mnist_cli.fileio import check_distinct, check_writable, is_devnull, is_stdout
 
     check_distinct(outputs)
     refuse_data_files(resolve_data_dir(data_dir, dataset), outputs, dataset_spec(dataset))
     for setting, path in outputs.items():
-        if path is not None and as_json and is_stdout(path):
+        if path is not None and as_json and is_stdout(path) and not is_devnull(path):
             raise SettingsError((setting, "json"), f"{path} is stdout, where the JSON report goes, and the two "
                                 f"would not parse as one document: write {{{setting}}} to a file")
     for setting, path in outputs.items():

@@ -83,3 +83,10 @@ def test_json_report_and_metrics_on_stdout_are_refused(mnist_data_dir, tmp_path)
                    data_dir=mnist_data_dir)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "--metrics-out / --json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_output_may_go_to_dev_null(mnist_data_dir):
+    with open(os.devnull, "w") as null:
+        proc = _script("train", *SMALL, "--json", "--save", os.devnull, "--metrics-out", os.devnull, stdout=null,
+                       data_dir=mnist_data_dir)
+    assert proc.returncode == 0, proc.stderr

@@ -20,4 +20,4 @@ def test_csv_has_precision_and_loss_scale_and_no_words_in_numeric_columns(cli):
     assert broken["acc"] == "" and broken["argmax!="] == "" and broken["first"] != ""
     markdown = cli("compare", "--scenarios", "f16,f16-mixed", "--steps", "5", "--train-limit", "500",
                    "--format", "markdown").stdout
-    assert "| precision | loss_scale |" in markdown.splitlines()[0]
+    assert "| precision | loss_scale |" in markdown.splitlines()[0]  # (last: the columns before keep their order)

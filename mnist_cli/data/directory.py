@@ -198,7 +198,7 @@ def _valid_entry(entry) -> bool:
     and its file simply verified again)."""
     if not isinstance(entry, dict):
         return False
-    facts_ok = all(k not in entry or (type(entry[k]) is int) for k in _FACTS)
+    facts_ok = all(k not in entry or (type(entry[k]) is int) for k in (*_FACTS, "crc32"))
     sha_ok = all(k not in entry or (isinstance(entry[k], str) and _HEX64.fullmatch(entry[k]))
                  for k in ("sha256", "source_sha256"))
     return facts_ok and sha_ok and isinstance(entry.get("pinned", False), bool)

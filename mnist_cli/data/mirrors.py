@@ -140,6 +140,9 @@ def _parse_mirror(text: str) -> Mirror:
             raise ConfigError(f"Mirror {redact(text)!r} has no host; give a URL like https://host/path/.")
         return Mirror(text if text.endswith("/") else text + "/")
     if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"Mirror {redact(text)!r} names the host {parts.netloc!r}: a file:// mirror is a "
+                              f"directory on this machine (file:///path); fix {{mirror}} or {MIRRORS_ENV}.")
         path = Path(parts.path)
     elif len(scheme) <= 1:  # no scheme, or a Windows drive letter
         path = Path(text)

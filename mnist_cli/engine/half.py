@@ -1,4 +1,4 @@
-"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision as ``torch.autocast``.
+"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision as CUDA autocast.
 
     r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic", input_scale=16))
     r.nan.steps_skipped, r.nan.loss_scale       # the first 3 scaled gradients overflow float16

@@ -199,8 +199,9 @@ def train(
     if config.full_batch:
         config = replace(config, batch_size=n)
     if n < config.batch_size:
-        raise SettingsError(("batch_size", "train_limit"),
-                            f"batch size {config.batch_size} is larger than the {n} training examples")
+        held = f" left after {{val_split}} held out {config.val_split}" if config.val_split else ""
+        raise SettingsError(("batch_size", "train_limit", *(("val_split",) if config.val_split else ())),
+                            f"batch size {config.batch_size} is larger than the {n} training examples{held}")
     steps = config.epochs * (n // config.batch_size) if config.epochs is not None else config.steps
     check_steps(steps)
     if config.average and config.average_epochs * (n // config.batch_size) > steps:

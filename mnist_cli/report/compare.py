@@ -74,8 +74,7 @@ def run_rows(doc: dict) -> list[dict]:
             nan = r["nan"]
             rows.append({
                 "label": s["label"], "lr": number_text(s["lr"]), "input_scale": number_text(s["input_scale"]),
-                "dtype": s["dtype"], "precision": s.get("precision", "pure"), "loss_scale": s.get("loss_scale", "none"),
-                "seed": s["seed"], "loss": loss,
+                "dtype": s["dtype"], "seed": s["seed"], "loss": loss,
                 "acc": accuracy_text(r["test_accuracy"], r.get("accuracy_meaningful", r["weights_finite"]),
                                      r["weights_finite"]),
                 "final loss": value_text(r["final_loss"], ".4g"), "NaN": str(nan["steps_nan_loss"]),
@@ -83,6 +82,8 @@ def run_rows(doc: dict) -> list[dict]:
                 "first": value_text(r["first_nonfinite_step"], "d"), "weights": "finite" if r["weights_finite"] else "NaN",
                 "argmax!=": str(r["argmax"]["differ"]) if r["weights_finite"] else "-", "time": f"{r['seconds']:.2f}s",
                 "loss curve": sparkline(r["loss_curve"], SPARK),
+                # last, so that the CSV columns before them keep the order scripts already read them in
+                "precision": s.get("precision", "pure"), "loss_scale": s.get("loss_scale", "none"),
             })
     return rows
 
