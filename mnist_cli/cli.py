@@ -418,7 +418,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, framework
       mnist-softmax compare --lr 0.1:10:log5 --seeds 0,1,2 --workers auto   # the seeds' stacks on every core
     """
     from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
-    from mnist_cli.report.compare import compare_text
+    from mnist_cli.shell import compare_text
 
     config = compare_config(smoke=smoke, losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds,
                             steps=steps, batch_size=batch_size, train_limit=train_limit,

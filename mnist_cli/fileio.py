@@ -211,9 +211,8 @@ def atomic_write(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
         return
     target, in_place = _checked_target(path, fail)
     if in_place:
-        _tell_if_waiting(path)
         try:
-            fh = open(path, "ab")  # noqa: SIM115  (opened apart so that only its own OSError is worded as such)
+            fh = _open_in_place(path)  # opened apart so that only its own OSError is worded as such
         except OSError as exc:
             raise fail(exc) from None
         try:
@@ -292,17 +291,27 @@ def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
         seen[key] = setting
 
 
-def _tell_if_waiting(path: Path) -> None:
-    """Before opening a FIFO to write (which waits until a reader opens it), say so when none has yet:
-    a notice on the ``mnist_cli`` logger (stderr at the command line), not a silent hang."""
+def _open_in_place(path: Path) -> BinaryIO:
+    """``open(path, "ab")`` for a device, a FIFO or ``/dev/stdout``. A FIFO is opened without waiting first: with
+    a reader at the other end that is the handle written to (opening and closing a probe would hand the
+    reader an end of file); with none yet, a notice on the ``mnist_cli`` logger (stderr at the command
+    line) says so before the open that waits for one, not a silent hang."""
     try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # succeeds only with a reader at the other end
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no reader (yet)
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False
+    if fifo:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # succeeds only with a reader at the other end
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
             logging.getLogger("mnist_cli").warning(f"waiting for a reader on {path} (a FIFO): open it for reading, "
                                                 "or press Ctrl-C")
+        else:
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "ab")
+    return open(path, "ab")
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:

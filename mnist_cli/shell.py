@@ -218,3 +218,15 @@ def exit_error(code: int, message: str) -> click.ClickException:
     error = click.ClickException(message)
     error.exit_code = code
     return error
+
+
+def compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
+    """The compare document as JSON, as the readable report, or as a markdown or csv table."""
+    import json
+
+    from mnist_cli.fileio import jsonable
+    from mnist_cli.report.compare import format_report, format_table
+
+    if as_json:
+        return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+    return format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format)

@@ -438,14 +438,3 @@ def conclusion(doc: dict) -> str:
     if len(losses) > 1:
         parts += _accuracy_sentences(doc)
     return " ".join(parts + _argmax_sentence(doc))
-
-
-def compare_text(doc: dict, as_json: bool, table_format: str, all_runs: bool) -> str:
-    """The compare document as JSON, as the readable report, or as a markdown or csv table."""
-    import json
-
-    from mnist_cli.fileio import jsonable
-
-    if as_json:
-        return json.dumps(jsonable(doc), indent=2, allow_nan=False)
-    return format_report(doc, all_runs=all_runs) if table_format == "text" else format_table(doc, table_format)
