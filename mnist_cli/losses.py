@@ -193,13 +193,6 @@ def onehot(y: np.ndarray, k: int, dtype) -> np.ndarray:
     return out
 
 
-def _layout(z: np.ndarray, y: np.ndarray, rules: Rules = PLAIN) -> tuple:
-    """The reference layout's ``(shifted, t, Y)``: ``z - max(z)`` (n, k) (:func:`_shift`), the index of each
-    row's target (``shifted[t]`` is (n,)) and the one-hot labels (n, k) in z's dtype."""
-    n, k = z.shape
-    return _shift(z, rules), (np.arange(n), y), onehot(y, k, z.dtype)
-
-
 def softmax_backward(p: np.ndarray, g: np.ndarray, rules: Rules = PLAIN) -> np.ndarray:
     """Reverse-mode softmax over the classes: ``dL/dz = p * (g - sum_j(g_j * p_j))`` given ``g = dL/dp``.
 
@@ -213,10 +206,10 @@ def softmax_backward(p: np.ndarray, g: np.ndarray, rules: Rules = PLAIN) -> np.n
     return flush(p * (g - class_sum(flush(g * p, rules.ftz))), rules.ftz)
 
 
-def _upstream(Y: np.ndarray, grad_scale: float) -> np.ndarray:
+def _upstream(Y: np.ndarray, grad_scale) -> np.ndarray:
     """``-Y * grad_scale``: what reaches ``mean``'s backward times the one-hot labels, before ``/ n``
-    (exact: ``Y`` is 0 or 1)."""
-    return -Y if grad_scale == 1.0 else -Y * Y.dtype.type(grad_scale)
+    (exact: ``Y`` is 0 or 1; ``grad_scale`` a number or one per run of a stack, (runs, 1, 1))."""
+    return -Y * np.asarray(grad_scale).astype(Y.dtype) if np.any(grad_scale != 1.0) else -Y
 
 
 def _log_backward(g_in: np.ndarray, p: np.ndarray, rules: Rules = PLAIN) -> np.ndarray:
@@ -245,8 +238,17 @@ def _fused(shifted, t, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
     loss = batch_mean(rows, rules.nll_sum)
     p = _divide(e, s, rules).astype(dtype, copy=False)  # softmax(z)
     grad = flush(div_n(p - Y, n), rules.ftz)  # (softmax(z) - onehot(y)) / n
-    if grad_scale != 1.0:
-        grad *= grad.dtype.type(grad_scale)  # the gradient of grad_scale * L
+    if np.any(grad_scale != 1.0):
+        grad *= np.asarray(grad_scale).astype(grad.dtype)  # the gradient of grad_scale * L (per run in a stack)
+    return loss, grad, p
+
+
+def _fused_logits(z, t, Y, grad_scale=1.0, framework=None):
+    """:func:`fused` in either layout, from the logits (classes on axis 1): ``(L, dL/dz, softmax(z))``."""
+    rules = rules_of(framework, z.dtype)
+    loss, grad, p = _fused(_shift(z, rules), t, Y, grad_scale, rules)
+    if rules.fused_float32 and is_half(z.dtype):  # TF's float16 kernel: the loss from a float32 shift, no -inf
+        loss = _fused(_shift(z.astype(np.float32), rules), t, Y, grad_scale, rules)[0]
     return loss, grad, p
 
 
@@ -288,12 +290,8 @@ def fused(z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None)
     :class:`Loss`. ``framework``: as that profile computes it (TF's kernel: NaN for a non-target ``-inf``
     logit; PyTorch's float16 ``nll_loss``: the batch sum rounded to float16).
     """
-    rules = rules_of(framework, z.dtype)
     with np.errstate(**_QUIET):
-        loss, grad, _ = _fused(*_layout(z, y, rules), grad_scale, rules)
-        if rules.fused_float32 and is_half(z.dtype):  # TF's float16 kernel: the loss from a float32 shift, no -inf
-            shifted, t, Y = _layout(z.astype(np.float32), y, rules)
-            loss = _fused(shifted, t, Y.astype(z.dtype), grad_scale, rules)[0]
+        loss, grad, _ = _fused_logits(z, (np.arange(z.shape[0]), y), onehot(y, z.shape[1], z.dtype), grad_scale, framework)
     return float(loss), grad
 
 
@@ -343,15 +341,18 @@ def clipped_from_probs(p: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
     return float(loss), grad
 
 
-def _stacked_from_probs(rule):
-    """A loss written on ``p`` (:func:`_naive`, :func:`_clipped`) in the stacked layout: ``(L, dL/dz, p)``."""
+def _from_probs(rule):
+    """A loss written on ``p`` (:func:`_naive`, :func:`_clipped`): its ``stacked`` and ``logits`` facets (:class:`Loss`)."""
 
     def stacked(shifted, t, Y):
         p = _softmax_shifted(shifted)  # (runs, k, B), may hold exact zeros
-        loss, grad = rule(p, Y)
-        return loss, grad, p
+        return (*rule(p, Y), p)
 
-    return stacked
+    def logits(z, t, Y, grad_scale=1.0, framework=None):
+        p = softmax(z, framework)  # as naive() and clipped() take it
+        return (*rule(p, Y, grad_scale, rules_of(framework, p.dtype)), p)
+
+    return stacked, logits
 
 
 class FusedKernel:
@@ -405,7 +406,8 @@ class Loss:
     ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not (with ``scale = 2**16``, ``n = 100``:
     from a gap of about 80 in float32 instead of 91). ``stacked(shifted, t, Y) -> (L (runs,), dL/dz, p)``
     is the same formula on the stacked layout (``shifted`` (runs, k, B) the logits less their max,
-    ``shifted[t]`` the targets (runs, B), ``Y`` (k, B) one-hot). ``fast`` is the fast engine's kernel for
+    ``shifted[t]`` the targets (runs, B), ``Y`` (k, B) one-hot). ``logits(z, t, Y, grad_scale=1.0, framework=None)``:
+    the reference from logits in either layout (``grad_scale`` may be (runs, 1, 1)). ``fast`` is the fast engine's kernel for
     the steps it proves healthy (None: the reference every step). ``promised_finite``: finite at every
     step in float32 and float64 whatever the setting (``compare`` checks it). ``breaks(dtype)``: whether
     the gradient ``(-y_ / n) / p`` can overflow in ``dtype``. Its sentences live in
@@ -415,6 +417,7 @@ class Loss:
     name: str
     reference: Callable
     stacked: Callable
+    logits: Callable
     fast: type | None
     promised_finite: bool
     breaks: Callable[[np.dtype], bool]
@@ -432,9 +435,7 @@ def _clip_floor_is_zero(dtype: np.dtype) -> bool:
 #: name -> :class:`Loss`: the only place a loss is chosen by name (its names are
 #: :data:`mnist_cli.settings.LOSS_NAMES`, in that order).
 LOSSES: dict[str, Loss] = {
-    "fused": Loss("fused", fused, _fused, FusedKernel, promised_finite=True, breaks=lambda dtype: False),
-    "naive": Loss("naive", naive, _stacked_from_probs(_naive), None, promised_finite=False,
-                  breaks=lambda dtype: True),
-    "clipped": Loss("clipped", clipped, _stacked_from_probs(_clipped), None, promised_finite=False,
-                    breaks=_clip_floor_is_zero),
+    "fused": Loss("fused", fused, _fused, _fused_logits, FusedKernel, promised_finite=True, breaks=lambda dtype: False),
+    "naive": Loss("naive", naive, *_from_probs(_naive), None, promised_finite=False, breaks=lambda dtype: True),
+    "clipped": Loss("clipped", clipped, *_from_probs(_clipped), None, promised_finite=False, breaks=_clip_floor_is_zero),
 }

@@ -41,7 +41,7 @@ import numpy as np
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES
 
 __all__ = ["DTYPES", "as_dtype", "finfo", "is_half", "class_sum", "batch_mean", "div_n", "flush", "round_to",
-           "pixel_table", "Inputs", "linear"]
+           "pixel_table", "Inputs", "linear", "linear_bias"]
 
 
 @cache
@@ -256,7 +256,12 @@ class Inputs:
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
     (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
-    z = np.matmul(x, W, out=out)
+    return linear_bias(np.matmul(x, W, out=out), b, dtype)
+
+
+def linear_bias(z: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
+    """:func:`linear` after its product ``z = x @ W`` (float32, in place): ``rnd(z + b)``; ``z`` may hold a stack
+    of runs' products (runs, n, k), each computed alone, with their biases ``b`` (runs, 1, k)."""
     z += b
     return round_to(z, dtype, out=z)
 

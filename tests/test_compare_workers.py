@@ -39,14 +39,14 @@ def test_any_number_of_workers_gives_the_same_numbers(mnist, alone, workers):
     assert multiprocessing.active_children() == []
 
 
-def test_groups_are_the_stacks_and_the_half_runs():
+def test_groups_are_the_stacks_float32_float64_and_half():
     config = CompareConfig(**CONFIG)
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     groups = run_groups(config, jobs)
     assert sorted(p for g in groups for p in g) == list(range(len(jobs)))
     half = [g for g in groups if jobs[g[0]][0].dtype == "float16"]
-    assert all(len(g) == 1 for g in half) and len(half) == 2 * 2  # f16 x 2 seeds x 2 losses, one by one
-    assert len(groups) == len(half) + 2 * 2  # a stack per (seed, float32/float64)
+    assert all(len(g) == 2 for g in half) and len(half) == 2  # a stack per seed of f16's 2 losses
+    assert len(groups) == len(half) + 2 * 2  # and per (seed, float32/float64)
     assert worker_count("auto", 3) == min(3, len(os.sched_getaffinity(0))) and worker_count(8, 2) == 2
 
 

@@ -251,7 +251,6 @@ def _engine(dtype: str, lr: float, W: np.ndarray, b: np.ndarray):
     """A pure half-precision engine holding ``W`` (784, 10) and ``b`` (10,)."""
     from mnist_cli.engine import Accounting
     from mnist_cli.engine.half import LowPrecisionSGD
-    from mnist_cli.losses import LOSSES
     from mnist_cli.model import Model
     from mnist_cli.rounding import DTYPES
 
@@ -259,7 +258,7 @@ def _engine(dtype: str, lr: float, W: np.ndarray, b: np.ndarray):
     config = TrainConfig(dtype=dtype, lr=lr)
     model = Model(W.astype(DTYPES[dtype]), b.astype(DTYPES[dtype]))
     acct = Accounting(dtype, 10, config.steps)
-    return LowPrecisionSGD(images, labels.astype(np.intp), model, config, LOSSES["fused"], acct)
+    return LowPrecisionSGD(images, labels.astype(np.intp), model, [config], [acct])
 
 
 def test_pure_update_rounds_the_learning_rate_and_the_bias_product():
@@ -268,10 +267,10 @@ def test_pure_update_rounds_the_learning_rate_and_the_bias_product():
     W, b = np.full((784, 10), 0.75, np.float32), np.ones(10, np.float32)
     e = _engine("bfloat16", 0.1, W, b)
     e._update(np.full((784, 10), 0.56640625, np.float32), np.zeros(10, np.float32), np.float32(0.1))
-    assert float(e.W[0, 0]) == 0.69140625  # rnd(0.75 - rnd(0.1) * g); 0.1 itself would give 0.6953125
+    assert float(e.W[0, 0, 0]) == 0.69140625  # rnd(0.75 - rnd(0.1) * g); 0.1 itself would give 0.6953125
     e = _engine("bfloat16", 5.0, W, b)
     e._update(np.zeros((784, 10), np.float32), np.full(10, 0.008972168, np.float32), np.float32(5.0))
-    assert float(e.b[0]) == 0.953125  # rnd(1 - rnd(5 g)); rnd(1 - 5 g) would be 0.95703125
+    assert float(e.b[0, 0]) == 0.953125  # rnd(1 - rnd(5 g)); rnd(1 - 5 g) would be 0.95703125
 
 
 @pytest.mark.torch
@@ -295,8 +294,8 @@ def test_pure_update_is_torch_sgd(dtype, lr):
     bt = torch.nn.Parameter(torch.from_numpy(b.copy()).to(tdt))
     Wt.grad, bt.grad = torch.from_numpy(gW.T.copy()).to(tdt), torch.from_numpy(gb.copy()).to(tdt)
     torch.optim.SGD([Wt, bt], lr=lr).step()
-    np.testing.assert_array_equal(e.W, Wt.detach().float().numpy().T)
-    np.testing.assert_array_equal(e.b, bt.detach().float().numpy())
+    np.testing.assert_array_equal(e.W[0], Wt.detach().float().numpy().T)
+    np.testing.assert_array_equal(e.b[0], bt.detach().float().numpy())
 
 
 def test_the_loss_scale_enters_before_the_log_backward():

@@ -194,7 +194,9 @@ class Accounting:
         self.framework = framework  # the profile whose softmax the zero probabilities are counted in (None: numpy)
         self.healthy_gap = healthy_gap(dtype_name, k, framework)  # within it no probability can be 0 (proved there)
         self.bad_grad = np.zeros(steps, bool)  # (steps,) the steps whose gradient was non-finite (the records')
-        self.skipped_step = 0  # the last step whose update the loss scaler skipped
+        self.steps = steps
+        self.scales: np.ndarray | None = None  # (steps,) the loss scale after each step, once a scaler reports
+        self.skipped: np.ndarray | None = None  # (steps,) the steps whose update the loss scaler skipped
         self.stop_on_nan = stop_on_nan
         self.steps_done = 0  # steps whose loss was computed (for the report of an interrupted run)
         self.bad_steps = 0  # steps whose loss or gradient (or both) was non-finite, each counted once
@@ -231,17 +233,18 @@ class Accounting:
         return bad
 
     def record(self, step: int, loss: float, z: np.ndarray, gb: np.ndarray, idx: np.ndarray, y: np.ndarray,
-               grad_finite: bool | None = None) -> bool:
+               grad_finite: bool | None = None, p: np.ndarray | None = None) -> bool:
         """Account for logits ``z`` (B, k), ``loss`` and the bias gradient ``gb`` (non-finite iff dL/dz
         has a non-finite entry), or ``grad_finite`` when the engine knows better (half precision, where
-        ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite."""
+        ``x.T @ dL/dz`` can overflow on its own); return True when the loss or the gradient is non-finite.
+        ``p``: ``softmax(z)`` (B, k) where the loss computed it, bit for bit as :func:`softmax` does."""
         gaps = np.max(z, axis=1) - np.min(z, axis=1)  # (B,) nan where z has nan
         gap = float(np.max(gaps))
         self.observe_gap(gap)
         if not gap <= self.healthy_gap:  # a probability may be exactly 0 (or z is nan): count them
             rows = ~(gaps <= self.healthy_gap)  # only these can have one (softmax is row by row)
             with np.errstate(all="ignore"):
-                zeros = int(np.count_nonzero(softmax(z[rows], self.framework) == 0))
+                zeros = int(np.count_nonzero((softmax(z[rows], self.framework) if p is None else p[rows]) == 0))
             self.count_probabilities(step, zeros, int(np.count_nonzero(np.isinf(z[rows]))))
         grad_ok = bool(np.isfinite(gb).all()) if grad_finite is None else grad_finite
         return self.count_nonfinite(step, loss, grad_ok, lambda: Snapshot(step, np.array(idx), np.array(y), np.array(z)))
@@ -264,10 +267,12 @@ class Accounting:
         finite; return whether it skips the update (counted), and keep its scale."""
         skipped = scaler.update(grad_finite)
         if skipped:
-            self.skipped_step = step
             self.nan.count_skip(step)
         if scaler.active:
             self.nan.loss_scale = float(scaler.scale)
+            if self.scales is None:
+                self.scales, self.skipped = np.full(self.steps, np.nan), np.zeros(self.steps, bool)
+            self.scales[step - 1], self.skipped[step - 1] = self.nan.loss_scale, skipped
         return skipped
 
     def check_params(self, step: int, finite: bool) -> None:
@@ -318,8 +323,8 @@ def step_record(step: int, loss: float, acct: Accounting) -> dict:
     """The per-step record of ``--metrics-out``-style logs, from the step's loss and its run's accounting."""
     record = {"step": step, "loss": loss, "nan_loss": loss != loss, "inf_loss": loss in (math.inf, -math.inf),
               "nonfinite_grad": bool(acct.bad_grad[step - 1])}
-    if acct.nan.loss_scale is not None:  # mixed precision with a loss scaler
-        record.update(loss_scale=acct.nan.loss_scale, skipped=acct.skipped_step == step)
+    if acct.nan.loss_scale is not None:  # mixed precision with a loss scaler: its scale and skip at that step
+        record.update(loss_scale=float(acct.scales[step - 1]), skipped=bool(acct.skipped[step - 1]))
     return record
 
 

@@ -50,15 +50,28 @@ gradient, and so does this emulation; the report counts it as a non-finite gradi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import time
 
 import numpy as np
 
-from mnist_cli.engine.base import BatchesTaken
-from mnist_cli.rounding import Inputs, as_dtype, linear, round_to
-from mnist_cli.settings import LossScale
+from mnist_cli.engine.base import (
+    Accounting,
+    BatchesTaken,
+    TrainResult,
+    _epochs,
+    build_result,
+    consumed_digest,
+    initial_model,
+    master_dtype,
+)
+from mnist_cli.losses import LOSSES
+from mnist_cli.model import N_CLASSES
+from mnist_cli.rounding import DTYPES, Inputs, as_dtype, linear_bias, round_to
+from mnist_cli.settings import LossScale, TrainConfig
+from mnist_cli.threads import blas_pinned
 
-__all__ = ["LossScaler", "LowPrecisionSGD"]
+__all__ = ["LossScaler", "LowPrecisionSGD", "train_half_stack"]
 
 #: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval).
 INIT_SCALE, GROWTH, BACKOFF, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
@@ -100,25 +113,49 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-class LowPrecisionSGD(BatchesTaken):
-    """The SGD engine of a float16 or bfloat16 run (an :class:`mnist_cli.engine.base.Engine`), pure or mixed.
+def _finite_runs(a: np.ndarray) -> np.ndarray:
+    """(runs,) whether every entry of each run's ``a`` (runs, ...) is finite."""
+    return np.isfinite(a).reshape(a.shape[0], -1).all(axis=1)
 
-    The parameters are one float32 array ``[W; b]`` (d + 1, k): the dtype's values (pure) or the float32
-    master weights (mixed). See the module docstring for every rounding. Like every engine it runs inside
-    the trainer's ``np.errstate(all="ignore")``: overflow to inf and NaN are results here, not errors.
+
+class LowPrecisionSGD(BatchesTaken):
+    """The SGD engine of float16 or bfloat16 runs (an :class:`mnist_cli.engine.base.Engine`), pure or mixed: one
+    run (:func:`mnist_cli.engine.train`), or a stack of runs that share the seed, dtype, precision and profile
+    (:func:`mnist_cli.engine.stacked.train_stack`), stepped together by :meth:`step_runs`.
+
+    The parameters are one float32 array ``[W; b]`` (runs, d + 1, k): the dtype's values (pure) or the float32
+    master weights (mixed); :attr:`params` is the first run's (d + 1, k). See the module docstring for every
+    rounding. A stack computes each run as it computes alone: each run's products are its own BLAS calls (one
+    per run, the shapes of a run alone), and every other operation is element-wise or reduces one run's own
+    numbers in the order of a run alone (the loss sees the runs' logits (runs, k, B) as a view of a (runs, B, k)
+    array: the reference layout's memory order; ``tests/test_engine_half_stacked.py``). Like every engine it runs
+    inside the trainer's ``np.errstate(all="ignore")``: overflow to inf and NaN are results here, not errors.
     """
 
-    def __init__(self, images, labels, model, config, loss_fn: Callable, acct):
-        self.images, self.labels, self.loss_fn, self.acct = images, labels, loss_fn, acct
-        self.low = as_dtype(config.dtype)
-        self.mixed = config.precision == "mixed"
-        self.params = np.concatenate([model.W, model.b[None, :]]).astype(np.float32)  # (d + 1, k)
-        self.W, self.b = self.params[:-1], self.params[-1]
-        self.B = config.batch_size
-        self.inputs = Inputs(config.input_scale, self.low, self.B, images.shape[1])
-        self.wd = np.float32(config.weight_decay)
-        self.scaler = LossScaler(config.loss_scaling)
-        self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
+    def __init__(self, images, labels, model, configs, accts):
+        first = configs[0]
+        self.images, self.labels, self.accts = images, labels, accts
+        names = list(dict.fromkeys(c.loss for c in configs))
+        self.by_loss = [(LOSSES[name], np.array([i for i, c in enumerate(configs) if c.loss == name]))
+                        for name in names]  # each loss record and its runs
+        self.low = as_dtype(first.dtype)
+        self.mixed = first.precision == "mixed"
+        self.framework = None if first.framework == "numpy" else first.framework  # the profile the loss computes as
+        R, d, k = len(configs), images.shape[1], model.b.shape[0]
+        self.stack = np.empty((R, d + 1, k), np.float32)  # (runs, d + 1, k)
+        self.stack[:] = np.concatenate([model.W, model.b[None, :]]).astype(np.float32)
+        self.params = self.stack[0]
+        self.W, self.b = self.stack[:, :-1], self.stack[:, -1]  # (runs, d, k), (runs, k)
+        self.B = first.batch_size
+        scales = list(dict.fromkeys(c.input_scale for c in configs))
+        self.inputs = [Inputs(s, self.low, self.B, d) for s in scales]  # one per input scale of the runs
+        self.scale_of = [scales.index(c.input_scale) for c in configs]  # run -> its inputs
+        self.wd = np.float32(first.weight_decay)
+        self.scalers = [LossScaler(c.loss_scaling) for c in configs]
+        self.scaler = self.scalers[0]
+        self.z = np.empty((R, self.B, k), np.float32)  # (runs, B, k) reused
+        self.gW = np.empty((R, d, k), np.float32)  # (runs, d, k) reused
+        self.rows_k = np.arange(k)
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)`` as the product sees them: the parameters (pure), rounded master weights (mixed)."""
@@ -126,61 +163,108 @@ class LowPrecisionSGD(BatchesTaken):
             return round_to(self.W, self.low), round_to(self.b, self.low)
         return self.W, self.b
 
-    def _gradients(self, x: np.ndarray, dz: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-        """``(dL/dW, dL/db, scaled ones finite, unscaled ones finite)``: the gradients in float32, rounded half
-        products of ``dz`` (scaled in mixed precision), unscaled; whether the scaled ones were finite
-        (GradScaler's test) and whether the unscaled ones are (the NaN report's)."""
-        scale = self.scaler.scale if self.mixed else np.float32(1)
-        g = dz.astype(np.float32)  # (B, k), already scaled: the loss took the scale (loss_fn's grad_scale)
+    def _gradients(self, xs: list, dz: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(dL/dW, dL/db, scaled ones finite, unscaled ones finite)`` of every run: the gradients in float32,
+        rounded half products of ``dz`` (runs, B, k) (scaled in mixed precision), unscaled; whether each run's
+        scaled ones were finite (GradScaler's test) and whether its unscaled ones are (the NaN report's)."""
+        g = np.array(dz, np.float32, order="C")  # (runs, B, k), already scaled: the loss took the scale (its grad_scale)
         if self.mixed:
             g = round_to(g, self.low, out=g)  # autocast's cast of the gradient to the dtype
-        gW = round_to(x.T @ g, self.low)  # (d, k)
-        gb = round_to(np.sum(g, axis=0, dtype=np.float32), self.low)  # (k,)
-        scaled_ok = _finite(gW) and _finite(gb)  # GradScaler's found_inf, before the unscaling
-        if scale == 1:
+        gW = self.gW
+        for r, x in enumerate(xs):
+            np.matmul(x.T, g[r], out=gW[r])  # (d, k) each run's own product
+        round_to(gW, self.low, out=gW)
+        gb = round_to(np.sum(g, axis=1, dtype=np.float32), self.low)  # (runs, k)
+        scaled_ok = _finite_runs(gW) & _finite_runs(gb)  # GradScaler's found_inf, before the unscaling
+        if not self.mixed or not (scale != 1).any():
             return gW, gb, scaled_ok, scaled_ok
-        inv = np.float32(np.float64(1.0) / np.float64(scale))  # GradScaler's float32 reciprocal (inf at 0)
-        gW *= inv
-        gb *= inv
+        inv = (np.float64(1.0) / scale.astype(np.float64)).astype(np.float32)  # GradScaler's float32 reciprocal
+        gW *= inv  # (runs, 1, 1): runs of scale 1 unchanged
+        gb *= inv[:, 0]
         # a factor in (0, 1] keeps finite finite and non-finite non-finite; a larger one can overflow
-        unscaled_ok = scaled_ok if 0 < inv <= 1 else _finite(gW) and _finite(gb)
-        return gW, gb, scaled_ok, unscaled_ok
+        tame = ((inv > 0) & (inv <= 1))[:, 0, 0]
+        if tame.all():
+            return gW, gb, scaled_ok, scaled_ok
+        return gW, gb, scaled_ok, np.where(tame, scaled_ok, _finite_runs(gW) & _finite_runs(gb))
 
     def step(self, step: int, j: int, lr) -> tuple[float, bool]:
         idx, y = self.take(j)
-        x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
+        loss, bad = self.step_runs(step, idx, y, lr)
+        return float(loss[0]), bool(bad[0])
+
+    def step_runs(self, step: int, idx: np.ndarray, y: np.ndarray, lr) -> tuple[np.ndarray, np.ndarray]:
+        """Step every run on the batch ``idx`` (labels ``y``) at learning rate ``lr`` (float32: one, or (runs, 1, 1));
+        return each run's mean loss (runs,) and whether its loss or gradient was non-finite (runs,)."""
+        pixels = self.images[idx]  # (B, d) gather, once
+        by_scale = [inputs(pixels) for inputs in self.inputs]  # (B, d) scale + round, once per input scale
+        xs = [by_scale[i] for i in self.scale_of]  # each run's
         W, b = self._weights()
-        z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
+        for r, x in enumerate(xs):
+            np.matmul(x, W[r], out=self.z[r])  # (B, k) each run's own product
+        z32 = linear_bias(self.z, b[:, None, :], self.low)  # (runs, B, k) the dtype's logits, in float32
         z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
-        loss, dz = self.loss_fn(z, y, self.scaler.scale) if self.mixed else self.loss_fn(z, y)  # d(scale L)/dz
-        gW, gb, scaled_ok, grad_ok = self._gradients(x, dz)
-        bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
-        if bad and self.mixed and self.acct.snapshot.step == step:
-            self.acct.snapshot.loss_scale = float(self.scaler.scale)  # before the scaler changes it
-        skipped = self.acct.skip(step, self.scaler, scaled_ok) if self.mixed else False
-        if self.acct.halts(bad) or skipped:
-            return loss, bad
-        self._update(gW, gb, np.float32(lr))
+        scale = np.array([s.scale for s in self.scalers], np.float32)[:, None, None] if self.mixed else 1.0
+        loss, dz, p = self._loss(z, y, scale)  # (runs,), (runs, B, k): d(scale L)/dz, softmax(z)
+        gW, gb, scaled_ok, grad_ok = self._gradients(xs, dz, scale)
+        bad = np.zeros(len(xs), bool)
+        apply = np.ones(len(xs), bool)
+        for r, (acct, scaler) in enumerate(zip(self.accts, self.scalers)):
+            bad[r] = acct.record(step, float(loss[r]), z[r], gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
+            if bad[r] and self.mixed and acct.snapshot.step == step:
+                acct.snapshot.loss_scale = float(scaler.scale)  # before the scaler changes it
+            skipped = acct.skip(step, scaler, bool(scaled_ok[r])) if self.mixed else False
+            apply[r] = not (acct.halts(bad[r]) or skipped)
+        if apply.all():
+            self._update(gW, gb, lr)
+        else:
+            for r in np.flatnonzero(apply):
+                self._update(gW[r], gb[r], lr if np.ndim(lr) == 0 else lr[r], runs=slice(r, r + 1))
         return loss, bad
 
-    def _update(self, gW: np.ndarray, gb: np.ndarray, lr: np.float32) -> None:
-        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db``: in float32 (mixed); pure as torch's ``add_``
-        (the module docstring): lr and wd rounded to the dtype, ``W`` rounded once, ``b``'s product rounded too."""
+    def _loss(self, z: np.ndarray, y: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each run's loss record on its logits ``z`` (runs, B, k): ``(L (runs,), d(scale L)/dz, softmax(z))``
+        (runs, B, k), as the record's reference computes one run (:attr:`mnist_cli.losses.Loss.logits`), one
+        call per loss."""
+        t = (slice(None), y, np.arange(y.shape[0]))  # zt[t] (runs, B): each example's target
+        Y = (y[:, None] == self.rows_k).astype(z.dtype).T  # (k, B) one-hot, as a view of (B, k)
+        if len(self.by_loss) == 1:
+            (rec, _), = self.by_loss
+            loss, dzt, p = rec.logits(z.transpose(0, 2, 1), t, Y, scale, self.framework)  # classes on axis 1
+            return np.asarray(loss).reshape(-1), dzt.transpose(0, 2, 1), p.transpose(0, 2, 1)
+        loss, dz, p = np.empty(z.shape[0], z.dtype), np.empty_like(z), np.empty_like(z)
+        for rec, runs in self.by_loss:  # z[runs]: a C-ordered copy, so each run's classes stay contiguous
+            part = scale if np.ndim(scale) == 0 else scale[runs]
+            loss[runs], dzt, pt = rec.logits(z[runs].transpose(0, 2, 1), t, Y, part, self.framework)
+            dz[runs], p[runs] = dzt.transpose(0, 2, 1), pt.transpose(0, 2, 1)
+        return loss, dz, p
+
+    def _update(self, gW: np.ndarray, gb: np.ndarray, lr, runs: slice = slice(None)) -> None:
+        """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db`` of the ``runs`` (``gW`` (runs, d, k) or one run's (d, k),
+        ``lr`` a number or (runs, 1, 1)): in float32 (mixed); pure as torch's
+        ``add_`` (the module docstring): lr and wd rounded to the dtype, ``W`` rounded once, ``b``'s product
+        rounded too."""
+        W, b = self.W[runs], self.b[runs]
+        lr = np.asarray(lr, np.float32)
         if self.mixed:
             if self.wd:
-                gW = gW + self.wd * self.W
-            self.W -= lr * gW
-            self.b -= lr * gb
+                gW = gW + self.wd * W
+            W -= lr * gW
+            b -= lr[..., 0] * gb if lr.ndim else lr * gb
             return
-        lr = np.float32(self.low.type(lr))  # add_'s alpha, in the tensor's dtype
+        lr = lr.astype(self.low).astype(np.float32)  # add_'s alpha, in the tensor's dtype
         if self.wd:
-            gW = round_to(gW + np.float32(self.low.type(self.wd)) * self.W, self.low)
-        self.W -= lr * gW
-        self.b -= round_to(lr * gb, self.low)
-        round_to(self.params, self.low, out=self.params)
+            gW = round_to(gW + np.float32(self.low.type(self.wd)) * W, self.low)
+        W -= lr * gW
+        b -= round_to((lr[..., 0] if lr.ndim else lr) * gb, self.low)
+        params = self.stack[runs]
+        round_to(params, self.low, out=params)
 
     def finite(self) -> bool:
         return _finite(self.params)
+
+    def finite_run(self, r: int) -> bool:
+        """Whether every parameter of run ``r`` is finite."""
+        return _finite(self.stack[r])
 
     def export(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dtype = np.float32 if self.mixed else self.low
@@ -188,3 +272,41 @@ class LowPrecisionSGD(BatchesTaken):
 
     def close(self) -> None:
         pass
+
+
+def train_half_stack(images: np.ndarray, labels: np.ndarray, configs: list[TrainConfig], t0: float) -> list[TrainResult]:
+    """Train float16/bfloat16 runs of one :func:`mnist_cli.engine.stacked.stack_key` (started at ``t0``), stepped
+    together by one :class:`LowPrecisionSGD` (each run's numbers those of the run alone: its docstring), on the
+    schedule :func:`mnist_cli.engine.train` gives a run the stack admits (no decay, averaging or early stop)."""
+    first = configs[0]
+    n, d = images.shape
+    steps = first.steps
+    model, init_digest, order_rng = initial_model(first, d, N_CLASSES)
+    accts = [Accounting(master_dtype(c), N_CLASSES, steps, c.stop_on_nan, None if c.framework == "numpy" else c.framework)
+             for c in configs]
+    engine = LowPrecisionSGD(images, labels, model, configs, accts)
+    losses = np.empty((len(configs), steps))  # (runs, steps)
+    lr = np.array([DTYPES["float32"].type(c.lr) for c in configs], np.float32)[:, None, None]  # half: float32 opmath
+    order_hash = hashlib.sha256()
+    step = 0
+    with np.errstate(all="ignore"), blas_pinned():
+        for perm, count in _epochs(n, first.batch_size, steps, order_rng):
+            engine.begin_epoch(perm, count)
+            for j in range(count):
+                step += 1
+                idx, y = engine.take(j)
+                losses[:, step - 1], bad = engine.step_runs(step, idx, y, lr)
+                for r in np.flatnonzero(bad):
+                    if not accts[r].nan.params_nonfinite:
+                        accts[r].check_params(step, engine.finite_run(r))
+            consumed_digest(order_hash, *engine.consumed(count))
+        for r, acct in enumerate(accts):
+            acct.steps_done = step
+            acct.check_params(step, engine.finite_run(r))
+    digest, share = order_hash.hexdigest(), (time.perf_counter() - t0) / len(configs)
+    results = []
+    for r, (config, acct) in enumerate(zip(configs, accts)):
+        W, b = (np.array(a) for a in engine.export(engine.stack[r]))
+        results.append(build_result(config, W, b, acct, losses[r].copy(), share, digest, init_digest, engine="stack",
+                                    extras={"accounting": acct, "stack": len(configs)}))
+    return results

@@ -253,7 +253,7 @@ def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, 
     if is_half(config.dtype):
         from mnist_cli.engine.half import LowPrecisionSGD
 
-        return LowPrecisionSGD(images, labels, model, config, loss, acct)
+        return LowPrecisionSGD(images, labels, model, [config], [acct])  # a stack of one run
     if config.fast and framework is None:
         from mnist_cli.engine.fast import fast_engine
 

@@ -48,6 +48,11 @@ a block, and wide against per-run products). Against :func:`mnist_cli.engine.tra
 ``FastSGD``) the results are equal **to rounding** only: their products have other shapes and their
 sums run in another order; the NaN stories are the same.
 
+**Half precision** (float16, bfloat16; pure or mixed; any profile): the runs of one :func:`stack_key` are stepped
+by one :class:`mnist_cli.engine.half.LowPrecisionSGD` (:func:`mnist_cli.engine.half.train_half_stack`), the
+engine :func:`mnist_cli.engine.train` steps a run with alone, so each run is **bit-identical** to itself trained
+alone (``tests/test_engine_half_stacked.py``).
+
 Only what ``compare`` uses is supported: constant learning rate, mini-batches, no weight decay,
 averaging or stop on NaN (:func:`check_stackable`). BLAS runs on one thread
 (:func:`mnist_cli.threads.blas_pinned`), and so does the stack: ``threads`` changes nothing here.
@@ -155,13 +160,14 @@ def check_stackable(config: TrainConfig) -> None:
         if getattr(config, name) != plain:
             raise SettingsError(name, f"stacked training does not implement {{{name}}}; train such runs one by one")
     if not stackable(config):
-        raise SettingsError(("dtype", "framework"), "stacked training computes the plain float32/float64 arithmetic "
-                            "only; train half-precision runs and other frameworks' one by one")
+        raise SettingsError(("dtype", "framework"), "stacked training computes float32/float64 in the plain (numpy) "
+                            "profile only; train other frameworks' float32/float64 runs one by one")
 
 
 def stackable(config: TrainConfig) -> bool:
-    """Whether the stack computes ``config``'s arithmetic: float32/float64 in the plain (``numpy``) profile."""
-    return not is_half(config.dtype) and config.framework == "numpy"
+    """Whether the stack computes ``config``'s arithmetic: float32/float64 in the plain (``numpy``) profile, and
+    float16/bfloat16 in every profile (:class:`mnist_cli.engine.half.LowPrecisionSGD`, one step for all runs)."""
+    return is_half(config.dtype) or config.framework == "numpy"
 
 
 @dataclass
@@ -365,9 +371,9 @@ def log_records(result: TrainResult, every: int) -> list[dict]:
 
 
 def stack_key(config: TrainConfig) -> tuple:
-    """Runs with equal keys share a stack: same batches, same init, same dtype."""
-    return (config.seed, config.dtype, config.batch_size, config.steps, config.train_limit, config.init,
-            config.init_std)
+    """Runs with equal keys share a stack: same batches, same init, same dtype, precision and profile."""
+    return (config.seed, config.dtype, config.precision, config.framework, config.batch_size, config.steps,
+            config.train_limit, config.init, config.init_std)
 
 
 def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: list[TrainConfig]) -> list[TrainResult]:
@@ -394,6 +400,12 @@ def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: lis
             raise SettingsError(("batch_size", "train_limit"),
                                 f"batch size {first.batch_size} is larger than the {images.shape[0]} training examples")
         t0 = time.perf_counter()
+        if is_half(first.dtype):  # the half-precision engine, stepping every run of the group at once
+            from mnist_cli.engine.half import train_half_stack
+
+            for pos, result in zip(positions, train_half_stack(images, labels.astype(np.intp), group, t0)):
+                results[pos] = result
+            continue
         stack = _Stack(images, labels.astype(np.intp), group)
         digest = stack.train()
         share = (time.perf_counter() - t0) / len(group)
@@ -405,3 +417,4 @@ def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: lis
                                         stack.init_digest, engine="stack",
                                         extras={"accounting": run.acct, "stack": len(group)})
     return results
+
