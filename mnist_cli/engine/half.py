@@ -55,16 +55,8 @@ import time
 
 import numpy as np
 
-from mnist_cli.engine.base import (
-    Accounting,
-    BatchesTaken,
-    TrainResult,
-    _epochs,
-    build_result,
-    consumed_digest,
-    initial_model,
-    master_dtype,
-)
+from mnist_cli.engine import base
+from mnist_cli.engine.base import Accounting, BatchesTaken, TrainResult
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import N_CLASSES
 from mnist_cli.rounding import DTYPES, Inputs, as_dtype, linear_bias, round_to
@@ -281,16 +273,16 @@ def train_half_stack(images: np.ndarray, labels: np.ndarray, configs: list[Train
     first = configs[0]
     n, d = images.shape
     steps = first.steps
-    model, init_digest, order_rng = initial_model(first, d, N_CLASSES)
-    accts = [Accounting(master_dtype(c), N_CLASSES, steps, c.stop_on_nan, None if c.framework == "numpy" else c.framework)
-             for c in configs]
+    model, init_digest, order_rng = base.initial_model(first, d, N_CLASSES)
+    accts = [Accounting(base.master_dtype(c), N_CLASSES, steps, c.stop_on_nan,
+                        None if c.framework == "numpy" else c.framework) for c in configs]
     engine = LowPrecisionSGD(images, labels, model, configs, accts)
     losses = np.empty((len(configs), steps))  # (runs, steps)
     lr = np.array([DTYPES["float32"].type(c.lr) for c in configs], np.float32)[:, None, None]  # half: float32 opmath
     order_hash = hashlib.sha256()
     step = 0
     with np.errstate(all="ignore"), blas_pinned():
-        for perm, count in _epochs(n, first.batch_size, steps, order_rng):
+        for perm, count in base._epochs(n, first.batch_size, steps, order_rng):
             engine.begin_epoch(perm, count)
             for j in range(count):
                 step += 1
@@ -299,7 +291,7 @@ def train_half_stack(images: np.ndarray, labels: np.ndarray, configs: list[Train
                 for r in np.flatnonzero(bad):
                     if not accts[r].nan.params_nonfinite:
                         accts[r].check_params(step, engine.finite_run(r))
-            consumed_digest(order_hash, *engine.consumed(count))
+            base.consumed_digest(order_hash, *engine.consumed(count))
         for r, acct in enumerate(accts):
             acct.steps_done = step
             acct.check_params(step, engine.finite_run(r))
@@ -307,6 +299,6 @@ def train_half_stack(images: np.ndarray, labels: np.ndarray, configs: list[Train
     results = []
     for r, (config, acct) in enumerate(zip(configs, accts)):
         W, b = (np.array(a) for a in engine.export(engine.stack[r]))
-        results.append(build_result(config, W, b, acct, losses[r].copy(), share, digest, init_digest, engine="stack",
+        results.append(base.build_result(config, W, b, acct, losses[r].copy(), share, digest, init_digest, engine="stack",
                                     extras={"accounting": acct, "stack": len(configs)}))
     return results
