@@ -262,9 +262,10 @@ def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray |
     return linear_bias(np.matmul(x, W, out=out), b, dtype)
 
 
-def linear_bias(z: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
+def linear_bias(z: np.ndarray, b: np.ndarray, dtype, held: bool = True) -> np.ndarray:
     """:func:`linear` after its product ``z = x @ W`` (float32, in place): ``rnd(z + b)``; ``z`` may hold a stack
-    of runs' products (runs, n, k), each computed alone, with their biases ``b`` (runs, 1, k)."""
+    of runs' products (runs, n, k), each computed alone, with their biases ``b`` (runs, 1, k). ``held=False``:
+    the same values as an array of ``dtype`` itself (one cast, for a loss computed in the dtype)."""
     z += b
-    return round_to(z, dtype, out=z)
+    return round_to(z, dtype, out=z) if held else z.astype(dtype)
 

@@ -193,8 +193,8 @@ class LowPrecisionSGD(BatchesTaken):
         W, b = self._weights()
         for r, x in enumerate(xs):
             np.matmul(x, W[r], out=self.z[r])  # (B, k) each run's own product
-        z32 = linear_bias(self.z, b[:, None, :], self.low)  # (runs, B, k) the dtype's logits, in float32
-        z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
+        z = linear_bias(self.z, b[:, None, :], self.low, held=self.mixed)  # (runs, B, k) the dtype's logits: what
+        # the loss sees (mixed: held in float32, autocast's float32 loss; pure: in the dtype)
         scale = np.array([s.scale for s in self.scalers], np.float32)[:, None, None] if self.mixed else 1.0
         loss, dz, p = self._loss(z, y, scale)  # (runs,), (runs, B, k): d(scale L)/dz, softmax(z)
         gW, gb, scaled_ok, grad_ok = self._gradients(xs, dz, scale)
