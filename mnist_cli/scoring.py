@@ -131,7 +131,7 @@ def evaluate_stack(models: list[Model], scales: list[float], images: np.ndarray,
     """:func:`evaluate_model` of every model at its input scale on uint8 ``images``, models of one compute form
     :data:`EVAL_MODELS` at a time (:func:`mnist_cli.model.logits_of`): each model's logits are products of its
     own, of the same shapes whatever the other models, so its evaluation does not depend on them and
-    equals :func:`evaluate_model`'s (without the half-precision ``rounding``)."""
+    equals :func:`evaluate_model`'s (a half-precision model's ``rounding`` too: :func:`rounding_report`)."""
     out: list[dict | None] = [None] * len(models)
     by_form: dict[tuple, list[int]] = {}
     for pos, m in enumerate(models):
@@ -143,4 +143,6 @@ def evaluate_stack(models: list[Model], scales: list[float], images: np.ndarray,
                 zs = logits_of([models[p] for p in group], [scales[p] for p in group], images)
                 for pos, z in zip(group, zs):
                     out[pos] = evaluate_logits(models[pos], z, labels)
+                    if is_half(models[pos].compute_dtype):
+                        out[pos]["rounding"] = rounding_report(models[pos], z, images, labels, scales[pos])
     return out

@@ -140,3 +140,22 @@ def test_the_logits_facet_on_a_stack_view_is_each_runs_reference(name, dtype, fr
             ref_loss, ref_grad = rec(z[r], y, s, fw)
             assert np.asarray(loss[r]).tobytes() == np.asarray(ref_loss, dt).tobytes()
             assert dzt[r].T.tobytes() == np.ascontiguousarray(ref_grad).tobytes()
+
+
+def test_compare_of_half_runs_stacked_equals_one_by_one(mnist):
+    """``compare`` of the default's half-precision scenarios (short runs): every run's numbers, NaN report, records
+    and evaluation (its half-precision ``rounding`` report included) equal with the stack and one by one."""
+    from mnist_cli.compare import CompareConfig, run_compare
+
+    config = CompareConfig(scenarios=("f16", "f16-raw-pixels", "f16-mixed", "bf16-lr-5"), steps=60, train_limit=3000,
+                           log_every=5)
+    args = (mnist.train_images, mnist.train_labels, mnist.test_images[:2000], mnist.test_labels[:2000])
+    stacked, alone = run_compare(*args, config), run_compare(*args, replace(config, engine="alone"))
+    assert any(r.result.extras.get("stack", 1) > 1 for r in stacked.runs)
+    for s, a in zip(stacked.runs, alone.runs):
+        np.testing.assert_array_equal(s.result.losses, a.result.losses)
+        np.testing.assert_array_equal(s.result.model.W, a.result.model.W)
+        assert s.result.nan.to_dict() == a.result.nan.to_dict()
+        assert json.dumps(s.records) == json.dumps(a.records)
+        assert json.dumps(s.evaluation, sort_keys=True) == json.dumps(a.evaluation, sort_keys=True)
+        assert "rounding" in s.evaluation
