@@ -215,8 +215,8 @@ class LowPrecisionSGD(BatchesTaken):
 
     def _loss(self, z: np.ndarray, y: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each run's loss record on its logits ``z`` (runs, B, k): ``(L (runs,), d(scale L)/dz, softmax(z))``
-        (runs, B, k), as the record's reference computes one run (the ``logits`` of its record in :data:`mnist_cli.losses.LOSSES`), one
-        call per loss."""
+        (runs, B, k), as the record's reference computes one run (the ``logits`` of its record in
+        :data:`mnist_cli.losses.LOSSES`), one call per loss."""
         t = (slice(None), y, np.arange(y.shape[0]))  # zt[t] (runs, B): each example's target
         Y = (y[:, None] == self.rows_k).astype(z.dtype).T  # (k, B) one-hot, as a view of (B, k)
         if len(self.by_loss) == 1:
