@@ -1,12 +1,13 @@
 """``compare``'s independent groups of runs, trained in this process or in worker processes, bit-identically.
 
-    groups = run_groups(config, jobs)         # [[positions of one stack], [one half-precision run], ...]
+    groups = run_groups(config, jobs)         # [[positions of one stack], [one run of another profile], ...]
     runs = train_groups(data, config, jobs, groups, workers=2)
 
 A *group* is what is trained as one computation: the runs sharing a stack
-(:func:`mnist_cli.engine.stacked.stack_key`: seed, dtype, batches; float32/float64 in the plain profile,
-:func:`mnist_cli.engine.stacked.stackable`), or one run the stack does not compute (half precision,
-another framework's profile), or, with ``engine="alone"``, any single run. A group's runs depend
+(:func:`mnist_cli.engine.stacked.stack_key`: seed, dtype, precision, profile, batches; float32/float64 in the
+plain profile and float16/bfloat16 in every profile, :func:`mnist_cli.engine.stacked.stackable`), or one run
+the stack does not compute (float32/float64 of another framework's profile), or, with ``engine="alone"``, any
+single run. A group's runs depend
 on nothing outside it (each run's numbers are bit-identical whatever else shares its process, see
 :mod:`mnist_cli.engine.stacked`), so the groups can be dealt out to worker processes: every accuracy,
 per-step loss, NaN count, digest and saved array is the same for any number of workers.
