@@ -12,7 +12,7 @@ cell the runs differ by the loss only; each run records digests of both and the 
 whether they agree. With no sweep given, the cells are the :data:`mnist_cli.scenarios.SCENARIOS` table;
 a sweep (``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that
 matches a scenario keeps its name and expectation. :func:`mnist_cli.compare_document.to_document` turns
-the result into one JSON-able dict (documented in the README); :mod:`mnist_cli.report` words it,
+the result into one JSON-able dict (documented in docs/json.md); :mod:`mnist_cli.report` words it,
 :mod:`mnist_cli.report.plots` draws it.
 """
 

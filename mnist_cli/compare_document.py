@@ -1,7 +1,7 @@
 """The ``compare`` document: every run's numbers, the expectations checked, the stability map, in one dict.
 
 :func:`to_document` turns a :class:`mnist_cli.compare.CompareResult` into the JSON-able document that
-``compare --json`` prints (documented in the README); :mod:`mnist_cli.report.compare` words it and
+``compare --json`` prints (documented in docs/json.md); :mod:`mnist_cli.report.compare` words it and
 :mod:`mnist_cli.report.plots` draws it, from the document alone.
 """
 

@@ -216,7 +216,7 @@ def full_disk(monkeypatch):
     return names.append
 
 
-# --- the documented shape of `compare --json` (README "compare --json"), stated once for every test -----------
+# --- the documented shape of `compare --json` (docs/json.md, "compare --json"), stated once for every test -----------
 # NUM may also be "NaN"/"Infinity"/"-Infinity"; "per-loss": an object keyed by exactly the compared losses
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
 NAN_REPORT = {
