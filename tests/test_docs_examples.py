@@ -251,3 +251,24 @@ def test_jq_is_there_for_the_pages_that_use_it():
     """Some examples pipe into jq; the machine must have it (``apt-get install jq``) or they cannot be checked."""
     if any("| jq" in e.command for e in ALL if e.run):
         assert shutil.which("jq"), "jq is not installed: apt-get install jq"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    heads = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_page_is_linked_from_the_readme_and_every_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    assert {p.name for p in PAGES[1:]} <= set(re.findall(r"\]\(docs/([\w-]+\.md)\)", readme))
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.is_file() or (anchor and anchor not in _anchors(file)):
+                broken.append((page.relative_to(ROOT).as_posix(), target))
+    assert broken == []
