@@ -155,7 +155,7 @@ def _head(command: str) -> str:
 
 def test_the_pages_hold_examples_and_every_not_run_block_is_listed():
     assert len(ALL) > 60 and {e.page for e in ALL} >= {"README.md", "docs/train.md", "docs/compare.md"}
-    assert QUICK <= {p.relative_to(ROOT).as_posix() for p in PAGES}
+    assert {p.relative_to(ROOT).as_posix() for p in PAGES} >= QUICK
     marked = {(e.page, _head(e.command)) for e in ALL if not e.run and e.first}
     assert marked == NOT_RUN, (f"marked not run, not listed: {sorted(marked - NOT_RUN)}; "
                                f"listed, not marked (or gone): {sorted(NOT_RUN - marked)}")
