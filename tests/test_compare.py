@@ -298,6 +298,25 @@ def test_cli_check_that_checks_nothing_exits_4_before_any_run(cli, args, tmp_pat
                         "to --losses.\n")
 
 
+def test_each_dataset_gets_the_expectations_measured_on_it():
+    from mnist_cli.scenarios import expectations
+
+    cells = {c.scenario.name: c for c in CompareConfig(scenarios=("tutorial", "f64-lr-5", "lr-2-torch")).cells()}
+    said = {d: {n: expectations(c, ("naive", "fused"), 1000, d) for n, c in cells.items()}
+            for d in ("mnist", "fashion-mnist", "never-measured")}
+    assert said["mnist"]["tutorial"] == said["fashion-mnist"]["tutorial"]  # no `differs`: the same everywhere
+    assert said["mnist"]["f64-lr-5"]["naive"] == {"nonfinite": False, "by_step": None}
+    assert "naive" not in said["fashion-mnist"]["f64-lr-5"] and "naive" not in said["mnist"]["lr-2-torch"]
+    assert said["fashion-mnist"]["lr-2-torch"]["naive"]["nonfinite"]
+    fused = {"fused": {"nonfinite": False, "by_step": None}}
+    assert all(e == fused for e in said["never-measured"].values())  # only the loss's own promise
+    f64_lr5 = cells["f64-lr-5"].scenario
+    assert f64_lr5.on("mnist") is f64_lr5 and f64_lr5.on("fashion-mnist").about != f64_lr5.about
+    assert (f64_lr5.on("fashion-mnist").lr, f64_lr5.on("fashion-mnist").dtype) == (5, "float64")  # the same cell
+    with pytest.raises(SettingsError, match="dataset"):
+        CompareConfig(dataset="kmnist").validate()
+
+
 def test_planned_checks_match_the_document(mnist):
     assert compare_mod.planned_checks(CompareConfig()) == 29  # 26 + the lr-2-torch/-tensorflow cells (issue 19)
     assert compare_mod.planned_checks(compare_mod.compare_config(smoke=True)) == 26  # those two are not in SMOKE
