@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
+import types
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,8 @@ _PATH = Path(__file__).resolve().parents[1] / "scripts" / "measure_scenarios.py"
 
 @pytest.fixture(scope="module")
 def ms():
-    spec = importlib.util.spec_from_file_location("measure_scenarios", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script's functions, as ``python scripts/measure_scenarios.py`` defines them (not run as __main__)."""
+    return types.SimpleNamespace(**runpy.run_path(str(_PATH), run_name="measure_scenarios"))
 
 
 def _runs(*firsts):
