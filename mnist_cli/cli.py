@@ -392,10 +392,11 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, framework
     """Train naive and fused side by side and show when, where and why naive breaks.
 
     Every loss is trained from the same initial parameters on the same batches (same seed), so
-    each difference in the table is the loss's doing. With no sweep option it runs thirteen named
+    each difference in the table is the loss's doing. With no sweep option it runs fifteen named
     scenarios: the 2x2x2 grid of lr 0.5|5, pixels x1|x255 and float32|float64, starting with the
     tutorial itself, then five in half precision (where float16 and bfloat16 break naive, where pure
-    float16 breaks even fused, where mixed precision saves naive and where it cannot). It prints a
+    float16 breaks even fused, where mixed precision saves naive and where it cannot), then lr 2 in
+    PyTorch's and in TensorFlow's arithmetic (where the two frameworks' stories differ). It prints a
     table per scenario (accuracy, final loss, NaN/inf/gradient steps, first non-finite step, argmax
     agreement, a loss sparkline), the stability map, forensics of each first non-finite step and a
     conclusion computed from the results.
