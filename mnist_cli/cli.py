@@ -250,8 +250,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, foreign, normalize, threads,
-             dataset, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, framework, foreign, normalize,
+             threads, dataset, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -270,6 +270,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
       mnist-softmax train --val-split 0.1 --save model.npz && mnist-softmax evaluate model.npz --split val
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
+      mnist-softmax evaluate model.npz --framework tensorflow  # as TF computes (subnormals flushed)
       mnist-softmax evaluate model.npz --normalize true --plot confusion.png
       mnist-softmax evaluate theirs.npz --foreign           # an archive of just W and b
     """
@@ -280,7 +281,8 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
     check_outputs(dataset, data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
     load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = evaluate_file(model_path, load, split=split, input_scale=input_scale, threads=threads, plot=plot_path,
-                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign)
+                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign,
+                           framework=framework)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -299,8 +301,8 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, dtype, precision, out, plot_path, foreign, dataset, data_dir,
-            mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, dtype, precision, framework, out, plot_path, foreign, dataset,
+            data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -318,7 +320,8 @@ def predict(model_path, indices, images, input_scale, dtype, precision, out, plo
     check_outputs(dataset, data_dir, as_json, out=out, plot=plot_path)
     load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, dtype=dtype,
-                          precision=precision, out=out, foreign=foreign, plot=plot_path, load_data=load)
+                          precision=precision, out=out, foreign=foreign, plot=plot_path, load_data=load,
+                          framework=framework)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 

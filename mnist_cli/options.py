@@ -98,14 +98,20 @@ def train_precision_options(f):
                      f"N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")(f)
     return click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
                         help="float16/bfloat16 only: pure rounds everything to the dtype; mixed: float32 master "
-                        "weights, products in the dtype, the ops --mixed-policy lists in float32 (the default, CUDA "
-                        f"autocast's: softmax, log and the loss).  [default: {TUTORIAL.precision}]")(f)
+                        "weights, products in the dtype, the ops --mixed-policy lists in float32 (default: CUDA "
+                        "autocast's policy, softmax, log and the loss in float32; under --framework tensorflow "
+                        f"Keras's mixed_float16).  [default: {TUTORIAL.precision}]")(f)
 
 
 def compute_options(f):
-    """``--dtype`` and ``--precision`` of ``evaluate`` and ``predict``: compute a saved model's logits in another
-    form than its own."""
-    from mnist_cli.settings import DTYPE_NAMES, PRECISION_NAMES
+    """``--dtype``, ``--precision`` and ``--framework`` of ``evaluate`` and ``predict``: compute a saved model's
+    logits in another form than its own, or as a framework does."""
+    from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, PRECISION_NAMES
+
+    f = click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
+                     help="Compute as this framework does (tensorflow flushes subnormal logits and probabilities to "
+                     "0; the loss as its fused kernel computes it in the model's dtype); the report says which "
+                     "computed.  [default: numpy, pure IEEE, the loss in float64]")(f)
 
     f = click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
                      help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."
