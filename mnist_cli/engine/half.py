@@ -132,6 +132,7 @@ class LowPrecisionSGD(BatchesTaken):
         self.wd = np.float32(config.weight_decay)
         self.scaler = LossScaler(config.loss_scaling, profile(config.framework).scaler)
         self.loss_low = loss_dtype(config) != "float32"  # the loss in the half dtype: pure, or a policy's half ops
+        self.bias_after = profile(config.framework).rules(config.dtype).linear == "bias_after"  # TF's MatMul, BiasAdd
         self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +165,7 @@ class LowPrecisionSGD(BatchesTaken):
         idx, y = self.take(j)
         x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
         W, b = self._weights()
-        z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
+        z32 = linear(x, W, b, self.low, out=self.z, bias_after=self.bias_after)  # (B, k) the dtype's logits, in float32
         z = z32.astype(self.low) if self.loss_low else z32  # what the loss sees: the dtype's, or float32 (the policy)
         loss, dz = self.loss_fn(z, y, self.scaler.scale) if self.mixed else self.loss_fn(z, y)  # d(scale L)/dz
         gW, gb, scaled_ok, grad_ok = self._gradients(x, dz)
