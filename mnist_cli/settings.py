@@ -36,7 +36,7 @@ HALF_NAMES = ("float16", "bfloat16")
 PRECISION_NAMES = ("pure", "mixed")
 #: The framework profiles a run can compute as (mnist_cli.frameworks.PROFILES): "numpy" is the pure-IEEE reference.
 FRAMEWORK_NAMES = ("numpy", "torch", "tensorflow")
-#: The mixed-precision policies, every profile's (mnist_cli.frameworks.Profile.mixed_policies, in PROFILES' order):
+#: The mixed-precision policies, every profile's (mnist_cli.frameworks.PROFILES, each profile's mixed_policies in order):
 #: ``TrainConfig.mixed_policy``, ``--mixed-policy``; "" is the profile's default (Profile.mixed).
 MIXED_POLICY_NAMES = ("float32-softmax", "autocast-cuda", "autocast-cpu", "mixed_float16", "mixed_bfloat16")
 #: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
