@@ -16,7 +16,9 @@ batches: the first non-finite step must be ours. The training level runs against
 Exit status: 0 when everything agrees, 1 on any disagreement (a table row marked FAIL), 3 when PyTorch is
 not installed, 4 when MNIST is not available for the training level (nothing, or only the losses, checked).
 MNIST is read from the data directory (``$MNIST_SOFTMAX_DATA_DIR`` or the user cache), fetched from
-``../shared/datasets/mnist`` when that is there. About 90 s on 2 cores (loss level 4 s).
+``../shared/datasets/mnist`` when that is there. Measured on the shared 2-core machine under a load of ~9 (wall;
+about 3x an idle machine's): loss level 27 s (torch) and 429 s (TensorFlow), scenarios 6 s, training level 305 s
+(torch, 181 runs) and 127 s (TensorFlow, 44 runs); 894 s in all, 4.6 min of CPU.
 
 **Loss level.** For float16, bfloat16, float32 and float64, one example at a time (n = 1) and in batches
 of 100, the ``(loss, dL/dz)`` of :data:`mnist_cli.losses.LOSSES` is compared with PyTorch autograd through
@@ -1172,7 +1174,7 @@ def _training_table(mods: dict, name: str, data: Data) -> int:
         limit = ("-" if row.limit is None else str(row.limit)) if row.stable else "unstable"
         print(f"{row.cell.label:{W}} {row.identical_through:9d} {row.step1:7.2f}  {_pair(o, t, 11)} {diff:>5} "
               f"{limit:>9}  {verdict}")
-    explain_training(rows)
+    explain_training(rows, name)
     notes = [(row, n) for row in rows for n in row.notes]
     if notes:
         print("\nnotes (EXPLAINED and FAIL rows):")
@@ -1190,7 +1192,7 @@ def _keras_version() -> str:
     return keras.__version__
 
 
-def explain_training(rows: list[TrainRow]) -> None:
+def explain_training(rows: list[TrainRow], name: str = "torch") -> None:
     """Why exact agreement is impossible, with this run's figures (printed when a row is not bit-identical)."""
     split = [r for r in rows if r.identical_through < r.cell.steps]
     if not split:
@@ -1201,7 +1203,7 @@ def explain_training(rows: list[TrainRow]) -> None:
         step1[key] = max(step1.get(key, 0.0), r.step1)
     mixed = [r.identical_through for r in split if r.cell.mixed]
     differ = [r for r in rows if r.acc_verdict == "EXPLAINED"]
-    print(f"\nwhy exact agreement is impossible ({len(split)} of {len(rows)} torch runs split from ours):")
+    print(f"\nwhy exact agreement is impossible ({len(split)} of {len(rows)} {name} runs split from ours):")
     print("  Bit-identical trajectories need every rounding to agree. From the identical init and batch, step 1 "
           "agrees within " + ", ".join(f"{v:.2f} eps ({k})" for k, v in step1.items()) + f" (bound {STEP1_UNITS:g}); "
           "the roundings that differ: (1) every matrix product sums its float32 terms in another order (OpenBLAS "
