@@ -27,9 +27,10 @@ demo: $(VENV)/.installed
 	$(CLI) download $(MIRROR_FLAGS)
 	$(CLI) compare $(MIRROR_FLAGS)
 
-# two pytest-xdist workers (CI has 2 cores), each test file whole in one of them (its module fixtures built once)
+# two pytest-xdist workers (CI has 2 cores); worksteal: each starts on a contiguous half of the tests (a file's module
+# fixtures built in one worker, mostly) and takes tests from the other's queue when its own is empty
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mnist_cli tests scripts
