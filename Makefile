@@ -5,7 +5,7 @@
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
 #   make crosscheck -- the tests marked torch; scripts/probe_frameworks.py --check (the profiles still match the
 #                      installed frameworks); scripts/crosscheck.py: losses against PyTorch and TensorFlow, each
-#                      with its profile, training against PyTorch; the tests marked sklearn
+#                      with its profile, training against PyTorch and TensorFlow; the tests marked sklearn
 #   make mutation -- scripts/mutation.py: a sampled cosmic-ray run over the core modules (not in CI; MUTATION_FLAGS)
 PYTHON ?= python3
 VENV   ?= .venv

@@ -33,6 +33,7 @@ from mnist_cli.options import (
     seed_number,
     sweep,
     threads_option,
+    train_precision_options,
     workers_option,
 )
 from mnist_cli.settings import (
@@ -137,17 +138,7 @@ def _load_data(dataset, data_dir, mirrors, offline, quiet):
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default=None,
               help="Dtype of every array (float16/bfloat16: emulated as hardware rounds them; with --precision "
               f"mixed, of the products only).  [default: {TUTORIAL.dtype}]")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
-              help="float16/bfloat16 only: pure rounds everything to the dtype; mixed is CUDA autocast's policy "
-              "(products in the dtype; softmax, log and the loss in float32; float32 master weights)."
-              f"  [default: {TUTORIAL.precision}]")
-@click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
-              help="--precision mixed only: dynamic = torch.amp.GradScaler (2^16, x2 after 2000 finite steps, x0.5 "
-              f"and skip on a non-finite gradient); N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")
-@click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
-              help="Compute the losses as this framework does (measured: tensorflow flushes subnormals, so its "
-              "float32 softmax underflows from a gap of 87.3, not 104; torch rounds a half softmax once); numpy = "
-              f"pure IEEE.  [default: {TUTORIAL.framework}]")
+@train_precision_options
 @click.option("--input-scale", type=POSITIVE, default=None,
               help=f"Pixels map to [0, SCALE]; 255 = raw pixels, the classic beginner mistake."
               f"  [default: {TUTORIAL.input_scale:g}]")
@@ -215,10 +206,9 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.report.train import format_train
-    from mnist_cli.settings import train_config
-    from mnist_cli.train import run_session, total_steps
+    from mnist_cli.train import run_session, session_config, total_steps
 
-    config = train_config(preset, **settings)
+    config = session_config(preset, **settings)
     if checkpoint_every and not save_path:
         raise click.UsageError("--checkpoint-every names its files after --save MODEL.npz: add --save.")
     check_outputs(dataset, data_dir, as_json, save=save_path, metrics_out=metrics_out, plot=plot_path)  # now, not after
@@ -260,8 +250,8 @@ def train(preset, fail_on_nan, explain_nan, save_path, metrics_out, plot_path, l
 @threads_option
 @data_options
 @output_options
-def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, foreign, normalize, threads,
-             dataset, data_dir, mirrors, offline, as_json, quiet):
+def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precision, framework, foreign, normalize,
+             threads, dataset, data_dir, mirrors, offline, as_json, quiet):
     """Score a saved model and answer the argmax question on real data.
 
     Reports accuracy from argmax(logits) and from argmax(softmax(logits)), how many predictions
@@ -280,6 +270,7 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
       mnist-softmax train --val-split 0.1 --save model.npz && mnist-softmax evaluate model.npz --split val
       mnist-softmax evaluate model.npz --plot templates.png
       mnist-softmax evaluate model.npz --dtype bfloat16      # what rounding the logits changes
+      mnist-softmax evaluate model.npz --framework tensorflow  # as TF computes (subnormals flushed)
       mnist-softmax evaluate model.npz --normalize true --plot confusion.png
       mnist-softmax evaluate theirs.npz --foreign           # an archive of just W and b
     """
@@ -290,7 +281,8 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
     check_outputs(dataset, data_dir, as_json, plot=plot_path)  # a bad name or no matplotlib costs no data load
     load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = evaluate_file(model_path, load, split=split, input_scale=input_scale, threads=threads, plot=plot_path,
-                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign)
+                           dtype=dtype, precision=precision, normalize=normalize, val_split=val_split, foreign=foreign,
+                           framework=framework)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_evaluate(report, split))
 
 
@@ -309,8 +301,8 @@ def evaluate(model_path, split, val_split, input_scale, plot_path, dtype, precis
 @foreign_option
 @data_options
 @output_options
-def predict(model_path, indices, images, input_scale, dtype, precision, out, plot_path, foreign, dataset, data_dir,
-            mirrors, offline, as_json, quiet):
+def predict(model_path, indices, images, input_scale, dtype, precision, framework, out, plot_path, foreign, dataset,
+            data_dir, mirrors, offline, as_json, quiet):
     """Predict digits with a saved model: the label, argmax(logits) vs argmax(softmax(logits)) and
     the probabilities, for test-set images by index or for images of your own.
 
@@ -328,7 +320,8 @@ def predict(model_path, indices, images, input_scale, dtype, precision, out, plo
     check_outputs(dataset, data_dir, as_json, out=out, plot=plot_path)
     load = partial(_load_data, dataset, data_dir, mirrors, offline, quiet or as_json)
     report = predict_file(model_path, indices=indices, images=images, input_scale=input_scale, dtype=dtype,
-                          precision=precision, out=out, foreign=foreign, plot=plot_path, load_data=load)
+                          precision=precision, out=out, foreign=foreign, plot=plot_path, load_data=load,
+                          framework=framework)
     click.echo(json.dumps(jsonable(report), indent=2, allow_nan=False) if as_json else format_predict(report))
 
 

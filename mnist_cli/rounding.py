@@ -253,10 +253,15 @@ class Inputs:
         return _round_bits(x, self.drop) if self.how == "bits" else x
 
 
-def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None,
+           bias_after: bool = False) -> np.ndarray:
     """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
-    (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
+    (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding (PyTorch's
+    ``F.linear``, an ``addmm``). ``bias_after``: ``rnd(rnd(x @ W) + b)``, the product rounded before the bias is
+    added (TensorFlow's ``MatMul`` then ``BiasAdd``, a Keras ``Dense`` layer: measured in float16)."""
     z = np.matmul(x, W, out=out)
+    if bias_after:
+        round_to(z, dtype, out=z)
     z += b
     return round_to(z, dtype, out=z)
 

@@ -1,4 +1,4 @@
-"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision as CUDA autocast.
+"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision under a policy.
 
     r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic", input_scale=16))
     r.nan.steps_skipped, r.nan.loss_scale       # the first 3 scaled gradients overflow float16
@@ -16,8 +16,9 @@ parameters      ``W, b`` in the dtype                                  float32 m
 inputs          ``x = rnd(float32(pixel) * float32(s))``               the same (autocast casts x)
 logits          ``z = rnd(x @ W + b)``: products exact in float32,     the same with ``rnd(W)``, ``rnd(b)``
                 summed in float32, rounded once (a fused ``linear``)
-loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float32 on ``float32(z)``
-                op rounded, reductions accumulated in float32          (autocast's float32 list)
+loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    the policy's (``Loss.mixed_dtype``):
+                op rounded, reductions accumulated in float32          in float32 on ``float32(z)`` where it
+                (each profile's half arithmetic)                       lists the loss's first op, else as pure
 scaled dL/dz    --                                                     ``g = rnd(d(scale L)/dz)``: the scale
                                                                        enters where autograd's backward takes it
 dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
@@ -34,7 +35,13 @@ multiple of every vector width), computes ``W + alpha * g`` in float32 and round
 shorter than a vector) goes through the scalar loop, which computes in the dtype and also rounds the
 product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.)
 
-**Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics:
+**The mixed policy** (``TrainConfig.mixed_policy``, :meth:`mnist_cli.frameworks.Profile.policy`) decides only
+where the loss computes: the numpy profile's ``float32-softmax`` and torch's ``autocast-cuda`` (the default) in
+float32; torch's ``autocast-cpu`` the fused loss in float32 (``cross_entropy``) but naive and clipped in the dtype
+(``softmax`` and ``log`` follow their input); Keras's ``mixed_float16`` / ``mixed_bfloat16`` every loss in the dtype.
+
+**Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics, with the
+profile's rules (:class:`mnist_cli.frameworks.Scaler`; Keras's ``LossScaleOptimizer`` starts at ``2**15``):
 ``dynamic`` starts at ``2**16``, doubles after 2000 consecutive steps with finite gradients, and on a
 step with a non-finite gradient halves and skips the update; a number ``N`` scales by ``N`` always and
 skips the same steps (GradScaler with growth and backoff factors of 1); ``none`` neither scales nor
@@ -54,28 +61,34 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mnist_cli.engine.base import BatchesTaken
+from mnist_cli.engine.base import BatchesTaken, loss_dtype
+from mnist_cli.frameworks import Scaler, profile
 from mnist_cli.rounding import Inputs, as_dtype, linear, round_to
 from mnist_cli.settings import LossScale
 
 __all__ = ["LossScaler", "LowPrecisionSGD"]
 
-#: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval).
-INIT_SCALE, GROWTH, BACKOFF, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
+#: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval): the
+#: default profile's :class:`mnist_cli.frameworks.Scaler`; a run takes its own profile's (Keras: 2**15).
+_DEFAULT = profile().scaler
+INIT_SCALE, GROWTH, BACKOFF = _DEFAULT.init_scale, _DEFAULT.growth, _DEFAULT.backoff
+GROWTH_INTERVAL = _DEFAULT.growth_interval
 
 
 class LossScaler:
     """``torch.amp.GradScaler`` for one run: the scale, and whether a step's update is skipped.
 
     ``LossScaler(LossScale("dynamic"))``: scale ``2**16``, x2 after :data:`GROWTH_INTERVAL` finite steps in a
-    row, x0.5 and skip on a non-finite gradient. ``LossScale("fixed", 1024)``: a fixed scale, non-finite steps
-    skipped. ``LossScale("none")``: scale 1, nothing skipped (:attr:`active` is False).
+    row, x0.5 and skip on a non-finite gradient; ``rules``: another profile's :class:`mnist_cli.frameworks.Scaler`
+    (Keras's ``LossScaleOptimizer``: ``2**15``, the same growth and backoff). ``LossScale("fixed", 1024)``: a fixed
+    scale, non-finite steps skipped. ``LossScale("none")``: scale 1, nothing skipped (:attr:`active` is False).
     """
 
-    def __init__(self, how: LossScale):
+    def __init__(self, how: LossScale, rules: Scaler = _DEFAULT):
         self.active = how.kind != "none"
         self.dynamic = how.kind == "dynamic"
-        self.scale = np.float32(INIT_SCALE if self.dynamic else (how.value or 1.0))  # a float32, as GradScaler's
+        self.rules = rules
+        self.scale = np.float32(rules.init_scale if self.dynamic else (how.value or 1.0))  # a float32, as GradScaler's
         self.good_steps = 0  # consecutive finite steps since the last change (GradScaler's growth tracker)
 
     def update(self, finite: bool) -> bool:
@@ -84,14 +97,14 @@ class LossScaler:
             return False
         if not finite:
             if self.dynamic:
-                self.scale = np.float32(self.scale * np.float32(BACKOFF))  # reaches 0 after 165 halvings
+                self.scale = np.float32(self.scale * np.float32(self.rules.backoff))  # 0 after 165 halvings
             self.good_steps = 0
             return True
         if self.dynamic:
             self.good_steps += 1
-            if self.good_steps == GROWTH_INTERVAL:
+            if self.good_steps == self.rules.growth_interval:
                 with np.errstate(over="ignore"):
-                    self.scale = np.float32(self.scale * np.float32(GROWTH))
+                    self.scale = np.float32(self.scale * np.float32(self.rules.growth))
                 self.good_steps = 0
         return False
 
@@ -117,7 +130,9 @@ class LowPrecisionSGD(BatchesTaken):
         self.B = config.batch_size
         self.inputs = Inputs(config.input_scale, self.low, self.B, images.shape[1])
         self.wd = np.float32(config.weight_decay)
-        self.scaler = LossScaler(config.loss_scaling)
+        self.scaler = LossScaler(config.loss_scaling, profile(config.framework).scaler)
+        self.loss_low = loss_dtype(config) != "float32"  # the loss in the half dtype: pure, or a policy's half ops
+        self.bias_after = profile(config.framework).rules(config.dtype).linear == "bias_after"  # TF's MatMul, BiasAdd
         self.z = np.empty((self.B, self.b.shape[0]), np.float32)  # (B, k) reused
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +165,8 @@ class LowPrecisionSGD(BatchesTaken):
         idx, y = self.take(j)
         x = self.inputs(self.images[idx])  # (B, d) gather + scale + round
         W, b = self._weights()
-        z32 = linear(x, W, b, self.low, out=self.z)  # (B, k) the dtype's logits, in float32
-        z = z32 if self.mixed else z32.astype(self.low)  # what the loss sees
+        z32 = linear(x, W, b, self.low, out=self.z, bias_after=self.bias_after)  # (B, k) the dtype's logits, in float32
+        z = z32.astype(self.low) if self.loss_low else z32  # what the loss sees: the dtype's, or float32 (the policy)
         loss, dz = self.loss_fn(z, y, self.scaler.scale) if self.mixed else self.loss_fn(z, y)  # d(scale L)/dz
         gW, gb, scaled_ok, grad_ok = self._gradients(x, dz)
         bad = self.acct.record(step, loss, z, gb, idx, y, grad_finite=grad_ok)
