@@ -42,6 +42,12 @@ def _real_mnist() -> Path:
 
 SHARED_MNIST = _real_mnist()
 
+# Every readable report is laid out to $COLUMNS (mnist_cli.report.text.known_width): a width from the caller's
+# environment (a terminal's, or the 80x24 that pytest-xdist's workers are started with) must not reach tests that
+# read a report's lines; a test of a width sets COLUMNS itself.
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
+
 # Loopback test servers must never be reached through a proxy from the environment.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(
     filter(None, [os.environ.get("NO_PROXY", ""), "127.0.0.1", "localhost"])
