@@ -15,7 +15,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test lint smoke bench crosscheck mutation clean
+.PHONY: demo test examples lint smoke bench crosscheck mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ demo: $(VENV)/.installed
 # two pytest-xdist workers (CI has 2 cores); worksteal: each starts on a contiguous half of the tests (a file's module
 # fixtures built in one worker, mostly) and takes tests from the other's queue when its own is empty
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not examples"
+
+examples: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist worksteal -m examples
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mnist_cli tests scripts

@@ -21,8 +21,9 @@ COMMAND --flag`` of every block, run or not, names an option COMMAND has.
 One shortening, by rule (``shortened``): a ``compare`` that does not choose its length (no ``--steps``, ``--smoke``,
 ``--check`` or ``--train-limit``) runs ``--steps 200 --train-limit 5000`` here (every break the pages show happens by
 step 56; the full default ``compare`` is ``make smoke``'s and the compare tests' to run). Nothing else is changed.
-The quick test runs the pages whose examples take seconds; the rest (12-30 epoch runs, sweeps, half precision) is
-``@pytest.mark.slow``.
+The quick test runs the pages whose examples take seconds; the rest (12-30 epoch runs, sweeps, half precision: ~80 s
+of CPU, as much as the rest of the suite) is ``@pytest.mark.slow`` and ``examples``: ``make examples`` runs them
+(``.ci/run`` does, after ``make test``, which leaves them out).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ NOT_RUN = {
     ("docs/json.md", "mnist-softmax compare --lr 0.1:10:log5 --input-scale 1,16,255 --dtype float32,float64 "
                      "--seeds 0,1,2 --json |"),
 }
-# Pages run in the quick suite (seconds); the others run under `-m slow`.
+# Pages run in the quick suite (seconds); the others under `-m examples` (`make examples`, in CI).
 QUICK = {"README.md", "docs/predict.md", "docs/download.md", "docs/json.md"}
 
 
@@ -243,6 +244,7 @@ def test_quick_pages_run_as_written(page, tmp_path, docs_data, shared_mnist_dir)
 
 
 @pytest.mark.slow
+@pytest.mark.examples
 @pytest.mark.parametrize("page", sorted({p.relative_to(ROOT).as_posix() for p in PAGES} - QUICK))
 def test_long_pages_run_as_written(page, tmp_path, docs_data, shared_mnist_dir):
     _run_page(page, tmp_path, docs_data, shared_mnist_dir)
