@@ -1,11 +1,11 @@
 # Entry points that do all the set-up on a fresh machine:
 #   make demo   -- create .venv, install, fetch MNIST and run `mnist-softmax compare`
-#   make test   -- create .venv, install with test extras, run the test suite
+#   make test   -- create .venv, install with test extras, run the test suite (in two processes)
 #   make lint   -- ruff (configured in pyproject.toml) over the package, the tests and the scripts
 #   make bench  -- scripts/bench.py: the performance figures (BENCH_FLAGS=--quick, --json, --contended)
 #   make crosscheck -- the tests marked torch; scripts/probe_frameworks.py --check (the profiles still match the
 #                      installed frameworks); scripts/crosscheck.py: losses against PyTorch and TensorFlow, each
-#                      with its profile, training against PyTorch; the tests marked sklearn
+#                      with its profile, training against PyTorch and TensorFlow; the tests marked sklearn
 #   make mutation -- scripts/mutation.py: a sampled cosmic-ray run over the core modules (not in CI; MUTATION_FLAGS)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +15,7 @@ CLI    := $(VENV)/bin/mnist-softmax
 LOCAL_MNIST ?= $(wildcard ../shared/datasets/mnist)
 MIRROR_FLAGS := $(if $(LOCAL_MNIST),--mirror $(LOCAL_MNIST),)
 
-.PHONY: demo test lint smoke bench crosscheck mutation clean
+.PHONY: demo test examples lint smoke bench crosscheck mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ demo: $(VENV)/.installed
 	$(CLI) download $(MIRROR_FLAGS)
 	$(CLI) compare $(MIRROR_FLAGS)
 
+# two pytest-xdist workers (CI has 2 cores); worksteal: each starts on a contiguous half of the tests (a file's module
+# fixtures built in one worker, mostly) and takes tests from the other's queue when its own is empty
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not examples"
+
+examples: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist worksteal -m examples
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mnist_cli tests scripts

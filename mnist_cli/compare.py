@@ -12,7 +12,7 @@ cell the runs differ by the loss only; each run records digests of both and the 
 whether they agree. With no sweep given, the cells are the :data:`mnist_cli.scenarios.SCENARIOS` table;
 a sweep (``lrs``, ``input_scales``, ``dtypes``) runs their cartesian product instead, and a cell that
 matches a scenario keeps its name and expectation. :func:`mnist_cli.compare_document.to_document` turns
-the result into one JSON-able dict (documented in the README); :mod:`mnist_cli.report` words it,
+the result into one JSON-able dict (documented in docs/json.md); :mod:`mnist_cli.report` words it,
 :mod:`mnist_cli.report.plots` draws it.
 """
 
@@ -37,7 +37,7 @@ from mnist_cli.forensics import explain_result
 from mnist_cli.report.text import number_text
 from mnist_cli.scenarios import SCENARIO_NAMES, SCENARIOS, SMOKE, Cell, expectations
 from mnist_cli.scoring import evaluate_model, evaluate_stack
-from mnist_cli.settings import HALF_NAMES, MAX_RUNS, MAX_WORKERS, TUTORIAL, TrainConfig
+from mnist_cli.settings import DATASET_NAMES, HALF_NAMES, MAX_RUNS, MAX_WORKERS, TUTORIAL, TrainConfig
 
 #: How compare trains its runs: stacked (the default, :mod:`mnist_cli.engine.stacked`) or one by one with
 #: :func:`mnist_cli.engine.train` (the reference the stack is measured against in ``scripts/bench.py``).
@@ -63,6 +63,7 @@ class CompareConfig:
     workers: int | str = 1  # processes the groups of runs are dealt out to, or "auto" (never changes a number)
     engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
     frameworks: tuple[str, ...] = ()  # profiles to sweep (mnist_cli.frameworks); none given: each scenario's own
+    dataset: str = "mnist"  # whose measured expectations the runs are checked against (mnist_cli.scenarios)
 
     @property
     def sweep(self) -> bool:
@@ -133,6 +134,8 @@ class CompareConfig:
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise SettingsError(axis, f"a value is listed twice: {', '.join(map(str, values))}")
+        if self.dataset not in DATASET_NAMES:
+            raise SettingsError("dataset", f"the dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
         if self.engine not in ENGINES:
             raise SettingsError("engine", f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         self._check_grid()
@@ -150,7 +153,7 @@ class CompareConfig:
 
 def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=None, dtypes=None, seeds=None,
                    steps=None, batch_size=None, train_limit=None, log_every=0, threads=None, precisions=None,
-                   loss_scale=None, scenarios=None, workers=None, frameworks=None) -> CompareConfig:
+                   loss_scale=None, scenarios=None, workers=None, frameworks=None, dataset=None) -> CompareConfig:
     """A validated :class:`CompareConfig` from the given settings (None = the default; ``smoke`` makes
     the defaults those of :data:`SMOKE`)."""
     preset = SMOKE if smoke else {}
@@ -159,7 +162,7 @@ def compare_config(*, smoke: bool = False, losses=None, lrs=None, input_scales=N
     given = dict(losses=losses, lrs=lrs, input_scales=input_scales, dtypes=dtypes, seeds=seeds, batch_size=batch_size,
                  steps=steps or preset.get("steps"), train_limit=train_limit or preset.get("train_limit"),
                  log_every=log_every, threads=threads, precisions=precisions, loss_scale=loss_scale, scenarios=scenarios,
-                 workers=workers, frameworks=frameworks)
+                 workers=workers, frameworks=frameworks, dataset=dataset)
     config = CompareConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in given.items() if v is not None})
     config.validate()
@@ -173,7 +176,7 @@ def planned_checks(config: CompareConfig) -> int:
     """How many expectations :func:`to_document` will check for ``config``, known before any run: fused
     (a loss whose record is ``promised_finite``) is checked in every float32/float64 cell, naive (and fused in
     half precision) only in the cells of named scenarios."""
-    return sum(len(expectations(cell, config.losses, config.steps)) for cell in config.cells())
+    return sum(len(expectations(cell, config.losses, config.steps, config.dataset)) for cell in config.cells())
 
 
 @dataclass

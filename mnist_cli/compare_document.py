@@ -1,7 +1,7 @@
 """The ``compare`` document: every run's numbers, the expectations checked, the stability map, in one dict.
 
 :func:`to_document` turns a :class:`mnist_cli.compare.CompareResult` into the JSON-able document that
-``compare --json`` prints (documented in the README); :mod:`mnist_cli.report.compare` words it and
+``compare --json`` prints (documented in docs/json.md); :mod:`mnist_cli.report.compare` words it and
 :mod:`mnist_cli.report.plots` draws it, from the document alone.
 """
 
@@ -98,11 +98,11 @@ def to_document(result) -> dict:
     scenarios, checks, forensics = [], [], []
     for cell, runs in by_cell.items():
         run_docs = {loss: _run_doc(run) for loss, run in runs.items()}
-        expect = expectations(cell, cfg.losses, cfg.steps)
+        expect = expectations(cell, cfg.losses, cfg.steps, cfg.dataset)
         scenarios.append({
             "label": cell.label,
             "name": cell.scenario.name if cell.scenario else None,
-            "about": cell.scenario.about if cell.scenario else None,
+            "about": cell.scenario.on(cfg.dataset).about if cell.scenario else None,  # as measured there
             "lr": cell.lr, "input_scale": cell.input_scale, "dtype": cell.dtype, "precision": cell.precision,
             "loss_scale": cfg.loss_scale if cell.precision == "mixed" else "none", "seed": cell.seed,
             "same_init": len({d["init_digest"] for d in run_docs.values()}) == 1,
@@ -118,6 +118,7 @@ def to_document(result) -> dict:
             "losses": list(cfg.losses), "steps": cfg.steps, "batch_size": cfg.batch_size,
             "train_limit": cfg.train_limit, "init": TUTORIAL.init, "seeds": list(cfg.seeds),
             "grid": "sweep" if cfg.sweep else "scenarios", "threads": cfg.threads,
+            "expectations_of": cfg.dataset,  # the dataset whose measured expectations were checked
         },
         "provenance": provenance(cfg.threads),
         "data": {"n_train": result.n_train, "n_test": result.n_test},

@@ -14,15 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_cli.errors import SettingsError
+from mnist_cli.frameworks import profile
+from mnist_cli.losses import LOSSES
 from mnist_cli.metrics import calibration, normalize_confusion, precision_recall_f1, top_confusions
 from mnist_cli.model import Model
-from mnist_cli.scoring import cross_entropy, logits_and_evaluation
+from mnist_cli.scoring import cross_entropy, logits_and_evaluation, softmax_logits
 from mnist_cli.settings import DEFAULT_THREADS, held_out, val_split_ok
 
 
 def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | None = None,
                   threads: int = DEFAULT_THREADS, plot=None, dtype: str | None = None, precision: str | None = None,
-                  normalize: str | None = None, val_split: int | float | None = None, foreign: bool = False) -> dict:
+                  normalize: str | None = None, val_split: int | float | None = None, foreign: bool = False,
+                  framework: str | None = None) -> dict:
     """``mnist-softmax evaluate``: load the model at ``path`` (checked before any array is read, see
     :meth:`Model.load`, and before the data: a bad model file costs no data load), then the data
     (``load_data()``, a :class:`mnist_cli.data.MNIST`), score the model on its ``split`` at the model's
@@ -36,10 +39,15 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     (true, pred, all) adds ``confusion_normalized`` {``normalize``, ``matrix``}: scikit-learn's normalized
     confusion matrix (:func:`mnist_cli.metrics.normalize_confusion`), which the report and the plot show.
     ``split="val"`` scores the training images the model was validated on (:func:`split_examples`);
-    ``foreign`` accepts an archive of just W and b (:meth:`Model.load`), the report's ``foreign`` True."""
+    ``foreign`` accepts an archive of just W and b (:meth:`Model.load`), the report's ``foreign`` True.
+    ``framework`` computes as that profile does (:mod:`mnist_cli.frameworks`: TensorFlow's flushed logits and
+    probabilities, the loss as its fused kernel computes it in the model's dtype); None: the plain IEEE arithmetic
+    with the loss in float64. ``evaluated_as["framework"]`` and ``framework`` (the profile) say which computed."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
+    prof = profile(framework)  # an unknown name is refused before the model or the data is read
+    framework = None if prof.name == "numpy" else framework  # numpy: the plain arithmetic, the loss in float64
     model = Model.load(path, foreign=foreign)
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
@@ -50,14 +58,17 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     images, labels, where = split_examples(data, split, model.meta, val_split, path)
     if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so
         model = model.as_dtype(dtype or model.compute_dtype, precision)
-    z, report = logits_and_evaluation(model, images, labels, scale, threads)
-    report.update(details(z, labels, report["confusion_matrix"]))
+    z, report = logits_and_evaluation(model, images, labels, scale, threads, framework)
+    report.update(details(softmax_logits(model, z, framework) if framework else z, labels,
+                          report["confusion_matrix"], framework=framework))
     if normalize is not None:
         report["confusion_normalized"] = {"normalize": normalize,
                                           "matrix": normalize_confusion(report["confusion_matrix"], normalize).tolist()}
     meta = _printable(model.meta)  # what a model file says is shown, never obeyed: no terminal escapes
     report.update(split=split, model=str(path), input_scale=scale, provenance=provenance(threads),
-                  evaluated_as={"dtype": model.compute_dtype, "precision": model.precision},  # not the training's
+                  evaluated_as={"dtype": model.compute_dtype, "precision": model.precision,  # not the training's
+                                "framework": prof.name},
+                  framework=prof.describe(),
                   training_provenance=meta.get("provenance"),
                   training={key: meta.get(key) for key in ("config", "steps", "test_accuracy", "mnist_softmax_version",
                                                           "numpy_version", "dataset_checksums", "dataset")},
@@ -112,14 +123,15 @@ def _printable(obj):
     return printable(obj) if isinstance(obj, str) else obj
 
 
-def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10) -> dict:
+def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int = 10, framework=None) -> dict:
     """What ``evaluate`` adds to the accuracies: the mean cross-entropy ``loss``, scikit-learn's
     ``classification_report``, the most frequent ``confusions``, the ``mistakes`` most confident
-    wrong predictions (index, label, prediction, its probability) and the ``calibration``."""
+    wrong predictions (index, label, prediction, its probability) and the ``calibration``. ``framework``: the
+    probabilities and the loss (its fused kernel) as that profile computes them in z's dtype; None: in float64."""
     from mnist_cli.losses import softmax
 
     with np.errstate(all="ignore"):
-        p = softmax(z.astype(np.float64))  # (n, k)
+        p = (softmax(z, framework) if framework else softmax(z.astype(np.float64))).astype(np.float64)  # (n, k)
     pred = np.argmax(z, axis=1)  # (n,)
     conf = p[np.arange(len(pred)), pred]  # (n,) the probability of the prediction
     y = labels.astype(np.int64)
@@ -127,7 +139,8 @@ def details(z: np.ndarray, labels: np.ndarray, cm, mistakes: int = 5, bins: int 
     worst = wrong[np.argsort(-conf[wrong], kind="stable")[:mistakes]]
     cm = np.asarray(cm)
     return {
-        "loss": cross_entropy(z, labels),
+        "loss": LOSSES["fused"](z, labels.astype(np.intp), framework=framework)[0] if framework
+        else cross_entropy(z, labels),
         "classification_report": precision_recall_f1(cm),
         "confusions": top_confusions(cm),
         "confident_mistakes": [{"index": int(i), "label": int(y[i]), "predicted": int(pred[i]),

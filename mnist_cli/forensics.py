@@ -21,6 +21,7 @@ from functools import partial
 
 import numpy as np
 
+from mnist_cli.engine.base import loss_dtype
 from mnist_cli.frameworks import profile
 from mnist_cli.losses import (
     CLIP_MIN,
@@ -124,7 +125,8 @@ def explain_result(result, dtype, loss_name: str, images: np.ndarray | None = No
         return None
     mixed = getattr(result.config, "precision", "pure") == "mixed"
     broke = result.nan.first_nonfinite_params_step  # the parameters were non-finite after this step
-    e = explain(result.snapshot, "float32" if mixed else dtype, loss_name,  # mixed: the loss ran in float32
+    loss_in = loss_dtype(result.config) if mixed else dtype  # mixed: where the policy ran the loss (CUDA's: float32)
+    e = explain(result.snapshot, loss_in, loss_name,
                 params_finite=broke is None or broke >= result.snapshot.step,
                 framework=getattr(result.config, "framework", None))
     if mixed and not e["culprits"]:  # every example's loss and dL/dz finite: the half backward product overflowed

@@ -24,8 +24,9 @@ measured in the real framework by ``scripts/probe_frameworks.py`` (its output, w
   are: a batch whose sum passes 65504 has an ``inf`` mean; PyTorch's ``mean`` accumulates in float32);
 
 and, per framework: ``log_backward``, the naive backward's order (``grad / x``, PyTorch; ``grad * reciprocal(x)``,
-TF, which matters in float16); the autocast/mixed policies (the ops each computes in float32); the loss
-scaler's rules (:class:`Scaler`).
+TF, which matters in float16); the autocast/mixed policies (the ops each computes in float32, the rest in the
+half dtype: :meth:`Profile.policy`, ``--mixed-policy``; :meth:`mnist_cli.losses.Loss.mixed_dtype` says where a
+loss then computes); the loss scaler's rules (:class:`Scaler`, taken by :class:`mnist_cli.engine.half.LossScaler`).
 
 The ``numpy`` profile is the lab's pure-IEEE reference (what it computed before profiles): no flushing,
 every op rounded, ``e / s``, float32 accumulation everywhere, ``grad / x``.
@@ -37,8 +38,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from mnist_cli.errors import ConfigError
-from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, HALF_NAMES
+from mnist_cli.errors import ConfigError, SettingsError
+from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, HALF_NAMES, MIXED_POLICY_NAMES
 
 __all__ = ["Rules", "PLAIN", "Scaler", "Profile", "PROFILES", "FRAMEWORK_NAMES", "DEFAULT_FRAMEWORK", "profile",
            "check_probes"]
@@ -57,6 +58,7 @@ class Rules:
     log_backward: str = "divide"  # the profile's (Profile.rules fills it in)
     fused_form: str = "target"  # "target": logsumexp - z[y] | "labels": sum_j y_j (logsumexp - z_j) (TF: 0 * inf)
     fused_float32: bool = False  # the fused kernel computes a half dtype in float32, rounds once (TF float16)
+    linear: str = "fused"  # x @ W + b rounded once ("fused", F.linear) | the product rounded, then + b ("bias_after")
 
     @property
     def plain(self) -> bool:
@@ -119,12 +121,34 @@ class Profile:
         u = self.smallest_positive(dtype)
         return -math.log(u) if self.rules(dtype).ftz else math.log(2) - math.log(u)
 
+    def policy(self, name: str = "", dtype: str | None = None) -> tuple[str, tuple[str, ...]]:
+        """``(name, the ops it computes in float32)`` of the mixed-precision policy ``name`` of this profile for a
+        run in ``dtype``; ``""``: the profile's default, :attr:`mixed` (a policy named after a half dtype,
+        Keras's ``mixed_float16``, is that dtype's only, so the default in bfloat16 is ``mixed_bfloat16``).
+        A :class:`SettingsError` for a policy of another profile or of another dtype."""
+        if not name:
+            name = self.mixed
+            if dtype is not None and _policy_dtype(name) not in (None, dtype):
+                name = next((p for p in self.mixed_policies if _policy_dtype(p) == dtype), name)
+        if name not in self.mixed_policies:
+            raise SettingsError(("mixed_policy", "framework"), f"{name!r} is not a mixed policy of {self.name}: "
+                                f"choose {' or '.join(self.mixed_policies)}, or another {{framework}}")
+        if dtype is not None and _policy_dtype(name) not in (None, dtype):
+            raise SettingsError(("mixed_policy", "dtype"), f"the mixed policy {name} computes in "
+                                f"{_policy_dtype(name)}, the run in {dtype}: change {{mixed_policy}} or {{dtype}}")
+        return name, tuple(self.mixed_policies[name])
+
     def describe(self) -> dict:
         """The profile as a JSON-able record (reports, documents and saved models name it)."""
         return {"framework": self.name, "measured_with": self.measured_with, "log_backward": self.log_backward,
                 "mixed": self.mixed, "scaler": {"name": self.scaler.name, "init_scale": self.scaler.init_scale,
                                                 "growth_interval": self.scaler.growth_interval},
                 "ftz": sorted(d for d in DTYPE_NAMES if self.rules(d).ftz)}
+
+
+def _policy_dtype(name: str) -> str | None:
+    """The half dtype a policy is named after (Keras's ``mixed_bfloat16``: bfloat16), None for any."""
+    return next((d for d in HALF_NAMES if name.endswith("_" + d)), None)
 
 
 #: PyTorch's CUDA autocast (``aten/src/ATen/autocast_mode.h``: AT_FORALL_FP32, AT_FORALL_FP32_SET_OPT_DTYPE),
@@ -156,7 +180,8 @@ PROFILES: dict[str, Profile] = {
         "tensorflow", "tensorflow-cpu 2.21.0, keras 3.15.1",
         {"float32": _FLUSH, "float64": _FLUSH,
          "bfloat16": Rules(ftz=True, daz=True, softmax_divide="reciprocal"),
-         "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype", fused_float32=True)},
+         "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype", fused_float32=True,
+                          linear="bias_after")},
         log_backward="reciprocal", mixed_policies=_KERAS_POLICIES, mixed="mixed_float16",
         scaler=Scaler("keras.mixed_precision.LossScaleOptimizer", 32768.0, 2.0, 0.5, 2000),
         fused_neg_inf="nan",
@@ -164,10 +189,14 @@ PROFILES: dict[str, Profile] = {
                "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1): the float32 softmax of one max breaks from a gap of 86.64",
                "in a Session, fetching the naive loss alone lets grappler rewrite Log(Softmax) into LogSoftmax",
                "the half-precision softmax's sum order (Eigen's reduction) is not reproduced: ~88% of "
-               "probabilities bit-identical")),
+               "probabilities bit-identical",
+               "float16 tf.matmul(x, W) + b rounds the product, then the sum (Keras Dense; measured by the "
+               "training-level crosscheck: 71 of 320 logits differ from one rounding); bfloat16's Eigen matmul "
+               "does not accumulate in float32 (45% of products equal), not reproduced")),
 }
 DEFAULT_FRAMEWORK = "numpy"
 assert tuple(PROFILES) == FRAMEWORK_NAMES  # settings.py, NumPy-free, lists them for the CLI and TrainConfig
+assert tuple(p for prof in PROFILES.values() for p in prof.mixed_policies) == MIXED_POLICY_NAMES  # likewise
 
 
 def profile(name: str | Profile | None = None) -> Profile:

@@ -42,8 +42,8 @@ from mnist_cli.frameworks import PLAIN, Rules, profile
 from mnist_cli.rounding import as_dtype, batch_mean, class_sum, div_n, finfo, flush, is_half
 
 __all__ = ["Loss", "LOSSES", "rules_of", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
-           "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit",
-           "gradient_overflow_limit", "healthy_gap", "breaks_like_naive"]
+           "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit",
+           "healthy_gap", "breaks_like_naive"]
 
 #: The lower bound of the popular ``log(clip(p, 1e-10, 1))`` workaround.
 CLIP_MIN = 1e-10
@@ -421,6 +421,16 @@ class Loss:
     fast: type | None
     promised_finite: bool
     breaks: Callable[[np.dtype], bool]
+    ops: tuple[str, ...] = ()  # the graph's framework ops, the one taking the logits first (a policy's names)
+
+    def mixed_dtype(self, float32_ops, dtype: str) -> str:
+        """The dtype of this loss under a mixed policy running ``float32_ops`` in float32, the rest in the half
+        ``dtype``: float32 if its first op is listed (later ones follow their input, as autocast promotes), else
+        ``dtype``, as pure half (CPU autocast's naive, Keras's mixed_float16); a later op listed alone is refused."""
+        later = [op for op in self.ops[1:] if op in float32_ops]
+        if self.ops[0] not in float32_ops and later:
+            raise ValueError(f"a mixed policy listing {', '.join(later)} but not {self.ops[0]} is not computed here")
+        return "float32" if self.ops[0] in float32_ops else dtype
 
     def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
                  framework=None) -> tuple[float, np.ndarray]:
@@ -432,10 +442,12 @@ def _clip_floor_is_zero(dtype: np.dtype) -> bool:
     return bool(dtype.type(CLIP_MIN) == 0)
 
 
-#: name -> :class:`Loss`: the only place a loss is chosen by name (its names are
-#: :data:`mnist_cli.settings.LOSS_NAMES`, in that order).
+#: name -> :class:`Loss`: the only place a loss is chosen by name (:data:`mnist_cli.settings.LOSS_NAMES`' order).
 LOSSES: dict[str, Loss] = {
-    "fused": Loss("fused", fused, _fused, _fused_logits, FusedKernel, promised_finite=True, breaks=lambda dtype: False),
-    "naive": Loss("naive", naive, *_from_probs(_naive), None, promised_finite=False, breaks=lambda dtype: True),
-    "clipped": Loss("clipped", clipped, *_from_probs(_clipped), None, promised_finite=False, breaks=_clip_floor_is_zero),
+    "fused": Loss("fused", fused, _fused, _fused_logits, FusedKernel, promised_finite=True,
+                  breaks=lambda dtype: False, ops=("cross_entropy", "log_softmax", "nll_loss")),
+    "naive": Loss("naive", naive, *_from_probs(_naive), None, promised_finite=False,
+                  breaks=lambda dtype: True, ops=("softmax", "log", "sum")),
+    "clipped": Loss("clipped", clipped, *_from_probs(_clipped), None, promised_finite=False,
+                    breaks=_clip_floor_is_zero, ops=("softmax", "log", "sum")),
 }

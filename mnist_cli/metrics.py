@@ -44,7 +44,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
         return np.diag(cm) / cm.sum(axis=1)
 
 
-def argmax_agreement(logits: np.ndarray) -> dict:
+def argmax_agreement(logits: np.ndarray, framework=None) -> dict:
     """Compare ``argmax(z)`` with ``argmax(softmax(z))`` row by row.
 
     Softmax is strictly increasing in each logit, so in exact arithmetic both argmaxes agree. In
@@ -52,9 +52,10 @@ def argmax_agreement(logits: np.ndarray) -> dict:
     when two leaders are far ahead of the rest); ``np.argmax`` then picks the first, which may not
     be the logits' winner. Returns the counts of rows where the predictions differ, where the top
     probability is shared by more than one class although the top logit is unique, and of
-    non-finite logits and probabilities.
+    non-finite logits and probabilities. ``framework``: softmax as that profile computes it
+    (:func:`mnist_cli.losses.softmax`: TensorFlow's flushes probabilities below the smallest normal to 0).
     """
-    probs = softmax(logits)  # (n, k)
+    probs = softmax(logits, framework)  # (n, k)
     pred_z = np.argmax(logits, axis=1)  # (n,)
     pred_p = np.argmax(probs, axis=1)  # (n,)
     with np.errstate(invalid="ignore"):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.rounding import Inputs, as_dtype, is_half, linear, round_to
 from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
+
+if TYPE_CHECKING:  # imported where a model is loaded: a training run need not import it
+    import zipfile
 
 N_FEATURES = 784  # 28 x 28 pixels
 N_CLASSES = 10
@@ -132,6 +135,8 @@ class Model:
             raise ModelFileError(f"model {path} is {size} bytes, over the {MAX_MODEL_BYTES}-byte cap; {_FIX}")
         if not is_zip:
             raise ModelFileError(f"cannot load model {path}: it is not a valid .npz (zip) archive; {_FIX}")
+        import zipfile  # here: only loading a model reads a zip (a training run need not import it)
+
         try:
             with zipfile.ZipFile(path) as zf:
                 has_meta = _check_members(zf, path, foreign)
@@ -320,7 +325,7 @@ def _member_headers(zf: zipfile.ZipFile, path: Path, foreign: bool = False) -> d
         raise ModelFileError(f"model {path} unpacks to {unpacked} bytes, over the {MAX_MODEL_BYTES}-byte cap; {_FIX}")
     headers = {}
     for info in infos:
-        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.flag_bits & 0x1 or info.compress_type not in (0, 8):  # zipfile.ZIP_STORED, ZIP_DEFLATED
             raise ModelFileError(f"model {path} has an encrypted or unusually compressed member; {_FIX}")
         with zf.open(info) as fh:
             reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))

@@ -80,10 +80,38 @@ def given_once(ctx, param, values):
     return values[0] if values else None
 
 
+def train_precision_options(f):
+    """``train``'s ``--precision``, ``--loss-scale``, ``--mixed-policy`` and ``--framework``."""
+    from mnist_cli.settings import FRAMEWORK_NAMES, MIXED_POLICY_NAMES, PRECISION_NAMES, TUTORIAL
+
+    f = click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
+                     help="Compute the losses as this framework does (measured: tensorflow flushes subnormals, so its "
+                     "float32 softmax underflows from a gap of 87.3, not 104; torch rounds a half softmax once); "
+                     f"numpy = pure IEEE.  [default: {TUTORIAL.framework}]")(f)
+    f = click.option("--mixed-policy", type=click.Choice(MIXED_POLICY_NAMES), default=None,
+                     help="--precision mixed only: the --framework's policy of which ops compute in float32 (numpy: "
+                     "float32-softmax; torch: autocast-cuda, autocast-cpu = only cross_entropy; tensorflow: "
+                     "mixed_float16, mixed_bfloat16 = none, Keras's).  [default: the framework's first]")(f)
+    f = click.option("--loss-scale", type=LOSS_SCALE, default=None, metavar="none|dynamic|N",
+                     help="--precision mixed only: dynamic = the framework's scaler (torch.amp.GradScaler: 2^16; Keras "
+                     "LossScaleOptimizer: 2^15; x2 after 2000 finite steps, x0.5 and skip on a non-finite gradient); "
+                     f"N = a fixed scale.  [default: {TUTORIAL.loss_scale}]")(f)
+    return click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+                        help="float16/bfloat16 only: pure rounds everything to the dtype; mixed: float32 master "
+                        "weights, products in the dtype, the ops --mixed-policy lists in float32 (default: CUDA "
+                        "autocast's policy, softmax, log and the loss in float32; under --framework tensorflow "
+                        f"Keras's mixed_float16).  [default: {TUTORIAL.precision}]")(f)
+
+
 def compute_options(f):
-    """``--dtype`` and ``--precision`` of ``evaluate`` and ``predict``: compute a saved model's logits in another
-    form than its own."""
-    from mnist_cli.settings import DTYPE_NAMES, PRECISION_NAMES
+    """``--dtype``, ``--precision`` and ``--framework`` of ``evaluate`` and ``predict``: compute a saved model's
+    logits in another form than its own, or as a framework does."""
+    from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, PRECISION_NAMES
+
+    f = click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
+                     help="Compute as this framework does (tensorflow flushes subnormal logits and probabilities to "
+                     "0; the loss as its fused kernel computes it in the model's dtype); the report says which "
+                     "computed.  [default: numpy, pure IEEE, the loss in float64]")(f)
 
     f = click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
                      help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."

@@ -28,9 +28,10 @@ import numpy as np
 
 from mnist_cli.errors import FormatError, MissingExtraError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
+from mnist_cli.frameworks import profile
 from mnist_cli.losses import softmax
 from mnist_cli.model import Model
-from mnist_cli.scoring import predict_logits
+from mnist_cli.scoring import framework_logits, predict_logits, softmax_logits
 
 PIXELS = 28 * 28
 MAX_IMAGES = 100_000  # more is a data set: use evaluate
@@ -221,7 +222,7 @@ def write_predictions(rows: list[dict], out) -> None:
 
 def predict_file(path, *, indices=None, images=None, load_data=None, input_scale: float | None = None,
                  dtype: str | None = None, precision: str | None = None, out=None, foreign: bool = False,
-                 plot=None) -> dict:
+                 plot=None, framework: str | None = None) -> dict:
     """``predict``: the model at ``path`` on test-set ``indices`` (``load_data()`` gives the data) or
     on the images of the file ``images``; per image its index, true label (test set only), the
     predictions of argmax(logits) and argmax(softmax(logits)), and the probabilities (as computed: in
@@ -229,11 +230,15 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
     form than the model's own, as ``evaluate`` does; ``computed_as`` says which form it was. With ``out``,
     every row written there too (:func:`write_predictions`; a bad path fails before any work); ``foreign``
     accepts an archive of just W and b (:meth:`Model.load`); ``plot`` (a path) draws the 28x28 inputs the
-    model saw (:func:`mnist_cli.report.plots.plot_predictions`)."""
+    model saw (:func:`mnist_cli.report.plots.plot_predictions`). ``framework``: the logits and probabilities as
+    that profile computes them (:func:`mnist_cli.scoring.framework_logits`; TensorFlow flushes subnormals),
+    named in ``computed_as``."""
     from mnist_cli.settings import check_input_scale
 
     if out is not None:
         check_out(out)
+    prof = profile(framework)  # an unknown name is refused before any file is read
+    framework = None if prof.name == "numpy" else framework
     model = Model.load(path, foreign=foreign)
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
@@ -254,9 +259,9 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         where = {"data": data.where}
     if len(x) > MAX_IMAGES:
         raise SettingsError("images", f"{len(x)} images is more than {MAX_IMAGES:,}: use evaluate for a data set")
-    z = predict_logits(model, x, scale)  # (n, k)
+    z = framework_logits(predict_logits(model, x, scale), framework)  # (n, k)
     with np.errstate(all="ignore"):
-        p = softmax(z)  # (n, k) in the model's dtype
+        p = softmax(softmax_logits(model, z, framework) if framework else z, framework)  # (n, k) in the model's dtype
     rows = []
     for j in range(len(x)):
         finite = bool(np.isfinite(z[j]).all())
@@ -272,7 +277,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         write_predictions(rows, out)
         where["out"] = str(out)
     report = {"model": str(path), "input_scale": scale, "source": "test set" if images is None else str(images),
-              "computed_as": {"dtype": model.compute_dtype, "precision": model.precision},
+              "computed_as": {"dtype": model.compute_dtype, "precision": model.precision, "framework": prof.name},
               "foreign": bool(model.meta.get("foreign")), "predictions": rows, **where}
     if plot is not None:
         from mnist_cli.report.plots import plot_predictions

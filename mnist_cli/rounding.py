@@ -256,16 +256,22 @@ class Inputs:
         return _round_bits(x, self.drop) if self.how == "bits" else x
 
 
-def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, dtype, out: np.ndarray | None = None,
+           bias_after: bool = False) -> np.ndarray:
     """``rnd(x @ W + b)`` from float32 arrays holding ``dtype`` values: the products are exact in float32
-    (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding."""
-    return linear_bias(np.matmul(x, W, out=out), b, dtype)
+    (see :mod:`mnist_cli.rounding`), the sum and the bias in float32 (BLAS ``sgemm``), one rounding (PyTorch's
+    ``F.linear``, an ``addmm``). ``bias_after``: ``rnd(rnd(x @ W) + b)``, the product rounded before the bias is
+    added (TensorFlow's ``MatMul`` then ``BiasAdd``, a Keras ``Dense`` layer: measured in float16)."""
+    return linear_bias(np.matmul(x, W, out=out), b, dtype, bias_after=bias_after)
 
 
-def linear_bias(z: np.ndarray, b: np.ndarray, dtype, held: bool = True) -> np.ndarray:
-    """:func:`linear` after its product ``z = x @ W`` (float32, in place): ``rnd(z + b)``; ``z`` may hold a stack
-    of runs' products (runs, n, k), each computed alone, with their biases ``b`` (runs, 1, k). ``held=False``:
-    the same values as an array of ``dtype`` itself (one cast, for a loss computed in the dtype)."""
+def linear_bias(z: np.ndarray, b: np.ndarray, dtype, held: bool = True, bias_after: bool = False) -> np.ndarray:
+    """:func:`linear` after its product ``z = x @ W`` (float32, in place): ``rnd(z + b)`` (``bias_after``:
+    ``rnd(rnd(z) + b)``); ``z`` may hold a stack of runs' products (runs, n, k), each computed alone, with their
+    biases ``b`` (runs, 1, k). ``held=False``: the same values as an array of ``dtype`` itself (one cast, for a loss
+    computed in the dtype)."""
+    if bias_after:
+        round_to(z, dtype, out=z)
     z += b
     return round_to(z, dtype, out=z) if held else z.astype(dtype)
 

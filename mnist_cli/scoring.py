@@ -18,15 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_cli.losses import log_softmax
+from mnist_cli.frameworks import profile
+from mnist_cli.losses import LOSSES, log_softmax
 from mnist_cli.metrics import accuracy, argmax_agreement, confusion_matrix, per_class_accuracy
 from mnist_cli.model import Model, logits_of
-from mnist_cli.rounding import is_half
+from mnist_cli.rounding import flush, is_half
 from mnist_cli.settings import DEFAULT_THREADS
 from mnist_cli.threads import blas_pinned
 
 __all__ = ["Score", "score", "predict_logits", "cross_entropy", "evaluate_model", "evaluate_logits",
-           "rounding_report", "evaluate_stack", "logits_and_evaluation"]
+           "rounding_report", "evaluate_stack", "logits_and_evaluation", "softmax_logits", "framework_logits"]
 
 
 def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
@@ -77,10 +78,11 @@ def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_s
 
 
 def logits_and_evaluation(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
-               threads: int) -> tuple[np.ndarray, dict]:
-    """The logits of ``model`` and :func:`evaluate_model`'s report of them."""
-    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
-    report = evaluate_logits(model, z, labels)
+               threads: int, framework: str | None = None) -> tuple[np.ndarray, dict]:
+    """The logits of ``model`` and :func:`evaluate_model`'s report of them; ``framework``: computed as that
+    profile computes (:func:`framework_logits`, :func:`evaluate_logits`)."""
+    z = framework_logits(predict_logits(model, images, input_scale, threads=threads), framework)  # (n, k)
+    report = evaluate_logits(model, z, labels, framework)
     if is_half(model.compute_dtype):
         report["rounding"] = rounding_report(model, z, images, labels, input_scale, threads)
     return z, report
@@ -97,13 +99,34 @@ def rounding_report(model: Model, z: np.ndarray, images: np.ndarray, labels: np.
             "accuracy_float32": accuracy(labels.astype(np.int64), pred32)}
 
 
-def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray) -> dict:
+def framework_logits(z: np.ndarray, framework: str | None) -> np.ndarray:
+    """The logits as ``framework``'s product returns them: flushed to zero where its kernels flush subnormal
+    results (:attr:`mnist_cli.frameworks.Rules.ftz`, TensorFlow's float32/float64/bfloat16); None: ``z``."""
+    return z if framework is None else flush(z, profile(framework).rules(z.dtype).ftz)
+
+
+def softmax_logits(model: Model, z: np.ndarray, framework: str | None = None) -> np.ndarray:
+    """The logits in the dtype softmax takes them: a mixed-precision model's in float32 when its policy computes
+    softmax in float32 (the default's, CUDA autocast's; under ``framework`` the model's own policy if it is that
+    profile's, else the profile's default: Keras's keeps the half dtype), else as they are."""
+    if model.precision != "mixed":
+        return z
+    if framework is None:
+        return z.astype(np.float32)
+    prof = profile(framework)
+    own = (model.meta.get("config") or {}).get("mixed_policy")
+    ops = prof.policy(own if own in prof.mixed_policies else "", model.compute_dtype)[1]
+    return z.astype(np.float32) if LOSSES["naive"].mixed_dtype(ops, model.compute_dtype) == "float32" else z
+
+
+def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray, framework: str | None = None) -> dict:
     """The evaluation of the logits ``z`` (n, k) of ``model``: ``accuracy`` from ``argmax(logits)`` (what the
     tutorial does after dropping softmax); ``accuracy_softmax`` from ``argmax(softmax(logits))`` (what it did
     before); per-class accuracy, the confusion matrix, the argmax agreement, the non-finite counts. A model
-    with non-finite weights is evaluated, not refused: ``accuracy_meaningful`` is then False."""
+    with non-finite weights is evaluated, not refused: ``accuracy_meaningful`` is then False. ``framework``: the
+    softmax as that profile computes it, in the dtype its policy takes (:func:`softmax_logits`)."""
     k = model.b.shape[0]
-    agree = argmax_agreement(z.astype(np.float32) if model.precision == "mixed" else z)  # autocast: softmax in float32
+    agree = argmax_agreement(softmax_logits(model, z, framework), framework)  # autocast: softmax in float32
     y = labels.astype(np.int64)
     cm = confusion_matrix(y, agree["pred_logits"], k)  # (k, k)
     per_class = per_class_accuracy(cm)

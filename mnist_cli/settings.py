@@ -30,11 +30,15 @@ LOSS_NAMES = ("fused", "naive", "clipped")
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 #: float16 and bfloat16 (mnist_cli.rounding.is_half): the dtypes ``precision`` applies to.
 HALF_NAMES = ("float16", "bfloat16")
-#: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" is
-#: CUDA autocast's policy (products in the dtype; softmax, log, exp and the loss in float32; float32 weights).
+#: How a half-precision run computes (mnist_cli.engine.half): "pure" rounds every array to the dtype; "mixed" follows
+#: the framework's mixed policy (products in the dtype, float32 weights, the ops the policy lists in float32: the
+#: numpy profile's and CUDA autocast's compute softmax, log, exp and the loss in float32).
 PRECISION_NAMES = ("pure", "mixed")
 #: The framework profiles a run can compute as (mnist_cli.frameworks.PROFILES): "numpy" is the pure-IEEE reference.
 FRAMEWORK_NAMES = ("numpy", "torch", "tensorflow")
+#: The mixed-precision policies, every profile's (mnist_cli.frameworks.PROFILES, each profile's mixed_policies in order):
+#: ``TrainConfig.mixed_policy``, ``--mixed-policy``; "" is the profile's default (Profile.mixed).
+MIXED_POLICY_NAMES = ("float32-softmax", "autocast-cuda", "autocast-cpu", "mixed_float16", "mixed_bfloat16")
 #: Loss scaling of a mixed-precision run (mnist_cli.engine.half.LossScaler): none, GradScaler's dynamic, or a number.
 LOSS_SCALE_CHOICES = ("none", "dynamic")
 #: evaluate --normalize: scikit-learn's ``confusion_matrix(normalize=...)`` (mnist_cli.metrics.normalize_confusion):
@@ -132,8 +136,8 @@ def loss_scale_ok(text: str) -> bool:
     return True
 
 
-def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
-    """:class:`SettingsError` for a precision or loss scale that does not apply to ``dtype``."""
+def check_precision(dtype: str, precision: str, loss_scale: str, mixed_policy: str = "") -> None:
+    """:class:`SettingsError` for a precision, loss scale or mixed policy that does not apply to ``dtype``."""
     if precision == "mixed" and dtype not in HALF_NAMES:
         raise SettingsError(("precision", "dtype"),
                             f"mixed precision computes the products in a half format; {dtype} is not one: use "
@@ -142,6 +146,10 @@ def check_precision(dtype: str, precision: str, loss_scale: str) -> None:
         raise SettingsError(("loss_scale", "precision"),
                             "loss scaling unscales float32 master gradients, which only mixed precision has "
                             "(GradScaler refuses half-precision gradients): add {precision} mixed or drop {loss_scale}")
+    if mixed_policy and precision != "mixed":
+        raise SettingsError(("mixed_policy", "precision"),
+                            f"the mixed policy {mixed_policy} applies to mixed precision only: add {{precision}} mixed "
+                            "or drop {mixed_policy}")
 
 
 def val_split_ok(v) -> bool:
@@ -197,7 +205,7 @@ class TrainConfig:
     init_std: float = 0.01
     init_from: str | None = None  # a saved model's path: start from its W and b instead of init (same dtype, form)
     dtype: str = "float32"  # the dtype of every array in the run (of the products, in mixed precision)
-    precision: str = "pure"  # "mixed": CUDA autocast's policy for a float16/bfloat16 run (mnist_cli.engine.half)
+    precision: str = "pure"  # "mixed": float32 masters, half products, the mixed_policy's float32 ops (engine.half)
     loss_scale: str = "none"  # mixed precision: "none", "dynamic" (GradScaler) or a fixed number
     input_scale: float = 1.0  # pixels map to [0, input_scale]; 255 = raw pixels, the beginner mistake
     seed: int = 0  # drives init and shuffling; the batch order does not depend on the loss
@@ -217,6 +225,9 @@ class TrainConfig:
     # steps) and keep the best parameters: Keras's EarlyStopping(patience, restore_best_weights=True); None = never
     early_stop: int | None = None
     framework: str = "numpy"  # compute as this profile does (mnist_cli.frameworks): numpy (pure IEEE), torch, tensorflow
+    # mixed precision: the framework's policy (Profile.mixed_policies: which ops compute in float32); "" = its
+    # default (Profile.mixed); the trainer records the one it followed
+    mixed_policy: str = ""
 
     @property
     def loss_scaling(self) -> LossScale:
@@ -230,7 +241,7 @@ class TrainConfig:
             if value is not None and not ok(value):
                 raise SettingsError(name, f"{what}, got {value!r}" if isinstance(value, str) else f"{what}, got {value:g}")
         check_input_scale(self.input_scale, self.dtype)
-        check_precision(self.dtype, self.precision, self.loss_scale)
+        check_precision(self.dtype, self.precision, self.loss_scale, self.mixed_policy)
         if self.average and self.epochs is not None and self.average_epochs > self.epochs:
             raise SettingsError(("average_epochs", "epochs"),
                                 f"averaging over the last {self.average_epochs} epochs needs at least that many, "
@@ -258,6 +269,8 @@ _RULES = (
     ("loss_scale", loss_scale_ok, "the loss scale must be none, dynamic or a positive number a float32 holds (<= 3.4e38)"),
     ("init", lambda v: v in INIT_NAMES, f"the init must be one of {', '.join(INIT_NAMES)}"),
     ("framework", lambda v: v in FRAMEWORK_NAMES, f"the framework must be one of {', '.join(FRAMEWORK_NAMES)}"),
+    ("mixed_policy", lambda v: v in ("", *MIXED_POLICY_NAMES),
+     f"the mixed policy must be one of {', '.join(MIXED_POLICY_NAMES)}"),
     ("lr", _positive, "the learning rate must be a positive finite number"),
     ("batch_size", lambda v: v >= 1, "the batch size must be at least 1"),
     ("steps", lambda v: v >= 1, "the number of steps must be at least 1"),

@@ -21,12 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_cli.engine import TrainResult, train
-from mnist_cli.engine.base import master_dtype
+from mnist_cli.engine.base import loss_dtype, with_policy
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.frameworks import profile
 from mnist_cli.losses import underflow_limit
 from mnist_cli.scoring import score
-from mnist_cli.settings import TrainConfig, changed_settings, held_out, val_count
+from mnist_cli.settings import TrainConfig, changed_settings, held_out, train_config, val_count
+
+
+def session_config(preset: str = "tutorial", **settings) -> TrainConfig:
+    """:func:`mnist_cli.settings.train_config`'s validated settings with the mixed policy named and checked against
+    the framework profile (:func:`mnist_cli.engine.base.with_policy`): refused before any data is read."""
+    return with_policy(train_config(preset, **settings))
 
 
 def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: float, n_test: int, n_train: int,
@@ -45,7 +51,8 @@ def train_summary(result: TrainResult, test_accuracy: float, train_accuracy: flo
         "n_train": n_train,
         "final_loss": result.final_loss,
         "nan": result.nan.to_dict(),
-        "underflow_limit": underflow_limit(master_dtype(result.config), result.config.framework),
+        "underflow_limit": underflow_limit(loss_dtype(result.config), result.config.framework),
+        "loss_dtype": loss_dtype(result.config),  # where softmax and the loss computed (the mixed policy's)
         "framework": profile(result.config.framework).describe(),
         "seconds": result.seconds,
         "steps_per_second": steps_per_s,

@@ -11,12 +11,14 @@ labels-form fused kernel), at batch sizes 1, 7, 100 and 1000. Measured: 0 patter
 calls against both; half probabilities bit-identical to PyTorch's in 100% of entries (TensorFlow's: 94.8%
 float16, 96.2% bfloat16). ``--strict`` makes an explained row a failure. ``--level scenarios`` runs the framework
 scenarios of ``compare`` (``lr-2-torch``, ``lr-2-tensorflow``) in each framework's own SGD loop, fed our init and
-batches: the first non-finite step must be ours. The training level below is PyTorch's only.
+batches: the first non-finite step must be ours. The training level runs against both (below, *Profiles*).
 
 Exit status: 0 when everything agrees, 1 on any disagreement (a table row marked FAIL), 3 when PyTorch is
 not installed, 4 when MNIST is not available for the training level (nothing, or only the losses, checked).
 MNIST is read from the data directory (``$MNIST_SOFTMAX_DATA_DIR`` or the user cache), fetched from
-``../shared/datasets/mnist`` when that is there. About 90 s on 2 cores (loss level 4 s).
+``../shared/datasets/mnist`` when that is there. Measured on the shared 2-core machine under a load of ~9 (wall;
+about 3x an idle machine's): loss level 27 s (torch) and 429 s (TensorFlow), scenarios 6 s, training level 305 s
+(torch, 181 runs) and 127 s (TensorFlow, 44 runs); 894 s in all, 4.6 min of CPU.
 
 **Loss level.** For float16, bfloat16, float32 and float64, one example at a time (n = 1) and in batches
 of 100, the ``(loss, dL/dz)`` of :data:`mnist_cli.losses.LOSSES` is compared with PyTorch autograd through
@@ -116,6 +118,18 @@ gradient add up, the smallest change there is, already moves that many predictio
 implementations that round differently cannot be held to fewer. Measured: 12-13 of the 32 stable cells
 differ, by 1-4 of 10000 examples, within limits of 1-12 (with OpenBLAS's Haswell, SkylakeX and Sandybridge
 kernels); float32 and most mixed ones agree exactly.
+
+*Profiles (issue 19).* After the 144 cells above (ours in the numpy profile), the cells of
+:data:`PROFILE_MODES`, ours computing as the reference's profile (``--framework``, ``--mixed-policy``): against
+PyTorch, ``torch.autocast("cpu")`` around the product *and the loss* (``autocast-cpu``: ``cross_entropy`` promoted
+to float32, ``softmax``/``log`` left in the half dtype, so a naive float16 run's first scaled step is skipped:
+2**16 is inf in float16), fixed loss scales 1024 and 2**20 (GradScaler set back with ``update(new_scale)``), batch
+sizes 32 and 500 (120 steps, one epoch); against TensorFlow (:class:`KerasSGD`: eager ``GradientTape``, oneDNN off,
+its default flush-to-zero), float32 at lr 0.5, 2 and 5 x input scale 1 and 255, Keras's ``mixed_float16`` with
+the real ``LossScaleOptimizer`` (2**15) and without, batch sizes 32 and 500. Measured (this machine, torch 2.13.0,
+tensorflow-cpu 2.21.0, keras 3.15.1): every profile cell's events identical or teacher-forced-explained, 0 FAIL;
+the float16 Dense's two roundings (product, then bias) are the profile's ``Rules.linear`` (without it 1 of 22
+Keras cells told another NaN story, from our own parameters).
 
 *Loss scaling.* PyTorch back-propagates the scaled loss, so the naive loss's ``log`` backward divides
 ``scale / n`` (not ``1/n``) by ``p``, which overflows float32 once ``p < scale / (n * 3.4e38)``: from a gap of
@@ -533,7 +547,26 @@ SIBLINGS = 4  # within-batch reorderings per side that measure a stable cell's s
 #: tutorial's or smaller: with 10x (lr 5) or 65025x (raw pixels) the last iterate oscillates or freezes.
 STABLE_STEP = 0.5
 EXIT_NO_DATA = 4
-ABBREV = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "dynamic": "dyn"}
+ABBREV = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "dynamic": "dyn", "1048576": "2^20"}
+FW_ABBREV = {"torch": "pt", "tensorflow": "tf"}
+POLICY_ABBREV = {"autocast-cpu": "ac-cpu", "autocast-cuda": "ac-cuda", "mixed_float16": "keras"}
+_ALL = ("naive", "fused", "clipped")
+#: The profile cells (issue 19): (profile, dtype, precision, loss scale, mixed policy, lrs, input scales, batch
+#: sizes, losses). Ours computes as the profile; the reference is PyTorch's loop, or TensorFlow's for tensorflow.
+PROFILE_MODES = (
+    ("torch", "float16", "mixed", "dynamic", "autocast-cpu", (0.5, 5.0), (1.0, 255.0), (100,), _ALL),
+    ("torch", "float16", "mixed", "none", "autocast-cpu", (0.5,), (1.0, 255.0), (100,), _ALL),
+    ("torch", "bfloat16", "mixed", "dynamic", "autocast-cpu", (0.5,), (1.0,), (100,), _ALL),
+    ("torch", "float16", "mixed", "1024", "autocast-cuda", (0.5,), (1.0, 255.0), (100,), ("naive", "fused")),
+    ("torch", "float16", "mixed", "1048576", "autocast-cuda", (0.5,), (1.0, 255.0), (100,), ("naive", "fused")),
+    ("torch", "float32", "pure", "none", "", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
+    ("torch", "float16", "mixed", "dynamic", "autocast-cuda", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
+    ("tensorflow", "float32", "pure", "none", "", (0.5, 2.0, 5.0), (1.0, 255.0), (100,), _ALL),
+    ("tensorflow", "float32", "pure", "none", "", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
+    ("tensorflow", "float16", "mixed", "dynamic", "mixed_float16", (0.5, 5.0), (1.0, 255.0), (100,), _ALL),
+    ("tensorflow", "float16", "mixed", "none", "mixed_float16", (0.5,), (1.0, 255.0), (100,), _ALL),
+    ("tensorflow", "float16", "mixed", "dynamic", "mixed_float16", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
+)
 EVENT_KEYS = ("nan_loss", "inf_loss", "nonfinite_grad", "first_nonfinite", "skipped", "first_skipped",
               "loss_scale", "params_finite")
 
@@ -550,13 +583,27 @@ class TrainCell:
     input_scale: float
     seed: int
     init: str
+    framework: str = "numpy"  # the profile ours computes as; the reference loop: torch's, or TF's for tensorflow
+    policy: str = ""  # the mixed policy ("": the profile's default)
+    batch: int = BATCH
+    steps: int = TRAIN_STEPS
 
     def config(self):
         from mnist_cli.settings import TrainConfig
 
-        return TrainConfig(loss=self.loss, lr=self.lr, steps=TRAIN_STEPS, init=self.init, dtype=self.dtype,
+        return TrainConfig(loss=self.loss, lr=self.lr, steps=self.steps, init=self.init, dtype=self.dtype,
                            precision=self.precision, loss_scale=self.loss_scale, input_scale=self.input_scale,
-                           seed=self.seed)
+                           seed=self.seed, framework=self.framework, mixed_policy=self.policy,
+                           batch_size=self.batch)
+
+    @property
+    def reference(self) -> str:
+        """The framework whose independent loop this cell is checked against."""
+        return "tensorflow" if self.framework == "tensorflow" else "torch"
+
+    @property
+    def cpu_autocast(self) -> bool:
+        return self.mixed and self.policy == "autocast-cpu"
 
     @property
     def mixed(self) -> bool:
@@ -566,7 +613,10 @@ class TrainCell:
     def label(self) -> str:
         mode = f"{ABBREV[self.dtype]} {self.precision}" + (f" {ABBREV.get(self.loss_scale, self.loss_scale)}"
                                                            if self.mixed else "")
-        return f"{mode:15} {self.loss:7} lr {self.lr:<3g} s {self.input_scale:<3g} seed {self.seed}"
+        extra = (f" {FW_ABBREV[self.framework]}" if self.framework != "numpy" else "") + (
+            f" {POLICY_ABBREV.get(self.policy, self.policy)}" if self.policy else "") + (
+            f" B{self.batch}" if self.batch != BATCH else "")
+        return f"{mode:15} {self.loss:7} lr {self.lr:<3g} s {self.input_scale:<3g} seed {self.seed}{extra}"
 
     @property
     def eps(self) -> float:
@@ -577,9 +627,22 @@ class TrainCell:
         return self.lr * self.input_scale**2
 
 
-def train_grid() -> list[TrainCell]:
-    return [TrainCell(d, p, ls, loss, lr, s, seed, init) for d, p, ls in TRAIN_MODES for lr in TRAIN_LRS
-            for s in TRAIN_SCALES for seed, init in TRAIN_SEEDS for loss in TRAIN_LOSSES]
+def train_grid(frameworks=("torch", "tensorflow")) -> list[TrainCell]:
+    """The 144 cells of the PyTorch grid (ours in the numpy profile), then the issue-19 cells: ours computing as
+    the reference's profile, against PyTorch (CPU autocast, fixed loss scales, batch sizes 32 and 500) and
+    TensorFlow (float32 under FTZ, Keras's mixed_float16 with and without LossScaleOptimizer, batches 32, 500)."""
+    cells = [TrainCell(d, p, ls, loss, lr, s, seed, init) for d, p, ls in TRAIN_MODES for lr in TRAIN_LRS
+             for s in TRAIN_SCALES for seed, init in TRAIN_SEEDS for loss in TRAIN_LOSSES] if "torch" in frameworks else []
+    for fw, d, p, ls, policy, lrs, scales, batches, losses in PROFILE_MODES:
+        if (fw if fw == "tensorflow" else "torch") in frameworks:
+            cells += [TrainCell(d, p, ls, loss, lr, s, 0, "zeros", fw, policy, B, _steps(B))
+                      for lr in lrs for s in scales for B in batches for loss in losses]
+    return cells
+
+
+def _steps(batch: int) -> int:
+    """Steps within the first epoch (the reordered siblings need every index once): 300, or an epoch of 500s."""
+    return min(TRAIN_STEPS, 60000 // batch)
 
 
 @dataclass
@@ -634,7 +697,11 @@ class TorchSGD:
         self.opt = torch.optim.SGD([self.W, self.b], lr=cell.lr)
         self.updates = 0
         self.opt.register_step_post_hook(lambda *_: setattr(self, "updates", self.updates + 1))
-        self.scaler = torch.amp.GradScaler("cpu") if cell.loss_scale == "dynamic" else None
+        self.fixed = None if cell.loss_scale in ("none", "dynamic") else float(cell.loss_scale)
+        if self.fixed is not None:  # a fixed scale: GradScaler set back to it after every update (update(new_scale))
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=self.fixed, growth_interval=2**30)
+        else:
+            self.scaler = torch.amp.GradScaler("cpu") if cell.loss_scale == "dynamic" else None
 
     def _tensor(self, a: np.ndarray):
         t = self.t
@@ -657,8 +724,8 @@ class TorchSGD:
 
     def _loss(self, z, y):
         t, F = self.t, self.F
-        if self.cell.mixed:
-            z = z.float()  # CPU autocast keeps softmax/log in the low dtype: the float32 loss by hand
+        if self.cell.mixed and not self.cell.cpu_autocast:
+            z = z.float()  # CPU autocast keeps softmax/log in the low dtype: CUDA autocast's float32 loss by hand
         if self.cell.loss == "fused":
             return F.cross_entropy(z, y)
         p = t.softmax(z, dim=1)
@@ -674,7 +741,10 @@ class TorchSGD:
         self.opt.zero_grad(set_to_none=True)
         with t.autocast("cpu", dtype=self.dt, enabled=self.cell.mixed):
             z = self.F.linear(x, self.W, self.b)
-        loss = self._loss(z, y)
+            if self.cell.cpu_autocast:  # the loss under CPU autocast too: cross_entropy promoted, softmax/log not
+                loss = self._loss(z, y)
+        if not self.cell.cpu_autocast:
+            loss = self._loss(z, y)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)  # the gradients below are unscaled, as the NaN report's
@@ -690,16 +760,99 @@ class TorchSGD:
         before = self.updates
         if self.scaler is not None:
             self.scaler.step(self.opt)
-            self.scaler.update()
+            self.scaler.update(self.fixed)  # None: the dynamic rules
         else:
             self.opt.step()
         skipped = self.updates == before
         return (value != value, math.isinf(value) and not overflow, not grad_ok, skipped), overflow
 
+    def scale(self) -> float | None:
+        return self.scaler.get_scale() if self.scaler is not None else None
+
     def predict(self, test_images) -> np.ndarray:
         with self.t.no_grad(), self.t.autocast("cpu", dtype=self.dt, enabled=self.cell.mixed):
             z = self.F.linear(self._inputs(test_images), self.W, self.b)
         return z.float().argmax(1).numpy()
+
+
+class KerasSGD:
+    """The cell's training as a TensorFlow user writes it (nothing from mnist_cli), eager ``GradientTape``: a
+    ``Dense``-layout kernel (784, 10) and bias as ``tf.Variable``, ``tf.matmul(x, W) + b``, the tutorial's loss
+    graph in tf ops (:class:`TensorFlow`), ``W.assign_sub(lr * g)``. Mixed precision as Keras's ``mixed_float16``
+    policy computes a Dense layer and the tutorial's loss: float32 variables and inputs cast to float16, every
+    op in float16; ``dynamic`` is the real ``keras.mixed_precision.LossScaleOptimizer`` around
+    ``keras.optimizers.SGD`` (``scale_loss``, ``apply``: it unscales, skips a non-finite step and halves).
+    TensorFlow's own settings: subnormals flushed as its CPU kernels do by default, oneDNN off
+    (``TF_ENABLE_ONEDNN_OPTS=0``, the profile's measurement), one intra-op thread."""
+
+    def __init__(self, tf, cell: TrainCell, W0: np.ndarray, b0: np.ndarray, images, labels):
+        self.tf, self.cell, self.images, self.labels = tf, cell, images, labels  # numpy uint8 (n, 784), (n,)
+        self.ref = TensorFlow(tf)
+        self.dt = getattr(tf, cell.dtype)
+        var_dtype = tf.float32 if cell.mixed else self.dt
+        self.W = tf.Variable(tf.cast(tf.constant(W0.astype(np.float32)), var_dtype))  # (784, 10), exact
+        self.b = tf.Variable(tf.cast(tf.constant(b0.astype(np.float32)), var_dtype))
+        self.lr = tf.constant(cell.lr, var_dtype)
+        self.opt = None
+        if cell.loss_scale == "dynamic":
+            import keras
+
+            self.opt = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(cell.lr))
+            self.opt.build([self.W, self.b])  # its dynamic_scale (initial_scale, 2**15) exists from here on
+        elif cell.loss_scale != "none":
+            raise ValueError("Keras 3's LossScaleOptimizer is dynamic only")
+
+    def load(self, W: np.ndarray, b: np.ndarray) -> None:
+        self.W.assign(tf_cast(self.tf, W, self.W.dtype))
+        self.b.assign(tf_cast(self.tf, b, self.b.dtype))
+
+    def params(self) -> tuple[np.ndarray, np.ndarray]:
+        tf = self.tf
+        return tf.cast(self.W, tf.float32).numpy().copy(), tf.cast(self.b, tf.float32).numpy().copy()
+
+    def _logits(self, pixels):
+        tf = self.tf
+        x = tf.cast(tf.constant(pixels), tf.float32) * np.float32(self.cell.input_scale / 255)
+        return tf.matmul(tf.cast(x, self.dt), tf.cast(self.W, self.dt)) + tf.cast(self.b, self.dt)  # Dense
+
+    def step(self, idx: np.ndarray) -> tuple[tuple, bool]:
+        tf = self.tf
+        y_ = tf.one_hot(self.labels[idx].astype(np.int64), 10, dtype=self.dt)
+        with tf.GradientTape() as tape:
+            loss = self.ref.loss(self.cell.loss, self._logits(self.images[idx]), y_)
+            scaled = self.opt.scale_loss(loss) if self.opt is not None else loss
+        grads = tape.gradient(scaled, [self.W, self.b])
+        value = float(loss)
+        scale = float(self.opt.dynamic_scale) if self.opt is not None else 1.0
+        unscaled = [g / scale for g in grads] if self.opt is not None else grads  # what the update applies
+        grad_ok = all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in unscaled)
+        skipped = False
+        if self.opt is not None:
+            before = int(self.opt.inner_optimizer.iterations)
+            self.opt.apply(grads, [self.W, self.b])
+            skipped = int(self.opt.inner_optimizer.iterations) == before  # the inner SGD did not step
+        else:
+            self.W.assign_sub(self.lr * grads[0])
+            self.b.assign_sub(self.lr * grads[1])
+        return (value != value, math.isinf(value), not grad_ok, skipped), False
+
+    def scale(self) -> float | None:
+        return float(self.opt.dynamic_scale) if self.opt is not None else None
+
+    def predict(self, test_images) -> np.ndarray:
+        return self.tf.cast(self._logits(test_images), self.tf.float32).numpy().argmax(1)
+
+
+def tf_cast(tf, a: np.ndarray, dtype):
+    return tf.cast(tf.constant(np.asarray(a, np.float32)), dtype)
+
+
+def trainer(mods: dict, cell: TrainCell, W0: np.ndarray, b0: np.ndarray, data):
+    """The independent loop of ``cell``'s reference framework (``mods``: name -> the imported module)."""
+    if cell.reference == "tensorflow":
+        return KerasSGD(mods["tensorflow"], cell, W0, b0, data.train_images.reshape(len(data.train_labels), -1),
+                        data.train_labels)
+    return TorchSGD(mods["torch"], cell, W0, b0, *data.torch_train)
 
 
 @dataclass
@@ -743,7 +896,7 @@ def init_and_batches(cell: TrainCell, n: int):
     init_rng, order_rng = rngs(cell.seed)
     param_dtype = "float32" if cell.mixed else cell.dtype  # mixed: float32 master weights
     m0 = Model.init(784, 10, cell.init, DTYPES[param_dtype], init_rng, 0.01)
-    return m0, list(batch_order(n, 100, TRAIN_STEPS, order_rng))
+    return m0, list(batch_order(n, cell.batch, cell.steps, order_rng))
 
 
 def ours_predict(cell: TrainCell, W: np.ndarray, b: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -784,10 +937,10 @@ def run_ours(cell: TrainCell, data: Data, order: np.ndarray | None = None, keep:
     return run, params, r
 
 
-def run_torch(torch, cell: TrainCell, data: Data, m0, batches, ours_params=None, reorder=None):
-    """The torch loop on the same init and batches: (Run, first step whose parameters differ from
-    ``ours_params``'s, or None). ``reorder`` shuffles each batch (a sibling)."""
-    tr = TorchSGD(torch, cell, m0.W, m0.b, *data.torch_train)
+def run_torch(mods, cell: TrainCell, data: Data, m0, batches, ours_params=None, reorder=None):
+    """The reference loop (torch's, or TF's: :func:`trainer`) on the same init and batches: (Run, first step whose
+    parameters differ from ``ours_params``'s, or None). ``reorder`` shuffles each batch (a sibling)."""
+    tr = trainer(mods, cell, m0.W, m0.b, data)
     events, overflow, P1, first_diff = [], [], None, None
     for step, idx in enumerate(batches, 1):
         ev, ov = tr.step(reorder(idx) if reorder else idx)
@@ -801,9 +954,10 @@ def run_torch(torch, cell: TrainCell, data: Data, m0, batches, ours_params=None,
             if ours_params is not None and first_diff is None and not same_values(flat, ours_params[step - 1]):
                 first_diff = step
     W, b = tr.params()
-    run = Run(events, tr.scaler.get_scale() if tr.scaler is not None else None, W, b, P1, nll_overflow=overflow)
+    run = Run(events, tr.scale(), W, b, P1, nll_overflow=overflow)
     if run.figures()["params_finite"]:
-        run.predicted(tr.predict(data.torch_test), data.test_labels)
+        test = data.torch_test if isinstance(tr, TorchSGD) else data.test_images.reshape(len(data.test_labels), -1)
+        run.predicted(tr.predict(test), data.test_labels)
     return run, first_diff
 
 
@@ -823,10 +977,10 @@ def same_values(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b, equal_nan=True))
 
 
-def teacher_forced(torch, cell: TrainCell, data: Data, m0, batches, ours: Run, ours_params: list):
-    """Each torch step started from *our* parameters before it: the first step whose events differ
+def teacher_forced(mods, cell: TrainCell, data: Data, m0, batches, ours: Run, ours_params: list):
+    """Each reference step started from *our* parameters before it: the first step whose events differ
     from ours (None: all agree), after ``len(batches)`` steps."""
-    tr = TorchSGD(torch, cell, m0.W, m0.b, *data.torch_train)
+    tr = trainer(mods, cell, m0.W, m0.b, data)
     prev = np.concatenate([m0.W.ravel(), m0.b]).astype(np.float32)
     for step, idx in enumerate(batches, 1):
         tr.load(prev[:-10].reshape(784, 10), prev[-10:])
@@ -879,12 +1033,13 @@ class TrainRow:
     notes: list = field(default_factory=list)
 
 
-def check_cell(torch, cell: TrainCell, data: Data) -> TrainRow:
+def check_cell(mods, cell: TrainCell, data: Data) -> TrainRow:
+    """One cell's row; ``mods``: the imported reference modules by name (``{"torch": torch, "tensorflow": tf}``)."""
     m0, batches = init_and_batches(cell, data.train_images.shape[0])
     ours, params, r = run_ours(cell, data, keep=True)
-    ref, first_diff = run_torch(torch, cell, data, m0, batches, ours_params=params)
+    ref, first_diff = run_torch(mods, cell, data, m0, batches, ours_params=params)
     row = TrainRow(cell, ours.figures(), ref.figures())
-    row.identical_through = (first_diff - 1) if first_diff else TRAIN_STEPS
+    row.identical_through = (first_diff - 1) if first_diff else cell.steps
     if not fed_as_trained(r, m0, batches, data.train_labels):
         row.events_verdict = "FAIL"
         row.notes.append("the trainer did not consume the batch order or init fed to torch (digests differ)")
@@ -897,20 +1052,20 @@ def check_cell(torch, cell: TrainCell, data: Data) -> TrainRow:
         differs = [k for k in EVENT_KEYS if row.ours[k] != row.ref[k]]
         first_event = next((i + 1 for i, (a, b) in enumerate(zip(ours.events, ref.events)) if tuple(a) != tuple(b)),
                            None)
-        tf_step, tf_ev = teacher_forced(torch, cell, data, m0, batches, ours, params)
+        tf_step, tf_ev = teacher_forced(mods, cell, data, m0, batches, ours, params)
         if tf_step is None and first_event is not None and first_diff is not None and first_diff < first_event:
             row.events_verdict = "EXPLAINED"
             row.notes.append(
                 f"{', '.join(differs)} differ: the trajectories first differ in the parameters after step {first_diff} "
                 f"(rounding, see above), the events from step {first_event}; started from our parameters before each "
-                f"step, torch's events agree with ours at all {TRAIN_STEPS} steps (teacher-forced)")
+                f"step, the reference's events agree with ours at all {cell.steps} steps (teacher-forced)")
         else:
             row.events_verdict = "FAIL"
             row.notes.append(
                 f"{', '.join(differs)} differ (first differing event at step {first_event}, parameters first differ "
                 f"after step {first_diff}); teacher-forced: "
                 + ("all steps agree" if tf_step is None else f"step {tf_step} differs, ours "
-                   f"{tuple(ours.events[tf_step - 1])} torch {tf_ev} (nan loss, inf loss, bad grad, skipped)"))
+                   f"{tuple(ours.events[tf_step - 1])} reference {tf_ev} (nan loss, inf loss, bad grad, skipped)"))
     if ref.nll_overflow:
         row.notes.append(f"torch's fused loss was inf at {len(ref.nll_overflow)} steps (first {ref.nll_overflow[0]}) "
                          "because nll_loss sums the batch in float16; its per-example losses are finite, so those "
@@ -933,7 +1088,7 @@ def check_cell(torch, cell: TrainCell, data: Data) -> TrainRow:
         row.acc_verdict = "FAIL"
         row.notes.append("the accuracies differ although the final parameters are equal: the evaluations differ")
     else:
-        row.limit = sensitivity(torch, cell, data, m0, batches, ours, ref)
+        row.limit = sensitivity(mods, cell, data, m0, batches, ours, ref)
         gap = abs(row.correct[0] - row.correct[1])
         row.acc_verdict = "EXPLAINED" if gap <= row.limit else "FAIL"
         if row.acc_verdict == "FAIL":
@@ -942,7 +1097,7 @@ def check_cell(torch, cell: TrainCell, data: Data) -> TrainRow:
     return row
 
 
-def sensitivity(torch, cell: TrainCell, data: Data, m0, batches, ours: Run, ref: Run) -> int:
+def sensitivity(mods, cell: TrainCell, data: Data, m0, batches, ours: Run, ref: Run) -> int:
     """The most test predictions that a within-batch reordering (a change of summation order, nothing else)
     moves in this cell: over each side's run and :data:`SIBLINGS` reorderings of it, the most predictions
     on which two runs of the same side differ (a run whose parameters are not finite differs on all)."""
@@ -950,7 +1105,7 @@ def sensitivity(torch, cell: TrainCell, data: Data, m0, batches, ours: Run, ref:
     for k in range(SIBLINGS):
         order, reorder = within_batch_order(batches, np.random.default_rng([cell.seed, k, 12]), len(data.train_labels))
         families[0].append(run_ours(cell, data, order=order)[0].pred)
-        families[1].append(run_torch(torch, cell, data, m0, batches, reorder=reorder)[0].pred)
+        families[1].append(run_torch(mods, cell, data, m0, batches, reorder=reorder)[0].pred)
     n = len(data.test_labels)
     return max(n if a is None or b is None else int(np.count_nonzero(a != b))
                for family in families for i, a in enumerate(family) for b in family[i + 1:])
@@ -961,33 +1116,54 @@ def _pair(a, b, width: int) -> str:
     return f"{fmt(a) + '/' + fmt(b):>{width}}"
 
 
-def training_level(torch) -> int | None:
-    """The training-level cross-check (see the module docstring): the number of disagreeing table rows,
-    or None when MNIST is not available."""
-    data = load_data(torch)
+def training_level(mods: dict) -> int | None:
+    """The training-level cross-check (see the module docstring) against each framework of ``mods`` (name -> the
+    imported module): the number of disagreeing table rows, or None when MNIST is not available."""
+    data = load_data(mods["torch"])
     if data is None:
         return None
+    fails = 0
+    for name in ("torch", "tensorflow"):
+        if name in mods:
+            fails += _training_table(mods, name, data)
+    return fails
+
+
+def _training_table(mods: dict, name: str, data: Data) -> int:
+    """The training-level tables of one reference framework."""
     t0 = time.perf_counter()
-    rows = [check_cell(torch, cell, data) for cell in train_grid()]
+    cells = [c for c in train_grid(tuple(mods)) if c.reference == name]
+    rows = [check_cell(mods, cell, data) for cell in cells]
     seconds = time.perf_counter() - t0
-    print(f"training level: mnist_cli.engine.train vs a PyTorch {torch.__version__} loop (F.linear, autograd, "
-          f"optim.SGD, autocast, GradScaler), {len(rows)} runs of {TRAIN_STEPS} steps on MNIST, the same init and "
-          f"batches; ours/torch in every column")
+    W = 60  # the setting column
+    if name == "torch":
+        t = mods["torch"]
+        print(f"training level: mnist_cli.engine.train vs a PyTorch {t.__version__} loop (F.linear, autograd, "
+              f"optim.SGD, autocast, GradScaler), {len(rows)} runs on MNIST (300 steps; 120 of 500), the same init "
+              "and batches; ours/torch in every column; 'pt' = ours as the torch profile, ac-cpu/ac-cuda = "
+              "torch.autocast's CPU/CUDA policy")
+    else:
+        tf = mods["tensorflow"]
+        print(f"training level: mnist_cli.engine.train --framework tensorflow vs a TensorFlow {tf.__version__} eager "
+              f"loop (GradientTape, tf.matmul + b, assign_sub; keras {_keras_version()} mixed_float16 and "
+              "LossScaleOptimizer), settings: TF_ENABLE_ONEDNN_OPTS="
+              f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')} (oneDNN off), flush-to-zero as TF's CPU "
+              f"kernels do by default (not changed), 1 intra-op thread; {len(rows)} runs; ours/TF in every column")
     print("\nnon-finite events (counts of steps; first = first step; scale = final loss scale)")
-    print(f"{'setting':46} {'NaN loss':>9} {'inf loss':>9} {'bad grad':>9} {'first':>9} {'skipped':>9} "
+    print(f"{'setting':{W}} {'NaN loss':>9} {'inf loss':>9} {'bad grad':>9} {'first':>9} {'skipped':>9} "
           f"{'1st skip':>9} {'scale':>15} {'finite W':>11}  verdict")
     for row in rows:
         o, t = row.ours, row.ref
-        print(f"{row.cell.label:46} " + " ".join(_pair(o[k], t[k], 9) for k in EVENT_KEYS[:6])
+        print(f"{row.cell.label:{W}} " + " ".join(_pair(o[k], t[k], 9) for k in EVENT_KEYS[:6])
               + f" {_pair(o['loss_scale'], t['loss_scale'], 15)} {_pair(o['params_finite'], t['params_finite'], 11)}"
               + f"  {row.events_verdict}")
     print(f"\ntrajectory and test accuracy: identical = the parameters were equal through that step; step 1 = "
-          f"||P1 torch - P1 ours|| / ||P1 ours - P0|| in eps of the dtype (bound {STEP1_UNITS:g}); correct of 10000 "
+          f"||P1 ref - P1 ours|| / ||P1 ours - P0|| in eps of the dtype (bound {STEP1_UNITS:g}); correct of 10000 "
           f"test examples, compared in stable cells (nothing non-finite, lr * s^2 <= {STABLE_STEP:g}), within the "
           f"limit: the most test predictions on which two runs of one side differ when only the order of the "
           f"examples within each batch changes ({SIBLINGS} reorderings of each side); unstable = accuracy printed, "
           f"not compared")
-    print(f"{'setting':46} {'identical':>9} {'step 1':>7}  {'correct':>11} {'diff':>5} {'limit':>9}  verdict")
+    print(f"{'setting':{W}} {'identical':>9} {'step 1':>7}  {'correct':>11} {'diff':>5} {'limit':>9}  verdict")
     fails = 0
     for row in rows:
         o, t = row.correct
@@ -996,21 +1172,29 @@ def training_level(torch) -> int | None:
         fails += verdict == "FAIL"
         diff = "-" if o is None or t is None else str(abs(o - t))
         limit = ("-" if row.limit is None else str(row.limit)) if row.stable else "unstable"
-        print(f"{row.cell.label:46} {row.identical_through:9d} {row.step1:7.2f}  {_pair(o, t, 11)} {diff:>5} "
+        print(f"{row.cell.label:{W}} {row.identical_through:9d} {row.step1:7.2f}  {_pair(o, t, 11)} {diff:>5} "
               f"{limit:>9}  {verdict}")
-    explain_training(rows)
+    explain_training(rows, name)
     notes = [(row, n) for row in rows for n in row.notes]
     if notes:
         print("\nnotes (EXPLAINED and FAIL rows):")
         for row, n in notes:
             print(f"  {row.cell.label.strip()}: {n}")
-    print(f"\ntraining level: {seconds:.1f} s, " + ("all agree" if not fails else f"{fails} rows disagree"))
+    stable = [r for r in rows if r.stable]
+    print(f"\ntraining level vs {name}: {len(rows)} runs ({len(stable)} stable, accuracy compared), {seconds:.1f} s, "
+          + ("all agree" if not fails else f"{fails} rows disagree") + "\n")
     return fails
 
 
-def explain_training(rows: list[TrainRow]) -> None:
+def _keras_version() -> str:
+    import keras
+
+    return keras.__version__
+
+
+def explain_training(rows: list[TrainRow], name: str = "torch") -> None:
     """Why exact agreement is impossible, with this run's figures (printed when a row is not bit-identical)."""
-    split = [r for r in rows if r.identical_through < TRAIN_STEPS]
+    split = [r for r in rows if r.identical_through < r.cell.steps]
     if not split:
         return
     step1 = {}
@@ -1019,7 +1203,7 @@ def explain_training(rows: list[TrainRow]) -> None:
         step1[key] = max(step1.get(key, 0.0), r.step1)
     mixed = [r.identical_through for r in split if r.cell.mixed]
     differ = [r for r in rows if r.acc_verdict == "EXPLAINED"]
-    print(f"\nwhy exact agreement is impossible ({len(split)} of {len(rows)} torch runs split from ours):")
+    print(f"\nwhy exact agreement is impossible ({len(split)} of {len(rows)} {name} runs split from ours):")
     print("  Bit-identical trajectories need every rounding to agree. From the identical init and batch, step 1 "
           "agrees within " + ", ".join(f"{v:.2f} eps ({k})" for k, v in step1.items()) + f" (bound {STEP1_UNITS:g}); "
           "the roundings that differ: (1) every matrix product sums its float32 terms in another order (OpenBLAS "
@@ -1177,7 +1361,8 @@ def main(argv=None) -> int:
         fails += scenario_level(refs)
         print()
     if args.level in ("all", "training") and "torch" in refs:
-        trained = training_level(refs["torch"].torch)
+        mods = {"torch": refs["torch"].torch, **({"tensorflow": refs["tensorflow"].tf} if "tensorflow" in refs else {})}
+        trained = training_level(mods)
         if trained is None:
             print(f"\n{time.perf_counter() - t0:.1f} s; the training level was not checked")
             return EXIT_NO_DATA

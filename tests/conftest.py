@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST (read-only, never written), a populated data directory, a tiny dataset.
+"""Shared fixtures: the real MNIST (read-only, never written), a populated data directory, real Fashion-MNIST's,
+a tiny dataset.
 
 The real files live in ``../shared/datasets/mnist`` beside the repository (CI clones the repo next to
 ``shared/``); ``MNIST_SOFTMAX_TEST_DATA`` points elsewhere. Tests copy them into temporary
@@ -40,6 +41,12 @@ def _real_mnist() -> Path:
 
 
 SHARED_MNIST = _real_mnist()
+
+# Every readable report is laid out to $COLUMNS (mnist_cli.report.text.known_width): a width from the caller's
+# environment (a terminal's, or the 80x24 that pytest-xdist's workers are started with) must not reach tests that
+# read a report's lines; a test of a width sets COLUMNS itself.
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
 
 # Loopback test servers must never be reached through a proxy from the environment.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(
@@ -119,6 +126,46 @@ def mnist(mnist_data_dir):
     from mnist_cli.data import load_mnist
 
     return load_mnist(mnist_data_dir, offline=True)
+
+
+def _real_fashion(scratch: Path) -> Path:
+    """Where the tests read real Fashion-MNIST: ``$MNIST_SOFTMAX_TEST_FASHION``, else
+    ``../shared/datasets/fashion-mnist`` beside the checkout, else Debian's installed ``dataset-fashion-mnist``
+    (``/usr/share/datasets/fashion-mnist``), else that package fetched from the package registry into
+    ``scratch`` (``apt-get download``, ~31 MB, then ``dpkg -x``). Its files verify by their pinned content."""
+    from mnist_cli.data.datasets import FASHION_MNIST_SPEC
+
+    named = os.environ.get("MNIST_SOFTMAX_TEST_FASHION")
+    for place in ([Path(named)] if named else [Path(__file__).resolve().parents[2] / "shared/datasets/fashion-mnist",
+                                               Path("/usr/share/datasets/fashion-mnist")]):
+        if named or all((place / f.name).is_file() for f in FASHION_MNIST_SPEC.files):
+            return place
+    import shutil
+    import subprocess
+
+    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+        pytest.fail("Real Fashion-MNIST not found: set MNIST_SOFTMAX_TEST_FASHION to a directory of its four .gz "
+                    "files, or install Debian's dataset-fashion-mnist.", pytrace=False)
+    got = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=scratch, capture_output=True, text=True,
+                         timeout=600)
+    debs = sorted(scratch.glob("dataset-fashion-mnist_*.deb"))
+    if got.returncode or not debs:
+        pytest.fail(f"apt-get download dataset-fashion-mnist failed ({got.stderr.strip()[-300:]}): set "
+                    "MNIST_SOFTMAX_TEST_FASHION to a directory of Fashion-MNIST's four .gz files.", pytrace=False)
+    subprocess.run(["dpkg", "-x", str(debs[0]), str(scratch / "deb")], check=True, timeout=600)
+    return scratch / "deb/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir(tmp_path_factory) -> Path:
+    """A Fashion-MNIST data directory filled from the real files (:func:`_real_fashion`) through the real code
+    path (verified against the pinned SHA-256, stamped, cached)."""
+    from mnist_cli.data import load_mnist
+
+    source = _real_fashion(tmp_path_factory.mktemp("fashion-deb"))
+    data_dir = tmp_path_factory.mktemp("fashion-data")
+    load_mnist(data_dir, mirrors=[str(source)], offline=True, dataset="fashion-mnist")
+    return data_dir
 
 
 @dataclass(frozen=True)
@@ -216,7 +263,7 @@ def full_disk(monkeypatch):
     return names.append
 
 
-# --- the documented shape of `compare --json` (README "compare --json"), stated once for every test -----------
+# --- the documented shape of `compare --json` (docs/json.md, "compare --json"), stated once for every test -----------
 # NUM may also be "NaN"/"Infinity"/"-Infinity"; "per-loss": an object keyed by exactly the compared losses
 NUM, OPT_INT, OPT_STR = "num", "int|null", "str|null"
 NAN_REPORT = {
@@ -265,7 +312,7 @@ PROVENANCE = {
 DOCUMENT = {
     "schema": str,
     "settings": {"losses": [str], "steps": int, "batch_size": int, "train_limit": OPT_INT, "init": str,
-                 "seeds": [int], "grid": str, "threads": int},
+                 "seeds": [int], "grid": str, "threads": int, "expectations_of": str},
     "provenance": PROVENANCE,
     "data": {"n_train": int, "n_test": int, "dir": str, "verified": bool, "dataset": str, "title": str, "classes": list},
     "scenarios": [SCENARIO],

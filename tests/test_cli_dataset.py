@@ -1,7 +1,8 @@
 """`--dataset mnist|fashion-mnist` (MNIST_SOFTMAX_DATASET): Fashion-MNIST declared as data like MNIST (decompressed
 sizes and SHA-256 the authority, the publisher's mirrors), its own default data directory, its class names in the
-reports. The tests serve a tiny stand-in with the real declaration's names and classes from a loopback server;
-the real pins were computed from Debian's dataset-fashion-mnist (see mnist_cli/data/datasets.py)."""
+reports, and compare's expectations as measured on it. Most tests serve a tiny stand-in with the real declaration's
+names and classes from a loopback server; the real pins were computed from Debian's dataset-fashion-mnist (see
+mnist_cli/data/datasets.py), and compare's checks run on those real files (conftest's ``fashion_data_dir``)."""
 
 import dataclasses
 import json
@@ -84,10 +85,64 @@ def test_train_evaluate_predict_name_its_classes(cli, fashion, tmp_path):
     assert "NOT verified MNIST" in plain.output  # Fashion-MNIST files read as MNIST are not MNIST
 
 
-def test_compare_checks_refuse_another_dataset(cli, fashion, tmp_path):
-    r = cli("compare", "--dataset", "fashion-mnist", "--smoke", data_dir=fashion.write(tmp_path / "data"))
-    assert r.exit_code == 2 and "measured on MNIST only" in r.output
+def test_compare_checks_each_datasets_own_expectations(cli, fashion, tmp_path):
+    from mnist_cli.compare import compare_config, planned_checks
+    from mnist_cli.scenarios import MEASURED_ON, SCENARIOS
+
+    assert set(MEASURED_ON) == set(DATASET_NAMES)  # a declared dataset comes with its measured expectations
+    assert all(name in MEASURED_ON for s in SCENARIOS for name, _ in s.differs)
+    naive_f64_lr5 = {d: planned_checks(compare_config(scenarios=["f64-lr-5"], losses=["naive"], dataset=d))
+                     for d in DATASET_NAMES}
+    assert naive_f64_lr5 == {"mnist": 1, "fashion-mnist": 0}  # seed-dependent on Fashion-MNIST: no statement
+    r = cli("compare", "--dataset", "fashion-mnist", "--check", "--scenarios", "f64-lr-5", "--losses", "naive",
+            data_dir=fashion.write(tmp_path / "data"))
+    assert r.exit_code == 4 and "--check would check nothing" in r.output
     assert cli("train", "--dataset", "kmnist").exit_code == 2
+
+
+def _fashion_smoke(cli, data_dir, *args):
+    r = cli("compare", "--dataset", "fashion-mnist", "--smoke", *args, data_dir=data_dir)
+    doc = json.loads(cli("compare", "--dataset", "fashion-mnist", "--smoke", *args, "--json", data_dir=data_dir).output)
+    return r, doc
+
+
+def test_compare_smoke_on_real_fashion_mnist_checks_its_expectations(cli, fashion_data_dir):
+    r, doc = _fashion_smoke(cli, fashion_data_dir, "--scenarios", "raw-pixels,f64-lr-5,lr-2-torch")
+    assert r.exit_code == 0, r.output
+    assert f"data: {fashion_data_dir} (verified Fashion-MNIST)" in r.output
+    assert "Expectations (measured on Fashion-MNIST): 5 of 5 hold." in r.output
+    assert doc["ok"] and doc["settings"]["expectations_of"] == "fashion-mnist" and doc["data"]["verified"]
+    cells = {s["name"]: s for s in doc["scenarios"]}
+    assert set(cells["f64-lr-5"]["expect"]) == {"fused"} and "Fashion-MNIST" in cells["f64-lr-5"]["about"]
+    assert cells["lr-2-torch"]["expect"]["naive"]["nonfinite"]  # finite or not by seed on MNIST, breaks here
+    assert cells["raw-pixels"]["runs"]["naive"]["first_nonfinite_step"] <= cells["raw-pixels"]["expect"]["naive"][
+        "by_step"] and cells["raw-pixels"]["runs"]["fused"]["first_nonfinite_step"] is None
+
+
+def test_mnists_expectations_do_not_all_hold_on_fashion_mnist(cli, fashion_data_dir, tmp_path):
+    from mnist_cli.data.datasets import FASHION_MNIST_SPEC
+
+    as_mnist = tmp_path / "as-mnist"
+    as_mnist.mkdir()
+    for f in FASHION_MNIST_SPEC.files:
+        (as_mnist / f.name).write_bytes((fashion_data_dir / f.name).read_bytes())
+    args = ("compare", "--check", "--scenarios", "f64-lr-5", "--steps", "20")
+    r = cli(*args, data_dir=as_mnist)  # Fashion-MNIST's files checked against MNIST's table
+    assert r.exit_code == 4 and "NOT verified MNIST" in r.output
+    assert "FAILED f64-lr-5 / naive: expected finite at every step" in r.output
+    r = cli(*args, "--dataset", "fashion-mnist", data_dir=fashion_data_dir)
+    assert r.exit_code == 0 and "Expectations (measured on Fashion-MNIST): 1 of 1 hold." in r.output, r.output
+
+
+@pytest.mark.slow
+def test_compare_smoke_on_real_fashion_mnist_holds_every_expectation(cli, fashion_data_dir):
+    from mnist_cli.compare import compare_config, planned_checks
+
+    r, doc = _fashion_smoke(cli, fashion_data_dir)
+    planned = planned_checks(compare_config(smoke=True, dataset="fashion-mnist"))
+    assert r.exit_code == 0, r.output
+    assert f"Expectations (measured on Fashion-MNIST): {planned} of {planned} hold." in r.output
+    assert len(doc["checks"]) == planned and doc["ok"]
 
 
 def test_compare_runs_on_it_and_says_so(cli, fashion, tmp_path):

@@ -12,7 +12,7 @@ def test_predict_names_its_compute_form_and_takes_dtype_and_precision(cli, tmp_p
     assert text.exit_code == 0, text.output
     assert "computed in bfloat16" in text.output.splitlines()[0]
     doc = json.loads(cli("predict", model, "--index", "0,1,2,3", "--json").output)
-    assert doc["computed_as"] == {"dtype": "bfloat16", "precision": "pure"}
+    assert doc["computed_as"] == {"dtype": "bfloat16", "precision": "pure", "framework": "numpy"}
     sums = [math.fsum(row["probabilities"]) for row in doc["predictions"]]
     rows = text.output.splitlines()[2:6]
     for total, row in zip(sums, rows):  # a row whose rounded probabilities miss 1 says so

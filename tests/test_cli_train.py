@@ -288,3 +288,20 @@ def test_train_plot_draws_curves_and_refuses_a_bad_name_before_training(cli, tmp
     bad = cli("train", "--steps", "5", "--plot", str(tmp_path / "c.gif"))
     assert bad.exit_code == 2 and "--plot" in bad.output and "test accuracy" not in bad.output
     assert not (tmp_path / "c.gif").exists()
+
+
+#: Modules a `train` run that saves nothing has no use for (issue 20's start-up): the network stack, plots,
+#: progress bars, half precision, and the readers/writers of model archives and compressed IDX files.
+NOT_FOR_TRAIN = ("requests", "tqdm", "matplotlib", "scipy", "ml_dtypes", "zipfile", "gzip", "mnist_cli.compare")
+
+
+def test_train_imports_only_what_it_needs(mnist_data_dir):
+    """The whole `mnist-softmax train --loss fused` process, cached data, imports none of NOT_FOR_TRAIN."""
+    code = ("import sys\nfrom mnist_cli.cli import main\n"
+            f"sys.argv = ['mnist-softmax', 'train', '--loss', 'fused', '--steps', '2', '--quiet', '--offline', "
+            f"'--data-dir', {str(mnist_data_dir)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            f"print('imported:', [m for m in {NOT_FOR_TRAIN!r} if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert proc.stdout.strip().splitlines()[-1] == "imported: []", proc.stdout[-300:]

@@ -190,7 +190,8 @@ def test_text_report_fits_and_holds_every_section(default):
     _, doc = default
     text = format_report(doc)
     for heading in ("tutorial (lr 0.5, input x1, float32, seed 0)", "Stability map", "Forensics", "Conclusion:",
-                    "Expectations: 29 of 29 hold."):  # 26 + lr-2-torch's fused, lr-2-tensorflow's two (issue 19)
+                    # 26 + lr-2-torch's fused, lr-2-tensorflow's two (issue 19)
+                    "Expectations (measured on MNIST): 29 of 29 hold."):
         assert heading in text
     long = [line for line in text.splitlines() if len(line) > 100]
     assert not long, long
@@ -252,7 +253,8 @@ def test_cli_smoke_passes_prints_every_section_and_writes_curves(cli, tmp_path):
     out = tmp_path / "curves"
     r = cli("compare", "--smoke", "--metrics-out", str(out), "--log-every", "10")
     assert r.exit_code == 0, r.output
-    for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:", "Expectations: 26 of 26",
+    for needle in ("tutorial", "raw-pixels", "Stability map", "Forensics", "Conclusion:",
+                   "Expectations (measured on MNIST): 26 of 26",
                    "= 0 * -inf = NaN", f"Wrote per-run curves: {out}"):
         assert needle in r.output
     assert "2000 training" in r.output and "200 SGD steps" in r.output
@@ -294,6 +296,25 @@ def test_cli_check_that_checks_nothing_exits_4_before_any_run(cli, args, tmp_pat
     assert r.output == (f"Error: {flag} would check nothing: no expectation covers --losses {losses} in these "
                         "settings (fused is checked in every setting, naive in the named scenarios); add fused "
                         "to --losses.\n")
+
+
+def test_each_dataset_gets_the_expectations_measured_on_it():
+    from mnist_cli.scenarios import expectations
+
+    cells = {c.scenario.name: c for c in CompareConfig(scenarios=("tutorial", "f64-lr-5", "lr-2-torch")).cells()}
+    said = {d: {n: expectations(c, ("naive", "fused"), 1000, d) for n, c in cells.items()}
+            for d in ("mnist", "fashion-mnist", "never-measured")}
+    assert said["mnist"]["tutorial"] == said["fashion-mnist"]["tutorial"]  # no `differs`: the same everywhere
+    assert said["mnist"]["f64-lr-5"]["naive"] == {"nonfinite": False, "by_step": None}
+    assert "naive" not in said["fashion-mnist"]["f64-lr-5"] and "naive" not in said["mnist"]["lr-2-torch"]
+    assert said["fashion-mnist"]["lr-2-torch"]["naive"]["nonfinite"]
+    fused = {"fused": {"nonfinite": False, "by_step": None}}
+    assert all(e == fused for e in said["never-measured"].values())  # only the loss's own promise
+    f64_lr5 = cells["f64-lr-5"].scenario
+    assert f64_lr5.on("mnist") is f64_lr5 and f64_lr5.on("fashion-mnist").about != f64_lr5.about
+    assert (f64_lr5.on("fashion-mnist").lr, f64_lr5.on("fashion-mnist").dtype) == (5, "float64")  # the same cell
+    with pytest.raises(SettingsError, match="dataset"):
+        CompareConfig(dataset="kmnist").validate()
 
 
 def test_planned_checks_match_the_document(mnist):

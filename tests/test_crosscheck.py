@@ -30,13 +30,24 @@ def cc():
 
 def test_grid_is_every_combination_once(cc):
     cells = cc.train_grid()
-    assert len(cells) == len(set(cells)) == (len(cc.TRAIN_MODES) * len(cc.TRAIN_LRS) * len(cc.TRAIN_SCALES)
-                                             * len(cc.TRAIN_SEEDS) * len(cc.TRAIN_LOSSES)) == 144
-    assert cc.TRAIN_STEPS * 100 <= 60000  # the reorderings need every index in at most one batch
+    base = [c for c in cells if c.framework == "numpy"]
+    assert len(base) == len(set(base)) == (len(cc.TRAIN_MODES) * len(cc.TRAIN_LRS) * len(cc.TRAIN_SCALES)
+                                           * len(cc.TRAIN_SEEDS) * len(cc.TRAIN_LOSSES)) == 144
+    assert len(cells) == len(set(cells)) == 144 + sum(len(m[5]) * len(m[6]) * len(m[7]) * len(m[8])
+                                                      for m in cc.PROFILE_MODES)
+    assert cc.train_grid(("torch",)) == [c for c in cells if c.reference == "torch"]
+    from mnist_cli.engine.base import with_policy
+
     for cell in cells:
+        assert cell.steps * cell.batch <= 60000  # the reorderings need every index in at most one batch
         cell.config().validate()
+        with_policy(cell.config())  # the policy is the profile's and the dtype's
     stable = [c for c in cells if c.effective_step <= cc.STABLE_STEP]
     assert {(c.lr, c.input_scale) for c in stable} == {(0.5, 1.0)}
+    # the issue-19 grid: fixed loss scales, batch sizes 32 and 500, both autocast policies, Keras's mixed policy
+    assert {"1024", "1048576"} <= {c.loss_scale for c in cells} and {32, 500} <= {c.batch for c in cells}
+    assert {"autocast-cpu", "autocast-cuda", "mixed_float16"} <= {c.policy for c in cells}
+    assert {c.reference for c in cells if c.policy == "mixed_float16"} == {"tensorflow"}
 
 
 def test_within_batch_order_keeps_each_batch_and_matches_torchs(cc):
@@ -89,7 +100,24 @@ def test_a_stable_cell_agrees_with_torch(cc, mnist):
     torch.set_num_threads(1)
     data = cc.data_of(torch, mnist)
     cell = next(c for c in cc.train_grid() if c.dtype == "float32" and c.loss == "fused" and c.effective_step <= 0.5)
-    row = cc.check_cell(torch, cell, data)
+    row = cc.check_cell({"torch": torch}, cell, data)
     assert row.stable and (row.events_verdict, row.step1_verdict) == ("OK", "OK")
     assert row.ours == row.ref and row.step1 <= cc.STEP1_UNITS
     assert row.acc_verdict in ("OK", "EXPLAINED") and row.correct[0] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_stable_keras_mixed_cell_agrees_with_tensorflow(cc, mnist):
+    """One Keras mixed_float16 cell with the real LossScaleOptimizer end to end (``make crosscheck`` installs TF)."""
+    torch = pytest.importorskip("torch")
+    ref = cc.load_framework("tensorflow")
+    if ref is None:
+        pytest.skip("tensorflow not installed (make crosscheck installs tensorflow-cpu==2.21.0)")
+    data = cc.data_of(torch, mnist)
+    cell = next(c for c in cc.train_grid(("tensorflow",)) if c.policy == "mixed_float16" and c.loss == "fused"
+                and c.loss_scale == "dynamic" and c.effective_step <= 0.5 and c.batch == 100)
+    row = cc.check_cell({"torch": torch, "tensorflow": ref.tf}, cell, data)
+    assert row.stable and row.events_verdict == "OK" and row.ours == row.ref
+    assert row.ours["loss_scale"] == row.ref["loss_scale"] == 2.0**15  # Keras's initial scale, never halved
+    assert row.acc_verdict in ("OK", "EXPLAINED")

@@ -336,7 +336,8 @@ def test_cli_trains_saves_and_evaluates_in_half_precision(cli, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["changed"] == {"dtype": "bfloat16", "precision": "mixed", "loss_scale": "dynamic", "steps": 40,
-                              "train_limit": 2000} and doc["nan"]["loss_scale"] == INIT_SCALE
+                              "train_limit": 2000, "mixed_policy": "float32-softmax"}
+    assert doc["nan"]["loss_scale"] == INIT_SCALE
     r = cli("evaluate", str(model), "--json")
     assert r.exit_code == 0, r.output
     ev = json.loads(r.output)

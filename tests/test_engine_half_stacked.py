@@ -159,3 +159,15 @@ def test_compare_of_half_runs_stacked_equals_one_by_one(mnist):
         assert json.dumps(s.records) == json.dumps(a.records)
         assert json.dumps(s.evaluation, sort_keys=True) == json.dumps(a.evaluation, sort_keys=True)
         assert "rounding" in s.evaluation
+
+
+def test_mixed_policies_stack_apart_and_each_run_equals_itself_alone(mnist):
+    """A policy decides where each loss computes (torch's CPU autocast: naive in float16, fused in float32), so
+    runs of two policies never share a stack, and a stack of one policy whose losses compute in different dtypes
+    (float32 logits for fused, float16 for naive) still gives each run its numbers alone."""
+    cpu = [cfg(dtype="float16", precision="mixed", framework="torch", mixed_policy="autocast-cpu", loss=loss, lr=lr)
+           for lr in (0.5, 5.0) for loss in ("naive", "fused")]
+    cuda = [replace(c, mixed_policy="autocast-cuda") for c in cpu]
+    assert stack_key(cpu[0]) != stack_key(cuda[0])
+    _, stories = _check_stack(mnist, cpu)
+    assert stories == {True, False}  # a healthy run and a broken one among them

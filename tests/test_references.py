@@ -1,4 +1,4 @@
-"""Every ``mnist_cli.module.name`` that the package's docstrings, the scripts and the README mention exists:
+"""Every ``mnist_cli.module.name`` that the package's docstrings, the scripts, the README and docs/ mention exists:
 a module moved or a function renamed leaves no stale reference behind."""
 
 import importlib
@@ -25,7 +25,9 @@ def _resolves(ref: str) -> bool:
 
 
 def test_every_dotted_reference_resolves():
-    texts = [*ROOT.joinpath("mnist_cli").rglob("*.py"), *ROOT.joinpath("scripts").glob("*.py"), ROOT / "README.md"]
+    texts = [*ROOT.joinpath("mnist_cli").rglob("*.py"), *ROOT.joinpath("scripts").glob("*.py"), ROOT / "README.md",
+             *ROOT.joinpath("docs").glob("*.md")]
+    assert len(texts) > 20 and any(p.parent.name == "docs" for p in texts)
     stale = sorted({(p.relative_to(ROOT).as_posix(), ref) for p in texts for ref in DOTTED.findall(p.read_text())
                     if not _resolves(ref)})
     assert stale == []

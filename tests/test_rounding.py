@@ -89,3 +89,22 @@ def test_integer_products_are_exact():
     a, b = rng.integers(-2, 3, (5, 40)).astype(float), rng.integers(-2, 3, (40, 3)).astype(float)
     for dtype in LOW:
         np.testing.assert_array_equal(matmul_lowp(a, b, dtype).astype(np.float64), a @ b)
+
+
+def test_linear_with_the_bias_after_rounds_the_product_first():
+    """TensorFlow's MatMul then BiasAdd (a Keras Dense layer) rounds twice in float16: ``rnd(rnd(x @ W) + b)``,
+    which differs from F.linear's single rounding where the product's rounding error and the bias's meet."""
+    from mnist_cli.rounding import linear, round_to
+
+    rng = np.random.default_rng(3)
+    x = round_to(rng.random((200, 784), dtype=np.float32), "float16")
+    W = round_to(rng.standard_normal((784, 10)).astype(np.float32) * 0.05, "float16")
+    b = round_to(rng.standard_normal(10).astype(np.float32), "float16")
+    with np.errstate(over="ignore"):
+        twice = linear(x, W, b, "float16", bias_after=True)
+        want = round_to(round_to(x @ W, "float16") + b, "float16")
+        once = linear(x, W, b, "float16")
+    np.testing.assert_array_equal(twice, want)
+    assert np.count_nonzero(twice != once) > 0
+    np.testing.assert_array_equal(linear(x, W, np.zeros(10, np.float32), "float16", bias_after=True),
+                                  linear(x, W, np.zeros(10, np.float32), "float16"))  # no bias: one rounding

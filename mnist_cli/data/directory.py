@@ -20,6 +20,7 @@ the command line prints on stderr.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -97,6 +98,18 @@ def refuse_data_files(root: Path, outputs: dict, spec: DatasetSpec = MNIST_SPEC)
             if (target.parent == base and target.name in names) or target.is_relative_to(base / STATE_DIR):
                 raise SettingsError((setting, "data_dir"), f"{path} is the data directory's own {target.name}: "
                                     f"writing {{{setting}}} there would replace it; choose another path")
+
+
+def read_only(root: Path) -> bool:
+    """Whether ``root`` was made read-only on purpose: it exists and its mode grants nobody write permission.
+
+    The tool then writes nothing there (no state directory, stamps or cache), even as root, whom the kernel
+    lets write anyway: a shared, read-only copy of the data (a CI's ``../shared``) stays as it was given.
+    """
+    try:
+        return root.is_dir() and root.stat().st_mode & 0o222 == 0
+    except OSError:
+        return False
 
 
 def unwritable(root: Path, exc: OSError) -> DataDirError:
@@ -271,6 +284,8 @@ class Stamps:
         """Merge this process's changes into the file on disk, atomically; False if it cannot be written."""
         if not self._changed:
             return True
+        if read_only(self.root):
+            return False
         merged = self._read()
         for name, entry in self._changed.items():
             if entry is None:
@@ -303,6 +318,8 @@ def write_in_data_dir(path: Path, data: bytes) -> None:
 def prepare(root: Path) -> Path:
     """Create ``root`` and its state directory; :class:`DataDirError` if that is impossible."""
     state = root / STATE_DIR
+    if read_only(root):
+        raise unwritable(root, PermissionError(errno.EACCES, "its mode grants no write permission"))
     try:
         state.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

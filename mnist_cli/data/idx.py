@@ -14,7 +14,6 @@ past the size its header (or the caller) allows, so a gzip bomb cannot fill memo
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import zlib
@@ -278,5 +277,7 @@ def write_idx(path, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``."""
     data = encode_idx(array)
     if str(path).endswith(".gz"):
+        import gzip  # only writing compresses (reading inflates with zlib)
+
         data = gzip.compress(data, mtime=0)
     Path(path).write_bytes(data)

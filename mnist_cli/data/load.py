@@ -37,6 +37,7 @@ from mnist_cli.data.directory import (
     cache_problem,
     find_file,
     notices,
+    read_only,
     resolve_data_dir,
 )
 from mnist_cli.data.idx import MAX_IDX_BYTES, read_header, read_idx
@@ -275,7 +276,9 @@ class _HashingWriter:
 
 def _write_cache(stamps: Stamps, path: Path, array: np.ndarray, source_sha256: str) -> None:
     """Save ``array`` for the next load, stamped with its own SHA-256 and its source's; a cache that
-    cannot be written only costs speed."""
+    cannot be written only costs speed (and a read-only data directory is left as it is)."""
+    if read_only(stamps.root):
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with DataDirPart(path.parent, path.name) as part:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from mnist_cli.losses import healthy_gap, softmax
+from mnist_cli.frameworks import profile
+from mnist_cli.losses import LOSSES, healthy_gap, softmax
 from mnist_cli.model import Model, load_parent
 from mnist_cli.rounding import DTYPES
 from mnist_cli.settings import TrainConfig
@@ -341,8 +342,32 @@ def initial_model(config: TrainConfig, d: int, k: int) -> tuple[Model, str, np.r
 
 
 def master_dtype(config: TrainConfig) -> str:
-    """The dtype of a run's parameters and of its loss: float32 masters in mixed precision, else its dtype."""
+    """The dtype of a run's parameters: float32 masters in mixed precision, else its dtype."""
     return "float32" if config.precision == "mixed" else config.dtype
+
+
+def with_policy(config: TrainConfig) -> TrainConfig:
+    """``config`` with the mixed policy it follows named (``""``: its profile's default,
+    :meth:`mnist_cli.frameworks.Profile.policy`, which refuses a policy of another profile or dtype)."""
+    if config.precision != "mixed":
+        return config
+    return replace(config, mixed_policy=profile(config.framework).policy(config.mixed_policy, config.dtype)[0])
+
+
+def loss_dtype(config: TrainConfig) -> str:
+    """The dtype a run's loss (and its softmax) computes in: its dtype, or in mixed precision the policy's
+    (:meth:`mnist_cli.losses.Loss.mixed_dtype`: float32 where the policy lists the loss's first op)."""
+    if config.precision != "mixed":
+        return config.dtype
+    float32_ops = profile(config.framework).policy(config.mixed_policy, config.dtype)[1]
+    return LOSSES[config.loss].mixed_dtype(float32_ops, config.dtype)
+
+
+def run_accounting(config: TrainConfig, steps: int, k: int) -> Accounting:
+    """A run's :class:`Accounting`: in the dtype its loss (and softmax) computes in (:func:`loss_dtype`), under its
+    profile (``None`` for numpy's plain arithmetic): the one rule for a run alone and a run of a half stack."""
+    return Accounting(loss_dtype(config), k, steps, config.stop_on_nan,
+                      None if config.framework == "numpy" else config.framework)
 
 
 def build_result(config: TrainConfig, W: np.ndarray, b: np.ndarray, acct: Accounting, losses: np.ndarray,

@@ -1,4 +1,4 @@
-"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision as CUDA autocast.
+"""Training and inference in float16 and bfloat16: pure half precision, and mixed precision under a policy.
 
     r = train(images, labels, TrainConfig(dtype="float16", precision="mixed", loss_scale="dynamic", input_scale=16))
     r.nan.steps_skipped, r.nan.loss_scale       # the first 3 scaled gradients overflow float16
@@ -16,8 +16,9 @@ parameters      ``W, b`` in the dtype                                  float32 m
 inputs          ``x = rnd(float32(pixel) * float32(s))``               the same (autocast casts x)
 logits          ``z = rnd(x @ W + b)``: products exact in float32,     the same with ``rnd(W)``, ``rnd(b)``
                 summed in float32, rounded once (a fused ``linear``)
-loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    in float32 on ``float32(z)``
-                op rounded, reductions accumulated in float32          (autocast's float32 list)
+loss, dL/dz     :data:`mnist_cli.losses.LOSSES` in the dtype: every    the policy's (``Loss.mixed_dtype``):
+                op rounded, reductions accumulated in float32          in float32 on ``float32(z)`` where it
+                (each profile's half arithmetic)                       lists the loss's first op, else as pure
 scaled dL/dz    --                                                     ``g = rnd(d(scale L)/dz)``: the scale
                                                                        enters where autograd's backward takes it
 dL/dW, dL/db    ``rnd(x.T @ dL/dz)``, ``rnd(sum(dL/dz))`` (float32     ``rnd(x.T @ g)``, ``rnd(sum(g))``,
@@ -34,7 +35,13 @@ multiple of every vector width), computes ``W + alpha * g`` in float32 and round
 shorter than a vector) goes through the scalar loop, which computes in the dtype and also rounds the
 product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.)
 
-**Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics:
+**The mixed policy** (``TrainConfig.mixed_policy``, :meth:`mnist_cli.frameworks.Profile.policy`) decides only
+where the loss computes: the numpy profile's ``float32-softmax`` and torch's ``autocast-cuda`` (the default) in
+float32; torch's ``autocast-cpu`` the fused loss in float32 (``cross_entropy``) but naive and clipped in the dtype
+(``softmax`` and ``log`` follow their input); Keras's ``mixed_float16`` / ``mixed_bfloat16`` every loss in the dtype.
+
+**Loss scaling** (:class:`LossScaler`, mixed precision only) has ``torch.amp.GradScaler``'s semantics, with the
+profile's rules (:class:`mnist_cli.frameworks.Scaler`; Keras's ``LossScaleOptimizer`` starts at ``2**15``):
 ``dynamic`` starts at ``2**16``, doubles after 2000 consecutive steps with finite gradients, and on a
 step with a non-finite gradient halves and skips the update; a number ``N`` scales by ``N`` always and
 skips the same steps (GradScaler with growth and backoff factors of 1); ``none`` neither scales nor
@@ -56,7 +63,8 @@ import time
 import numpy as np
 
 from mnist_cli.engine import base
-from mnist_cli.engine.base import Accounting, BatchesTaken, TrainResult
+from mnist_cli.engine.base import BatchesTaken, TrainResult, loss_dtype
+from mnist_cli.frameworks import Scaler, profile
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import N_CLASSES
 from mnist_cli.rounding import DTYPES, Inputs, as_dtype, linear_bias, round_to
@@ -65,22 +73,27 @@ from mnist_cli.threads import blas_pinned
 
 __all__ = ["LossScaler", "LowPrecisionSGD", "train_half_stack"]
 
-#: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval).
-INIT_SCALE, GROWTH, BACKOFF, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
+#: GradScaler's defaults (torch.amp.GradScaler: init_scale, growth_factor, backoff_factor, growth_interval): the
+#: default profile's :class:`mnist_cli.frameworks.Scaler`; a run takes its own profile's (Keras: 2**15).
+_DEFAULT = profile().scaler
+INIT_SCALE, GROWTH, BACKOFF = _DEFAULT.init_scale, _DEFAULT.growth, _DEFAULT.backoff
+GROWTH_INTERVAL = _DEFAULT.growth_interval
 
 
 class LossScaler:
     """``torch.amp.GradScaler`` for one run: the scale, and whether a step's update is skipped.
 
     ``LossScaler(LossScale("dynamic"))``: scale ``2**16``, x2 after :data:`GROWTH_INTERVAL` finite steps in a
-    row, x0.5 and skip on a non-finite gradient. ``LossScale("fixed", 1024)``: a fixed scale, non-finite steps
-    skipped. ``LossScale("none")``: scale 1, nothing skipped (:attr:`active` is False).
+    row, x0.5 and skip on a non-finite gradient; ``rules``: another profile's :class:`mnist_cli.frameworks.Scaler`
+    (Keras's ``LossScaleOptimizer``: ``2**15``, the same growth and backoff). ``LossScale("fixed", 1024)``: a fixed
+    scale, non-finite steps skipped. ``LossScale("none")``: scale 1, nothing skipped (:attr:`active` is False).
     """
 
-    def __init__(self, how: LossScale):
+    def __init__(self, how: LossScale, rules: Scaler = _DEFAULT):
         self.active = how.kind != "none"
         self.dynamic = how.kind == "dynamic"
-        self.scale = np.float32(INIT_SCALE if self.dynamic else (how.value or 1.0))  # a float32, as GradScaler's
+        self.rules = rules
+        self.scale = np.float32(rules.init_scale if self.dynamic else (how.value or 1.0))  # a float32, as GradScaler's
         self.good_steps = 0  # consecutive finite steps since the last change (GradScaler's growth tracker)
 
     def update(self, finite: bool) -> bool:
@@ -89,14 +102,14 @@ class LossScaler:
             return False
         if not finite:
             if self.dynamic:
-                self.scale = np.float32(self.scale * np.float32(BACKOFF))  # reaches 0 after 165 halvings
+                self.scale = np.float32(self.scale * np.float32(self.rules.backoff))  # 0 after 165 halvings
             self.good_steps = 0
             return True
         if self.dynamic:
             self.good_steps += 1
-            if self.good_steps == GROWTH_INTERVAL:
+            if self.good_steps == self.rules.growth_interval:
                 with np.errstate(over="ignore"):
-                    self.scale = np.float32(self.scale * np.float32(GROWTH))
+                    self.scale = np.float32(self.scale * np.float32(self.rules.growth))
                 self.good_steps = 0
         return False
 
@@ -128,8 +141,12 @@ class LowPrecisionSGD(BatchesTaken):
         first = configs[0]
         self.images, self.labels, self.accts = images, labels, accts
         names = list(dict.fromkeys(c.loss for c in configs))
-        self.by_loss = [(LOSSES[name], np.array([i for i, c in enumerate(configs) if c.loss == name]))
-                        for name in names]  # each loss record and its runs
+        runs_of = {name: [i for i, c in enumerate(configs) if c.loss == name] for name in names}
+        # each loss record, its runs, and whether it computes in the half dtype (pure, or a policy's half ops)
+        self.by_loss = [(LOSSES[name], np.array(runs), loss_dtype(configs[runs[0]]) != "float32")
+                        for name, runs in runs_of.items()]
+        self.loss_low = all(low for _, _, low in self.by_loss)  # every loss in the dtype: the logits cast once
+        self.run_low = [loss_dtype(c) != "float32" for c in configs]  # run -> its loss sees the dtype's logits
         self.low = as_dtype(first.dtype)
         self.mixed = first.precision == "mixed"
         self.framework = None if first.framework == "numpy" else first.framework  # the profile the loss computes as
@@ -143,7 +160,8 @@ class LowPrecisionSGD(BatchesTaken):
         self.inputs = [Inputs(s, self.low, self.B, d) for s in scales]  # one per input scale of the runs
         self.scale_of = [scales.index(c.input_scale) for c in configs]  # run -> its inputs
         self.wd = np.float32(first.weight_decay)
-        self.scalers = [LossScaler(c.loss_scaling) for c in configs]
+        self.scalers = [LossScaler(c.loss_scaling, profile(c.framework).scaler) for c in configs]
+        self.bias_after = profile(first.framework).rules(first.dtype).linear == "bias_after"  # TF's MatMul, BiasAdd
         self.scaler = self.scalers[0]
         self.z = np.empty((R, self.B, k), np.float32)  # (runs, B, k) reused
         self.gW = np.empty((R, d, k), np.float32)  # (runs, d, k) reused
@@ -193,15 +211,16 @@ class LowPrecisionSGD(BatchesTaken):
         W, b = self._weights()
         for r, x in enumerate(xs):
             np.matmul(x, W[r], out=self.z[r])  # (B, k) each run's own product
-        z = linear_bias(self.z, b[:, None, :], self.low, held=self.mixed)  # (runs, B, k) the dtype's logits: what
-        # the loss sees (mixed: held in float32, autocast's float32 loss; pure: in the dtype)
+        z = linear_bias(self.z, b[:, None, :], self.low, held=not self.loss_low, bias_after=self.bias_after)
+        # (runs, B, k) the dtype's logits: in the dtype where every loss computes in it (pure, a policy's half ops),
+        # else held in float32 (autocast's float32 loss; _loss casts a half-dtype loss's own runs)
         scale = np.array([s.scale for s in self.scalers], np.float32)[:, None, None] if self.mixed else 1.0
         loss, dz, p = self._loss(z, y, scale)  # (runs,), (runs, B, k): d(scale L)/dz, softmax(z)
         gW, gb, scaled_ok, grad_ok = self._gradients(xs, dz, scale)
         bad = np.zeros(len(xs), bool)
         apply = np.ones(len(xs), bool)
         for r, (acct, scaler) in enumerate(zip(self.accts, self.scalers)):
-            bad[r] = acct.record(step, float(loss[r]), z[r], gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
+            bad[r] = acct.record(step, float(loss[r]), self._seen(z, r), gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
             if bad[r] and self.mixed and acct.snapshot.step == step:
                 acct.snapshot.loss_scale = float(scaler.scale)  # before the scaler changes it
             skipped = acct.skip(step, scaler, bool(scaled_ok[r])) if self.mixed else False
@@ -218,17 +237,24 @@ class LowPrecisionSGD(BatchesTaken):
         (runs, B, k), as the record's reference computes one run (the ``logits`` of its record in
         :data:`mnist_cli.losses.LOSSES`), one call per loss."""
         t = (slice(None), y, np.arange(y.shape[0]))  # zt[t] (runs, B): each example's target
-        Y = (y[:, None] == self.rows_k).astype(z.dtype).T  # (k, B) one-hot, as a view of (B, k)
-        if len(self.by_loss) == 1:
-            (rec, _), = self.by_loss
+        onehot = y[:, None] == self.rows_k  # (B, k)
+        Y = onehot.astype(z.dtype).T  # (k, B) one-hot, as a view of (B, k), in the dtype of the logits the loss sees
+        if len(self.by_loss) == 1 and self.loss_low == (z.dtype == self.low):
+            (rec, _, _), = self.by_loss
             loss, dzt, p = rec.logits(z.transpose(0, 2, 1), t, Y, scale, self.framework)  # classes on axis 1
             return np.asarray(loss).reshape(-1), dzt.transpose(0, 2, 1), p.transpose(0, 2, 1)
         loss, dz, p = np.empty(z.shape[0], z.dtype), np.empty_like(z), np.empty_like(z)
-        for rec, runs in self.by_loss:  # z[runs]: a C-ordered copy, so each run's classes stay contiguous
+        for rec, runs, low in self.by_loss:  # z[runs]: a C-ordered copy, so each run's classes stay contiguous
             part = scale if np.ndim(scale) == 0 else scale[runs]
-            loss[runs], dzt, pt = rec.logits(z[runs].transpose(0, 2, 1), t, Y, part, self.framework)
+            zr = z[runs].astype(self.low) if low and z.dtype != self.low else z[runs]  # the policy's half-dtype loss
+            Yr = Y if zr.dtype == Y.dtype else onehot.astype(zr.dtype).T
+            loss[runs], dzt, pt = rec.logits(zr.transpose(0, 2, 1), t, Yr, part, self.framework)
             dz[runs], p[runs] = dzt.transpose(0, 2, 1), pt.transpose(0, 2, 1)
         return loss, dz, p
+
+    def _seen(self, z: np.ndarray, r: int) -> np.ndarray:
+        """Run ``r``'s logits as its loss saw them (B, k): in the dtype where its loss computes in it."""
+        return z[r].astype(self.low) if self.run_low[r] and z.dtype != self.low else z[r]
 
     def _update(self, gW: np.ndarray, gb: np.ndarray, lr, runs: slice = slice(None)) -> None:
         """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db`` of the ``runs`` (``gW`` (runs, d, k) or one run's (d, k),
@@ -274,8 +300,7 @@ def train_half_stack(images: np.ndarray, labels: np.ndarray, configs: list[Train
     n, d = images.shape
     steps = first.steps
     model, init_digest, order_rng = base.initial_model(first, d, N_CLASSES)
-    accts = [Accounting(base.master_dtype(c), N_CLASSES, steps, c.stop_on_nan,
-                        None if c.framework == "numpy" else c.framework) for c in configs]
+    accts = [base.run_accounting(c, steps, N_CLASSES) for c in configs]
     engine = LowPrecisionSGD(images, labels, model, configs, accts)
     losses = np.empty((len(configs), steps))  # (runs, steps)
     lr = np.array([DTYPES["float32"].type(c.lr) for c in configs], np.float32)[:, None, None]  # half: float32 opmath

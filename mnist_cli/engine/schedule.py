@@ -39,8 +39,9 @@ from mnist_cli.engine.base import (
     build_result,
     consumed_digest,
     initial_model,
-    master_dtype,
+    run_accounting,
     step_record,
+    with_policy,
 )
 from mnist_cli.engine.plain import PlainSGD
 from mnist_cli.errors import SettingsError
@@ -193,6 +194,7 @@ def train(
     share out large batches, and no number depends on them.
     """
     config.validate()
+    config = with_policy(config)  # the mixed policy followed, named (refused here if not the profile's)
     if config.train_limit is not None:
         train_images, train_labels = train_images[: config.train_limit], train_labels[: config.train_limit]
     n = train_images.shape[0]
@@ -211,8 +213,7 @@ def train(
                             f"per epoch, but the run has {steps:,}: lower {{average_epochs}} or raise {{steps}}")
 
     model, init_digest, order_rng = initial_model(config, train_images.shape[1], N_CLASSES)
-    acct = Accounting(master_dtype(config), N_CLASSES, steps, config.stop_on_nan,  # the dtype the loss computes in
-                      _framework(config))
+    acct = run_accounting(config, steps, N_CLASSES)
     engine = _engine(train_images, train_labels.astype(np.intp), model, config, acct)
 
     t0 = time.perf_counter()

@@ -372,8 +372,8 @@ def log_records(result: TrainResult, every: int) -> list[dict]:
 
 def stack_key(config: TrainConfig) -> tuple:
     """Runs with equal keys share a stack: same batches, same init, same dtype, precision and profile."""
-    return (config.seed, config.dtype, config.precision, config.framework, config.batch_size, config.steps,
-            config.train_limit, config.init, config.init_std)
+    return (config.seed, config.dtype, config.precision, config.mixed_policy, config.framework, config.batch_size,
+            config.steps, config.train_limit, config.init, config.init_std)
 
 
 def train_stack(train_images: np.ndarray, train_labels: np.ndarray, configs: list[TrainConfig]) -> list[TrainResult]:

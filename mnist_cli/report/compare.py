@@ -318,13 +318,21 @@ def _report_map(doc: dict, width: int) -> list[str]:
             *(clip(line, width) for line in _map(doc["stability_map"])), ""]
 
 
+def _measured_on(doc: dict) -> str:
+    """Whose expectations were checked: "(measured on Fashion-MNIST)" (a document from before datasets: MNIST)."""
+    from mnist_cli.data.datasets import dataset_spec
+
+    return f"(measured on {dataset_spec(doc['settings'].get('expectations_of', 'mnist')).label})"
+
+
 def _report_checks(doc: dict, width: int) -> list[str]:
     """How many expectations hold, and each that does not."""
     bad = [c for c in doc["checks"] if not c["ok"]]
     if not doc["checks"]:
         return wrap("Expectations: none apply here (fused is checked in every setting, naive in the named "
                     "scenarios).", width)
-    return [f"Expectations: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold" + ("." if not bad else ":"),
+    return [f"Expectations {_measured_on(doc)}: {len(doc['checks']) - len(bad)} of {len(doc['checks'])} hold"
+            + ("." if not bad else ":"),
             *(f"  FAILED {c['scenario']} / {c['loss']}: expected {c['expect']}, observed {c['observed']}" for c in bad)]
 
 

@@ -34,6 +34,8 @@ def format_evaluate(r: dict, split: str) -> str:
         f"  probabilities exactly 0            {a['zero_probs']}",
         f"  non-finite params/logits/probs     {r['nonfinite_params']}/{r['nonfinite_logits']}/{r['nonfinite_probs']}",
         *_rounding_lines(r.get("rounding")),
+        *([f"  computed as                        {r['framework']['framework']} ({r['framework']['measured_with']})"]
+          if r.get("framework") else []),
         "",
         "per-class accuracy:",
         "  " + " ".join(f"{d:>6}" for d in range(k)),

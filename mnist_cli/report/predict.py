@@ -15,7 +15,8 @@ def format_predict(r: dict) -> str:
     """One line per image: index, label, argmax(logits) vs argmax(softmax), the top probabilities."""
     form = r.get("computed_as") or {"dtype": "float32", "precision": "pure"}
     lines = [f"{r['model']} on {r['source']} (input scale {number_text(r['input_scale'])}, computed in "
-             f"{form['dtype']}" + (", mixed precision" if form["precision"] == "mixed" else "") + "):",
+             f"{form['dtype']}" + (", mixed precision" if form["precision"] == "mixed" else "")
+             + (f", as {form['framework']}" if form.get("framework", "numpy") != "numpy" else "") + "):",
              "  index  label  argmax(z)  argmax(p)  probabilities (top 3)"]
     for row in r["predictions"]:
         p = row["probabilities"]

@@ -62,9 +62,10 @@ def changed_text(changed: dict, preset: str = "tutorial") -> str:
     return (f"{head}: " if head else "") + ", ".join(parts)
 
 
-def _softmax_dtype(c: dict) -> str:
-    """The dtype softmax runs in: float32 under mixed precision (autocast), else the run's."""
-    return "float32" if c.get("precision") == "mixed" else c["dtype"]
+def _softmax_dtype(s: dict) -> str:
+    """The dtype softmax ran in: the mixed policy's (float32 under CUDA autocast's), else the run's."""
+    c = s["config"]
+    return s.get("loss_dtype") or ("float32" if c.get("precision") == "mixed" else c["dtype"])
 
 
 def half_lines(c: dict, nan: dict) -> list[str]:
@@ -93,7 +94,7 @@ def format_train(s: dict, explain: bool = False) -> str:
     underflow = (
         f"{nan['underflow_probs']} softmax probabilities were exactly 0 in {plural(nan['steps_with_underflow'], 'step')}"
         f"{_first(nan['first_underflow_step'])}; largest logit gap {nan['max_logit_gap']:.4g} "
-        f"({_softmax_dtype(c)} exp underflows past {s['underflow_limit']:.1f})"
+        f"({_softmax_dtype(s)} exp underflows past {s['underflow_limit']:.1f})"
     )
     nl = nan_lines(nan, s["steps"])
     ok, finite = s.get("accuracy_meaningful", True), not nan["params_nonfinite"]
