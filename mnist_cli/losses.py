@@ -406,8 +406,8 @@ class Loss:
     ``(scale / n) / p`` can overflow where ``(1 / n) / p`` does not (with ``scale = 2**16``, ``n = 100``:
     from a gap of about 80 in float32 instead of 91). ``stacked(shifted, t, Y) -> (L (runs,), dL/dz, p)``
     is the same formula on the stacked layout (``shifted`` (runs, k, B) the logits less their max,
-    ``shifted[t]`` the targets (runs, B), ``Y`` (k, B) one-hot). ``logits(z, t, Y, grad_scale=1.0, framework=None)``:
-    the reference from logits in either layout (``grad_scale`` may be (runs, 1, 1)). ``fast`` is the fast engine's kernel for
+    ``shifted[t]`` the targets (runs, B), ``Y`` (k, B) one-hot). ``logits(z, t, Y, grad_scale=1.0, framework=None)``: the
+    reference from logits in either layout (``grad_scale`` may be (runs, 1, 1)). ``fast``: the fast engine's kernel for
     the steps it proves healthy (None: the reference every step). ``promised_finite``: finite at every
     step in float32 and float64 whatever the setting (``compare`` checks it). ``breaks(dtype)``: whether
     the gradient ``(-y_ / n) / p`` can overflow in ``dtype``. Its sentences live in
@@ -424,16 +424,14 @@ class Loss:
     ops: tuple[str, ...] = ()  # the graph's framework ops, the one taking the logits first (a policy's names)
 
     def mixed_dtype(self, float32_ops, dtype: str) -> str:
-        """The dtype of this loss under a mixed policy running ``float32_ops`` in float32, the rest in the half
-        ``dtype``: float32 if its first op is listed (later ones follow their input, as autocast promotes), else
-        ``dtype``, as pure half (CPU autocast's naive, Keras's mixed_float16); a later op listed alone is refused."""
+        """This loss's dtype under a policy running ``float32_ops`` in float32: float32 if its first op is listed (later
+        ones follow their input), else ``dtype`` (CPU autocast's naive, Keras's); a later op listed alone is refused."""
         later = [op for op in self.ops[1:] if op in float32_ops]
         if self.ops[0] not in float32_ops and later:
             raise ValueError(f"a mixed policy listing {', '.join(later)} but not {self.ops[0]} is not computed here")
         return "float32" if self.ops[0] in float32_ops else dtype
 
-    def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0,
-                 framework=None) -> tuple[float, np.ndarray]:
+    def __call__(self, z: np.ndarray, y: np.ndarray, grad_scale: float = 1.0, framework=None) -> tuple[float, np.ndarray]:
         return self.reference(z, y, grad_scale, framework)
 
 
@@ -446,8 +444,6 @@ def _clip_floor_is_zero(dtype: np.dtype) -> bool:
 LOSSES: dict[str, Loss] = {
     "fused": Loss("fused", fused, _fused, _fused_logits, FusedKernel, promised_finite=True,
                   breaks=lambda dtype: False, ops=("cross_entropy", "log_softmax", "nll_loss")),
-    "naive": Loss("naive", naive, *_from_probs(_naive), None, promised_finite=False,
-                  breaks=lambda dtype: True, ops=("softmax", "log", "sum")),
-    "clipped": Loss("clipped", clipped, *_from_probs(_clipped), None, promised_finite=False,
-                    breaks=_clip_floor_is_zero, ops=("softmax", "log", "sum")),
+    "naive": Loss("naive", naive, *_from_probs(_naive), None, False, lambda dtype: True, ("softmax", "log", "sum")),
+    "clipped": Loss("clipped", clipped, *_from_probs(_clipped), None, False, _clip_floor_is_zero, ("softmax", "log", "sum")),
 }
