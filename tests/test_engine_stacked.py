@@ -245,3 +245,22 @@ def test_settings_the_stack_does_not_implement_are_refused(mnist):
     for kw in (dict(weight_decay=1e-3), dict(average=True), dict(stop_on_nan=True), dict(lr_decay=0.5)):
         with pytest.raises(SettingsError):
             train_stack(mnist.train_images, mnist.train_labels, [cfg(**kw)])
+
+
+def test_a_stack_shares_its_time_among_its_runs(mnist):
+    """Each run's ``seconds`` (its report's and ``--json``'s training time) is its share of the stack's: the
+    shares add up to no more than the stack took."""
+    import time
+
+    configs = [TrainConfig(steps=20, lr=lr) for lr in (0.1, 0.5, 1.0)]
+    t0 = time.perf_counter()
+    runs = train_stack(mnist.train_images, mnist.train_labels, configs)
+    took = time.perf_counter() - t0
+    assert all(r.seconds > 0 for r in runs) and sum(r.seconds for r in runs) <= took
+
+
+def test_a_batch_larger_than_the_training_examples_is_refused(mnist):
+    from mnist_cli.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="larger than the 50 training examples"):
+        train_stack(mnist.train_images, mnist.train_labels, [TrainConfig(steps=5, train_limit=50, batch_size=100)])
