@@ -120,3 +120,22 @@ def test_flush_zeroes_subnormals_keeps_the_sign_and_leaves_the_rest():
 
 def test_every_profile_names_its_versions():
     assert "2.13.0" in PROFILES["torch"].measured_with and "2.21.0" in PROFILES["tensorflow"].measured_with
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_tensorflows_reciprocal_softmax_is_the_softmax_to_its_roundings(dtype):
+    """TF's half softmax divides as ``e * (1 / s)`` (Eigen's ``sum.inverse()``): still the softmax of the dtype's
+    logits, to a few of its roundings (the shift, exp, sum, reciprocal and product: at most 5 half-ulps, plus
+    exp's own error; 8 eps allowed) wherever the probability is well inside the range."""
+    from mnist_cli.losses import softmax
+    from mnist_cli.rounding import DTYPES, finfo
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 3, (300, 10)).astype(np.float32).astype(DTYPES[dtype])
+    p = np.asarray(softmax(z, "tensorflow"), np.float64)
+    z64 = z.astype(np.float64)
+    e = np.exp(z64 - z64.max(axis=1, keepdims=True))
+    exact = e / e.sum(axis=1, keepdims=True)
+    inside = exact > 1e-3
+    assert inside.sum() > 1000
+    assert np.all(np.abs(p[inside] - exact[inside]) <= 8 * float(finfo(dtype).eps) * exact[inside])
