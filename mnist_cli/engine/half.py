@@ -220,7 +220,8 @@ class LowPrecisionSGD(BatchesTaken):
         bad = np.zeros(len(xs), bool)
         apply = np.ones(len(xs), bool)
         for r, (acct, scaler) in enumerate(zip(self.accts, self.scalers)):
-            bad[r] = acct.record(step, float(loss[r]), self._seen(z, r), gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
+            seen = self._as_seen(z[r], self.run_low[r])  # (B, k) as the run's loss saw them
+            bad[r] = acct.record(step, float(loss[r]), seen, gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
             if bad[r] and self.mixed and acct.snapshot.step == step:
                 acct.snapshot.loss_scale = float(scaler.scale)  # before the scaler changes it
             skipped = acct.skip(step, scaler, bool(scaled_ok[r])) if self.mixed else False
@@ -246,15 +247,15 @@ class LowPrecisionSGD(BatchesTaken):
         loss, dz, p = np.empty(z.shape[0], z.dtype), np.empty_like(z), np.empty_like(z)
         for rec, runs, low in self.by_loss:  # z[runs]: a C-ordered copy, so each run's classes stay contiguous
             part = scale if np.ndim(scale) == 0 else scale[runs]
-            zr = z[runs].astype(self.low) if low and z.dtype != self.low else z[runs]  # the policy's half-dtype loss
+            zr = self._as_seen(z[runs], low)  # z[runs]: a copy, cast where the policy computes this loss in the dtype
             Yr = Y if zr.dtype == Y.dtype else onehot.astype(zr.dtype).T
             loss[runs], dzt, pt = rec.logits(zr.transpose(0, 2, 1), t, Yr, part, self.framework)
             dz[runs], p[runs] = dzt.transpose(0, 2, 1), pt.transpose(0, 2, 1)
         return loss, dz, p
 
-    def _seen(self, z: np.ndarray, r: int) -> np.ndarray:
-        """Run ``r``'s logits as its loss saw them (B, k): in the dtype where its loss computes in it."""
-        return z[r].astype(self.low) if self.run_low[r] and z.dtype != self.low else z[r]
+    def _as_seen(self, z: np.ndarray, low: bool) -> np.ndarray:
+        """Logits ``z`` as a loss sees them: cast to the dtype where the loss computes in it (``low``), else as held."""
+        return z.astype(self.low) if low and z.dtype != self.low else z
 
     def _update(self, gW: np.ndarray, gb: np.ndarray, lr, runs: slice = slice(None)) -> None:
         """``W -= lr * (dL/dW + wd * W)``, ``b -= lr * dL/db`` of the ``runs`` (``gW`` (runs, d, k) or one run's (d, k),
