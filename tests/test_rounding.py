@@ -108,3 +108,15 @@ def test_linear_with_the_bias_after_rounds_the_product_first():
     assert np.count_nonzero(twice != once) > 0
     np.testing.assert_array_equal(linear(x, W, np.zeros(10, np.float32), "float16", bias_after=True),
                                   linear(x, W, np.zeros(10, np.float32), "float16"))  # no bias: one rounding
+
+
+def test_a_dtype_named_bfloat16_is_found_in_a_fresh_process():
+    """``as_dtype("bfloat16")`` loads ml_dtypes itself: NumPy knows no bfloat16 until something imports it, so a
+    name must go through the table, not to ``np.dtype`` (a fresh interpreter, where nothing else imported it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mnist_cli.rounding import as_dtype; assert 'ml_dtypes' not in sys.modules; "
+            "print(as_dtype('bfloat16'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "bfloat16"
