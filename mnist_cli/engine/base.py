@@ -363,11 +363,14 @@ def loss_dtype(config: TrainConfig) -> str:
     return LOSSES[config.loss].mixed_dtype(float32_ops, config.dtype)
 
 
+def emulated_framework(config: TrainConfig) -> str | None:
+    """The profile a run's losses compute as: ``None`` for numpy's (the plain IEEE formulas, nothing emulated)."""
+    return None if config.framework == "numpy" else config.framework
+
+
 def run_accounting(config: TrainConfig, steps: int, k: int) -> Accounting:
-    """A run's :class:`Accounting`: in the dtype its loss (and softmax) computes in (:func:`loss_dtype`), under its
-    profile (``None`` for numpy's plain arithmetic): the one rule for a run alone and a run of a half stack."""
-    return Accounting(loss_dtype(config), k, steps, config.stop_on_nan,
-                      None if config.framework == "numpy" else config.framework)
+    """A run's :class:`Accounting`, in the dtype its loss computes in, under its profile: alone or in a half stack."""
+    return Accounting(loss_dtype(config), k, steps, config.stop_on_nan, emulated_framework(config))
 
 
 def build_result(config: TrainConfig, W: np.ndarray, b: np.ndarray, acct: Accounting, losses: np.ndarray,

@@ -149,7 +149,7 @@ class LowPrecisionSGD(BatchesTaken):
         self.run_low = [loss_dtype(c) != "float32" for c in configs]  # run -> its loss sees the dtype's logits
         self.low = as_dtype(first.dtype)
         self.mixed = first.precision == "mixed"
-        self.framework = None if first.framework == "numpy" else first.framework  # the profile the loss computes as
+        self.framework = base.emulated_framework(first)  # the profile the loss computes as
         R, d, k = len(configs), images.shape[1], model.b.shape[0]
         self.stack = np.empty((R, d + 1, k), np.float32)  # (runs, d + 1, k)
         self.stack[:] = np.concatenate([model.W, model.b[None, :]]).astype(np.float32)

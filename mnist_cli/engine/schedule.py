@@ -38,6 +38,7 @@ from mnist_cli.engine.base import (
     _epochs,
     build_result,
     consumed_digest,
+    emulated_framework,
     initial_model,
     run_accounting,
     step_record,
@@ -238,17 +239,12 @@ def train(
                         parent=model.meta.get("parent"), extras=extras)
 
 
-def _framework(config: TrainConfig) -> str | None:
-    """The profile the run's losses compute as: None for numpy (the formulas' plain arithmetic, every engine)."""
-    return None if config.framework == "numpy" else config.framework
-
-
 def _engine(images: np.ndarray, labels: np.ndarray, model, config: TrainConfig, acct: Accounting) -> Engine:
     """The engine of ``config``: the half-precision one for float16/bfloat16, else the fast step (or, with
     ``fast=False``, the plain reference loop), each taking its steps with the run's loss record. Under a
     framework profile other than numpy the loss computes as that framework does, and float32/float64 take the
     plain loop (the fast kernel's healthy steps are proved for the plain arithmetic only)."""
-    loss, framework = LOSSES[config.loss], _framework(config)
+    loss, framework = LOSSES[config.loss], emulated_framework(config)
     if framework is not None:
         loss = partial(loss, framework=framework)
     if is_half(config.dtype):
