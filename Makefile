@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m compileall -q mnist_cli  # an editable install has no .pyc, and PYTHONDONTWRITEBYTECODE=1 keeps it so
 	touch $@
 
 demo: $(VENV)/.installed

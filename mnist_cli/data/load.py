@@ -255,8 +255,12 @@ def _crc_problem(stamps: Stamps, path: Path, array: np.ndarray) -> str | None:
 
 
 def _read_cache(path: Path, role: str) -> np.ndarray | None:
+    """The cached array, memory-mapped read-only: a fresh process maps the page cache instead of faulting in
+    and copying 55 MB (8-150 ms measured on a 2-core EPYC VM, against about 1 ms mapped); the CRC check
+    then reads it once. The cache is only ever replaced by a rename, never rewritten in place, so a mapped
+    file's content stays what was checked."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
     except (OSError, ValueError, EOFError):
         return None
     ok_shape = array.ndim == 2 and array.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1] if "images" in role else array.ndim == 1
