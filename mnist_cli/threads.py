@@ -34,9 +34,9 @@ _depth = 0  # blas_pinned() nesting: only the outermost call changes the BLAS th
 _limiter = None
 
 
-@lru_cache(maxsize=1)
 def _controller():
-    """threadpoolctl's view of the BLAS and OpenMP libraries loaded with NumPy (found once)."""
+    """threadpoolctl's view of the BLAS and OpenMP libraries loaded now (found afresh, 0.2 ms: a library loaded
+    after the first training, say SciPy's or PyTorch's OpenBLAS, is pinned too)."""
     import numpy  # noqa: F401  (load NumPy's BLAS before asking which libraries are loaded)
     from threadpoolctl import ThreadpoolController
 
