@@ -61,3 +61,32 @@ def test_an_unknown_framework_is_a_typed_error_naming_the_choices():
 
 def test_rules_default_to_the_plain_arithmetic():
     assert Rules().plain and not Rules(ftz=True).plain and not Rules(softmax="float32_once").plain
+
+
+def test_a_profile_whose_float32_rules_are_plain_trains_as_numpy_does_and_shares_its_stack(mnist):
+    """PyTorch's float32/float64 arithmetic is the plain one (its measured rules), so a ``--framework torch`` run takes
+    the fast engine and the numpy runs' stack: its numbers are those of the numpy profile, its record names torch.
+    TensorFlow's float32 flushes subnormals: its own engine and stack."""
+    import numpy as np
+
+    from mnist_cli.engine import TrainConfig, train
+    from mnist_cli.engine.base import emulated_framework
+    from mnist_cli.engine.stacked import stack_key, stackable, train_stack
+
+    assert PROFILES["torch"].rules("float32").plain and PROFILES["torch"].rules("float64").plain
+    base = dict(steps=30, lr=2.0, loss="naive")
+    numpy_run, torch_run = (TrainConfig(framework=f, **base) for f in ("numpy", "torch"))
+    tf_run = TrainConfig(framework="tensorflow", **base)
+    assert emulated_framework(torch_run) is None and emulated_framework(tf_run) == "tensorflow"
+    assert emulated_framework(TrainConfig(framework="torch", dtype="float16")) == "torch"  # half: emulated
+    assert stackable(torch_run) and not stackable(tf_run) and stack_key(torch_run) == stack_key(numpy_run)
+    alone = [train(mnist.train_images, mnist.train_labels, c) for c in (numpy_run, torch_run)]
+    stacked = train_stack(mnist.train_images, mnist.train_labels, [numpy_run, torch_run])
+    one = train_stack(mnist.train_images, mnist.train_labels, [numpy_run])[0]  # the stack's own rounding
+    for runs, ref in ((alone, alone[0]), (stacked, one)):
+        for r in runs:
+            np.testing.assert_array_equal(r.losses, ref.losses)
+            np.testing.assert_array_equal(r.model.W, ref.model.W)
+            assert r.nan.to_dict() == ref.nan.to_dict()
+    assert stacked[1].extras["stack"] == 2
+    assert alone[1].model.meta["config"]["framework"] == "torch" == stacked[1].config.framework

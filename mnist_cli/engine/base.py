@@ -15,8 +15,7 @@ Conventions
 - **Steps** are numbered from 1. An engine calls :meth:`Accounting.record` for every step it has not
   proved healthy and :meth:`Accounting.observe_gap` for every one it has; it applies no update that
   :meth:`Accounting.halts` stops.
-- **Batches.** The schedule hands an engine each epoch's permutation; batch ``j`` is its slice
-  ``[j B, (j + 1) B)``. What an engine actually consumed is hashed by :func:`consumed_digest`.
+- **Batches.** Batch ``j`` of an epoch is its permutation's slice ``[j B, (j + 1) B)`` (hashed: :func:`consumed_digest`).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import numpy as np
 from mnist_cli.frameworks import profile
 from mnist_cli.losses import LOSSES, healthy_gap, softmax
 from mnist_cli.model import Model, load_parent
-from mnist_cli.rounding import DTYPES
+from mnist_cli.rounding import DTYPES, is_half
 from mnist_cli.settings import TrainConfig
 from mnist_cli.threads import provenance
 
@@ -298,8 +297,7 @@ class Accounting:
 
     @property
     def nonfinite_steps(self) -> int:
-        """Steps so far whose loss or gradient was non-finite, each step counted once however many of
-        the two were (for progress bars: a NaN loss with its NaN gradient is one step, not two)."""
+        """Steps so far whose loss or gradient was non-finite, each counted once (a NaN loss and gradient: one step)."""
         return self.bad_steps
 
 
@@ -364,8 +362,10 @@ def loss_dtype(config: TrainConfig) -> str:
 
 
 def emulated_framework(config: TrainConfig) -> str | None:
-    """The profile a run's losses compute as: ``None`` for numpy's (the plain IEEE formulas, nothing emulated)."""
-    return None if config.framework == "numpy" else config.framework
+    """The profile a run's losses compute as: ``None`` where that is the plain IEEE arithmetic (numpy's, and PyTorch's
+    float32/float64, whose measured rules are the plain ones: the fast engine and the float32 stack take them)."""
+    name = config.framework
+    return None if name == "numpy" or (not is_half(config.dtype) and profile(name).rules(config.dtype).plain) else name
 
 
 def run_accounting(config: TrainConfig, steps: int, k: int) -> Accounting:

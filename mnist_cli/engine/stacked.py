@@ -75,6 +75,7 @@ from mnist_cli.engine.base import (
     block_gaps,
     build_result,
     consumed_digest,
+    emulated_framework,
     initial_model,
     step_record,
 )
@@ -165,9 +166,10 @@ def check_stackable(config: TrainConfig) -> None:
 
 
 def stackable(config: TrainConfig) -> bool:
-    """Whether the stack computes ``config``'s arithmetic: float32/float64 in the plain (``numpy``) profile, and
-    float16/bfloat16 in every profile (:class:`mnist_cli.engine.half.LowPrecisionSGD`, one step for all runs)."""
-    return is_half(config.dtype) or config.framework == "numpy"
+    """Whether the stack computes ``config``'s arithmetic: float32/float64 where the profile's is the plain one
+    (numpy's, PyTorch's: :func:`mnist_cli.engine.base.emulated_framework`), and float16/bfloat16 in every profile
+    (:class:`mnist_cli.engine.half.LowPrecisionSGD`, one step for all runs)."""
+    return is_half(config.dtype) or emulated_framework(config) is None
 
 
 @dataclass
@@ -371,8 +373,9 @@ def log_records(result: TrainResult, every: int) -> list[dict]:
 
 
 def stack_key(config: TrainConfig) -> tuple:
-    """Runs with equal keys share a stack: same batches, same init, same dtype, precision and profile."""
-    return (config.seed, config.dtype, config.precision, config.mixed_policy, config.framework, config.batch_size,
+    """Runs with equal keys share a stack: same batches, same init, same dtype, precision and arithmetic (the
+    profile, where it emulates one: a PyTorch float32 run shares the numpy runs' stack)."""
+    return (config.seed, config.dtype, config.precision, config.mixed_policy, emulated_framework(config), config.batch_size,
             config.steps, config.train_limit, config.init, config.init_std)
 
 
