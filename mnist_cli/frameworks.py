@@ -99,11 +99,18 @@ class Profile:
     fused_neg_inf: str = "finite"
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        object.__setattr__(self, "_rules", {})  # dtype -> Rules: asked at every step of a run (not a field)
+
     def rules(self, dtype) -> Rules:
         """The :class:`Rules` of ``dtype`` (a name or a NumPy dtype), with the profile's backward order."""
-        name = dtype if isinstance(dtype, str) else getattr(dtype, "name", str(dtype))
-        fused_form = "labels" if self.fused_neg_inf == "nan" else "target"
-        return replace(self.per_dtype.get(name, Rules()), log_backward=self.log_backward, fused_form=fused_form)
+        got = self._rules.get(dtype)
+        if got is None:
+            name = dtype if isinstance(dtype, str) else getattr(dtype, "name", str(dtype))
+            fused_form = "labels" if self.fused_neg_inf == "nan" else "target"
+            got = self._rules[dtype] = replace(self.per_dtype.get(name, Rules()), log_backward=self.log_backward,
+                                               fused_form=fused_form)
+        return got
 
     def smallest_positive(self, dtype) -> float:
         """The smallest positive result this framework keeps in ``dtype``: the smallest normal under FTZ,

@@ -79,7 +79,11 @@ def as_dtype(dtype) -> np.dtype:
 
 def finfo(dtype):
     """``np.finfo`` that also knows bfloat16 (``ml_dtypes.finfo``): ``max``, ``eps``, ``smallest_subnormal``..."""
-    dtype = as_dtype(dtype)
+    return _finfo(as_dtype(dtype))
+
+
+@cache
+def _finfo(dtype: np.dtype):  # per dtype, once: the losses ask at every step (np.dtype.name alone costs ~2 us)
     if dtype.name == "bfloat16":
         import ml_dtypes
 
@@ -89,7 +93,18 @@ def finfo(dtype):
 
 def is_half(dtype) -> bool:
     """float16 and bfloat16 (:data:`mnist_cli.settings.HALF_NAMES`): reductions and products accumulate in float32."""
-    return (dtype if isinstance(dtype, str) else as_dtype(dtype).name) in HALF_NAMES
+    return dtype in HALF_NAMES if isinstance(dtype, str) else _is_half(as_dtype(dtype))
+
+
+@cache
+def _is_half(dtype: np.dtype) -> bool:
+    return dtype.name in HALF_NAMES
+
+
+@cache
+def _tiny(dtype: np.dtype):
+    """The smallest normal number of ``dtype``, as a scalar of it."""
+    return dtype.type(finfo(dtype).smallest_normal)
 
 
 # --- reductions -------------------------------------------------------------------------------------
@@ -126,12 +141,15 @@ def div_n(x: np.ndarray, n: int) -> np.ndarray:
 
 def flush(x: np.ndarray, on: bool = True) -> np.ndarray:
     """Flush to zero (FTZ; on inputs, DAZ): every entry with ``0 < |x| < smallest normal`` of x's dtype becomes
-    0 of its sign, as TensorFlow's CPU kernels do (:mod:`mnist_cli.frameworks`). ``on=False``: ``x`` itself."""
+    0 of its sign, as TensorFlow's CPU kernels do (:mod:`mnist_cli.frameworks`). ``x`` itself where there is none
+    (or ``on=False``), else a new array."""
     if not on:
         return x
-    tiny = x.dtype.type(finfo(x.dtype).smallest_normal)
     with np.errstate(invalid="ignore"):
-        return np.where(np.abs(x) < tiny, np.copysign(x.dtype.type(0), x), x)
+        small = np.abs(x) < _tiny(x.dtype)
+        if not small.any():  # the common case: x itself, not a copy
+            return x
+        return np.where(small, np.copysign(x.dtype.type(0), x), x)
 
 
 # --- half-precision values held in float32 -------------------------------------------------------------
