@@ -61,6 +61,11 @@ class Rules:
     linear: str = "fused"  # x @ W + b rounded once ("fused", F.linear) | the product rounded, then + b ("bias_after")
 
     @property
+    def bias_after(self) -> bool:
+        """Whether a half-precision ``x @ W + b`` rounds the product before adding the bias (:attr:`linear`)."""
+        return self.linear == "bias_after"
+
+    @property
     def plain(self) -> bool:
         """The numpy profile's arithmetic: nothing to emulate (the formulas run exactly as before profiles)."""
         return self == PLAIN

@@ -74,10 +74,10 @@ class Model:
         return self.compute_dtype, self.precision
 
     def logits(self, images: np.ndarray, input_scale: float, block: int = 2048, lanes: int = 1,
-               map_blocks=map) -> np.ndarray:
+               map_blocks=map, bias_after: bool = False) -> np.ndarray:
         """Logits ``z = (images * input_scale / 255) @ W + b`` of uint8 ``images`` (n, d), shape (n, k), in the
         model's compute form (:func:`logits_of`)."""
-        return logits_of([self], [input_scale], images, block, lanes, map_blocks)[0]
+        return logits_of([self], [input_scale], images, block, lanes, map_blocks, bias_after)[0]
 
     def as_dtype(self, dtype: str, precision: str | None = None) -> Model:
         """The same weights computing in ``dtype``: float32/float64 weights cast to it; float16/bfloat16 ``pure``
@@ -238,7 +238,7 @@ def _saved_form(meta: dict, W: np.ndarray, path: Path) -> tuple[str, str]:
 
 
 def logits_of(models: list[Model], scales: list[float], images: np.ndarray, block: int = 2048, lanes: int = 1,
-              map_blocks=map) -> list[np.ndarray]:
+              map_blocks=map, bias_after: bool = False) -> list[np.ndarray]:
     """The logits ``z = (images * s / 255) @ W + b`` (n, k) of each model at its scale ``s``, in its compute
     form; uint8 ``images`` (n, d) are read ``block`` rows at a time for all the models (which must share one
     compute form and weight dtype).
@@ -247,7 +247,8 @@ def logits_of(models: list[Model], scales: list[float], images: np.ndarray, bloc
     each model's scale is applied to its ``W`` instead, ``x @ (s W)``, so a model's logits are products of
     its own, of the same shapes whatever the other models. float16/bfloat16 (pure, or mixed under autocast):
     ``rnd(x @ rnd(W) + rnd(b))``, ``x`` the rounded inputs (:class:`mnist_cli.rounding.Inputs`), products in
-    float32 (:func:`mnist_cli.rounding.linear`). The blocks are dealt out to ``lanes`` lanes, which
+    float32 (:func:`mnist_cli.rounding.linear`; ``bias_after``: the product rounded before the bias, a Keras ``Dense``
+    in float16). The blocks are dealt out to ``lanes`` lanes, which
     ``map_blocks(fn, range(lanes))`` runs (``map``, or a thread pool's ``map``): every block is computed alike
     whichever lane takes it, so the logits do not depend on the lanes.
     """
@@ -274,7 +275,7 @@ def logits_of(models: list[Model], scales: list[float], images: np.ndarray, bloc
                 part = images[start : start + block]
                 if half:
                     for (W, b), z, to_x in zip(params, out, inputs):
-                        z[start : start + block] = linear(to_x(part), W, b, dtype).astype(dtype)
+                        z[start : start + block] = linear(to_x(part), W, b, dtype, bias_after=bias_after).astype(dtype)
                     continue
                 xb = x[: part.shape[0]]
                 np.copyto(xb, part, casting="unsafe")  # uint8 -> float

@@ -259,7 +259,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         where = {"data": data.where}
     if len(x) > MAX_IMAGES:
         raise SettingsError("images", f"{len(x)} images is more than {MAX_IMAGES:,}: use evaluate for a data set")
-    z = framework_logits(predict_logits(model, x, scale), framework)  # (n, k)
+    z = framework_logits(predict_logits(model, x, scale, framework=framework), framework)  # (n, k)
     with np.errstate(all="ignore"):
         p = softmax(softmax_logits(model, z, framework) if framework else z, framework)  # (n, k) in the model's dtype
     rows = []

@@ -31,16 +31,18 @@ __all__ = ["Score", "score", "predict_logits", "cross_entropy", "evaluate_model"
 
 
 def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
-                   threads: int = DEFAULT_THREADS) -> np.ndarray:
+                   threads: int = DEFAULT_THREADS, framework: str | None = None) -> np.ndarray:
     """:meth:`Model.logits` with BLAS on one thread and the blocks shared out over ``threads`` threads:
-    bit-identical for any thread count."""
+    bit-identical for any thread count. ``framework``: the product as that profile rounds it in the model's
+    dtype (TensorFlow's float16 ``Dense``: the product, then the bias, as its training computed them)."""
+    bias_after = framework is not None and profile(framework).rules(model.compute_dtype).bias_after
     with blas_pinned():
         if threads <= 1:
-            return model.logits(images, input_scale, block)
+            return model.logits(images, input_scale, block, bias_after=bias_after)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads, thread_name_prefix="mnist-softmax-eval") as pool:
-            return model.logits(images, input_scale, block, lanes=threads, map_blocks=pool.map)
+            return model.logits(images, input_scale, block, lanes=threads, map_blocks=pool.map, bias_after=bias_after)
 
 
 def cross_entropy(z: np.ndarray, labels: np.ndarray) -> float:
@@ -81,7 +83,7 @@ def logits_and_evaluation(model: Model, images: np.ndarray, labels: np.ndarray, 
                threads: int, framework: str | None = None) -> tuple[np.ndarray, dict]:
     """The logits of ``model`` and :func:`evaluate_model`'s report of them; ``framework``: computed as that
     profile computes (:func:`framework_logits`, :func:`evaluate_logits`)."""
-    z = framework_logits(predict_logits(model, images, input_scale, threads=threads), framework)  # (n, k)
+    z = framework_logits(predict_logits(model, images, input_scale, threads=threads, framework=framework), framework)
     report = evaluate_logits(model, z, labels, framework)
     if is_half(model.compute_dtype):
         report["rounding"] = rounding_report(model, z, images, labels, input_scale, threads)

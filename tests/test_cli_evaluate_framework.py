@@ -63,3 +63,24 @@ def test_predict_names_the_framework(cli, wide_model):
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["computed_as"]["framework"] == "tensorflow"
     assert ", as tensorflow):" in cli("predict", wide_model, "--index", "0", "--framework", "tensorflow").output
+
+
+def test_a_float16_model_scored_as_tensorflow_rounds_its_dense_layer_twice(mnist, tmp_path):
+    """TensorFlow's float16 ``Dense`` rounds ``x @ W`` and then ``+ b`` (its training does: ``Rules.linear``), so its
+    evaluation must too; the other profiles round ``x @ W + b`` once. The two differ on some logits here."""
+    from mnist_cli.rounding import Inputs, linear
+    from mnist_cli.scoring import logits_and_evaluation, predict_logits
+
+    rng = np.random.default_rng(0)
+    m = Model(rng.normal(0, 0.05, (784, 10)).astype(np.float16), rng.normal(0, 3, 10).astype(np.float16),
+              {"config": {"dtype": "float16"}})
+    images = mnist.test_images[:2000]
+    x = Inputs(1.0, "float16", len(images), 784)(images)
+    W, b = m.W.astype(np.float32), m.b.astype(np.float32)
+    twice, once = (linear(x, W, b, "float16", bias_after=after).astype(np.float16) for after in (True, False))
+    assert np.count_nonzero(twice != once) > 0  # the test can tell them apart
+    np.testing.assert_array_equal(predict_logits(m, images, 1.0, framework="tensorflow"), twice)
+    for fw in (None, "numpy", "torch"):
+        np.testing.assert_array_equal(predict_logits(m, images, 1.0, framework=fw), once)
+    z, _ = logits_and_evaluation(m, images, mnist.test_labels[:2000], 1.0, 1, "tensorflow")
+    np.testing.assert_array_equal(z, twice)

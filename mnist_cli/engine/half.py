@@ -161,7 +161,7 @@ class LowPrecisionSGD(BatchesTaken):
         self.scale_of = [scales.index(c.input_scale) for c in configs]  # run -> its inputs
         self.wd = np.float32(first.weight_decay)
         self.scalers = [LossScaler(c.loss_scaling, profile(c.framework).scaler) for c in configs]
-        self.bias_after = profile(first.framework).rules(first.dtype).linear == "bias_after"  # TF's MatMul, BiasAdd
+        self.bias_after = profile(first.framework).rules(first.dtype).bias_after  # TF's MatMul, then BiasAdd
         self.scaler = self.scalers[0]
         self.z = np.empty((R, self.B, k), np.float32)  # (runs, B, k) reused
         self.gW = np.empty((R, d, k), np.float32)  # (runs, d, k) reused
