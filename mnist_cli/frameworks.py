@@ -59,6 +59,9 @@ class Rules:
     fused_form: str = "target"  # "target": logsumexp - z[y] | "labels": sum_j y_j (logsumexp - z_j) (TF: 0 * inf)
     fused_float32: bool = False  # the fused kernel computes a half dtype in float32, rounds once (TF float16)
     linear: str = "fused"  # x @ W + b rounded once ("fused", F.linear) | the product rounded, then + b ("bias_after")
+    #: a pure half SGD update of W: ``rnd(W - lr * g)`` ("fused", torch's add_) | ``rnd(W - rnd(lr * g))``
+    #: ("product_rounded", a Keras/TF ``assign_sub(lr * g)`` on a float16/bfloat16 variable)
+    update: str = "fused"
 
     @property
     def bias_after(self) -> bool:
@@ -191,9 +194,9 @@ PROFILES: dict[str, Profile] = {
     "tensorflow": Profile(
         "tensorflow", "tensorflow-cpu 2.21.0, keras 3.15.1",
         {"float32": _FLUSH, "float64": _FLUSH,
-         "bfloat16": Rules(ftz=True, daz=True, softmax_divide="reciprocal"),
+         "bfloat16": Rules(ftz=True, daz=True, softmax_divide="reciprocal", update="product_rounded"),
          "float16": Rules(softmax_divide="reciprocal", mean_sum="dtype", nll_sum="dtype", fused_float32=True,
-                          linear="bias_after")},
+                          linear="bias_after", update="product_rounded")},
         log_backward="reciprocal", mixed_policies=_KERAS_POLICIES, mixed="mixed_float16",
         scaler=Scaler("keras.mixed_precision.LossScaleOptimizer", 32768.0, 2.0, 0.5, 2000),
         fused_neg_inf="nan",
@@ -201,7 +204,8 @@ PROFILES: dict[str, Profile] = {
                "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1): the float32 softmax of one max breaks from a gap of 86.64",
                "in a Session, fetching the naive loss alone lets grappler rewrite Log(Softmax) into LogSoftmax",
                "the half-precision softmax's sum order (Eigen's reduction) is not reproduced: ~88% of "
-               "probabilities bit-identical",
+               "probabilities bit-identical (oneDNN on, bfloat16: CPU-dependent, 39% rounded once on AVX2, "
+               "99.3% with avx512_bf16)",
                "float16 tf.matmul(x, W) + b rounds the product, then the sum (Keras Dense; measured by the "
                "training-level crosscheck: 71 of 320 logits differ from one rounding); bfloat16's Eigen matmul "
                "does not accumulate in float32 (45% of products equal), not reproduced")),
@@ -261,6 +265,9 @@ def check_probes(found: dict) -> list[str]:
                         problems.append(f"{fw} {setting} {dtype}: softmax rounded once in "
                                         f"{f['softmax_rounding']['float32_rounded_once']:.4f} of entries, "
                                         f"profile {r.softmax}")
+                votes = f.get("sgd_update", {}).get("W", {})  # the pure update of W; b's product is rounded in both
+                if votes and votes.get(r.update) != 1.0:
+                    problems.append(f"{fw} {setting} {dtype}: the SGD update of W matches {votes}, profile {r.update}")
                 if "nll_mean_overflows" in f and f["nll_mean_overflows"] != (r.nll_sum == "dtype"):
                     problems.append(f"{fw} {dtype}: nll_loss batch sum overflows {f['nll_mean_overflows']}, "
                                     f"profile nll_sum {r.nll_sum}")

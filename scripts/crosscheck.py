@@ -125,7 +125,8 @@ PyTorch, ``torch.autocast("cpu")`` around the product *and the loss* (``autocast
 to float32, ``softmax``/``log`` left in the half dtype, so a naive float16 run's first scaled step is skipped:
 2**16 is inf in float16), fixed loss scales 1024 and 2**20 (GradScaler set back with ``update(new_scale)``), batch
 sizes 32 and 500 (120 steps, one epoch); against TensorFlow (:class:`KerasSGD`: eager ``GradientTape``, oneDNN off,
-its default flush-to-zero), float32 at lr 0.5, 2 and 5 x input scale 1 and 255, Keras's ``mixed_float16`` with
+its default flush-to-zero), float32 at lr 0.5, 2 and 5 x input scale 1 and 255, pure float16 (float16 variables,
+``assign_sub(lr * g)``: the product rounded, then the update, the profile's ``Rules.update``), Keras's ``mixed_float16`` with
 the real ``LossScaleOptimizer`` (2**15) and without, batch sizes 32 and 500. Measured (this machine, torch 2.13.0,
 tensorflow-cpu 2.21.0, keras 3.15.1): every profile cell's events identical or teacher-forced-explained, 0 FAIL;
 the float16 Dense's two roundings (product, then bias) are the profile's ``Rules.linear`` (without it 1 of 22
@@ -563,6 +564,7 @@ PROFILE_MODES = (
     ("torch", "float16", "mixed", "dynamic", "autocast-cuda", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
     ("tensorflow", "float32", "pure", "none", "", (0.5, 2.0, 5.0), (1.0, 255.0), (100,), _ALL),
     ("tensorflow", "float32", "pure", "none", "", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
+    ("tensorflow", "float16", "pure", "none", "", (0.5, 5.0), (1.0, 255.0), (100,), _ALL),
     ("tensorflow", "float16", "mixed", "dynamic", "mixed_float16", (0.5, 5.0), (1.0, 255.0), (100,), _ALL),
     ("tensorflow", "float16", "mixed", "none", "mixed_float16", (0.5,), (1.0, 255.0), (100,), _ALL),
     ("tensorflow", "float16", "mixed", "dynamic", "mixed_float16", (0.5,), (1.0,), (32, 500), ("naive", "fused")),
@@ -630,7 +632,8 @@ class TrainCell:
 def train_grid(frameworks=("torch", "tensorflow")) -> list[TrainCell]:
     """The 144 cells of the PyTorch grid (ours in the numpy profile), then the issue-19 cells: ours computing as
     the reference's profile, against PyTorch (CPU autocast, fixed loss scales, batch sizes 32 and 500) and
-    TensorFlow (float32 under FTZ, Keras's mixed_float16 with and without LossScaleOptimizer, batches 32, 500)."""
+    TensorFlow (float32 under FTZ, pure float16, Keras's mixed_float16 with and without LossScaleOptimizer,
+    batches 32, 500)."""
     cells = [TrainCell(d, p, ls, loss, lr, s, seed, init) for d, p, ls in TRAIN_MODES for lr in TRAIN_LRS
              for s in TRAIN_SCALES for seed, init in TRAIN_SEEDS for loss in TRAIN_LOSSES] if "torch" in frameworks else []
     for fw, d, p, ls, policy, lrs, scales, batches, losses in PROFILE_MODES:

@@ -121,6 +121,25 @@ def _accumulation(total: float) -> str:
 GAP_RANGE = {"float16": (5.0, 25.0), "bfloat16": (80.0, 100.0), "float32": (80.0, 110.0),
              "float64": (700.0, 750.0)}
 #: float16 pairs (upstream g, x) where g / x and g * (1 / x) round differently: decided per framework.
+def _update_case(name: str):
+    """A pure half SGD step's operands: seeded ``W`` (784, 10) and ``b`` (10,) and their gradients in ``name``, and
+    lr 0.37 (rounded to the dtype, as both frameworks round it); on many entries the two roundings of the update
+    differ: ``rnd(W - lr g)`` ("fused": computed in float32, rounded once) and ``rnd(W - rnd(lr g))``."""
+    dt, rng = _np_dtype(name), np.random.default_rng(7)
+    half = lambda a: a.astype(dt).astype(np.float32)
+    W, gW = half(rng.normal(0, 0.05, (784, 10))), half(rng.normal(0, 0.01, (784, 10)))
+    b, gb = half(rng.normal(0, 0.05, 10)), half(rng.normal(0, 0.01, 10))
+    lr = np.float32(half(np.float32(0.37)))
+    forms = {key: {"fused": half(p - lr * g), "product_rounded": half(p - half(lr * g))}
+             for key, p, g in (("W", W, gW), ("b", b, gb))}
+    return (W, gW, b, gb), forms
+
+
+def _update_votes(got: dict, forms: dict) -> dict:
+    """{"W": {form: share of entries equal}, "b": ...}: which rounding a framework's update made."""
+    return {key: {form: _bits_equal(got[key], want) for form, want in forms[key].items()} for key in forms}
+
+
 def _log_pairs(count: int = 64):
     """``count`` seeded float16 pairs ``(g, x, g / x, g * rnd(1 / x))`` on which the two orders differ."""
     f, rng, keep = np.float16, np.random.default_rng(7), []
@@ -175,6 +194,13 @@ def probe_torch() -> dict:
                 facts["mean_overflows"] = bool(torch.isinf(torch.full((8,), big, dtype=td).mean()))
                 logp = torch.full((8, 2), -big, dtype=td)
                 facts["nll_mean_overflows"] = bool(torch.isinf(F.nll_loss(logp, torch.zeros(8, dtype=torch.long))))
+            (W, gW, b, gb), forms = _update_case(name)  # torch.optim.SGD's step: param.add_(grad, alpha=-lr)
+            got = {}
+            for key, p, g in (("W", W, gW), ("b", b, gb)):
+                pt = torch.from_numpy(p).to(td)
+                pt.add_(torch.from_numpy(g).to(td), alpha=-0.37)
+                got[key] = pt.float().numpy()
+            facts["sgd_update"] = _update_votes(got, forms)
         per[name] = facts
     # the log backward, float16
     pairs = _log_pairs()
@@ -254,6 +280,13 @@ def probe_tensorflow_setting(graph: bool) -> dict:
             if name == "float16":
                 big = float(fi.max) / 4
                 facts["mean_overflows"] = bool(np.isinf(float(run(tf.reduce_mean)(tf.fill([8], c(big))))))
+            (W, gW, b, gb), forms = _update_case(name)  # the update a TF user writes: v.assign_sub(lr * g)
+            got = {}
+            for key, p, g in (("W", W, gW), ("b", b, gb)):
+                v = tf.Variable(tf.cast(tf.constant(p), td))
+                run(lambda v, g, td=td: v.assign_sub(tf.constant(0.37, td) * g))(v, tf.cast(tf.constant(g), td))
+                got[key] = tf.cast(v, tf.float32).numpy()
+            facts["sgd_update"] = _update_votes(got, forms)
         per[name] = facts
     pairs = _log_pairs()
     votes = {"grad / x": 0, "grad * reciprocal(x)": 0}

@@ -90,3 +90,34 @@ def test_a_profile_whose_float32_rules_are_plain_trains_as_numpy_does_and_shares
             assert r.nan.to_dict() == ref.nan.to_dict()
     assert stacked[1].extras["stack"] == 2
     assert alone[1].model.meta["config"]["framework"] == "torch" == stacked[1].config.framework
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_pure_half_update_rounds_as_each_framework_does(mnist, dtype):
+    """torch's ``add_`` rounds ``W - lr g`` once (computed in float32); a TF user's ``assign_sub(lr * g)`` rounds
+    ``lr g`` first (``Rules.update``, scripts/probes.json). Both round ``b``'s product. The two differ on some entries."""
+    import numpy as np
+
+    from mnist_cli.engine import TrainConfig
+    from mnist_cli.engine.base import initial_model, run_accounting
+    from mnist_cli.engine.half import LowPrecisionSGD
+    from mnist_cli.rounding import round_to
+
+    rng = np.random.default_rng(3)
+    rnd = lambda a: round_to(np.asarray(a, np.float32), dtype)
+    W0, gW, b0, gb = (rnd(rng.normal(0, s, shape)) for s, shape in ((0.05, (784, 10)), (0.01, (784, 10)),
+                                                                   (0.05, 10), (0.01, 10)))
+    lr = rnd(np.float32(0.37))
+    got = {}
+    for fw in ("torch", "tensorflow"):
+        c = TrainConfig(dtype=dtype, framework=fw, lr=0.37, steps=1)
+        model = initial_model(c, 784, 10)[0]
+        e = LowPrecisionSGD(mnist.train_images, mnist.train_labels, model, [c], [run_accounting(c, 1, 10)])
+        e.W[0], e.b[0] = W0, b0
+        e._update(gW[None].copy(), gb[None].copy(), np.array([0.37], np.float32)[:, None, None])
+        got[fw] = e.W[0].copy(), e.b[0].copy()
+    np.testing.assert_array_equal(got["torch"][0], rnd(W0 - lr * gW))
+    np.testing.assert_array_equal(got["tensorflow"][0], rnd(W0 - rnd(lr * gW)))
+    assert np.count_nonzero(got["torch"][0] != got["tensorflow"][0]) > 0
+    for fw in got:
+        np.testing.assert_array_equal(got[fw][1], rnd(b0 - rnd(lr * gb)))

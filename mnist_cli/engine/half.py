@@ -33,7 +33,8 @@ bfloat16 tensors on the CPU, measured in torch 2.13: ``alpha`` is converted to t
 learning rate and the weight decay are rounded to it); the SIMD loop, which takes ``W`` (7840 entries, a
 multiple of every vector width), computes ``W + alpha * g`` in float32 and rounds once; ``b`` (10 entries,
 shorter than a vector) goes through the scalar loop, which computes in the dtype and also rounds the
-product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.)
+product. (A build without SIMD, ``ATEN_CPU_CAPABILITY=default``, rounds ``W``'s product too.) Under TensorFlow's
+profile, ``W.assign_sub(lr * g)`` on a half variable rounds the product as well (``Rules.update``).
 
 **The mixed policy** (``TrainConfig.mixed_policy``, :meth:`mnist_cli.frameworks.Profile.policy`) decides only
 where the loss computes: the numpy profile's ``float32-softmax`` and torch's ``autocast-cuda`` (the default) in
@@ -161,7 +162,9 @@ class LowPrecisionSGD(BatchesTaken):
         self.scale_of = [scales.index(c.input_scale) for c in configs]  # run -> its inputs
         self.wd = np.float32(first.weight_decay)
         self.scalers = [LossScaler(c.loss_scaling, profile(c.framework).scaler) for c in configs]
-        self.bias_after = profile(first.framework).rules(first.dtype).bias_after  # TF's MatMul, then BiasAdd
+        rules = profile(first.framework).rules(first.dtype)
+        self.bias_after = rules.bias_after  # TF's MatMul, then BiasAdd
+        self.product_rounded = rules.update == "product_rounded"  # TF's assign_sub(lr * g): lr * g rounded too
         self.scaler = self.scalers[0]
         self.z = np.empty((R, self.B, k), np.float32)  # (runs, B, k) reused
         self.gW = np.empty((R, d, k), np.float32)  # (runs, d, k) reused
@@ -273,7 +276,7 @@ class LowPrecisionSGD(BatchesTaken):
         lr = lr.astype(self.low).astype(np.float32)  # add_'s alpha, in the tensor's dtype
         if self.wd:
             gW = round_to(gW + np.float32(self.low.type(self.wd)) * W, self.low)
-        W -= lr * gW
+        W -= round_to(lr * gW, self.low) if self.product_rounded else lr * gW
         b -= round_to((lr[..., 0] if lr.ndim else lr) * gb, self.low)
         params = self.stack[runs]
         round_to(params, self.low, out=params)
