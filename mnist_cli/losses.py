@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_cli.frameworks import PLAIN, Rules, profile
-from mnist_cli.rounding import as_dtype, batch_mean, class_sum, div_n, finfo, flush, is_half
+from mnist_cli.rounding import as_dtype, batch_mean, cast, class_sum, div_n, finfo, flush, is_half
 
 __all__ = ["Loss", "LOSSES", "rules_of", "softmax", "log_softmax", "onehot", "fused", "naive", "clipped", "naive_from_probs",
            "clipped_from_probs", "softmax_backward", "FusedKernel", "CLIP_MIN", "underflow_limit", "gradient_overflow_limit",
@@ -93,7 +93,7 @@ def softmax(z: np.ndarray, framework=None) -> np.ndarray:
     """
     rules = rules_of(framework, z.dtype)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        return _softmax_shifted(_shift(z, rules), rules).astype(z.dtype, copy=False)  # (n, k)
+        return cast(_softmax_shifted(_shift(z, rules), rules), z.dtype)  # (n, k)
 
 
 # --- where softmax breaks, per dtype --------------------------------------------------------------
@@ -202,7 +202,7 @@ def softmax_backward(p: np.ndarray, g: np.ndarray, rules: Rules = PLAIN) -> np.n
     """
     if _once(rules, p.dtype):
         p32, g32 = p.astype(np.float32), g.astype(np.float32)
-        return (p32 * (g32 - np.sum(g32 * p32, axis=1, keepdims=True))).astype(p.dtype)
+        return cast(p32 * (g32 - np.sum(g32 * p32, axis=1, keepdims=True)), p.dtype)
     return flush(p * (g - class_sum(flush(g * p, rules.ftz))), rules.ftz)
 
 
@@ -236,7 +236,7 @@ def _fused(shifted, t, Y, grad_scale: float = 1.0, rules: Rules = PLAIN):
     else:
         rows = (np.log(s[:, 0]) - shifted[t]).astype(dtype, copy=False)  # logsumexp(z) - z[y], m cancels
     loss = batch_mean(rows, rules.nll_sum)
-    p = _divide(e, s, rules).astype(dtype, copy=False)  # softmax(z)
+    p = cast(_divide(e, s, rules), dtype)  # softmax(z)
     grad = flush(div_n(p - Y, n), rules.ftz)  # (softmax(z) - onehot(y)) / n
     if np.any(grad_scale != 1.0):
         grad *= np.asarray(grad_scale).astype(grad.dtype)  # the gradient of grad_scale * L (per run in a stack)

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from mnist_cli.rounding import DTYPES, Inputs, _round_bits, batch_mean, class_sum, div_n, pixel_table, round_to
+from mnist_cli.rounding import DTYPES, Inputs, _round_bits, batch_mean, cast, class_sum, div_n, pixel_table, round_to
 
 F16_EDGES = [0.0, -0.0, 65504.0, 65519.996, 65520.0, -65520.0, 2.0**-14, 2.0**-14 * (1 - 2.0**-11), 2.0**-24,
              2.0**-25, 2.0**-25 * 1.0000001, 3 * 2.0**-25, 2.0**-26, 1 + 2.0**-11, 1 + 3 * 2.0**-11, np.inf, -np.inf,
@@ -37,6 +37,21 @@ def test_float16_rounding_is_numpys_cast_bit_for_bit(seed):
     for x in (got, in_place):
         same = (x.view(np.uint32) == want.view(np.uint32)) | (np.isnan(x) & np.isnan(want))
         assert same.all(), a[~same][:5]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_cast_to_float16_is_numpys_bit_for_bit_by_either_path(seed):
+    """cast takes the bits (mostly subnormal results) or NumPy's cast (few): the same float16 either way, in the
+    input's memory order (a later reduction's summation order follows it)."""
+    sample = _float32_sample(seed)
+    tiny = (sample[np.isfinite(sample)] * np.float32(2.0**-20)).astype(np.float32)  # mostly float16-subnormal
+    for a in (sample, tiny, np.asfortranarray(np.resize(tiny, (60, 100)))):
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            want, got = a.astype(np.float16), cast(a, "float16")
+        assert got.dtype == np.float16 and got.flags.f_contiguous == want.flags.f_contiguous
+        same = (got.view(np.uint16) == want.view(np.uint16)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), a[~same][:5]
+    assert cast(sample, "float32") is sample
 
 
 def _bfloat16_by_hand(a: np.ndarray) -> np.ndarray:
