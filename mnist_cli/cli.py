@@ -409,7 +409,7 @@ def compare(losses, lrs, input_scales, dtypes, precisions, loss_scale, framework
       mnist-softmax compare --lr 1,2,3 --framework torch,tensorflow --losses naive,fused
       mnist-softmax compare --smoke --quiet            # CI: seconds, exit 4 if the story changed
       mnist-softmax compare --json --metrics-out curves/
-      mnist-softmax compare --lr 0.1:10:log5 --seeds 0,1,2 --workers auto   # the seeds' stacks on every core
+      mnist-softmax compare --workers 1                # one process (a machine busy with other work)
     """
     from mnist_cli.compare import add_metrics, add_plot, compare_config, planned_checks, probe_outputs, publish, run_compare
     from mnist_cli.shell import compare_text

@@ -60,7 +60,7 @@ class CompareConfig:
     train_limit: int | None = None  # train on the first N examples only (smoke runs)
     log_every: int = 0  # keep a per-step record every N steps for the metrics files (0 = none)
     threads: int = TUTORIAL.threads  # the tool's own threads in each run (never changes a number)
-    workers: int | str = 1  # processes the groups of runs are dealt out to, or "auto" (never changes a number)
+    workers: int | str = "auto"  # processes training the groups of runs, or "auto" (never changes a number)
     engine: str = "stack"  # "stack": runs sharing a seed and dtype as one (mnist_cli.engine.stacked); "alone": one by one
     frameworks: tuple[str, ...] = ()  # profiles to sweep (mnist_cli.frameworks); none given: each scenario's own
     dataset: str = "mnist"  # whose measured expectations the runs are checked against (mnist_cli.scenarios)
@@ -214,7 +214,7 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
                             f"batch size {config.batch_size} is larger than the {n_train} training examples")
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     groups = run_groups(config, jobs)
-    workers = worker_count(config.workers, len(groups))
+    workers = worker_count(config.workers, len(groups), len(jobs) * config.steps * config.batch_size)
     t0 = time.perf_counter()
     finished: list[str] = []
 

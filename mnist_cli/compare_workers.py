@@ -12,7 +12,8 @@ on nothing outside it (each run's numbers are bit-identical whatever else shares
 :mod:`mnist_cli.engine.stacked`), so the groups can be dealt out to worker processes: every accuracy,
 per-step loss, NaN count, digest and saved array is the same for any number of workers.
 
-Workers are started with ``spawn`` (a fresh interpreter: no copied locks or BLAS thread pools), run BLAS
+``workers`` N means N lanes: this process and N - 1 workers, started with ``spawn`` (a fresh interpreter: no
+copied locks or BLAS thread pools); this process trains queued groups itself while they start. Workers run BLAS
 on one thread as every run does, and read the decoded dataset from shared memory that the parent fills
 once (:class:`SharedArrays`), not from copies of their own. Ctrl-C and SIGTERM stop every worker; a
 worker that dies (killed, out of memory) is a one-line :class:`WorkerError` naming its group.
@@ -56,9 +57,15 @@ def group_label(jobs: list[tuple], positions: list[int]) -> str:
     return first if len(positions) == 1 else f"the stack of {first} and {len(positions) - 1} more runs"
 
 
-def worker_count(workers, groups: int) -> int:
-    """``workers`` (a number, or ``"auto"``: the CPUs this process may use) capped by the number of groups."""
-    n = len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
+def worker_count(workers, groups: int, examples: int = 0) -> int:
+    """``workers`` capped by the number of groups; ``"auto"``: the CPUs this process may use, or 1 when the runs
+    train on fewer than :data:`mnist_cli.settings.AUTO_WORKERS_FROM` examples in all (``examples``)."""
+    from mnist_cli.settings import AUTO_WORKERS_FROM
+
+    if workers == "auto":
+        n = len(os.sched_getaffinity(0)) if examples >= AUTO_WORKERS_FROM else 1
+    else:
+        n = int(workers)
     return max(1, min(n, groups))
 
 
@@ -139,24 +146,57 @@ def train_groups(arrays: dict[str, np.ndarray], config, jobs: list[tuple], group
 
 
 def _in_workers(arrays, config, jobs, groups, workers: int, train_group: Callable, done: Callable) -> None:
+    """``workers`` lanes: this process and ``workers - 1`` spawned ones. The spawned ones are fed from the queue
+    as each finishes a group (a callback submits the next one); this process trains the next queued group itself
+    meanwhile, so the first lane starts at once instead of after a worker's start-up (~0.35 s: an interpreter and
+    NumPy), and the results are collected here between its own groups."""
+    import threading
+    from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    queue, lock, pending = deque(groups), threading.RLock(), {}  # RLock: a callback may run at once, inside feed
     shared = SharedArrays(arrays)
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_attach,
+    pool = ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn"), initializer=_attach,
                                initargs=(shared.specs,))
-    try:
-        pending = {pool.submit(_work, train_group, config, [jobs[p] for p in positions]): positions for positions in groups}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                positions = pending.pop(future)
+
+    def feed(_finished=None) -> None:  # in the pool's thread after each group: the next queued group to the pool
+        with lock:
+            if queue and sum(not f.done() for f in pending) < workers - 1:
+                positions = queue.popleft()
                 try:
-                    runs = future.result()
-                except BrokenProcessPool:
-                    raise WorkerError(f"a worker process died while training {group_label(jobs, positions)} (killed, "
-                                      "or out of memory): run again with fewer {workers}") from None
-                done(positions, runs)
+                    pending[pool.submit(_work, train_group, config, [jobs[p] for p in positions])] = positions
+                except RuntimeError:  # the pool is shutting down (an error or Ctrl-C here): nothing more to run
+                    return
+                next(reversed(pending)).add_done_callback(feed)
+
+    def collect(block: bool) -> None:
+        with lock:
+            waiting = list(pending)
+        finished = wait(waiting, timeout=None if block else 0, return_when=FIRST_COMPLETED)[0] if waiting else ()
+        for future in finished:
+            with lock:
+                positions = pending.pop(future)
+            try:
+                runs = future.result()
+            except BrokenProcessPool:
+                raise WorkerError(f"a worker process died while training {group_label(jobs, positions)} (killed, "
+                                  "or out of memory): run again with fewer {workers}") from None
+            done(positions, runs)
+
+    try:
+        for _ in range(workers - 1):
+            feed()
+        while True:
+            with lock:
+                positions = queue.popleft() if queue else None
+            if positions is not None:  # this process's lane
+                done(positions, train_group(*arrays.values(), config, [jobs[p] for p in positions]))
+                collect(block=False)
+            elif pending:
+                collect(block=True)
+            else:
+                break
     finally:  # done, failed, Ctrl-C or SIGTERM: no worker outlives this call
         for process in list(getattr(pool, "_processes", {}).values()):
             if process.is_alive():

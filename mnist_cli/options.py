@@ -222,17 +222,20 @@ class Workers(click.ParamType):
 
 def workers_option(f):
     """``--workers N|auto`` (``MNIST_SOFTMAX_WORKERS``): processes compare deals its groups of runs out to."""
+    from mnist_cli.settings import AUTO_WORKERS_FROM
+
     return click.option(
         "--workers",
         type=Workers(),
         envvar=WORKERS_ENV,
         show_envvar=True,
-        default="1",
+        default="auto",
         show_default=True,
-        help="Worker processes for the independent groups of runs (a stack of runs sharing a seed and dtype, or one "
-        "half-precision run); auto = the CPUs this process may use, at most one per group. Every number is "
-        "bit-identical for any value. Each worker starts a Python of its own (~0.5 s), so 1 is the default: "
-        "more pays off for sweeps of several seeds or dtypes.",
+        help="Processes training the independent groups of runs (a stack of runs sharing a seed, dtype, precision "
+        "and profile, or one run of another profile's float32/float64): this one and N-1 workers. auto = the CPUs "
+        f"this process may use, at most one per group, and 1 below {AUTO_WORKERS_FROM:.0e} training examples in all (runs "
+        "x steps x batch: a worker's start, "
+        "~0.35 s, costs more than it wins there). Every number is bit-identical for any value.",
     )(f)
 
 

@@ -59,6 +59,10 @@ MAX_STEPS = 10_000_000
 #: More worker processes than this are refused (``compare --workers``): each holds a Python interpreter and
 #: its runs' parameters, and no machine here has more cores.
 MAX_WORKERS = 64
+#: ``--workers auto`` runs in one process below this many training examples in all (runs x steps x batch):
+#: a worker's start (an interpreter and NumPy, ~0.35 s) is only won back by ~1 s of training or more (the default
+#: compare is 3e6: 30 runs x 1000 steps x 100, ~3.7 s on one core of a 2-core AMD EPYC).
+AUTO_WORKERS_FROM = 1_000_000
 #: The most runs one ``compare`` may make (cells x seeds x losses; a range ``a:b:N`` may not give more values
 #: either): at ~0.1-2 s a run, 10,000 runs are hours already, and a larger grid would only exhaust memory.
 MAX_RUNS = 10_000

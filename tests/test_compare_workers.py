@@ -1,12 +1,18 @@
 """compare across worker processes: the same numbers for any number of workers, and no worker outlives it."""
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from mnist_cli.compare import CompareConfig, run_compare
-from mnist_cli.compare_workers import WorkerError, run_groups, train_groups, worker_count
+from mnist_cli.compare import CompareConfig, run_compare, train_group
+from mnist_cli.compare_workers import SharedArrays, WorkerError, run_groups, train_groups, worker_count
 
 #: healthy (tutorial, f64), broken (raw pixels, lr 5 raw), chaotic (lr 5) cells, a half-precision one, two seeds
 CONFIG = dict(scenarios=("tutorial", "raw-pixels", "lr-5", "f64", "f16"), seeds=(0, 1), steps=60, train_limit=1500)
@@ -47,25 +53,34 @@ def test_groups_are_the_stacks_float32_float64_and_half():
     half = [g for g in groups if jobs[g[0]][0].dtype == "float16"]
     assert all(len(g) == 2 for g in half) and len(half) == 2  # a stack per seed of f16's 2 losses
     assert len(groups) == len(half) + 2 * 2  # and per (seed, float32/float64)
-    assert worker_count("auto", 3) == min(3, len(os.sched_getaffinity(0))) and worker_count(8, 2) == 2
+    assert worker_count("auto", 3, 10**7) == min(3, len(os.sched_getaffinity(0))) and worker_count(8, 2) == 2
+    assert worker_count("auto", 3, 10**5) == 1  # too little work to win back a worker's start
 
 
 def _die(*args):
+    if multiprocessing.parent_process() is None:  # the parent's own lane trains as usual
+        return train_group(*args)
     os._exit(9)  # a worker killed mid-group (SIGKILL, the OOM killer)
 
 
-def test_a_worker_that_dies_is_a_one_line_error_naming_its_group(mnist):
+def test_a_worker_that_dies_is_a_one_line_error_naming_its_group(mnist, monkeypatch):
     config = CompareConfig(**CONFIG, workers=2)
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     arrays = {"train_images": mnist.train_images[:200], "train_labels": mnist.train_labels[:200],
               "test_images": mnist.test_images[:10], "test_labels": mnist.test_labels[:10]}
-    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    made = []  # the shared blocks this call creates (other tests may make their own meanwhile)
+    real_init = SharedArrays.__init__
+
+    def recording_init(self, arrays):
+        real_init(self, arrays)
+        made.extend(shm.name for shm in self.blocks)
+
+    monkeypatch.setattr(SharedArrays, "__init__", recording_init)
     with pytest.raises(WorkerError) as err:
         train_groups(arrays, config, jobs, run_groups(config, jobs), 2, _die)
     assert "died while training" in str(err.value) and " / " in str(err.value) and "\n" not in str(err.value)
     assert multiprocessing.active_children() == []
-    if before or os.path.isdir("/dev/shm"):
-        assert set(os.listdir("/dev/shm")) <= before  # the shared arrays are freed
+    assert made and not [name for name in made if _shm_exists(name)]  # the shared arrays are freed
 
 
 def test_the_cli_takes_workers(cli):
@@ -74,3 +89,64 @@ def test_the_cli_takes_workers(cli):
     assert r.exit_code == 0, r.output
     r = cli("compare", "--workers", "0")
     assert r.exit_code == 2 and "--workers" in r.output
+
+
+def _shm_exists(name: str) -> bool:
+    """Whether the shared-memory block ``name`` is still there (Linux: a file in /dev/shm)."""
+    return (Path("/dev/shm") / name.lstrip("/")).exists()
+
+
+def _maps(pid: int) -> list[str]:
+    """The memory mappings of ``pid`` (none if it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: Linux, as CI is)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc (Linux)")
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "Interrupted."), (signal.SIGTERM, 143, "Terminated.")],
+                         ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_mid_compare_stops_every_worker_and_says_what_finished(mnist_data_dir, sig, code, message):
+    cmd = [sys.executable, "-m", "mnist_cli", "compare", "--scenarios", "tutorial,f16", "--seeds", "0,1,2",
+           "--steps", "1000000", "--workers", "2", "--data-dir", str(mnist_data_dir), "--offline"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2:  # the worker and multiprocessing's resource tracker
+        assert time.monotonic() < deadline and proc.poll() is None, "no worker started"
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    time.sleep(1.0)  # the workers are training
+    blocks = {line.split()[-1] for kid in kids for line in _maps(kid) if "/psm_" in line}  # the shared arrays
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=30)  # not after the groups under way (minutes)
+    finally:
+        if proc.poll() is None:
+            for pid in [proc.pid, *kids]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == code and message in lines, lines[-3:]
+    assert lines[-1].startswith("Done before the interrupt: ") and " of 12 runs" in lines[-1]
+    deadline = time.monotonic() + 10  # a group of 10**6 steps takes minutes: the workers were stopped
+    while any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1][:3]
+              for k in kids):
+        assert time.monotonic() < deadline, "a worker outlived compare"
+        time.sleep(0.05)
+    assert blocks and not [b for b in blocks if Path(b).exists()]  # the shared arrays are freed
