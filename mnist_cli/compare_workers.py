@@ -14,13 +14,15 @@ per-step loss, NaN count, digest and saved array is the same for any number of w
 
 ``workers`` N means N lanes: this process and N - 1 workers, started with ``spawn`` (a fresh interpreter: no
 copied locks or BLAS thread pools); this process trains queued groups itself while they start. Workers run BLAS
-on one thread as every run does, and read the decoded dataset from shared memory that the parent fills
-once (:class:`SharedArrays`), not from copies of their own. Ctrl-C and SIGTERM stop every worker; a
-worker that dies (killed, out of memory) is a one-line :class:`WorkerError` naming its group.
+on one thread as every run does, and map the decoded dataset (:class:`SharedArrays`), not copies of their
+own: the data cache's files where the arrays are maps of them, else shared memory the parent fills once.
+Ctrl-C and SIGTERM stop every worker; a worker that dies (killed, out of memory) is a one-line
+:class:`WorkerError` naming its group.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 from multiprocessing import get_context, shared_memory
@@ -69,27 +71,54 @@ def worker_count(workers, groups: int, examples: int = 0) -> int:
     return max(1, min(n, groups))
 
 
+def _mapped_file(a: np.ndarray):
+    """``(path, offset, (st_dev, st_ino, st_size, st_mtime_ns))`` of the read-only file map ``a`` is a contiguous
+    part of (the data cache, :func:`mnist_cli.data.load.load_mnist`), else None."""
+    root = a  # the np.memmap that made the map (a slice of a memmap is a memmap too, with the file's offset)
+    while isinstance(root, np.ndarray) and not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)):
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None or root.mode != "r" or not a.flags.c_contiguous:
+        return None
+    start = a.ctypes.data - root.ctypes.data
+    if start < 0 or start + a.nbytes > root.nbytes:
+        return None
+    st = os.stat(root.filename)
+    return root.filename, root.offset + start, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class SharedArrays:
-    """Named arrays copied once into shared memory, which worker processes map without copying (:meth:`attach`)."""
+    """Named arrays that worker processes map without copying (:meth:`attach`): an array that is a whole map of a
+    file (the data cache) by that file, the others copied once into shared memory."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.blocks, self.specs = [], {}
         try:
             for name, a in arrays.items():
+                if (mapped := _mapped_file(a)) is not None:
+                    self.specs[name] = ("file", *mapped, a.shape, a.dtype.str)
+                    continue
                 shm = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
                 self.blocks.append(shm)
                 np.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
-                self.specs[name] = (shm.name, a.shape, a.dtype.str)
+                self.specs[name] = ("shm", shm.name, a.shape, a.dtype.str)
         except BaseException:
             self.close()
             raise
 
     @staticmethod
     def attach(specs: dict) -> tuple[dict[str, np.ndarray], list]:
-        """The arrays of ``specs`` (:attr:`specs` of the parent's instance), and the blocks to keep open."""
+        """The arrays of ``specs`` (:attr:`specs` of the parent's instance), and the blocks to keep open. A mapped
+        file must still be the one the parent mapped (a cache is replaced by a rename, never rewritten)."""
         arrays, blocks = {}, []
-        for name, (shm_name, shape, dtype) in specs.items():
-            shm = shared_memory.SharedMemory(name=shm_name)
+        for name, (kind, *where, shape, dtype) in specs.items():
+            if kind == "file":
+                path, offset, stamp = where
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp):
+                    raise WorkerError(f"the data cache {path} was replaced while compare ran: run it again")
+                arrays[name] = np.asarray(np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape)))
+                continue
+            shm = shared_memory.SharedMemory(name=where[0])
             blocks.append(shm)
             arrays[name] = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
         return arrays, blocks
@@ -114,13 +143,19 @@ def _attach(specs: dict) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    arrays, blocks = SharedArrays.attach(specs)
+    try:
+        arrays, blocks = SharedArrays.attach(specs)
+    except WorkerError as exc:  # raised by the first group it is given (an initializer's error breaks the pool)
+        _DATA["_error"] = exc
+        return
     _DATA.update(arrays, _blocks=blocks)
 
 
 def _work(train_group: Callable, config, jobs: list[tuple]) -> list:
     """In a worker: ``train_group`` (:func:`mnist_cli.compare.train_group`, pickled by name) on the shared arrays."""
     d = _DATA
+    if "_error" in d:
+        raise d["_error"]
     return train_group(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"], config, jobs)
 
 
@@ -181,7 +216,7 @@ def _in_workers(arrays, config, jobs, groups, workers: int, train_group: Callabl
                 runs = future.result()
             except BrokenProcessPool:
                 raise WorkerError(f"a worker process died while training {group_label(jobs, positions)} (killed, "
-                                  "or out of memory): run again with fewer {workers}") from None
+                                  "or out of memory): run again with fewer --workers") from None
             done(positions, runs)
 
     try:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnist_cli.compare import CompareConfig, run_compare, train_group
@@ -66,8 +67,8 @@ def _die(*args):
 def test_a_worker_that_dies_is_a_one_line_error_naming_its_group(mnist, monkeypatch):
     config = CompareConfig(**CONFIG, workers=2)
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
-    arrays = {"train_images": mnist.train_images[:200], "train_labels": mnist.train_labels[:200],
-              "test_images": mnist.test_images[:10], "test_labels": mnist.test_labels[:10]}
+    arrays = {"train_images": mnist.train_images[:200].copy(), "train_labels": mnist.train_labels[:200].copy(),
+              "test_images": mnist.test_images[:10].copy(), "test_labels": mnist.test_labels[:10].copy()}  # in shm
     made = []  # the shared blocks this call creates (other tests may make their own meanwhile)
     real_init = SharedArrays.__init__
 
@@ -79,8 +80,28 @@ def test_a_worker_that_dies_is_a_one_line_error_naming_its_group(mnist, monkeypa
     with pytest.raises(WorkerError) as err:
         train_groups(arrays, config, jobs, run_groups(config, jobs), 2, _die)
     assert "died while training" in str(err.value) and " / " in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).endswith("run again with fewer --workers")
     assert multiprocessing.active_children() == []
     assert made and not [name for name in made if _shm_exists(name)]  # the shared arrays are freed
+
+
+def test_a_cached_array_reaches_the_workers_by_its_file_and_a_replaced_cache_is_an_error(tmp_path):
+    cache = tmp_path / "images.npy"
+    np.save(cache, np.arange(6000, dtype=np.uint8).reshape(60, 100))
+    mapped = np.load(cache, mmap_mode="r")
+    parts = {"whole": np.asarray(mapped), "rows": mapped[10:20], "columns": mapped[:, 50:]}
+    shared = SharedArrays(parts)
+    try:  # a contiguous part of the map by the file, at its own offset; the columns (not contiguous) copied
+        assert [spec[0] for spec in shared.specs.values()] == ["file", "file", "shm"] and len(shared.blocks) == 1
+        arrays, blocks = SharedArrays.attach(shared.specs)
+        assert all(np.array_equal(arrays[name], a) for name, a in parts.items())
+        del arrays, blocks
+        np.save(tmp_path / "new.npy", np.zeros((60, 100), np.uint8))
+        os.replace(tmp_path / "new.npy", cache)  # how a cache is rebuilt (another process, meanwhile)
+        with pytest.raises(WorkerError, match=r"data cache .* was replaced while compare ran: run it again"):
+            SharedArrays.attach(shared.specs)
+    finally:
+        shared.close()
 
 
 def test_the_cli_takes_workers(cli):
@@ -149,4 +170,4 @@ def test_a_signal_mid_compare_stops_every_worker_and_says_what_finished(mnist_da
               for k in kids):
         assert time.monotonic() < deadline, "a worker outlived compare"
         time.sleep(0.05)
-    assert blocks and not [b for b in blocks if Path(b).exists()]  # the shared arrays are freed
+    assert not [b for b in blocks if Path(b).exists()]  # the shared arrays are freed
