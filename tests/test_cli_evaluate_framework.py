@@ -70,6 +70,7 @@ def test_a_float16_model_scored_as_tensorflow_rounds_its_dense_layer_twice(mnist
     evaluation must too; the other profiles round ``x @ W + b`` once. The two differ on some logits here."""
     from mnist_cli.rounding import Inputs, linear
     from mnist_cli.scoring import logits_and_evaluation, predict_logits
+    from mnist_cli.threads import blas_pinned
 
     rng = np.random.default_rng(0)
     m = Model(rng.normal(0, 0.05, (784, 10)).astype(np.float16), rng.normal(0, 3, 10).astype(np.float16),
@@ -77,7 +78,8 @@ def test_a_float16_model_scored_as_tensorflow_rounds_its_dense_layer_twice(mnist
     images = mnist.test_images[:2000]
     x = Inputs(1.0, "float16", len(images), 784)(images)
     W, b = m.W.astype(np.float32), m.b.astype(np.float32)
-    twice, once = (linear(x, W, b, "float16", bias_after=after).astype(np.float16) for after in (True, False))
+    with blas_pinned():  # as scoring computes the product (a threaded sgemm may sum in another order)
+        twice, once = [linear(x, W, b, "float16", bias_after=after).astype(np.float16) for after in (True, False)]
     assert np.count_nonzero(twice != once) > 0  # the test can tell them apart
     np.testing.assert_array_equal(predict_logits(m, images, 1.0, framework="tensorflow"), twice)
     for fw in (None, "numpy", "torch"):
