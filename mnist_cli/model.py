@@ -269,13 +269,14 @@ def logits_of(models: list[Model], scales: list[float], images: np.ndarray, bloc
     def lane(first_block: int) -> None:
         rows = min(block, n)
         x = None if half else np.empty((rows, d), dtype=dtype)  # (block, d) reused by this lane
-        inputs = [Inputs(s, dtype, rows, d) for s in scales] if half else None
+        inputs = {s: Inputs(s, dtype, rows, d) for s in scales} if half else None  # one per distinct scale
         with np.errstate(over="ignore", invalid="ignore"):
             for start in starts[first_block::lanes]:
                 part = images[start : start + block]
                 if half:
-                    for (W, b), z, to_x in zip(params, out, inputs):
-                        z[start : start + block] = linear(to_x(part), W, b, dtype, bias_after=bias_after).astype(dtype)
+                    xs = {s: to_x(part) for s, to_x in inputs.items()}  # each scale's rounded inputs, once a block
+                    for (W, b), z, s in zip(params, out, scales):
+                        z[start : start + block] = linear(xs[s], W, b, dtype, bias_after=bias_after).astype(dtype)
                     continue
                 xb = x[: part.shape[0]]
                 np.copyto(xb, part, casting="unsafe")  # uint8 -> float

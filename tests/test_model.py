@@ -259,3 +259,20 @@ def test_a_malformed_form_is_refused(tmp_path, form):
 def test_an_impossible_form_is_refused_at_construction():
     with pytest.raises(ValueError, match="mixed precision"):
         Model(np.zeros((784, 10), np.float64), np.zeros(10), compute_dtype="float16", precision="mixed")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_models_scored_together_get_each_ones_own_logits(mnist, dtype):
+    """logits_of rounds each distinct input scale's inputs once per block and shares them among the models of
+    that scale: every model's logits are bit for bit those it gets alone (2100 rows: two blocks)."""
+    from mnist_cli.model import logits_of
+
+    rng = np.random.default_rng(3)
+    models = [Model(rng.normal(0, 0.05, (784, 10)).astype(np.float32), rng.normal(0, 1, 10).astype(np.float32),
+                    {}).as_dtype(dtype) for _ in range(4)]
+    scales, images = [1.0, 255.0, 1.0, 16.0], mnist.test_images[:2100]
+    together = logits_of(models, scales, images)
+    for m, s, z in zip(models, scales, together):
+        alone, = logits_of([m], [s], images)
+        assert z.dtype == alone.dtype and z.tobytes() == alone.tobytes()
+    assert together[0].tobytes() != together[2].tobytes()  # the models differ, so a mix-up would show
