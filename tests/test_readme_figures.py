@@ -27,5 +27,5 @@ def test_mixed_precision_is_named_as_cuda_autocast_everywhere(cli):
 
 def test_timed_figures_name_the_machine_they_were_measured_on():
     for figure in ("~0.8 s more per 10 points", "3.0-3.2 s (idle 2-core Xeon", "6-13 of 10000",
-                   "1238 tests in 2 pytest-xdist processes, 74 s on an idle 2-core AMD EPYC"):
+                   "1254 tests in 2 pytest-xdist processes, 84 s on a 2-core Intel Xeon VM"):
         assert figure in README, figure
