@@ -73,8 +73,8 @@ def main():
     or none applies; 130 Ctrl-C; 141 the reader of a pipe left; 143 SIGTERM.
 
     Environment: MNIST_SOFTMAX_DATASET, MNIST_SOFTMAX_DATA_DIR, MNIST_SOFTMAX_MIRRORS (space-separated),
-    MNIST_SOFTMAX_OFFLINE, MNIST_SOFTMAX_THREADS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT, _READ_TIMEOUT, _DEADLINE,
-    _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (seconds; see the README).
+    MNIST_SOFTMAX_OFFLINE, MNIST_SOFTMAX_THREADS, MNIST_SOFTMAX_WORKERS; download patience: MNIST_SOFTMAX_CONNECT_TIMEOUT,
+    _READ_TIMEOUT, _DEADLINE, _RETRIES, _BACKOFF, _BACKOFF_MAX, _LOCK_TIMEOUT (defaults: mnist-softmax download --help).
     Shell completion: eval "$(_MNIST_SOFTMAX_COMPLETE=bash_source mnist-softmax)" (zsh_source, fish_source).
     """
 
@@ -98,6 +98,10 @@ def download(force, dataset, data_dir, mirrors, offline, as_json, quiet):
       mnist-softmax download --data-dir ./data --json
       mnist-softmax download --force
       mnist-softmax download --dataset fashion-mnist
+
+    Patience, in seconds (environment; the defaults): MNIST_SOFTMAX_CONNECT_TIMEOUT=10, _READ_TIMEOUT=30 (a
+    stall), _DEADLINE=300 (per file and mirror), _RETRIES=3 (a count), _BACKOFF=0.5 (doubling), _BACKOFF_MAX=30,
+    _LOCK_TIMEOUT=600 (another process fetching into the same directory).
     """
     from mnist_cli.data.datasets import dataset_spec
     from mnist_cli.data.download import ensure_mnist
@@ -308,10 +312,12 @@ def predict(model_path, indices, images, input_scale, dtype, precision, framewor
 
     \b
     Examples:
+      mnist-softmax train --save model.npz                     # a model to predict with
       mnist-softmax predict model.npz --index 0,1,2
-      mnist-softmax predict model.npz --images digits.npy --json
-      mnist-softmax predict model.npz --images t10k-images-idx3-ubyte.gz --out all.csv
-      mnist-softmax predict model.npz --index 0 --dtype bfloat16     # the same weights computing in bfloat16
+      mnist-softmax predict model.npz --images digits.npy --json  # uint8 (n, 28, 28) or (n, 784)
+      mnist-softmax download --data-dir data                   # then every test image to a CSV:
+      mnist-softmax predict model.npz --images data/t10k-images-idx3-ubyte.gz --out all.csv
+      mnist-softmax predict model.npz --index 0 --dtype bfloat16  # the same weights in bfloat16
     """
     from mnist_cli.fileio import jsonable
     from mnist_cli.predict import predict_file

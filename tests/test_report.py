@@ -24,3 +24,13 @@ def test_nan_lines():
                                  "non-finite gradient in 3 steps (first at step 2)",
                                  "parameters non-finite from step 2 on"]
     assert nan_lines({"any_nonfinite": False}, 4)[0].startswith("none")
+
+
+def test_short_numbers_keep_small_ones_readable():
+    """A report's short number: one decimal in the ordinary range, 4 significant digits past it either way, so
+    a loss scale halved down to 2**-32 does not read "0.0" (as if there were none)."""
+    from mnist_cli.report.text import short_number
+
+    assert [short_number(v) for v in (0.0, 0.5, 2.0, 65536.0, 2.0**24)] == ["0.0", "0.5", "2.0", "65536.0", "1.678e+07"]
+    assert [short_number(v) for v in (2.0**-32, -1e-5, 0.049)] == ["2.328e-10", "-1e-05", "0.049"]
+    assert short_number(float("inf")) == "inf" and short_number(3) == "3.0"

@@ -59,12 +59,13 @@ def number_text(x: float) -> str:
 
 
 def short_number(x) -> str:
-    """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38)."""
+    """One decimal for ordinary numbers, 4 significant digits beyond a million (float32's 3e38) and below
+    0.05 (a loss scale of 2**-32 is 2.328e-10, not 0.0)."""
     if isinstance(x, float) and not math.isfinite(x):
         return value_text(x)
     if not isinstance(x, (int, float)):
         return str(x)
-    return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.4g}"
+    return f"{x:.1f}" if x == 0 or 0.05 <= abs(x) < 1e6 else f"{x:.4g}"
 
 
 def sparkline(values: Sequence[float], width: int | None = None) -> str:
