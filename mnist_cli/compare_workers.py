@@ -31,7 +31,7 @@ import numpy as np
 
 from mnist_cli.errors import MnistError
 
-__all__ = ["WorkerError", "SharedArrays", "run_groups", "group_label", "worker_count", "train_groups"]
+__all__ = ["WorkerError", "SharedArrays", "run_groups", "group_cost", "group_label", "worker_count", "train_groups"]
 
 
 class WorkerError(MnistError):
@@ -50,6 +50,20 @@ def run_groups(config, jobs: list[tuple]) -> list[list[int]]:
         alone = config.engine == "alone" or not stackable(tc)
         groups.setdefault(("run", pos) if alone else ("stack", *stack_key(tc)), []).append(pos)
     return list(groups.values())
+
+
+def group_cost(config, jobs: list[tuple], positions: list[int]) -> float:
+    """A group's estimated training cost, for the order the lanes take the groups in (the largest first): its
+    runs' examples (steps x batch) weighted by :data:`mnist_cli.settings.GROUP_COST`."""
+    from mnist_cli.engine.stacked import stackable
+    from mnist_cli.settings import GROUP_COST
+
+    total = 0.0
+    for p in positions:
+        tc = config.train_config(*jobs[p])
+        kind = tc.dtype if config.engine != "alone" and stackable(tc) else "alone"
+        total += GROUP_COST[kind] * tc.steps * tc.batch_size
+    return total
 
 
 def group_label(jobs: list[tuple], positions: list[int]) -> str:
@@ -190,7 +204,9 @@ def _in_workers(arrays, config, jobs, groups, workers: int, train_group: Callabl
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    queue, lock, pending = deque(groups), threading.RLock(), {}  # RLock: a callback may run at once, inside feed
+    # the largest groups first, so that no lane is left with a long one at the end (longest processing time first)
+    queue = deque(sorted(groups, key=lambda positions: -group_cost(config, jobs, positions)))
+    lock, pending = threading.RLock(), {}  # RLock: a callback may run at once, inside feed
     shared = SharedArrays(arrays)
     pool = ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn"), initializer=_attach,
                                initargs=(shared.specs,))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mnist_cli.compare import CompareConfig, run_compare, train_group
-from mnist_cli.compare_workers import SharedArrays, WorkerError, run_groups, train_groups, worker_count
+from mnist_cli.compare_workers import SharedArrays, WorkerError, group_cost, run_groups, train_groups, worker_count
 
 #: healthy (tutorial, f64), broken (raw pixels, lr 5 raw), chaotic (lr 5) cells, a half-precision one, two seeds
 CONFIG = dict(scenarios=("tutorial", "raw-pixels", "lr-5", "f64", "f16"), seeds=(0, 1), steps=60, train_limit=1500)
@@ -56,6 +56,18 @@ def test_groups_are_the_stacks_float32_float64_and_half():
     assert len(groups) == len(half) + 2 * 2  # and per (seed, float32/float64)
     assert worker_count("auto", 3, 10**7) == min(3, len(os.sched_getaffinity(0))) and worker_count(8, 2) == 2
     assert worker_count("auto", 3, 10**5) == 1  # too little work to win back a worker's start
+
+
+def test_the_lanes_take_the_costliest_groups_first():
+    """Longest processing time first: a half-precision stack before a float64 one of as many runs, that before a
+    float32 one; the cost grows with the runs, the steps and the batch (the order changes no number: above)."""
+    config = CompareConfig(scenarios=("tutorial", "f64", "f16", "bf16-lr-5"), seeds=(0,))
+    jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
+    cost = {jobs[g[0]][0].label: group_cost(config, jobs, g) for g in run_groups(config, jobs)}
+    assert cost["f16"] == cost["bf16-lr-5"] > cost["f64"] > cost["tutorial"] > 0
+    longer = CompareConfig(scenarios=("tutorial",), seeds=(0,), steps=2 * config.steps)
+    assert group_cost(longer, jobs[:2], [0, 1]) == 2 * cost["tutorial"] == 2 * group_cost(config, jobs, [0, 1])
+    assert group_cost(config, jobs, [0]) == cost["tutorial"] / 2
 
 
 def _die(*args):
