@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cli.compare_document import to_document
-from mnist_cli.compare_workers import run_groups, train_groups, worker_count
+from mnist_cli.compare_workers import lanes, run_groups, train_groups
 from mnist_cli.engine import TrainResult, train
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
@@ -214,7 +214,7 @@ def run_compare(train_images: np.ndarray, train_labels: np.ndarray, test_images:
                             f"batch size {config.batch_size} is larger than the {n_train} training examples")
     jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
     groups = run_groups(config, jobs)
-    workers = worker_count(config.workers, len(groups), len(jobs) * config.steps * config.batch_size)
+    workers = lanes(config, jobs, groups)
     t0 = time.perf_counter()
     finished: list[str] = []
 

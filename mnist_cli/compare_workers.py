@@ -31,7 +31,8 @@ import numpy as np
 
 from mnist_cli.errors import MnistError
 
-__all__ = ["WorkerError", "SharedArrays", "run_groups", "group_cost", "group_label", "worker_count", "train_groups"]
+__all__ = ["WorkerError", "SharedArrays", "run_groups", "group_cost", "group_label", "worker_count", "lanes",
+           "train_groups"]
 
 
 class WorkerError(MnistError):
@@ -42,27 +43,32 @@ class WorkerError(MnistError):
 
 def run_groups(config, jobs: list[tuple]) -> list[list[int]]:
     """The positions in ``jobs`` ((cell, loss) pairs) of each group, in the order their first run appears."""
-    from mnist_cli.engine.stacked import stack_key, stackable
+    from mnist_cli.engine.stacked import stack_key
 
     groups: dict[tuple, list[int]] = {}
     for pos, (cell, loss) in enumerate(jobs):
         tc = config.train_config(cell, loss)
-        alone = config.engine == "alone" or not stackable(tc)
-        groups.setdefault(("run", pos) if alone else ("stack", *stack_key(tc)), []).append(pos)
+        groups.setdefault(("run", pos) if _alone(config, tc) else ("stack", *stack_key(tc)), []).append(pos)
     return list(groups.values())
+
+
+def _alone(config, tc) -> bool:
+    """Whether the run of ``tc`` is trained by itself rather than in a stack (``engine="alone"``, or arithmetic
+    the stack does not compute: :func:`mnist_cli.engine.stacked.stackable`)."""
+    from mnist_cli.engine.stacked import stackable
+
+    return config.engine == "alone" or not stackable(tc)
 
 
 def group_cost(config, jobs: list[tuple], positions: list[int]) -> float:
     """A group's estimated training cost, for the order the lanes take the groups in (the largest first): its
     runs' examples (steps x batch) weighted by :data:`mnist_cli.settings.GROUP_COST`."""
-    from mnist_cli.engine.stacked import stackable
     from mnist_cli.settings import GROUP_COST
 
     total = 0.0
     for p in positions:
         tc = config.train_config(*jobs[p])
-        kind = tc.dtype if config.engine != "alone" and stackable(tc) else "alone"
-        total += GROUP_COST[kind] * tc.steps * tc.batch_size
+        total += GROUP_COST["alone" if _alone(config, tc) else tc.dtype] * tc.steps * tc.batch_size
     return total
 
 
@@ -85,9 +91,17 @@ def worker_count(workers, groups: int, examples: int = 0) -> int:
     return max(1, min(n, groups))
 
 
+def lanes(config, jobs: list[tuple], groups: list[list[int]]) -> int:
+    """The lanes ``config.workers`` gives ``groups`` of ``jobs`` (:func:`worker_count`, their examples in all:
+    runs x steps x batch)."""
+    return worker_count(config.workers, len(groups), len(jobs) * config.steps * config.batch_size)
+
+
 def _mapped_file(a: np.ndarray):
-    """``(path, offset, (st_dev, st_ino, st_size, st_mtime_ns))`` of the read-only file map ``a`` is a contiguous
-    part of (the data cache, :func:`mnist_cli.data.load.load_mnist`), else None."""
+    """``(path, offset, facts)`` of the read-only file map ``a`` is a contiguous part of (the data cache,
+    :func:`mnist_cli.data.load.load_mnist`), else None; ``facts``: :func:`mnist_cli.data.directory.file_facts`."""
+    from mnist_cli.data.directory import file_facts
+
     root = a  # the np.memmap that made the map (a slice of a memmap is a memmap too, with the file's offset)
     while isinstance(root, np.ndarray) and not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)):
         root = root.base
@@ -96,13 +110,12 @@ def _mapped_file(a: np.ndarray):
     start = a.ctypes.data - root.ctypes.data
     if start < 0 or start + a.nbytes > root.nbytes:
         return None
-    st = os.stat(root.filename)
-    return root.filename, root.offset + start, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return root.filename, root.offset + start, file_facts(root.filename)
 
 
 class SharedArrays:
-    """Named arrays that worker processes map without copying (:meth:`attach`): an array that is a whole map of a
-    file (the data cache) by that file, the others copied once into shared memory."""
+    """Named arrays that worker processes map without copying (:meth:`attach`): an array that is a contiguous part
+    of a read-only file map (the data cache) by that file, the others copied once into shared memory."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.blocks, self.specs = [], {}
@@ -123,12 +136,13 @@ class SharedArrays:
     def attach(specs: dict) -> tuple[dict[str, np.ndarray], list]:
         """The arrays of ``specs`` (:attr:`specs` of the parent's instance), and the blocks to keep open. A mapped
         file must still be the one the parent mapped (a cache is replaced by a rename, never rewritten)."""
+        from mnist_cli.data.directory import file_facts
+
         arrays, blocks = {}, []
         for name, (kind, *where, shape, dtype) in specs.items():
             if kind == "file":
-                path, offset, stamp = where
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp):
+                path, offset, facts = where
+                if file_facts(path) != facts:
                     raise WorkerError(f"the data cache {path} was replaced while compare ran: run it again")
                 arrays[name] = np.asarray(np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape)))
                 continue

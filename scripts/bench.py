@@ -716,6 +716,14 @@ MAP = dict(lrs=(0.1, 0.3162, 1.0, 3.162, 10.0), input_scales=(1.0, 16.0, 255.0),
            seeds=(0, 1, 2))
 
 
+def _lanes(config) -> int:
+    """The lanes ``compare`` gives ``config`` (its ``workers``)."""
+    from mnist_cli.compare_workers import lanes, run_groups
+
+    jobs = [(cell, loss) for cell in config.cells() for loss in config.losses]
+    return lanes(config, jobs, run_groups(config, jobs))
+
+
 def bench_compare(d, repeats: int, map_repeats: int) -> dict:
     """``run_compare`` stacked (the default engine) against the same runs one by one (``engine="alone"``,
     ``train`` + ``evaluate_model`` per run), interleaved: the default compare (16 runs) and the 180-run
@@ -724,7 +732,6 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
 
     from mnist_cli.compare import add_plot
     from mnist_cli.compare_document import to_document
-    from mnist_cli.compare_workers import run_groups, worker_count
 
     X, y, Xt, yt = d.train_images, d.train_labels, d.test_images, d.test_labels
     out = {}
@@ -747,9 +754,7 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
     lanes = {"one": lambda: run_compare(X, y, Xt, yt, whole),
              "auto": lambda: run_compare(X, y, Xt, yt, replace(whole, workers="auto"))}
     times = interleaved(lanes, repeats, warmup=0)  # the default (--workers auto) against one process
-    jobs = [(cell, loss) for cell in whole.cells() for loss in whole.losses]
-    w.update(one_process=times["one"]["median"], auto=times["auto"]["median"],
-             lanes=worker_count("auto", len(run_groups(whole, jobs)), len(jobs) * whole.steps * whole.batch_size))
+    w.update(one_process=times["one"]["median"], auto=times["auto"]["median"], lanes=_lanes(replace(whole, workers="auto")))
     m = out["180-run map (1000 steps of 100)"]
     with tempfile.TemporaryDirectory() as tmp:
         result = run_compare(X, y, Xt, yt, CompareConfig(**MAP))
@@ -763,9 +768,7 @@ def bench_compare(d, repeats: int, map_repeats: int) -> dict:
     w["goal_seconds"] = w["auto"] <= GOALS["whole_compare_seconds"]
     m["goal_seconds"] = m["stack"] <= GOALS["map_seconds"]
     m["goal_plot"] = m["plot_seconds"] <= GOALS["map_plot_seconds"]
-    lanes = CompareConfig(**MAP)
-    jobs = [(cell, loss) for cell in lanes.cells() for loss in lanes.losses]
-    m["lanes"] = worker_count("auto", len(run_groups(lanes, jobs)), len(jobs) * lanes.steps * lanes.batch_size)
+    m["lanes"] = _lanes(CompareConfig(**MAP))
     m["goal_lanes"] = m["lanes_ratio"] <= GOALS["map_lanes_vs_alone"]
     m["goal_lanes_seconds"] = m["lanes_seconds"] <= GOALS["map_lanes_seconds"]
     return out

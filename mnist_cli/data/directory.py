@@ -217,6 +217,13 @@ def _valid_entry(entry) -> bool:
     return facts_ok and sha_ok and isinstance(entry.get("pinned", False), bool)
 
 
+def file_facts(path) -> dict:
+    """What vouches for a file's content without reading it: its size, mtime (ns) and inode. A file the tool
+    writes is replaced by a rename (a new inode), never rewritten in place."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
 class Stamps:
     """``.mnist-softmax/stamps.json``: per file (its path relative to the data directory: a data file's
     name, ``.mnist-softmax/cache/NAME.npy`` for a cache), the stat facts and hash it had when last verified.
@@ -238,10 +245,6 @@ class Stamps:
         ok = isinstance(doc, dict) and doc.get("version") == _STAMPS_VERSION and isinstance(doc.get("files"), dict)
         return {k: v for k, v in doc["files"].items() if _valid_entry(v)} if ok else {}
 
-    @staticmethod
-    def _facts(path: Path) -> dict:
-        st = path.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
     def key(self, path: Path) -> str:
         """The entry name of ``path``: relative to the data directory (a data file's own name)."""
@@ -259,13 +262,13 @@ class Stamps:
         if entry is None:
             return None
         try:
-            facts = self._facts(path)
+            facts = file_facts(path)
         except OSError:
             return None
         return entry if all(entry.get(k) == v for k, v in facts.items()) else None
 
     def record(self, path: Path, **facts) -> None:
-        entry = self._facts(path) | facts
+        entry = file_facts(path) | facts
         key = self.key(path)
         self.entries[key] = self._changed[key] = entry
 
