@@ -156,3 +156,59 @@ def test_fixed_and_no_scaling(how, scale, active):
         scaler.update(True)
     assert scaler.update(False) is active  # a fixed scale skips the step, no scaling skips nothing
     assert scaler.scale == scale
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_half_engines_block_accounting_is_record_run_by_run(dtype):
+    """``LowPrecisionSGD`` accounts a stack's step at once (``_account``: gaps found in float32 and rounded to the
+    dtype, zero probabilities counted in all rows of a run past the healthy gap); each run's report and snapshot
+    must be what :meth:`Accounting.record` gives on the logits as the run's loss saw them, step by step. Logits
+    whose float32 gap and its rounding to the dtype lie on either side of the healthy gap, zero probabilities, inf
+    and NaN logits; a pure stack, and a mixed one whose naive run computes in the dtype and fused run in float32."""
+    from mnist_cli.engine.base import run_accounting
+    from mnist_cli.engine.half import LowPrecisionSGD
+    from mnist_cli.losses import softmax
+    from mnist_cli.model import Model
+    from mnist_cli.rounding import DTYPES, round_to
+    from mnist_cli.settings import TrainConfig
+
+    low = DTYPES[dtype]
+    cpu = dict(dtype=dtype, precision="mixed", framework="torch", mixed_policy="autocast-cpu")
+    blocks = [[TrainConfig(dtype=dtype, loss="naive"), TrainConfig(dtype=dtype, loss="clipped")],  # a stack each
+              [TrainConfig(**cpu, loss="naive"), TrainConfig(**cpu, loss="fused")]]  # naive in the dtype, fused not
+    d, k, B, steps = 3, 10, 8, 4
+    rng = np.random.default_rng(5)
+    for stack in blocks:
+        accts = [run_accounting(c, steps, k) for c in stack]
+        refs = [run_accounting(c, steps, k) for c in stack]
+        model = Model(np.zeros((d, k), np.float32), np.zeros(k, np.float32))
+        engine = LowPrecisionSGD(np.zeros((B, d), np.uint8), np.zeros(B, np.intp), model, stack, accts)
+        H = max(a.healthy_gap for a in accts)
+        for step in range(1, steps + 1):
+            z = round_to(rng.uniform(-1, 1, (len(stack), B, k)).astype(np.float32) * np.float32(2 * H), low)
+            if step == 1:  # every gap 0 but one, max - min, whose rounding to the dtype crosses the healthy gap
+                z[:] = 0
+                h0 = float(low.type(H))  # the dtype's nearest to H, and its spacing there
+                half_ulp = float(np.spacing(np.float32(h0))) * 2.0 ** (24 - (11 if dtype == "float16" else 8)) / 2
+                z[:, 0, 1] = -h0
+                z[:, 0, 2] = low.type(abs(H - h0 - half_ulp) / 2 + min(H - h0, half_ulp))  # max - min: exact in
+                # float32, on one side of H, rounded to the dtype on the other
+            if step == 2:
+                z[:, 1, 2], z[-1, 3, 4] = np.inf, np.nan
+            seen = [engine._as_seen(z[r], engine.run_low[r]) for r in range(len(stack))]
+            p = np.stack([softmax(s, None if c.framework == "numpy" else c.framework).astype(z.dtype)
+                          for s, c in zip(seen, stack)])
+            loss = np.array([np.nan if step == 3 else 1.0] * len(stack), np.float32)
+            grad_ok = np.array([step != 4] * len(stack))
+            idx, y = np.arange(B), rng.integers(0, k, B)
+            bad = engine._account(step, z, loss, p, grad_ok, idx, y)
+            for r, ref in enumerate(refs):
+                want = ref.record(step, float(loss[r]), seen[r], np.zeros(k), idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
+                assert bool(bad[r]) == want
+                assert accts[r].nan.to_dict() == ref.nan.to_dict()
+        for got, want in zip(accts, refs):
+            assert got.nan.to_dict() == want.nan.to_dict()
+            assert got.nan.underflow_probs > 0 and got.nan.overflow_logits > 0
+            assert got.snapshot.step == want.snapshot.step == 3  # the first NaN loss
+            np.testing.assert_array_equal(got.snapshot.logits.astype(np.float32), want.snapshot.logits.astype(np.float32))
+            assert got.snapshot.logits.dtype == want.snapshot.logits.dtype

@@ -182,10 +182,10 @@ class Accounting:
 
     Every engine calls :meth:`record` for each step it has not proved healthy (the plain loop: every
     step) and :meth:`observe_gap` for each one it has; it asks :meth:`halts` whether to apply a step's
-    update. Only the accounting writes :attr:`nan`. The stacked engine keeps one per run and applies
-    the same rules to a block of runs at once: :func:`block_gaps` finds the runs a step may have made
-    unhealthy, :meth:`record_block` accounts for them, :meth:`retire` closes a run whose parameters are
-    all NaN.
+    update. Only the accounting writes :attr:`nan`. The stacked engines keep one per run and apply the
+    same rules to a block of runs at once: each finds the runs a step may have made unhealthy
+    (:func:`block_gaps`; the half engine's ``_account``), :meth:`record_block` accounts for them,
+    :meth:`retire` closes a run whose parameters are all NaN.
     """
 
     def __init__(self, dtype_name: str, k: int, steps: int, stop_on_nan: bool = False, framework=None):

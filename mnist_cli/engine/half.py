@@ -64,7 +64,7 @@ import time
 import numpy as np
 
 from mnist_cli.engine import base
-from mnist_cli.engine.base import BatchesTaken, TrainResult, loss_dtype
+from mnist_cli.engine.base import Accounting, BatchesTaken, Snapshot, TrainResult, loss_dtype
 from mnist_cli.frameworks import Scaler, profile
 from mnist_cli.losses import LOSSES
 from mnist_cli.model import N_CLASSES
@@ -148,6 +148,8 @@ class LowPrecisionSGD(BatchesTaken):
                         for name, runs in runs_of.items()]
         self.loss_low = all(low for _, _, low in self.by_loss)  # every loss in the dtype: the logits cast once
         self.run_low = [loss_dtype(c) != "float32" for c in configs]  # run -> its loss sees the dtype's logits
+        self.low_runs = np.array(self.run_low)  # (runs,) the same as a mask
+        self.healthy = np.array([acct.healthy_gap for acct in accts])  # (runs,) Accounting.healthy_gap
         self.low = as_dtype(first.dtype)
         self.mixed = first.precision == "mixed"
         self.framework = base.emulated_framework(first)  # the profile the loss computes as
@@ -220,11 +222,9 @@ class LowPrecisionSGD(BatchesTaken):
         scale = np.array([s.scale for s in self.scalers], np.float32)[:, None, None] if self.mixed else 1.0
         loss, dz, p = self._loss(z, y, scale)  # (runs,), (runs, B, k): d(scale L)/dz, softmax(z)
         gW, gb, scaled_ok, grad_ok = self._gradients(xs, dz, scale)
-        bad = np.zeros(len(xs), bool)
+        bad = self._account(step, z, loss, p, grad_ok, idx, y)  # (runs,) non-finite loss or gradient
         apply = np.ones(len(xs), bool)
         for r, (acct, scaler) in enumerate(zip(self.accts, self.scalers)):
-            seen = self._as_seen(z[r], self.run_low[r])  # (B, k) as the run's loss saw them
-            bad[r] = acct.record(step, float(loss[r]), seen, gb[r], idx, y, grad_finite=bool(grad_ok[r]), p=p[r])
             if bad[r] and self.mixed and acct.snapshot.step == step:
                 acct.snapshot.loss_scale = float(scaler.scale)  # before the scaler changes it
             skipped = acct.skip(step, scaler, bool(scaled_ok[r])) if self.mixed else False
@@ -235,6 +235,37 @@ class LowPrecisionSGD(BatchesTaken):
             for r in np.flatnonzero(apply):
                 self._update(gW[r], gb[r], lr if np.ndim(lr) == 0 else lr[r], runs=slice(r, r + 1))
         return loss, bad
+
+    def _account(self, step: int, z: np.ndarray, loss: np.ndarray, p: np.ndarray, grad_ok: np.ndarray, idx: np.ndarray,
+                 y: np.ndarray) -> np.ndarray:
+        """:meth:`Accounting.record` of every run on its logits ``z`` (runs, B, k), in block form
+        (:meth:`Accounting.record_block`); returns (runs,) whether each run's loss or gradient was non-finite.
+
+        Each example's gap ``max(z) - min(z)`` is the one its run's loss arithmetic gives (:meth:`_as_seen`):
+        found in float32 on a (runs, k, B) copy, where a reduction over the classes reduces rows (~10x faster
+        than over ten contiguous classes), and rounded once to the half dtype where the loss computes in it.
+        That is the dtype's own subtraction: max and min are exact, and float32's 24 bits are at least twice
+        a half format's significand plus 2, so the double rounding is harmless. A run past the healthy gap has
+        its zero probabilities ``p`` counted in all its rows, as the stacked engine counts them: a row within it
+        has none (:func:`mnist_cli.losses.healthy_gap`'s proof), nor an infinite logit (its gap is inf or nan)."""
+        zt = np.ascontiguousarray(z.transpose(0, 2, 1), np.float32)  # (runs, k, B) the held values
+        gaps = np.maximum.reduce(zt, axis=1)
+        gaps -= np.minimum.reduce(zt, axis=1)  # (runs, B) max - min, nan where z has nan
+        if self.low_runs.all():
+            round_to(gaps, self.low, out=gaps)
+        elif self.low_runs.any():
+            gaps[self.low_runs] = round_to(gaps[self.low_runs], self.low)
+        gap = np.maximum.reduce(gaps, axis=1)  # (runs,) each run's largest (nan if any is)
+        for acct, g in zip(self.accts, gap.tolist()):
+            acct.observe_gap(g)
+        unhealthy = ~(gap <= self.healthy)  # a probability may be 0 (or z is nan): count them
+        zeros = infs = np.zeros(len(gap), np.intp)
+        if unhealthy.any():
+            zeros = (p == 0).reshape(len(gap), -1).sum(axis=1)
+            if not np.isfinite(gap).all():  # an inf logit makes its gap inf or nan
+                infs = np.isinf(zt).reshape(len(gap), -1).sum(axis=1)
+        return Accounting.record_block(self.accts, step, loss, grad_ok, unhealthy, zeros, infs, lambda r: Snapshot(
+            step, np.array(idx), np.array(y), np.array(self._as_seen(z[r], self.run_low[r]))))
 
     def _loss(self, z: np.ndarray, y: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each run's loss record on its logits ``z`` (runs, B, k): ``(L (runs,), d(scale L)/dz, softmax(z))``
