@@ -31,6 +31,7 @@ import numpy as np
 from mnist_cli.compare_document import to_document
 from mnist_cli.compare_workers import lanes, run_groups, train_groups
 from mnist_cli.engine import TrainResult, train
+from mnist_cli.engine.base import emulated_framework
 from mnist_cli.errors import ConfigError, OutputError, SettingsError
 from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.forensics import explain_result
@@ -248,7 +249,8 @@ def _train_alone(train_images, train_labels, test_images, test_labels, config, c
     tc = config.train_config(cell, loss)
     records: list[dict] = []
     result = train(train_images, train_labels, tc, on_log=lambda step, rec: records.append(rec), log_every=config.log_every)
-    evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads)
+    evaluation = evaluate_model(result.model, test_images, test_labels, tc.input_scale, threads=tc.threads,
+                                framework=emulated_framework(tc))  # in the run's own arithmetic
     return Run(cell, loss, result, evaluation, explain_result(result, tc.dtype, loss), records)
 
 
@@ -259,7 +261,8 @@ def _stack_runs(train_images, train_labels, test_images, test_labels, config, jo
 
     configs = [config.train_config(cell, loss) for cell, loss in jobs]
     results = train_stack(train_images, train_labels, configs)
-    evaluations = evaluate_stack([r.model for r in results], [c.input_scale for c in configs], test_images, test_labels)
+    evaluations = evaluate_stack([r.model for r in results], [c.input_scale for c in configs], test_images, test_labels,
+                                 [emulated_framework(c) for c in configs])
     runs = []
     for (cell, loss), result, evaluation in zip(jobs, results, evaluations):
         explanation = explain_result(result, cell.dtype, loss)

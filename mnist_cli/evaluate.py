@@ -41,14 +41,16 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
     ``split="val"`` scores the training images the model was validated on (:func:`split_examples`);
     ``foreign`` accepts an archive of just W and b (:meth:`Model.load`), the report's ``foreign`` True.
     ``framework`` computes as that profile does (:mod:`mnist_cli.frameworks`: TensorFlow's flushed logits and
-    probabilities, the loss as its fused kernel computes it in the model's dtype); None: the plain IEEE arithmetic
-    with the loss in float64. ``evaluated_as["framework"]`` and ``framework`` (the profile) say which computed."""
+    probabilities, the loss as its fused kernel computes it in the model's dtype; numpy: the plain IEEE arithmetic
+    with the loss in float64); None: the model's own (:attr:`Model.framework`, the one it was trained under).
+    ``evaluated_as["framework"]`` and ``framework`` (the profile) say which computed."""
     from mnist_cli.settings import check_input_scale
     from mnist_cli.threads import provenance
 
-    prof = profile(framework)  # an unknown name is refused before the model or the data is read
-    framework = None if prof.name == "numpy" else framework  # numpy: the plain arithmetic, the loss in float64
+    profile(framework)  # an unknown name is refused before the model or the data is read
     model = Model.load(path, foreign=foreign)
+    prof = profile(framework or model.framework)  # by default the model's own
+    framework = None if prof.name == "numpy" else prof.name  # numpy: the plain arithmetic, the loss in float64
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
     if split == "val" and val_split is None and not isinstance(model.meta.get("validation"), dict):

@@ -20,7 +20,7 @@ import numpy as np
 from mnist_cli.errors import ModelFileError, SettingsError
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.rounding import Inputs, as_dtype, is_half, linear, round_to
-from mnist_cli.settings import DTYPE_NAMES, HALF_NAMES, PRECISION_NAMES
+from mnist_cli.settings import DTYPE_NAMES, FRAMEWORK_NAMES, HALF_NAMES, PRECISION_NAMES
 
 if TYPE_CHECKING:  # imported where a model is loaded: a training run need not import it
     import zipfile
@@ -169,6 +169,14 @@ class Model:
         """The pixel scale the model was trained with (validated by :meth:`load`; 1 if unknown)."""
         config = self.meta.get("config", {})
         return float(config.get("input_scale", 1.0)) if isinstance(config, dict) else 1.0
+
+    @property
+    def framework(self) -> str:
+        """The profile the model was trained under (:mod:`mnist_cli.frameworks`), what ``evaluate`` and ``predict``
+        compute as by default: its metadata's, ``numpy`` where that names none this version knows."""
+        config = self.meta.get("config", {})
+        name = config.get("framework") if isinstance(config, dict) else None
+        return name if name in FRAMEWORK_NAMES else "numpy"
 
 
 _FIX = "pass a model written by `mnist-softmax train {save}`"

@@ -111,7 +111,7 @@ def compute_options(f):
     f = click.option("--framework", type=click.Choice(FRAMEWORK_NAMES), default=None,
                      help="Compute as this framework does (tensorflow flushes subnormal logits and probabilities to "
                      "0; the loss as its fused kernel computes it in the model's dtype); the report says which "
-                     "computed.  [default: numpy, pure IEEE, the loss in float64]")(f)
+                     "computed; numpy = pure IEEE, the loss in float64.  [default: the one it was trained with]")(f)
 
     f = click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
                      help="With --dtype float16/bfloat16: pure or mixed (autocast: half products, float32 softmax)."

@@ -231,15 +231,16 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
     every row written there too (:func:`write_predictions`; a bad path fails before any work); ``foreign``
     accepts an archive of just W and b (:meth:`Model.load`); ``plot`` (a path) draws the 28x28 inputs the
     model saw (:func:`mnist_cli.report.plots.plot_predictions`). ``framework``: the logits and probabilities as
-    that profile computes them (:func:`mnist_cli.scoring.framework_logits`; TensorFlow flushes subnormals),
-    named in ``computed_as``."""
+    that profile computes them (:func:`mnist_cli.scoring.framework_logits`; TensorFlow flushes subnormals; None:
+    the model's own, :attr:`Model.framework`), named in ``computed_as``."""
     from mnist_cli.settings import check_input_scale
 
     if out is not None:
         check_out(out)
-    prof = profile(framework)  # an unknown name is refused before any file is read
-    framework = None if prof.name == "numpy" else framework
+    profile(framework)  # an unknown name is refused before any file is read
     model = Model.load(path, foreign=foreign)
+    prof = profile(framework or model.framework)  # by default the model's own
+    framework = None if prof.name == "numpy" else prof.name
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
     if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so

@@ -35,7 +35,7 @@ def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: 
     """:meth:`Model.logits` with BLAS on one thread and the blocks shared out over ``threads`` threads:
     bit-identical for any thread count. ``framework``: the product as that profile rounds it in the model's
     dtype (TensorFlow's float16 ``Dense``: the product, then the bias, as its training computed them)."""
-    bias_after = framework is not None and profile(framework).rules(model.compute_dtype).bias_after
+    bias_after = _bias_after(framework, model.compute_dtype)
     with blas_pinned():
         if threads <= 1:
             return model.logits(images, input_scale, block, bias_after=bias_after)
@@ -43,6 +43,11 @@ def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: 
 
         with ThreadPoolExecutor(threads, thread_name_prefix="mnist-softmax-eval") as pool:
             return model.logits(images, input_scale, block, lanes=threads, map_blocks=pool.map, bias_after=bias_after)
+
+
+def _bias_after(framework: str | None, dtype) -> bool:
+    """Whether ``framework``'s product in ``dtype`` rounds ``x @ W`` before it adds the bias (TF's float16 ``Dense``)."""
+    return framework is not None and profile(framework).rules(dtype).bias_after
 
 
 def cross_entropy(z: np.ndarray, labels: np.ndarray) -> float:
@@ -66,17 +71,20 @@ class Score:
 
 
 def score(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
-          threads: int = DEFAULT_THREADS) -> Score:
-    """The :class:`Score` of ``model`` on uint8 ``images`` (n, d) and ``labels`` (n,) at ``input_scale``."""
-    z = predict_logits(model, images, input_scale, threads=threads)  # (n, k)
+          threads: int = DEFAULT_THREADS, framework: str | None = None) -> Score:
+    """The :class:`Score` of ``model`` on uint8 ``images`` (n, d) and ``labels`` (n,) at ``input_scale``; ``framework``:
+    its logits as that profile computes them (:func:`framework_logits`; a run is scored in the arithmetic it trained in,
+    :func:`mnist_cli.engine.base.emulated_framework`)."""
+    z = framework_logits(predict_logits(model, images, input_scale, threads=threads, framework=framework), framework)
     return Score(accuracy(labels, np.argmax(z, axis=1)), bool(np.isfinite(z).all()), cross_entropy(z, labels))
 
 
 def evaluate_model(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
-                   threads: int = DEFAULT_THREADS) -> dict:
+                   threads: int = DEFAULT_THREADS, framework: str | None = None) -> dict:
     """Everything ``mnist-softmax evaluate`` reports of the logits, as plain JSON-able values
-    (:func:`evaluate_logits`), with ``rounding`` for a half-precision model (:func:`rounding_report`)."""
-    return logits_and_evaluation(model, images, labels, input_scale, threads)[1]
+    (:func:`evaluate_logits`), with ``rounding`` for a half-precision model (:func:`rounding_report`); ``framework``:
+    computed as that profile computes (:func:`logits_and_evaluation`)."""
+    return logits_and_evaluation(model, images, labels, input_scale, threads, framework)[1]
 
 
 def logits_and_evaluation(model: Model, images: np.ndarray, labels: np.ndarray, input_scale: float,
@@ -152,22 +160,26 @@ def evaluate_logits(model: Model, z: np.ndarray, labels: np.ndarray, framework: 
 EVAL_MODELS = 32
 
 
-def evaluate_stack(models: list[Model], scales: list[float], images: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """:func:`evaluate_model` of every model at its input scale on uint8 ``images``, models of one compute form
-    :data:`EVAL_MODELS` at a time (:func:`mnist_cli.model.logits_of`): each model's logits are products of its
-    own, of the same shapes whatever the other models, so its evaluation does not depend on them and
-    equals :func:`evaluate_model`'s (a half-precision model's ``rounding`` too: :func:`rounding_report`)."""
+def evaluate_stack(models: list[Model], scales: list[float], images: np.ndarray, labels: np.ndarray,
+                   frameworks: list[str | None] | None = None) -> list[dict]:
+    """:func:`evaluate_model` of every model at its input scale (and under its profile, ``frameworks``, None
+    each by default) on uint8 ``images``, models of one compute form and profile :data:`EVAL_MODELS` at a time
+    (:func:`mnist_cli.model.logits_of`): each model's logits are products of its own, of the same shapes whatever
+    the other models, so its evaluation does not depend on them and equals :func:`evaluate_model`'s (a
+    half-precision model's ``rounding`` too: :func:`rounding_report`)."""
     out: list[dict | None] = [None] * len(models)
+    frameworks = frameworks or [None] * len(models)
     by_form: dict[tuple, list[int]] = {}
-    for pos, m in enumerate(models):
-        by_form.setdefault((m.form, m.W.dtype), []).append(pos)
+    for pos, (m, fw) in enumerate(zip(models, frameworks)):
+        by_form.setdefault((m.form, m.W.dtype, fw), []).append(pos)
     with blas_pinned():
-        for positions in by_form.values():
+        for (_, _, fw), positions in by_form.items():
+            bias_after = _bias_after(fw, models[positions[0]].compute_dtype)
             for g in range(0, len(positions), EVAL_MODELS):
                 group = positions[g : g + EVAL_MODELS]
-                zs = logits_of([models[p] for p in group], [scales[p] for p in group], images)
+                zs = logits_of([models[p] for p in group], [scales[p] for p in group], images, bias_after=bias_after)
                 for pos, z in zip(group, zs):
-                    out[pos] = evaluate_logits(models[pos], z, labels)
+                    out[pos] = evaluate_logits(models[pos], framework_logits(z, fw), labels, fw)
                     if is_half(models[pos].compute_dtype):
                         out[pos]["rounding"] = rounding_report(models[pos], z, images, labels, scales[pos])
     return out

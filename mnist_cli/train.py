@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_cli.engine import TrainResult, train
-from mnist_cli.engine.base import loss_dtype, with_policy
+from mnist_cli.engine.base import emulated_framework, loss_dtype, with_policy
 from mnist_cli.fileio import atomic_write, jsonable
 from mnist_cli.frameworks import profile
 from mnist_cli.losses import underflow_limit
@@ -126,8 +126,9 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     result = train(images, labels, config, progress=progress, progress_every=progress_every,
                    on_log=lambda step, record: records.append(record),
                    log_every=log_every, monitor=monitor, on_epoch=on_epoch)
-    test = score(result.model, data.test_images, data.test_labels, config.input_scale, threads=config.threads)
-    fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, threads=config.threads)
+    scored = dict(threads=config.threads, framework=emulated_framework(config))  # in the run's own arithmetic
+    test = score(result.model, data.test_images, data.test_labels, config.input_scale, **scored)
+    fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, **scored)
     summary = train_summary(result, test_accuracy=test.accuracy, train_accuracy=fit.accuracy,
                             n_test=len(data.test_labels), n_train=n_train,
                             accuracy_meaningful=test.meaningful and fit.meaningful)
@@ -140,7 +141,7 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     if "parent" in result.model.meta:  # train --init-from: what it continued, and the steps in all
         summary.update(parent=result.model.meta["parent"], steps_total=result.model.meta["steps_total"])
     if val:
-        held = score(result.model, *val, config.input_scale, threads=config.threads)
+        held = score(result.model, *val, config.input_scale, **scored)
         where = held_out(config.val_split, len(data.train_images))
         result.model.meta["validation"] = where  # evaluate --split val scores the same images
         summary["validation"] = {**where, "loss": held.loss, "accuracy": held.accuracy,
@@ -192,12 +193,14 @@ def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
     the training examples used and on the held-out ones ``val`` = (images, labels), if any."""
     from mnist_cli.model import Model
 
+    scored = dict(threads=config.threads, framework=emulated_framework(config))
+
     def monitor(step: int, W, b) -> dict:
         model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)  # as the run computes
-        fit = score(model, train_images, train_labels, config.input_scale, threads=config.threads)
+        fit = score(model, train_images, train_labels, config.input_scale, **scored)
         out = {"train_loss": fit.loss, "train_accuracy": fit.accuracy}
         if val:
-            held = score(model, *val, config.input_scale, threads=config.threads)
+            held = score(model, *val, config.input_scale, **scored)
             out.update(val_loss=held.loss, val_accuracy=held.accuracy)
         return out
 

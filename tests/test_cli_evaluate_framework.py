@@ -41,6 +41,24 @@ def test_evaluate_as_tensorflow_flushes_probabilities_ieee_keeps(cli, wide_model
     assert "computed as                        tensorflow (tensorflow-cpu 2.21.0" in text
 
 
+def test_a_model_is_evaluated_and_predicted_as_its_own_framework_by_default(cli, wide_model, tmp_path):
+    """A model trained under TensorFlow's profile is scored as TensorFlow computes unless --framework says
+    otherwise: what train reported of it, not the plain IEEE numbers."""
+    m = Model.load(wide_model)
+    meta = json.loads(json.dumps(m.meta))
+    meta["config"]["framework"] = "tensorflow"
+    tf_model = tmp_path / "tf.npz"
+    Model(m.W, m.b, meta).save(tf_model)
+    doc = json.loads(cli("evaluate", tf_model, "--json").output)
+    as_tf = json.loads(cli("evaluate", wide_model, "--framework", "tensorflow", "--json").output)
+    assert doc["evaluated_as"]["framework"] == "tensorflow"
+    assert doc["argmax"] == as_tf["argmax"] and doc["loss"] == as_tf["loss"]
+    as_numpy = json.loads(cli("evaluate", tf_model, "--framework", "numpy", "--json").output)
+    assert as_numpy["argmax"]["zero_probs"] < doc["argmax"]["zero_probs"]  # the flushed probabilities
+    r = cli("predict", tf_model, "--index", "0", "--json")
+    assert json.loads(r.output)["computed_as"]["framework"] == "tensorflow"
+
+
 def test_the_flushed_zeros_are_the_probabilities_below_the_smallest_normal(mnist, wide_model):
     """TF's extra zeros are exactly the probabilities that IEEE float32 keeps as subnormals: ``p = e / s`` with
     ``s >= 1``, so a normal p has a normal e (never flushed) and a subnormal p is flushed."""

@@ -1,4 +1,4 @@
-"""compare's framework axis and the scenarios where the frameworks differ (issue 19): the grid, no training."""
+"""compare's framework axis and the scenarios where the frameworks differ (issue 19): the grid; and how a run is scored."""
 
 import pytest
 
@@ -35,3 +35,30 @@ def test_the_default_story_has_a_scenario_where_the_frameworks_differ():
 def test_the_default_scenarios_still_compute_as_numpy():
     cells = CompareConfig().cells()
     assert all(c.framework == "numpy" for c in cells if not c.label.startswith("lr-2-"))
+
+
+def test_each_run_is_scored_in_its_own_profiles_arithmetic(mnist):
+    """compare (stacked and alone) and train score a run as its profile computes, as ``evaluate --framework`` does
+    the saved model: TensorFlow's float16 ``Dense`` rounds ``x @ W`` before the bias, its float32 logits and
+    probabilities are flushed. (The only module here that trains: four 300-step runs.)"""
+    from dataclasses import replace
+
+    from mnist_cli.compare import run_compare
+    from mnist_cli.scoring import evaluate_model, score
+    from mnist_cli.train import run_session
+
+    X, y, Xt, yt = mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels
+    config = compare_config(lrs=[0.5], input_scales=[1.0, 255.0], dtypes=["float32", "float16"],
+                            frameworks=["tensorflow"], losses=["fused"], steps=300)
+    changed = []
+    for engine in ("stack", "alone"):
+        for run in run_compare(X, y, Xt, yt, replace(config, engine=engine)).runs:
+            model, scale = run.result.model, run.cell.input_scale
+            assert run.evaluation == evaluate_model(model, Xt, yt, scale, framework="tensorflow")
+            changed.append(run.evaluation != evaluate_model(model, Xt, yt, scale))
+    assert any(changed)  # the profile's arithmetic changes the counts of some run here (not a no-op)
+    tc = config.train_config(config.cells()[2], "fused")  # float16, pixels in [0, 1]
+    summary = run_session(mnist, tc).summary
+    model = run_compare(X, y, Xt, yt, replace(config, engine="alone")).runs[2].result.model
+    assert summary["test_loss"] == score(model, Xt, yt, 1.0, framework="tensorflow").loss
+    assert summary["test_loss"] != score(model, Xt, yt, 1.0).loss
