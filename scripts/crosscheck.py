@@ -1207,14 +1207,16 @@ def explain_training(rows: list[TrainRow], name: str = "torch") -> None:
     mixed = [r.identical_through for r in split if r.cell.mixed]
     differ = [r for r in rows if r.acc_verdict == "EXPLAINED"]
     print(f"\nwhy exact agreement is impossible ({len(split)} of {len(rows)} {name} runs split from ours):")
+    inside = {"torch": ("MKL/oneDNN", "Sleef's", "(3) in the cells where ours computes as the numpy profile, pure "
+                        "float16/bfloat16 PyTorch computes softmax and log_softmax in float32 and rounds once where "
+                        "mnist_cli.losses rounds every op (the torch profile's cells round once, as PyTorch does). "),
+              "tensorflow": ("Eigen", "Eigen's", "")}[name]  # the profile follows TF's other roundings
     print("  Bit-identical trajectories need every rounding to agree. From the identical init and batch, step 1 "
           "agrees within " + ", ".join(f"{v:.2f} eps ({k})" for k, v in step1.items()) + f" (bound {STEP1_UNITS:g}); "
-          "the roundings that differ: (1) every matrix product sums its float32 terms in another order (OpenBLAS "
-          "sgemm vs MKL/oneDNN), so about 1 in 1000 rounded half-precision logits or gradient entries lands on the "
-          "other side of a rounding boundary; (2) the softmax (NumPy's exp vs Sleef's, another summation order, "
-          "e/s vs e*(1/s)); (3) in pure float16/bfloat16 PyTorch computes softmax and log_softmax in float32 and "
-          "rounds once, mnist_cli.losses rounds every op (the loss level's 'forward rounding'), the largest of the "
-          "three. Pure and float32 runs split at step 1"
+          f"the roundings that differ: (1) every matrix product sums its float32 terms in another order (OpenBLAS "
+          f"sgemm vs {inside[0]}), so about 1 in 1000 rounded half-precision logits or gradient entries lands on the "
+          f"other side of a rounding boundary; (2) the softmax's exp (NumPy's vs {inside[1]}) and its sum's order. "
+          + inside[2] + "Pure and float32 runs split at step 1"
           + (f", mixed ones after {min(mixed)}-{max(mixed)} steps" if mixed else "") + "; SGD carries it forward.")
     if differ:
         gaps = [abs(r.correct[0] - r.correct[1]) for r in differ]
