@@ -126,7 +126,7 @@ def run_session(data, config: TrainConfig, *, explain: bool = False, log_every: 
     result = train(images, labels, config, progress=progress, progress_every=progress_every,
                    on_log=lambda step, record: records.append(record),
                    log_every=log_every, monitor=monitor, on_epoch=on_epoch)
-    scored = dict(threads=config.threads, framework=emulated_framework(config))  # in the run's own arithmetic
+    scored = _scored(config)
     test = score(result.model, data.test_images, data.test_labels, config.input_scale, **scored)
     fit = score(result.model, images[:n_train], labels[:n_train], config.input_scale, **scored)
     summary = train_summary(result, test_accuracy=test.accuracy, train_accuracy=fit.accuracy,
@@ -188,12 +188,18 @@ def split_validation(data, config: TrainConfig):
     return data.train_images[:cut], data.train_labels[:cut], (data.train_images[cut:], data.train_labels[cut:])
 
 
+def _scored(config: TrainConfig) -> dict:
+    """How :func:`mnist_cli.scoring.score` scores a run's parameters: in the run's own arithmetic (its profile's
+    logits, :func:`mnist_cli.engine.base.emulated_framework`), on its threads."""
+    return {"threads": config.threads, "framework": emulated_framework(config)}
+
+
 def _monitor(train_images, train_labels, val: tuple, config: TrainConfig):
     """The ``monitor`` of :func:`mnist_cli.engine.train`: loss and accuracy of the current parameters on
     the training examples used and on the held-out ones ``val`` = (images, labels), if any."""
     from mnist_cli.model import Model
 
-    scored = dict(threads=config.threads, framework=emulated_framework(config))
+    scored = _scored(config)
 
     def monitor(step: int, W, b) -> dict:
         model = Model(W, b, compute_dtype=config.dtype, precision=config.precision)  # as the run computes

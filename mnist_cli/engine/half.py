@@ -147,8 +147,7 @@ class LowPrecisionSGD(BatchesTaken):
         self.by_loss = [(LOSSES[name], np.array(runs), loss_dtype(configs[runs[0]]) != "float32")
                         for name, runs in runs_of.items()]
         self.loss_low = all(low for _, _, low in self.by_loss)  # every loss in the dtype: the logits cast once
-        self.run_low = [loss_dtype(c) != "float32" for c in configs]  # run -> its loss sees the dtype's logits
-        self.low_runs = np.array(self.run_low)  # (runs,) the same as a mask
+        self.run_low = np.array([loss_dtype(c) != "float32" for c in configs])  # (runs,) its loss sees the dtype's logits
         self.healthy = np.array([acct.healthy_gap for acct in accts])  # (runs,) Accounting.healthy_gap
         self.low = as_dtype(first.dtype)
         self.mixed = first.precision == "mixed"
@@ -251,10 +250,10 @@ class LowPrecisionSGD(BatchesTaken):
         zt = np.ascontiguousarray(z.transpose(0, 2, 1), np.float32)  # (runs, k, B) the held values
         gaps = np.maximum.reduce(zt, axis=1)
         gaps -= np.minimum.reduce(zt, axis=1)  # (runs, B) max - min, nan where z has nan
-        if self.low_runs.all():
+        if self.run_low.all():
             round_to(gaps, self.low, out=gaps)
-        elif self.low_runs.any():
-            gaps[self.low_runs] = round_to(gaps[self.low_runs], self.low)
+        elif self.run_low.any():
+            gaps[self.run_low] = round_to(gaps[self.run_low], self.low)
         gap = np.maximum.reduce(gaps, axis=1)  # (runs,) each run's largest (nan if any is)
         for acct, g in zip(self.accts, gap.tolist()):
             acct.observe_gap(g)
