@@ -18,7 +18,7 @@ from mnist_cli.frameworks import profile
 from mnist_cli.losses import LOSSES
 from mnist_cli.metrics import calibration, normalize_confusion, precision_recall_f1, top_confusions
 from mnist_cli.model import Model
-from mnist_cli.scoring import cross_entropy, logits_and_evaluation, softmax_logits
+from mnist_cli.scoring import cross_entropy, logits_and_evaluation, model_profile, softmax_logits
 from mnist_cli.settings import DEFAULT_THREADS, held_out, val_split_ok
 
 
@@ -49,8 +49,7 @@ def evaluate_file(path, load_data, *, split: str = "test", input_scale: float | 
 
     profile(framework)  # an unknown name is refused before the model or the data is read
     model = Model.load(path, foreign=foreign)
-    prof = profile(framework or model.framework)  # by default the model's own
-    framework = None if prof.name == "numpy" else prof.name  # numpy: the plain arithmetic, the loss in float64
+    prof, framework = model_profile(model, framework)  # by default the model's own
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
     if split == "val" and val_split is None and not isinstance(model.meta.get("validation"), dict):

@@ -31,7 +31,7 @@ from mnist_cli.fileio import atomic_write, check_writable, jsonable
 from mnist_cli.frameworks import profile
 from mnist_cli.losses import softmax
 from mnist_cli.model import Model
-from mnist_cli.scoring import framework_logits, predict_logits, softmax_logits
+from mnist_cli.scoring import framework_logits, model_profile, predict_logits, softmax_logits
 
 PIXELS = 28 * 28
 MAX_IMAGES = 100_000  # more is a data set: use evaluate
@@ -239,8 +239,7 @@ def predict_file(path, *, indices=None, images=None, load_data=None, input_scale
         check_out(out)
     profile(framework)  # an unknown name is refused before any file is read
     model = Model.load(path, foreign=foreign)
-    prof = profile(framework or model.framework)  # by default the model's own
-    framework = None if prof.name == "numpy" else prof.name
+    prof, framework = model_profile(model, framework)  # by default the model's own
     scale = model.input_scale if input_scale is None else input_scale
     check_input_scale(scale, dtype or model.compute_dtype)
     if dtype is not None or precision is not None:  # --precision alone: the model's own dtype, computed so

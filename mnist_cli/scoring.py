@@ -27,7 +27,8 @@ from mnist_cli.settings import DEFAULT_THREADS
 from mnist_cli.threads import blas_pinned
 
 __all__ = ["Score", "score", "predict_logits", "cross_entropy", "evaluate_model", "evaluate_logits",
-           "rounding_report", "evaluate_stack", "logits_and_evaluation", "softmax_logits", "framework_logits"]
+           "rounding_report", "evaluate_stack", "logits_and_evaluation", "softmax_logits", "framework_logits",
+           "model_profile"]
 
 
 def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: int = 2048,
@@ -43,6 +44,14 @@ def predict_logits(model: Model, images: np.ndarray, input_scale: float, block: 
 
         with ThreadPoolExecutor(threads, thread_name_prefix="mnist-softmax-eval") as pool:
             return model.logits(images, input_scale, block, lanes=threads, map_blocks=pool.map, bias_after=bias_after)
+
+
+def model_profile(model: Model, framework: str | None = None):
+    """The profile ``model`` is computed as, ``framework`` or by default the one it was trained under
+    (:attr:`Model.framework`), and the name the functions here take for it: None for numpy, the plain IEEE
+    arithmetic (the loss in float64)."""
+    prof = profile(framework or model.framework)
+    return prof, None if prof.name == "numpy" else prof.name
 
 
 def _bias_after(framework: str | None, dtype) -> bool:
